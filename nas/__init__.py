@@ -1,0 +1,1 @@
+"""PoseNAS: neural architecture search for multi-person 2D pose estimation (jobs layer)."""

@@ -1,0 +1,5 @@
+"""The one exception type that reaches users: its message is a single line that names the culprit."""
+
+
+class PoseNASError(Exception):
+    """Bad input or an unmet precondition; the CLI prints it as one line and exits non-zero."""

@@ -1,0 +1,53 @@
+"""Atomic file writes and safe reads: a killed run never leaves a half-written file behind."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from nas.errors import PoseNASError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    def _write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, _write)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
+    return write_text(path, json.dumps(obj, indent=indent))
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Load JSON or raise a one-line error naming the file and the position of the fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoseNASError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise PoseNASError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise PoseNASError(f"{path}: not a UTF-8 text file") from None

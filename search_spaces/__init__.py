@@ -1,0 +1,1 @@
+"""Declarative search spaces and arch configs (plain data; no torch)."""

@@ -1,0 +1,1 @@
+"""The weight-sharing network and its static building blocks."""
