@@ -1,0 +1,164 @@
+"""COCO-format keypoint datasets read through pycocotools, validated up front with one-line errors."""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from nas.errors import PoseNASError
+from nas.io import read_json
+from nas.keypoints import KeypointSpec, detect_spec, get_spec, normalize_name
+
+
+@dataclass
+class PoseSample:
+    """One image and its people, in original pixel coordinates."""
+
+    image_id: int
+    image: np.ndarray  # (H, W, 3) uint8, RGB
+    keypoints: np.ndarray  # (N, K, 3) float32: x, y, COCO visibility (0 unlabeled, 1 occluded, 2 visible)
+    areas: np.ndarray  # (N,) float32, the COCO `area` of each person
+    ignore: np.ndarray  # (H, W) uint8, 1 on crowd regions and people without keypoints
+
+
+def quiet_coco(dataset: dict) -> COCO:
+    """A pycocotools COCO index built from an already-loaded dict, without its chatter."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _person_category(data: dict, path: Path, spec_name: str | None) -> tuple[int, KeypointSpec]:
+    cats = [c for c in data["categories"] if isinstance(c, dict) and c.get("keypoints")]
+    if not cats:
+        raise PoseNASError(f"{path}: no category with a 'keypoints' list")
+    cat = next((c for c in cats if c.get("name") == "person"), cats[0])
+    names = cat["keypoints"]
+    if spec_name is None:
+        spec = detect_spec(names)
+        if spec is None:
+            raise PoseNASError(
+                f"{path}: category {cat.get('id')} ({cat.get('name')!r}) has {len(names)} keypoints "
+                f"that match no known spec; pass --spec")
+    else:
+        spec = get_spec(spec_name)
+        if len(names) != spec.num_keypoints:
+            raise PoseNASError(
+                f"{path}: category {cat.get('id')} ({cat.get('name')!r}) has {len(names)} keypoints "
+                f"but spec {spec.name!r} expects {spec.num_keypoints}")
+        if detect_spec(names) not in (None, spec) and [normalize_name(n) for n in names] != list(spec.keypoints):
+            raise PoseNASError(
+                f"{path}: category {cat.get('id')} keypoint names {names[:3]}... are in another order "
+                f"than spec {spec.name!r}")
+    return cat["id"], spec
+
+
+def load_annotations(ann_file: str | Path, spec: str | None = None) -> tuple[COCO, KeypointSpec, int]:
+    """Read and validate a COCO keypoint file; fill the optional fields pycocotools' eval needs."""
+    path = Path(ann_file)
+    data = read_json(path, "annotation file")
+    if not isinstance(data, dict):
+        raise PoseNASError(f"{path}: expected a COCO object with 'images', 'annotations', 'categories'")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise PoseNASError(f"{path}: missing or non-list field {key!r}")
+    cat_id, kspec = _person_category(data, path, spec)
+    k = kspec.num_keypoints
+    image_ids = set()
+    for img in data["images"]:
+        if not isinstance(img, dict) or not {"id", "file_name"} <= img.keys():
+            raise PoseNASError(f"{path}: image entry {str(img)[:80]} lacks 'id' or 'file_name'")
+        image_ids.add(img["id"])
+    annotated = 0
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{path}: annotation id {ann.get('id', f'#{i}')} (image {ann.get('image_id')})"
+        if ann.get("image_id") not in image_ids:
+            raise PoseNASError(f"{where}: image_id is not in 'images'")
+        if ann.get("category_id") != cat_id:
+            continue
+        kp = ann.get("keypoints")
+        if not isinstance(kp, list) or len(kp) != 3 * k:
+            n = len(kp) if isinstance(kp, list) else type(kp).__name__
+            raise PoseNASError(f"{where}: 'keypoints' has {n} values, expected {3 * k} (3 x {k} for spec {kspec.name!r})")
+        try:
+            vis = np.asarray(kp, dtype=np.float64).reshape(k, 3)[:, 2]
+        except (TypeError, ValueError):
+            raise PoseNASError(f"{where}: 'keypoints' holds non-numeric values") from None
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise PoseNASError(f"{where}: 'bbox' must be [x, y, w, h]")
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("num_keypoints", int((vis > 0).sum()))
+        ann.setdefault("area", float(bbox[2] * bbox[3]))
+        if not ann["iscrowd"] and ann["num_keypoints"] > 0:
+            annotated += 1
+    if annotated == 0:
+        raise PoseNASError(f"{path}: no annotated person (no non-crowd annotation with keypoints)")
+    return quiet_coco(data), kspec, cat_id
+
+
+class CocoPoseDataset:
+    """Images plus people from a COCO keypoint file; crowds and unlabeled people become ignore masks."""
+
+    def __init__(self, ann_file: str | Path, image_dir: str | Path | None = None, spec: str | None = None):
+        self.ann_file = Path(ann_file)
+        if image_dir is None:  # a synthetic set keeps its images beside the JSON, in images/
+            beside = self.ann_file.parent / "images"
+            image_dir = beside if beside.is_dir() else self.ann_file.parent
+        self.image_dir = Path(image_dir)
+        self.coco, self.spec, self.category_id = load_annotations(ann_file, spec)
+        self.image_ids = sorted(self.coco.imgs)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def image_path(self, image_id: int) -> Path:
+        return self.image_dir / self.coco.imgs[image_id]["file_name"]
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        path = self.image_path(image_id)
+        if not path.is_file():
+            raise PoseNASError(f"{path}: image file not found (image id {image_id} in {self.ann_file})")
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise PoseNASError(f"{path}: not a readable image (image id {image_id} in {self.ann_file})")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def annotations(self, image_id: int) -> list[dict]:
+        return self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id], catIds=[self.category_id]))
+
+    def people(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (N, K, 3) and areas (N,) of the annotated, non-crowd people of an image."""
+        anns = [a for a in self.annotations(image_id) if not a["iscrowd"] and a["num_keypoints"] > 0]
+        k = self.spec.num_keypoints
+        kps = np.array([a["keypoints"] for a in anns], dtype=np.float32).reshape(-1, k, 3)
+        areas = np.array([a["area"] for a in anns], dtype=np.float32)
+        return kps, areas
+
+    def ignore_mask(self, image_id: int, height: int, width: int) -> np.ndarray:
+        """Crowd regions and people without keypoints, as HigherHRNet masks them out of the loss."""
+        mask = np.zeros((height, width), dtype=np.uint8)
+        for a in self.annotations(image_id):
+            if not (a["iscrowd"] or a["num_keypoints"] == 0):
+                continue
+            if a.get("segmentation"):
+                mask |= mask_utils.decode(self.coco.annToRLE(a)).astype(np.uint8)
+            else:
+                x, y, w, h = (int(round(v)) for v in a["bbox"])
+                mask[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)] = 1
+        return mask
+
+    def __getitem__(self, index: int) -> PoseSample:
+        image_id = self.image_ids[index]
+        image = self.load_image(image_id)
+        kps, areas = self.people(image_id)
+        ignore = self.ignore_mask(image_id, image.shape[0], image.shape[1])
+        return PoseSample(image_id, image, kps, areas, ignore)

@@ -1,0 +1,27 @@
+"""Shared fixtures: the real data beside the project, and small synthetic sets made once per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIXTURES = SHARED_DATA / "fixtures"
+COCO_MINI = SHARED_DATA / "coco-mini"
+
+
+def shared(path: Path) -> Path:
+    """A path under ../shared/data, or a skip that says why."""
+    if not path.exists():
+        pytest.skip(f"real data not present: {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory) -> Path:
+    """24 synthetic images at 128x128: a folder with annotations.json and images/."""
+    from nas.synth import generate
+
+    out = tmp_path_factory.mktemp("synth_small")
+    generate(out, 24, seed=3, size=(128, 128), progress=False)
+    return out
