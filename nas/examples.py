@@ -1,0 +1,93 @@
+"""From a dataset sample to the tensors one training step needs, at a resolution chosen per batch."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from nas.dataset import CocoPoseDataset
+from nas.targets import heatmaps, tag_indices
+from nas.transforms import (Augment, apply_to_points, compose, input_matrix, normalize, stride_matrix, warp_image,
+                            warp_keypoints)
+
+MAX_PEOPLE = 30
+
+
+class PoseTrainSet(Dataset):
+    """Indexed by (sample index, input size): the sampler picks the resolution for each batch.
+
+    Returns image (3, S, S), then per output stride its heatmaps (K, S/s, S/s) and valid mask
+    (S/s, S/s), and the tag indices (MAX_PEOPLE, K, 2) at the first (coarsest) stride.
+    """
+
+    def __init__(self, dataset: CocoPoseDataset, strides: tuple[int, ...] = (4, 2),
+                 augment: Augment | None = Augment(), seed: int = 0):
+        self.dataset = dataset
+        self.strides = strides
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.flip_index = np.asarray(dataset.spec.flip_index)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, size = item
+        rng = np.random.default_rng((self.seed, self.epoch, index, size))
+        sample = self.dataset[index]
+        h, w = sample.image.shape[:2]
+        matrix, flipped = input_matrix(w, h, size, self.augment, rng)
+        image = normalize(warp_image(sample.image, matrix, size))
+        kps = sample.keypoints[:, self.flip_index] if flipped else sample.keypoints
+        kps = warp_keypoints(kps, matrix, size)
+        k = self.dataset.spec.num_keypoints
+        heats, masks = [], []
+        for s in self.strides:
+            out = size // s
+            to_out = compose(stride_matrix(s), matrix)
+            out_kps = kps.copy()
+            out_kps[..., :2] = apply_to_points(stride_matrix(s), kps[..., :2])
+            heats.append(torch.from_numpy(heatmaps(out_kps, out, k)))
+            ignore = warp_image(sample.ignore.astype(np.float32), to_out, out)
+            masks.append(torch.from_numpy((ignore < 0.5).astype(np.float32)))
+            if s == self.strides[0]:
+                tags = torch.from_numpy(tag_indices(out_kps, out, k, MAX_PEOPLE))
+        return torch.from_numpy(image), heats, masks, tags
+
+
+class ResolutionBatchSampler(Sampler):
+    """Shuffled batches of (index, size); each batch draws one input size from ``sizes``.
+
+    With ``num_replicas`` > 1 each rank takes its own share of every epoch (distributed training).
+    """
+
+    def __init__(self, n: int, batch_size: int, sizes: tuple[int, ...], seed: int = 0,
+                 drop_last: bool = True, shuffle: bool = True, rank: int = 0, num_replicas: int = 1):
+        self.n, self.batch_size, self.sizes = n, batch_size, tuple(sizes)
+        self.seed, self.drop_last, self.shuffle = seed, drop_last, shuffle
+        self.rank, self.num_replicas = rank, num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        per_rank = len(order) // self.num_replicas
+        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def __iter__(self):
+        idx = self._indices()
+        rng = np.random.default_rng((self.seed, self.epoch, 1))
+        stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+        for start in range(0, stop, self.batch_size):
+            size = int(self.sizes[rng.integers(len(self.sizes))])
+            yield [(int(i), size) for i in idx[start:start + self.batch_size]]
+
+    def __len__(self) -> int:
+        per_rank = self.n // self.num_replicas
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)

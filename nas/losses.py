@@ -1,0 +1,34 @@
+"""Masked multi-resolution heatmap MSE and the associative-embedding pull/push loss."""
+from __future__ import annotations
+
+import torch
+
+
+def heatmap_loss(preds: list[torch.Tensor], targets: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over resolutions of the per-pixel squared error where the mask is 1 (HigherHRNet)."""
+    total = preds[0].new_zeros(())
+    for p, t, m in zip(preds, targets, masks):
+        total = total + ((p - t) ** 2 * m[:, None]).mean()
+    return total
+
+
+def ae_loss(tags: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pull each person's tags to their mean; push different people's means apart.
+
+    tags: (B, K, H, W); joints: (B, P, K, 2) flat indices into K*H*W and a valid flag.
+    Returns (pull, push), each averaged over the batch.
+    """
+    b = tags.shape[0]
+    flat = tags.reshape(b, -1)
+    idx, valid = joints[..., 0], joints[..., 1].to(tags.dtype)  # (B, P, K)
+    values = flat.gather(1, idx.reshape(b, -1)).reshape(idx.shape)
+    count = valid.sum(-1)  # (B, P)
+    present = (count > 0).to(tags.dtype)
+    mean = (values * valid).sum(-1) / count.clamp(min=1)
+    pull_per = (((values - mean[..., None]) ** 2) * valid).sum(-1) / count.clamp(min=1)
+    people = present.sum(-1)  # (B,)
+    pull = (pull_per * present).sum(-1) / people.clamp(min=1)
+    diff = mean[:, :, None] - mean[:, None, :]
+    pair = present[:, :, None] * present[:, None, :] * (1 - torch.eye(mean.shape[1], device=tags.device, dtype=tags.dtype))
+    push = (torch.exp(-diff ** 2) * pair).sum((1, 2)) / (people * (people - 1)).clamp(min=1)
+    return pull.mean(), push.mean()
