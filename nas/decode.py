@@ -1,0 +1,161 @@
+"""Bottom-up decoding (HigherHRNet): aggregate heatmaps, NMS, top-k, group by tags, refine.
+
+Network outputs are a list ordered coarse to fine: the first holds K heatmaps then K tag maps,
+each later one K heatmaps at twice the resolution. Decoding works at the finest resolution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from nas.keypoints import KeypointSpec
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_people: int = 30
+    detection_threshold: float = 0.1
+    tag_threshold: float = 1.0
+    nms_radius: float = 4.0  # in input pixels
+    use_detection_val: bool = True
+    refine: bool = True
+
+
+def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
+              flipped: list[torch.Tensor] | None = None, flip_index: list[int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average every resolution's heatmaps at the finest one (and with the flipped pass, if any).
+
+    Returns heatmaps (B, K, H, W) and tags (B, K, H, W, D), D = 2 with flip test, else 1.
+    """
+    def one_pass(outs: list[torch.Tensor], flip: bool):
+        size = outs[-1].shape[-2:]
+        heats, tags = [], None
+        for i, o in enumerate(outs):
+            o = o.float()
+            if flip:
+                o = torch.flip(o, dims=[3])
+            if o.shape[-2:] != size:
+                o = F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+            h = o[:, :num_keypoints]
+            if flip:
+                h = h[:, flip_index]
+            heats.append(h)
+            if i == 0:
+                tags = o[:, num_keypoints:2 * num_keypoints]
+                tags = tags[:, flip_index] if flip else tags
+        return torch.stack(heats).mean(0), tags
+
+    heat, tag = one_pass(outputs, False)
+    if flipped is None:
+        return heat, tag.unsqueeze(-1)
+    heat_f, tag_f = one_pass(flipped, True)
+    return (heat + heat_f) / 2, torch.stack([tag, tag_f], dim=-1)
+
+
+def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: DecodeConfig) -> np.ndarray:
+    """HigherHRNet's greedy-by-joint grouping with an optimal assignment at each joint type.
+
+    joints: (K, M, 3) x, y, score of the top-M candidates per joint; tags: (K, M, D).
+    Returns (P, K, 3 + D) people.
+    """
+    k_total, _, d = tags.shape
+    people: list[np.ndarray] = []  # each (K, 3 + D)
+    person_tags: list[list[np.ndarray]] = []
+    for k in spec.group_order:
+        keep = joints[k, :, 2] > cfg.detection_threshold
+        cand = np.concatenate([joints[k][keep], tags[k][keep]], axis=1)
+        if len(cand) == 0:
+            continue
+        grouped = min(len(people), cfg.max_people)
+        if grouped == 0:
+            pairs = [(r, grouped) for r in range(len(cand))]
+            diff_saved = None
+        else:
+            means = np.array([np.mean(t, axis=0) for t in person_tags[:grouped]])
+            diff_saved = np.linalg.norm(cand[:, None, 3:] - means[None], axis=2)
+            cost = np.round(diff_saved) * 100 - cand[:, 2:3] if cfg.use_detection_val else diff_saved.copy()
+            if len(cand) > grouped:
+                cost = np.concatenate([cost, np.full((len(cand), len(cand) - grouped), 1e10)], axis=1)
+            rows, cols = linear_sum_assignment(cost)
+            pairs = list(zip(rows, cols))
+        for r, c in pairs:
+            if diff_saved is not None and c < grouped and diff_saved[r, c] < cfg.tag_threshold:
+                people[c][k] = cand[r]
+                person_tags[c].append(cand[r, 3:])
+            else:
+                person = np.zeros((k_total, 3 + d), dtype=np.float32)
+                person[k] = cand[r]
+                people.append(person)
+                person_tags.append([cand[r, 3:]])
+    return np.array(people, dtype=np.float32).reshape(-1, k_total, 3 + d)
+
+
+def _subpixel(heat: np.ndarray, k: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Refine integer peaks by a parabola through the log-heatmap (exact for a Gaussian peak)."""
+    _, h, w = heat.shape
+    logh = np.log(np.maximum(heat, 1e-10))
+    xi, yi = x.astype(int), y.astype(int)
+    xl, xr = np.clip(xi - 1, 0, w - 1), np.clip(xi + 1, 0, w - 1)
+    yu, yd = np.clip(yi - 1, 0, h - 1), np.clip(yi + 1, 0, h - 1)
+    c = logh[k, yi, xi]
+
+    def offset(lo, hi):
+        curvature = 2 * c - lo - hi
+        safe = np.where(curvature > 1e-6, curvature, 1.0)
+        return np.where(curvature > 1e-6, np.clip((hi - lo) / (2 * safe), -0.5, 0.5), 0.0)
+
+    return x + offset(logh[k, yi, xl], logh[k, yi, xr]), y + offset(logh[k, yu, xi], logh[k, yd, xi])
+
+
+def _refine(heat: torch.Tensor, tags: torch.Tensor, people: np.ndarray) -> np.ndarray:
+    """Fill each person's missing joints at the best heatmap location close in tag (HigherHRNet)."""
+    if len(people) == 0:
+        return people
+    p = torch.from_numpy(people)
+    found = p[:, :, 2] > 0
+    mean_tag = (p[:, :, 3:] * found[..., None]).sum(1) / found.sum(1, keepdim=True).clamp(min=1)  # (P, D)
+    dist = ((tags[None] - mean_tag[:, None, None, None, :]) ** 2).sum(-1).sqrt()  # (P, K, H, W)
+    score = heat[None] - dist.round()
+    k, h, w = heat.shape
+    best = score.view(len(p), k, -1).argmax(-1)  # (P, K)
+    ys, xs = (best // w).float(), (best % w).float()
+    vals = heat.view(k, -1).gather(1, best.t()).t()  # (P, K)
+    missing = ~found
+    out = people.copy()
+    out[:, :, 0] = np.where(missing, xs.numpy(), people[:, :, 0])
+    out[:, :, 1] = np.where(missing, ys.numpy(), people[:, :, 1])
+    out[:, :, 2] = np.where(missing, vals.numpy(), people[:, :, 2])
+    return out
+
+
+def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: int,
+          cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """People of one image from heat (K, H, W) and tags (K, H, W, D) at output ``stride``.
+
+    Returns keypoints (P, K, 3) in that map's pixel coordinates with a score per joint, and
+    a score per person (mean joint score before refinement, as HigherHRNet ranks people).
+    """
+    k, h, w = heat.shape
+    kernel = 2 * max(1, round(cfg.nms_radius / stride)) + 1
+    pooled = F.max_pool2d(heat[None], kernel, stride=1, padding=kernel // 2)[0]
+    suppressed = heat * (pooled == heat)
+    vals, idx = suppressed.view(k, -1).topk(min(cfg.max_people, h * w), dim=1)
+    tag_k = tags.reshape(k, h * w, -1).gather(1, idx[..., None].expand(-1, -1, tags.shape[-1]))
+    joints = torch.stack([(idx % w).float(), (idx // w).float(), vals], dim=-1).numpy()
+    people = _match(joints, tag_k.numpy(), spec, cfg)
+    if len(people) == 0:
+        return np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32)
+    scores = people[:, :, 2].mean(1)
+    if cfg.refine:
+        people = _refine(heat, tags, people)
+    heat_np = heat.numpy()
+    kk = np.broadcast_to(np.arange(k), people.shape[:2])
+    x, y = _subpixel(heat_np, kk, people[:, :, 0], people[:, :, 1])
+    out = np.stack([x, y, people[:, :, 2]], axis=-1).astype(np.float32)
+    order = np.argsort(-scores)[:cfg.max_people]
+    return out[order], scores[order]

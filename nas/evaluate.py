@@ -1,0 +1,86 @@
+"""COCO keypoint AP through pycocotools' COCOeval, with the dataset spec's OKS sigmas."""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from nas.errors import PoseNASError
+from nas.io import read_json
+from nas.keypoints import KeypointSpec
+
+METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
+CROWD_LEVELS = {"AP_easy": (0.0, 0.1), "AP_medium": (0.1, 0.8), "AP_hard": (0.8, 1.01)}  # CrowdPose's split
+
+
+def check_results(results: object, gt: COCO, spec: KeypointSpec, source: str) -> list[dict]:
+    """Reject results that do not belong to this ground truth with one line naming the culprit."""
+    if not isinstance(results, list):
+        raise PoseNASError(f"{source}: expected a JSON list of COCO keypoint results")
+    k = spec.num_keypoints
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= r.keys():
+            raise PoseNASError(f"{source}: result #{i} lacks 'image_id', 'keypoints' or 'score'")
+        if r["image_id"] not in gt.imgs:
+            raise PoseNASError(f"{source}: result #{i} has image_id {r['image_id']} that is not in the ground truth")
+        if not isinstance(r["keypoints"], list) or len(r["keypoints"]) != 3 * k:
+            n = len(r["keypoints"]) if isinstance(r["keypoints"], list) else "no"
+            raise PoseNASError(f"{source}: result #{i} has {n} keypoint values, expected {3 * k} "
+                               f"(spec {spec.name!r}); is it a results file for another dataset?")
+        r.setdefault("category_id", 1)
+    return results
+
+
+def _stat(value: float) -> float:
+    """COCOeval writes -1 where no ground truth falls in a range; that is 'undefined', not 0."""
+    return float(value) if value >= 0 else math.nan
+
+
+def _run(gt: COCO, results: list[dict], spec: KeypointSpec, image_ids: list[int] | None = None) -> np.ndarray:
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "keypoints")
+        ev.params.kpt_oks_sigmas = spec.sigmas_array
+        if image_ids is not None:
+            ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def evaluate(gt: COCO, results: list[dict], spec: KeypointSpec) -> dict[str, float]:
+    """AP, AP50, AP75, APM, APL, AR; plus AP easy/medium/hard when images carry ``crowdIndex``."""
+    if not results:
+        metrics = {m: 0.0 for m in METRICS}
+    else:
+        stats = _run(gt, results, spec)
+        metrics = {m: _stat(stats[i]) for m, i in zip(METRICS, range(6))}
+    crowd = {i: img["crowdIndex"] for i, img in gt.imgs.items() if "crowdIndex" in img}
+    if crowd:
+        for name, (lo, hi) in CROWD_LEVELS.items():
+            ids = [i for i, c in crowd.items() if lo <= c < hi]
+            has_people = any(a["num_keypoints"] > 0 for a in gt.loadAnns(gt.getAnnIds(imgIds=ids)))
+            if not ids or not has_people or not results:
+                metrics[name] = 0.0 if (ids and has_people) else math.nan
+            else:
+                metrics[name] = _stat(_run(gt, results, spec, ids)[0])
+    return metrics
+
+
+def load_results(path: str | Path, gt: COCO, spec: KeypointSpec) -> list[dict]:
+    return check_results(read_json(path, "results file"), gt, spec, str(path))
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def metrics_json(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: undefined figures become null."""
+    return {k: (None if math.isnan(v) else round(v, 6)) for k, v in metrics.items()}

@@ -1,0 +1,54 @@
+"""Run a pose network on whole images and turn its outputs into COCO keypoint results."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from nas.decode import DecodeConfig, aggregate, group
+from nas.keypoints import KeypointSpec
+from nas.transforms import apply_to_points, invert, letterbox_matrix, normalize, warp_image
+
+Network = Callable[[torch.Tensor], list[torch.Tensor]]
+
+
+def prepare(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Letterboxed, normalised (3, size, size) input and the image-to-input matrix."""
+    h, w = image.shape[:2]
+    m = letterbox_matrix(w, h, size)
+    return normalize(warp_image(image, m, size)), m
+
+
+def decode_batch(outputs: list[torch.Tensor], matrices: Sequence[np.ndarray], size: int, spec: KeypointSpec,
+                 cfg: DecodeConfig = DecodeConfig(), flipped: list[torch.Tensor] | None = None
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """People per image from a batch of network outputs: keypoints (P, K, 3) in original image
+    pixels (``matrices`` map each image into the input) and a score per person (P,)."""
+    heat, tags = aggregate([o.detach().float().cpu() for o in outputs], spec.num_keypoints,
+                           [o.detach().float().cpu() for o in flipped] if flipped else None, spec.flip_index)
+    stride = size / heat.shape[-1]
+    people = []
+    for i, matrix in enumerate(matrices):
+        kps, scores = group(heat[i], tags[i], spec, int(round(stride)), cfg)
+        kps[..., :2] = apply_to_points(invert(matrix), (kps[..., :2] + 0.5) * stride - 0.5)
+        people.append((kps, scores))
+    return people
+
+
+@torch.no_grad()
+def detect(net: Network, images: Sequence[np.ndarray], size: int, spec: KeypointSpec,
+           flip_test: bool = False, cfg: DecodeConfig = DecodeConfig(),
+           device: torch.device | str = "cpu") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Letterbox each image to ``size``, run the network (and its mirror with flip test), decode."""
+    prepared = [prepare(img, size) for img in images]
+    x = torch.from_numpy(np.stack([p[0] for p in prepared])).to(device)
+    outputs = net(x)
+    flipped = net(torch.flip(x, dims=[3])) if flip_test else None
+    return decode_batch(outputs, [p[1] for p in prepared], size, spec, cfg, flipped)
+
+
+def to_coco_results(image_id: int, keypoints: np.ndarray, scores: np.ndarray, category_id: int = 1) -> list[dict]:
+    return [{"image_id": int(image_id), "category_id": category_id,
+             "keypoints": [round(float(v), 2) for v in kp.ravel()], "score": round(float(s), 5)}
+            for kp, s in zip(keypoints, scores)]
