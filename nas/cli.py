@@ -1,0 +1,220 @@
+"""The `posenas` command line. Every user error ends as one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nas.errors import PoseNASError
+
+RESULTS = Path("results")
+
+
+def _data_paths(args: argparse.Namespace, prefix: str = "") -> tuple[str, str]:
+    """``--data DIR`` (a synthetic set: DIR/annotations.json + DIR/images) or ``--ann`` + ``--images``."""
+    data, ann, images = (getattr(args, prefix + n) for n in ("data", "ann", "images"))
+    if data:
+        return str(Path(data) / "annotations.json"), str(Path(data) / "images")
+    if not ann:
+        raise PoseNASError(f"give --{prefix.replace('_', '-')}data DIR or --{prefix.replace('_', '-')}ann GT.json")
+    return ann, images
+
+
+def _print_json_last(obj: dict) -> None:
+    print(json.dumps(obj))
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from nas.synth import generate
+
+    path = generate(args.out, args.images, args.seed, tuple(args.size))
+    print(f"wrote {args.images} images and {path}")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from nas.dataset import CocoPoseDataset
+    from nas.datacheck import oracle_ap, summarize
+    from nas.evaluate import format_metrics, metrics_json
+
+    ds = CocoPoseDataset(args.ann, args.images, args.spec)
+    for image_id in ds.image_ids:  # every image must exist and decode
+        ds.load_image(image_id)
+    summary = summarize(ds)
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    if args.oracle:
+        metrics = oracle_ap(ds, args.resolution, progress=not args.json)
+        print(f"oracle at {args.resolution}: {format_metrics(metrics)}")
+        summary["oracle"] = {"resolution": args.resolution, **metrics_json(metrics)}
+    if args.json:
+        _print_json_last(summary)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from nas.dataset import load_annotations
+    from nas.evaluate import evaluate, format_metrics, load_results, metrics_json
+
+    gt, spec, _ = load_annotations(args.ann, args.spec)
+    results = load_results(args.results, gt, spec)
+    metrics = evaluate(gt, results, spec)
+    print(format_metrics(metrics))
+    if args.json:
+        _print_json_last(metrics_json(metrics))
+
+
+def _train_config(args: argparse.Namespace):
+    import yaml
+
+    from nas.train import TrainConfig
+
+    settings = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise PoseNASError(f"config file not found: {path}")
+        try:
+            settings = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PoseNASError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(settings, dict):
+            raise PoseNASError(f"{path}: expected a mapping of training settings")
+    if args.data or args.ann:
+        settings["train_ann"], settings["train_images"] = _data_paths(args)
+    if args.val_data or args.val_ann:
+        settings["val_ann"], settings["val_images"] = _data_paths(args, "val_")
+    for name in ("epochs", "batch_size", "input_size", "lr", "workers", "seed", "time_budget_min", "device", "spec"):
+        value = getattr(args, name, None)
+        if value is not None:
+            settings[name] = value
+    if "train_ann" not in settings:
+        raise PoseNASError("no training data: give --data DIR, --ann GT.json, or train_ann in --config")
+    return TrainConfig.from_dict(settings, str(args.config or "command line"))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from nas.evaluate import format_metrics
+    from nas.train import train
+
+    metrics = train(_train_config(args), args.out)
+    print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
+    if metrics:
+        print(format_metrics(metrics))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import cv2
+
+    from nas.draw import draw_people
+    from nas.inference import detect
+    from nas.keypoints import get_spec
+    from nas.train import load_model
+
+    net, ckpt = load_model(args.checkpoint)
+    spec = get_spec(ckpt["spec"])
+    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if image is None:
+        raise PoseNASError(f"{args.image}: not found or not a readable image")
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    (kps, scores), = detect(net, [rgb], args.size or ckpt["input_size"], spec, args.flip_test)
+    keep = scores >= args.threshold
+    drawn = draw_people(rgb, kps[keep], spec)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+        raise PoseNASError(f"{out}: could not write the image (unknown extension?)")
+    print(f"{int(keep.sum())} people drawn on {out}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from nas.pipeline import run_baseline
+
+    run_baseline(args.config, args.out)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from nas.bench import run_benchmarks
+
+    run_benchmarks(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="posenas", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets: synthesize, check").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("synth", help="write a synthetic COCO-format multi-person set")
+    s.add_argument("--out", required=True)
+    s.add_argument("--images", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"))
+    s.set_defaults(func=cmd_synth)
+    c = data.add_parser("check", help="summarize a dataset; --oracle gives the AP ceiling of the targets")
+    c.add_argument("--ann", required=True)
+    c.add_argument("--images")
+    c.add_argument("--spec")
+    c.add_argument("--oracle", action="store_true")
+    c.add_argument("--resolution", type=int, default=512)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("eval", help="COCO keypoint AP of a results file")
+    e.add_argument("--ann", required=True)
+    e.add_argument("--results", required=True)
+    e.add_argument("--spec")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("train", help="train the static baseline network")
+    for prefix in ("", "val-"):
+        t.add_argument(f"--{prefix}data", help="a synthetic set folder (annotations.json + images/)")
+        t.add_argument(f"--{prefix}ann")
+        t.add_argument(f"--{prefix}images")
+    t.add_argument("--config", help="YAML file of training settings")
+    t.add_argument("--out", required=True)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--input-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--workers", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--time-budget-min", type=float)
+    t.add_argument("--device")
+    t.add_argument("--spec")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="draw detected skeletons on an image")
+    pr.add_argument("image")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--size", type=int)
+    pr.add_argument("--threshold", type=float, default=0.2, help="minimum person score to draw")
+    pr.add_argument("--flip-test", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("bench", help="run the benchmarks; figures to results/bench/")
+    b.add_argument("--out", default="results/bench")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("run", help="the main job on the embedded default (synthetic data)")
+    r.add_argument("config", nargs="?", help="YAML run config; the embedded default when omitted")
+    r.add_argument("--out", help="run folder (default results/<name>)")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PoseNASError as e:
+        print(f"posenas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("posenas: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

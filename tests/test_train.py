@@ -1,0 +1,88 @@
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nas.cli import main
+from nas.draw import draw_people
+from nas.errors import PoseNASError
+from nas.keypoints import COCO
+from nas.train import TrainConfig, load_model, train
+from tests.conftest import COCO_MINI, shared
+
+TINY = {"stem": 8, "stages": [{"width": 8, "depth": 1, "kernel": 3, "expand": 1},
+                              {"width": 16, "depth": 1, "kernel": 5, "expand": 2},
+                              {"width": 16, "depth": 1, "kernel": 5, "expand": 2},
+                              {"width": 24, "depth": 1, "kernel": 3, "expand": 2}],
+        "head": [16, 16, 16], "high_res_width": 8, "high_res_output": True}
+
+
+def _cfg(data, **kw):
+    return TrainConfig(train_ann=str(data / "annotations.json"), train_images=str(data / "images"),
+                       val_ann=str(data / "annotations.json"), val_images=str(data / "images"), input_size=64,
+                       batch_size=8, workers=0, val_every=1, val_limit=8, model=TINY, **kw)
+
+
+def test_train_writes_checkpoint_log_and_curves_and_resumes(tmp_path, synth_small):
+    out = tmp_path / "run"
+    train(_cfg(synth_small, epochs=1), out, progress=False)
+    first = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert first["epoch"] == 1 and first["step"] == 3
+    metrics = train(_cfg(synth_small, epochs=2), out, progress=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 6, "resumed at step 3, not from scratch"
+    log = pd.read_csv(out / "log.csv")
+    assert log["epoch"].tolist() == [1, 2] and "AP" in log
+    assert set(metrics) >= {"AP", "AP50", "AR"}
+    assert (out / "curves.png").stat().st_size > 5000
+    assert not list(out.glob(".*.tmp")), "no temporary file left behind"
+    net, record = load_model(out / "checkpoint.pt")
+    assert record["spec"] == "coco"
+    outs = net(torch.zeros(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(1, 34, 16, 16), (1, 17, 32, 32)]
+
+
+def test_loss_falls_on_real_coco_images(tmp_path):
+    ann = shared(COCO_MINI / "annotations" / "person_keypoints_train.json")
+    data = json.loads(ann.read_text())
+    keep = {i["id"] for i in data["images"][:4]}
+    data["images"] = [i for i in data["images"] if i["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    subset = tmp_path / "subset.json"
+    subset.write_text(json.dumps(data))
+    cfg = TrainConfig(train_ann=str(subset), train_images=str(COCO_MINI / "images"), input_size=128, batch_size=4,
+                      epochs=60, workers=0, lr=3e-3, warmup_epochs=0, augment=False)
+    train(cfg, tmp_path / "run", progress=False)
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert log["heatmap"].iloc[-5:].mean() < 0.6 * log["heatmap"].iloc[:5].mean()
+
+
+def test_predict_draws_skeletons(tmp_path, synth_small, capsys):
+    train(_cfg(synth_small, epochs=1), tmp_path / "run", progress=False)
+    image = synth_small / "images" / "000001.jpg"
+    out = tmp_path / "pred.png"
+    code = main(["predict", str(image), "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"),
+                 "--out", str(out), "--threshold", "0"])
+    assert code == 0 and "people drawn on" in capsys.readouterr().out
+    assert cv2.imread(str(out)).shape == cv2.imread(str(image)).shape
+
+
+def test_draw_people_paints_the_skeleton():
+    img = np.zeros((100, 100, 3), np.uint8)
+    person = np.zeros((1, 17, 3), np.float32)
+    person[0, :, :2] = [[50, 10 + 4 * i] for i in range(17)]
+    person[0, :, 2] = 1.0
+    drawn = draw_people(img, person, COCO)
+    assert drawn[40:60, 48:53].sum() > 0 and img.sum() == 0, "drawn on a copy"
+
+
+def test_checkpoint_that_is_not_one_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(PoseNASError, match="not a readable PoseNAS checkpoint"):
+        load_model(bad)
+    with pytest.raises(PoseNASError, match="checkpoint not found"):
+        load_model(tmp_path / "missing.pt")
