@@ -52,12 +52,23 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from nas.dataset import load_annotations
+    from nas.dataset import CocoPoseDataset, load_annotations
     from nas.evaluate import evaluate, format_metrics, load_results, metrics_json
+    from nas.io import write_json
 
-    gt, spec, _ = load_annotations(args.ann, args.spec)
-    results = load_results(args.results, gt, spec)
-    metrics = evaluate(gt, results, spec)
+    if bool(args.results) == bool(args.checkpoint):
+        raise PoseNASError("give exactly one of --results RESULTS.json or --checkpoint CKPT")
+    if args.results:
+        gt, spec, _ = load_annotations(args.ann, args.spec)
+        metrics = evaluate(gt, load_results(args.results, gt, spec), spec)
+    else:
+        from nas.train import evaluate_network, load_model
+
+        net, ckpt = load_model(args.checkpoint)
+        ds = CocoPoseDataset(args.ann, args.images, args.spec or ckpt["spec"])
+        metrics, results = evaluate_network(net, ds, args.size or ckpt["input_size"], args.flip_test, progress=True)
+        if args.save_results:
+            write_json(args.save_results, results)
     print(format_metrics(metrics))
     if args.json:
         _print_json_last(metrics_json(metrics))
@@ -158,9 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
 
-    e = sub.add_parser("eval", help="COCO keypoint AP of a results file")
+    e = sub.add_parser("eval", help="COCO keypoint AP of a results file, or of a checkpoint run on the images")
     e.add_argument("--ann", required=True)
-    e.add_argument("--results", required=True)
+    e.add_argument("--results", help="COCO keypoint results JSON")
+    e.add_argument("--checkpoint", help="a training checkpoint to run on the --ann images instead")
+    e.add_argument("--images")
+    e.add_argument("--size", type=int, help="input resolution (default: the training one)")
+    e.add_argument("--flip-test", action="store_true")
+    e.add_argument("--save-results", help="with --checkpoint: write the detections here")
     e.add_argument("--spec")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)

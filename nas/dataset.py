@@ -110,9 +110,9 @@ class CocoPoseDataset:
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path | None = None, spec: str | None = None):
         self.ann_file = Path(ann_file)
-        if image_dir is None:  # a synthetic set keeps its images beside the JSON, in images/
-            beside = self.ann_file.parent / "images"
-            image_dir = beside if beside.is_dir() else self.ann_file.parent
+        if image_dir is None:  # images/ beside the JSON (synthetic sets) or beside its folder (coco-mini)
+            candidates = (self.ann_file.parent / "images", self.ann_file.parent.parent / "images")
+            image_dir = next((c for c in candidates if c.is_dir()), self.ann_file.parent)
         self.image_dir = Path(image_dir)
         self.coco, self.spec, self.category_id = load_annotations(ann_file, spec)
         self.image_ids = sorted(self.coco.imgs)

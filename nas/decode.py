@@ -142,8 +142,10 @@ def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: in
     """
     k, h, w = heat.shape
     kernel = 2 * max(1, round(cfg.nms_radius / stride)) + 1
-    pooled = F.max_pool2d(heat[None], kernel, stride=1, padding=kernel // 2)[0]
-    suppressed = heat * (pooled == heat)
+    # a pixel survives if its window's argmax is itself; on exact ties (a peak midway between two
+    # pixels) every window names the same first pixel, so the peak survives once, not twice
+    _, argmax = F.max_pool2d(heat[None], kernel, stride=1, padding=kernel // 2, return_indices=True)
+    suppressed = heat * (argmax[0] == torch.arange(h * w).view(1, h, w))
     vals, idx = suppressed.view(k, -1).topk(min(cfg.max_people, h * w), dim=1)
     tag_k = tags.reshape(k, h * w, -1).gather(1, idx[..., None].expand(-1, -1, tags.shape[-1]))
     joints = torch.stack([(idx % w).float(), (idx // w).float(), vals], dim=-1).numpy()

@@ -4,11 +4,17 @@ from __future__ import annotations
 import torch
 
 
-def heatmap_loss(preds: list[torch.Tensor], targets: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
-    """Sum over resolutions of the per-pixel squared error where the mask is 1 (HigherHRNet)."""
+def heatmap_loss(preds: list[torch.Tensor], targets: list[torch.Tensor], masks: list[torch.Tensor],
+                 background_weight: float = 1.0) -> torch.Tensor:
+    """Sum over resolutions of the per-pixel squared error where the mask is 1 (HigherHRNet).
+
+    ``background_weight`` < 1 scales the error away from any joint's Gaussian, as DEKR does,
+    so that the few peak pixels are not drowned by the background.
+    """
     total = preds[0].new_zeros(())
     for p, t, m in zip(preds, targets, masks):
-        total = total + ((p - t) ** 2 * m[:, None]).mean()
+        weight = m[:, None] if background_weight == 1.0 else m[:, None] * torch.where(t > 0, 1.0, background_weight)
+        total = total + ((p - t) ** 2 * weight).mean()
     return total
 
 

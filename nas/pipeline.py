@@ -31,25 +31,32 @@ def load_run_config(path: str | None) -> dict:
     return cfg
 
 
-def _synth_once(out: Path, images: int, seed: int, size: tuple[int, int]) -> Path:
-    ann = out / "annotations.json"  # written last and atomically: its presence means the set is whole
-    if not ann.exists():
+def _synth_once(out: Path, images: int, seed: int, size: tuple[int, int]) -> None:
+    if not (out / "annotations.json").exists():  # written last and atomically: present means whole
         generate(out, images, seed, size)
-    return ann
+
+
+DATA_KEYS = {"train_images", "val_images", "size", "train_seed", "val_seed"}
 
 
 def run_baseline(config: str | None = None, out: str | None = None) -> dict:
     cfg = load_run_config(config)
+    source = config or DEFAULT_CONFIG
     run = Path(out or Path("results") / cfg.get("name", "baseline"))
     data = cfg["data"]
+    unknown = sorted(set(data) - DATA_KEYS)
+    if unknown:
+        raise PoseNASError(f"{source}: unknown data setting(s) {unknown}; known: {sorted(DATA_KEYS)}")
+    train_dir, val_dir = run / "data" / "train", run / "data" / "val"
+    settings = {**cfg["train"], "train_ann": str(train_dir / "annotations.json"), "train_images": str(train_dir / "images"),
+                "val_ann": str(val_dir / "annotations.json"), "val_images": str(val_dir / "images")}
+    train_cfg = TrainConfig.from_dict(settings, source)  # validated before any work is done
     size = tuple(data.get("size", (256, 256)))
     print(f"[1/3] data -> {run / 'data'}")
-    train_ann = _synth_once(run / "data" / "train", data.get("train_images", 1000), data.get("train_seed", 1), size)
-    val_ann = _synth_once(run / "data" / "val", data.get("val_images", 100), data.get("val_seed", 2), size)
+    _synth_once(train_dir, data.get("train_images", 1000), data.get("train_seed", 1), size)
+    _synth_once(val_dir, data.get("val_images", 100), data.get("val_seed", 2), size)
     print(f"[2/3] train -> {run / 'train'}")
-    settings = {**cfg["train"], "train_ann": str(train_ann), "train_images": str(train_ann.parent / "images"),
-                "val_ann": str(val_ann), "val_images": str(val_ann.parent / "images")}
-    metrics = train(TrainConfig.from_dict(settings, "train"), run / "train")
+    metrics = train(train_cfg, run / "train")
     print("[3/3] results")
     if metrics:
         write_json(run / "metrics.json", metrics_json(metrics), indent=2)

@@ -39,6 +39,7 @@ class TrainConfig:
     lr: float = 2e-3
     warmup_epochs: float = 1.0
     ae_weight: float = 1e-3
+    background_weight: float = 1.0  # heatmap loss weight away from joints (1.0: plain masked MSE)
     workers: int = 1
     seed: int = 0
     val_every: int = 5
@@ -51,15 +52,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
         if unknown:
             raise PoseNASError(f"{source}: unknown training setting(s) {unknown}; known: {sorted(known)}")
+        expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict}
+        for name, value in d.items():
+            kind = expected.get(str(known[name].type).split(" | ")[0])
+            if value is not None and kind and (not isinstance(value, kind) or isinstance(value, bool) != (kind is bool)):
+                raise PoseNASError(f"{source}: setting {name!r} must be {known[name].type}, got {value!r}")
         return cls(**d)
 
 
 def build_model(model: dict, num_keypoints: int) -> LitePoseNet:
-    return LitePoseNet(LitePoseConfig.from_dict({**model, "num_keypoints": num_keypoints}))
+    try:
+        return LitePoseNet(LitePoseConfig.from_dict({**model, "num_keypoints": num_keypoints}))
+    except (TypeError, KeyError, ValueError) as e:
+        raise PoseNASError(f"model settings {model}: {e}") from None
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[LitePoseNet, dict]:
@@ -180,7 +189,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
                 outputs = net(images)
             outputs = [o.float() for o in outputs]
             preds = [outputs[0][:, :k]] + outputs[1:]
-            h_loss = heatmap_loss(preds, heats, masks)
+            h_loss = heatmap_loss(preds, heats, masks, cfg.background_weight)
             pull, push = ae_loss(outputs[0][:, k:2 * k], joints.to(device))
             loss = h_loss + cfg.ae_weight * (pull + push)
             opt.zero_grad(set_to_none=True)

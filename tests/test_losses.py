@@ -43,3 +43,13 @@ def test_pull_grows_when_one_person_has_split_tags_and_gradients_flow():
     assert torch.isclose(pull, torch.tensor(1.0)) and push == 0, "one person: nothing to push"
     pull.backward()
     assert tags.grad.abs().sum() > 0
+
+
+def test_background_weight_scales_only_errors_away_from_joints():
+    t = torch.zeros(1, 1, 8, 8)
+    t[0, 0, 4, 4] = 1.0
+    m = [torch.ones(1, 8, 8)]
+    on_peak, off_peak = torch.zeros_like(t), t.clone()
+    off_peak[0, 0, 0, 0] = 1.0
+    assert torch.isclose(heatmap_loss([on_peak], [t], m, 0.1), heatmap_loss([on_peak], [t], m))
+    assert torch.isclose(heatmap_loss([off_peak], [t], m, 0.1), 0.1 * heatmap_loss([off_peak], [t], m))

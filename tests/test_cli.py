@@ -1,0 +1,53 @@
+"""The installed console script, as a user runs it: real processes, real exit codes."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.cli import main
+
+POSENAS = str(Path(sys.executable).with_name("posenas"))
+
+
+def run(*args, cwd=None):
+    return subprocess.run([POSENAS, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_console_script_round_trip(tmp_path):
+    synth = run("data", "synth", "--out", str(tmp_path / "s"), "--images", "6", "--seed", "9", "--size", "96", "96")
+    assert synth.returncode == 0, synth.stderr
+    data = json.loads((tmp_path / "s" / "annotations.json").read_text())
+    assert len(data["images"]) == 6 and len(list((tmp_path / "s" / "images").glob("*.jpg"))) == 6
+    gt = [{"image_id": a["image_id"], "keypoints": a["keypoints"], "score": 1.0}
+          for a in data["annotations"] if a["num_keypoints"] > 0]
+    (tmp_path / "r.json").write_text(json.dumps(gt))
+    ev = run("eval", "--ann", str(tmp_path / "s" / "annotations.json"), "--results", str(tmp_path / "r.json"), "--json")
+    assert ev.returncode == 0 and json.loads(ev.stdout.splitlines()[-1])["AP"] == pytest.approx(1.0)
+
+
+def test_bad_input_exits_non_zero_with_one_line(tmp_path):
+    (tmp_path / "broken.json").write_text("{")
+    p = run("eval", "--ann", str(tmp_path / "broken.json"), "--results", str(tmp_path / "broken.json"))
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "broken.json: malformed JSON" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_eval_needs_exactly_one_source(capsys, tmp_path):
+    assert main(["eval", "--ann", str(tmp_path / "x.json")]) == 2
+    assert "exactly one of --results" in capsys.readouterr().err
+
+
+def test_eval_runs_a_checkpoint_on_images(tmp_path, synth_small, capsys):
+    from nas.train import train
+    from tests.test_train import _cfg
+
+    train(_cfg(synth_small, epochs=1), tmp_path / "run", progress=False)
+    out = tmp_path / "dets.json"
+    assert main(["eval", "--ann", str(synth_small / "annotations.json"), "--checkpoint",
+                 str(tmp_path / "run" / "checkpoint.pt"), "--save-results", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= metrics["AP"] <= 1.0
+    assert isinstance(json.loads(out.read_text()), list)
