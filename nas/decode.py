@@ -18,7 +18,7 @@ from nas.keypoints import KeypointSpec
 @dataclass(frozen=True)
 class DecodeConfig:
     max_people: int = 30
-    detection_threshold: float = 0.1
+    detection_threshold: float = 0.4  # HigherHRNet uses 0.1; chosen on training images (README)
     tag_threshold: float = 1.0
     nms_radius: float = 4.0  # in input pixels
     use_detection_val: bool = True

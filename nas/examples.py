@@ -19,15 +19,16 @@ class PoseTrainSet(Dataset):
     """Indexed by (sample index, input size): the sampler picks the resolution for each batch.
 
     Returns image (3, S, S), then per output stride its heatmaps (K, S/s, S/s) and valid mask
-    (S/s, S/s), and the tag indices (MAX_PEOPLE, K, 2) at the first (coarsest) stride.
+    (S/s, S/s), and the tag indices (MAX_PEOPLE, J, 2) at the first (coarsest) stride.
     """
 
     def __init__(self, dataset: CocoPoseDataset, strides: tuple[int, ...] = (4, 2),
-                 augment: Augment | None = Augment(), seed: int = 0):
+                 augment: Augment | None = Augment(), seed: int = 0, tag_radius: int = 0):
         self.dataset = dataset
         self.strides = strides
         self.augment = augment
         self.seed = seed
+        self.tag_radius = tag_radius
         self.epoch = 0
         self.flip_index = np.asarray(dataset.spec.flip_index)
 
@@ -54,7 +55,7 @@ class PoseTrainSet(Dataset):
             ignore = warp_image(sample.ignore.astype(np.float32), to_out, out)
             masks.append(torch.from_numpy((ignore < 0.5).astype(np.float32)))
             if s == self.strides[0]:
-                tags = torch.from_numpy(tag_indices(out_kps, out, k, MAX_PEOPLE))
+                tags = torch.from_numpy(tag_indices(out_kps, out, k, MAX_PEOPLE, self.tag_radius))
         return torch.from_numpy(image), heats, masks, tags
 
 

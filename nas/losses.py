@@ -21,7 +21,8 @@ def heatmap_loss(preds: list[torch.Tensor], targets: list[torch.Tensor], masks: 
 def ae_loss(tags: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull each person's tags to their mean; push different people's means apart.
 
-    tags: (B, K, H, W); joints: (B, P, K, 2) flat indices into K*H*W and a valid flag.
+    tags: (B, K, H, W); joints: (B, P, J, 2) flat indices into K*H*W and a valid flag, J entries
+    per person (one per joint, or several around each joint).
     Returns (pull, push), each averaged over the batch.
     """
     b = tags.shape[0]

@@ -4,10 +4,14 @@ What it models: 1 to 10 people per image with COCO's 17 joints, articulated with
 heights from about 1/10 to nearly the full image, crowds and mutual occlusion (occluded joints
 labeled but not visible), truncation at the border (out-of-frame joints unlabeled), front
 occluders, crowd regions of tiny unlabeled people (``iscrowd``), and muted textured backgrounds
-with shapes and stick-like distractors; people are outlined, as clothing edges are in photos. Each person's left limbs carry a light stripe and the left ear a light
-dot, and people face towards or away from the camera, so left and right are learnable only from
-that cue. What it does not model: real appearance, clothing, 3-D pose and perspective beyond a
-per-limb foreshortening, lighting, motion blur.
+with shapes and stick-like distractors; people are outlined, as clothing edges are in photos.
+Each person's left limbs carry a light stripe and the left ear a light dot, and people face
+towards or away from the camera, so left and right are learnable only from that cue. As in
+COCO, people whose mask covers fewer than 32 x 32 pixels get no keypoints (``num_keypoints``
+0): they are drawn, and become ignore regions in training and evaluation.
+
+What it does not model: real appearance, clothing, 3-D pose and perspective beyond a per-limb
+foreshortening, lighting, motion blur.
 
 Every image comes from its own seed (the dataset seed and the image index), so a set is
 deterministic and any image can be regenerated alone.
@@ -35,6 +39,7 @@ LIMBS = (
     ("right_shoulder", "right_elbow", 0.060, 1.0), ("right_elbow", "right_wrist", 0.048, 0.75),
 )
 LEGS, ARMS = LIMBS[:4], LIMBS[4:]
+MIN_LABELED_AREA = 32 * 32  # COCO labels no keypoints on people smaller than this (pixels of mask)
 
 
 @dataclass
@@ -219,6 +224,9 @@ def render_scene(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, 
         labeled = kps[:, 2] > 0
         if labeled.sum() == 0 or sil.sum() == 0:
             continue
+        if sil.sum() < MIN_LABELED_AREA:  # too small to label, as COCO leaves them: an ignore region
+            kps[:] = 0
+            labeled[:] = False
         ys, xs = np.nonzero(sil)
         bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
         rle = mask_utils.encode(np.asfortranarray(sil))

@@ -27,17 +27,23 @@ def heatmaps(keypoints: np.ndarray, size: int, num_keypoints: int, sigma: float 
     return out
 
 
-def tag_indices(keypoints: np.ndarray, size: int, num_keypoints: int, max_people: int) -> np.ndarray:
-    """(max_people, K, 2) int64: flat index k*H*W + y*W + x of each labeled joint, and a valid flag.
+def tag_indices(keypoints: np.ndarray, size: int, num_keypoints: int, max_people: int, radius: int = 0) -> np.ndarray:
+    """(max_people, K * (2r+1)^2, 2) int64: flat indices k*H*W + y*W + x and a valid flag.
 
-    The associative-embedding loss gathers each person's tags at these positions.
+    The associative-embedding loss gathers each person's tags at these positions: the joint's
+    pixel (radius 0, as HigherHRNet) or the square of pixels around it, so that a peak decoded a
+    pixel off still reads its person's tag.
     """
-    out = np.zeros((max_people, num_keypoints, 2), dtype=np.int64)
+    offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    out = np.zeros((max_people, num_keypoints * len(offsets), 2), dtype=np.int64)
     for i, person in enumerate(keypoints[:max_people]):
         for j, (x, y, v) in enumerate(person):
-            xi, yi = int(round(x)), int(round(y))
-            if v > 0 and 0 <= xi < size and 0 <= yi < size:
-                out[i, j] = (j * size * size + yi * size + xi, 1)
+            if v <= 0:
+                continue
+            for n, (dy, dx) in enumerate(offsets):
+                xi, yi = int(round(x)) + dx, int(round(y)) + dy
+                if 0 <= xi < size and 0 <= yi < size:
+                    out[i, j * len(offsets) + n] = (j * size * size + yi * size + xi, 1)
     return out
 
 

@@ -34,15 +34,16 @@ class TrainConfig:
     val_images: str | None = None
     spec: str | None = None
     input_size: int = 256
-    batch_size: int = 16
-    epochs: int = 30
-    lr: float = 2e-3
+    batch_size: int = 8
+    epochs: int = 7
+    lr: float = 4e-3
     warmup_epochs: float = 1.0
     ae_weight: float = 1e-3
     background_weight: float = 1.0  # heatmap loss weight away from joints (1.0: plain masked MSE)
+    tag_radius: int = 1  # pull tags over the (2r+1)^2 pixels around each joint (0: the joint's pixel)
     workers: int = 1
     seed: int = 0
-    val_every: int = 5
+    val_every: int = 2
     val_limit: int | None = 200  # images evaluated between epochs; the final evaluation uses all
     flip_test: bool = False
     augment: bool = True  # random affine + flip; off to overfit a few images
@@ -150,7 +151,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    train_set = PoseTrainSet(train_ds, strides, Augment() if cfg.augment else None, seed=cfg.seed)
+    train_set = PoseTrainSet(train_ds, strides, Augment() if cfg.augment else None, cfg.seed, cfg.tag_radius)
     sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, (cfg.input_size,), seed=cfg.seed)
     if len(sampler) == 0:
         raise PoseNASError(f"{cfg.train_ann}: {len(train_ds)} images is fewer than one batch of {cfg.batch_size}")

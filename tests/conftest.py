@@ -19,9 +19,9 @@ def shared(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
-    """24 synthetic images at 128x128: a folder with annotations.json and images/."""
+    """24 synthetic images at 160x160: a folder with annotations.json and images/."""
     from nas.synth import generate
 
     out = tmp_path_factory.mktemp("synth_small")
-    generate(out, 24, seed=3, size=(128, 128), progress=False)
+    generate(out, 24, seed=3, size=(160, 160), progress=False)
     return out

@@ -5,7 +5,7 @@ import numpy as np
 
 from nas.dataset import CocoPoseDataset
 from nas.keypoints import COCO
-from nas.synth import J, draw_person, generate, render_scene, sample_person
+from nas.synth import MIN_LABELED_AREA, J, draw_person, generate, render_scene, sample_person
 
 
 def _digest(folder):
@@ -16,8 +16,8 @@ def _digest(folder):
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path, synth_small):
-    again = generate(tmp_path / "again", 24, seed=3, size=(128, 128), progress=False).parent
-    other = generate(tmp_path / "other", 24, seed=4, size=(128, 128), progress=False).parent
+    again = generate(tmp_path / "again", 24, seed=3, size=(160, 160), progress=False).parent
+    other = generate(tmp_path / "other", 24, seed=4, size=(160, 160), progress=False).parent
     assert _digest(again) == _digest(synth_small)
     assert _digest(other) != _digest(synth_small)
 
@@ -31,8 +31,16 @@ def test_output_is_valid_coco_keypoints(synth_small):
         kps = np.array(a["keypoints"]).reshape(17, 3)
         assert a["num_keypoints"] == int((kps[:, 2] > 0).sum())
         labeled = kps[kps[:, 2] > 0]
-        assert ((labeled[:, :2] >= 0) & (labeled[:, :2] < 128)).all(), "labeled joints lie inside the frame"
+        assert ((labeled[:, :2] >= 0) & (labeled[:, :2] < 160)).all(), "labeled joints lie inside the frame"
         assert (kps[kps[:, 2] == 0] == 0).all(), "unlabeled joints are zero, as COCO writes them"
+
+
+def test_people_too_small_to_label_are_unlabeled_as_in_coco(synth_small):
+    data = json.loads((synth_small / "annotations.json").read_text())
+    people = [a for a in data["annotations"] if not a["iscrowd"]]
+    assert all((a["num_keypoints"] > 0) == (a["area"] >= MIN_LABELED_AREA) for a in people)
+    assert any(a["num_keypoints"] == 0 for a in people) and any(a["num_keypoints"] > 0 for a in people)
+    assert all(not any(a["keypoints"]) for a in people if a["num_keypoints"] == 0)
 
 
 def test_scenes_cover_the_promised_variety():

@@ -31,6 +31,13 @@ def test_tag_indices_point_at_the_joint_pixel():
     t = tag_indices(kp, 16, 17, MAX_PEOPLE)
     assert t.shape == (MAX_PEOPLE, 17, 2)
     assert tuple(t[0, 2]) == (2 * 256 + 7 * 16 + 5, 1) and t[0, 3, 1] == 0 and t[1:].sum() == 0
+    around = tag_indices(kp, 16, 17, MAX_PEOPLE, radius=1)
+    assert around.shape == (MAX_PEOPLE, 17 * 9, 2)
+    cells = {(int(i) - 2 * 256) for i, ok in around[0, 2 * 9:3 * 9] if ok}
+    assert cells == {(7 + dy) * 16 + 5 + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    edge = np.zeros((1, 17, 3), np.float32)
+    edge[0, 0] = (0, 0, 2)
+    assert tag_indices(edge, 16, 17, MAX_PEOPLE, radius=1)[0, :9, 1].sum() == 4, "clipped at the border"
 
 
 def test_keypoints_follow_the_image_under_affine_and_flip():
@@ -59,8 +66,9 @@ def test_strides_share_one_pixel_centre_convention():
 
 def test_training_examples_at_the_requested_size(synth_small):
     ds = CocoPoseDataset(synth_small / "annotations.json", synth_small / "images")
-    ts = PoseTrainSet(ds, (4, 2), Augment())
-    image, heats, masks, tags = ts[(0, 96)]
+    ts = PoseTrainSet(ds, (4, 2), augment=None)
+    index = next(i for i, image_id in enumerate(ds.image_ids) if len(ds.people(image_id)[0]))
+    image, heats, masks, tags = ts[(index, 96)]
     assert image.shape == (3, 96, 96)
     assert [h.shape for h in heats] == [(17, 24, 24), (17, 48, 48)] and masks[1].shape == (48, 48)
     assert tags.shape == (MAX_PEOPLE, 17, 2)
