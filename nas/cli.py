@@ -8,7 +8,6 @@ from pathlib import Path
 
 from nas.errors import PoseNASError
 
-RESULTS = Path("results")
 
 
 def _data_paths(args: argparse.Namespace, prefix: str = "") -> tuple[str, str]:
