@@ -98,18 +98,21 @@ def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: Decode
 def _subpixel(heat: np.ndarray, k: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Refine integer peaks by a parabola through the log-heatmap (exact for a Gaussian peak)."""
     _, h, w = heat.shape
-    logh = np.log(np.maximum(heat, 1e-10))
     xi, yi = x.astype(int), y.astype(int)
     xl, xr = np.clip(xi - 1, 0, w - 1), np.clip(xi + 1, 0, w - 1)
     yu, yd = np.clip(yi - 1, 0, h - 1), np.clip(yi + 1, 0, h - 1)
-    c = logh[k, yi, xi]
+
+    def logh(yy, xx):  # log of just the five pixels each peak needs
+        return np.log(np.maximum(heat[k, yy, xx], 1e-10))
+
+    c = logh(yi, xi)
 
     def offset(lo, hi):
         curvature = 2 * c - lo - hi
         safe = np.where(curvature > 1e-6, curvature, 1.0)
         return np.where(curvature > 1e-6, np.clip((hi - lo) / (2 * safe), -0.5, 0.5), 0.0)
 
-    return x + offset(logh[k, yi, xl], logh[k, yi, xr]), y + offset(logh[k, yu, xi], logh[k, yd, xi])
+    return x + offset(logh(yi, xl), logh(yi, xr)), y + offset(logh(yu, xi), logh(yd, xi))
 
 
 def _refine(heat: torch.Tensor, tags: torch.Tensor, people: np.ndarray) -> np.ndarray:

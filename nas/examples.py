@@ -47,12 +47,11 @@ class PoseTrainSet(Dataset):
         k = self.dataset.spec.num_keypoints
         heats, masks = [], []
         for s in self.strides:
-            out = size // s
-            to_out = compose(stride_matrix(s), matrix)
+            out, to_stride = size // s, stride_matrix(s)
             out_kps = kps.copy()
-            out_kps[..., :2] = apply_to_points(stride_matrix(s), kps[..., :2])
+            out_kps[..., :2] = apply_to_points(to_stride, kps[..., :2])
             heats.append(torch.from_numpy(heatmaps(out_kps, out, k)))
-            ignore = warp_image(sample.ignore.astype(np.float32), to_out, out)
+            ignore = warp_image(sample.ignore.astype(np.float32), compose(to_stride, matrix), out)
             masks.append(torch.from_numpy((ignore < 0.5).astype(np.float32)))
             if s == self.strides[0]:
                 tags = torch.from_numpy(tag_indices(out_kps, out, k, MAX_PEOPLE, self.tag_radius))
