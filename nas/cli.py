@@ -74,21 +74,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    import yaml
-
+    from nas.io import read_yaml
     from nas.train import TrainConfig
 
-    settings = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise PoseNASError(f"config file not found: {path}")
-        try:
-            settings = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise PoseNASError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(settings, dict):
-            raise PoseNASError(f"{path}: expected a mapping of training settings")
+    settings = read_yaml(args.config, "config file") if args.config else {}
     if args.data or args.ann:
         settings["train_ann"], settings["train_images"] = _data_paths(args)
     if args.val_data or args.val_ann:

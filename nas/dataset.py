@@ -54,7 +54,7 @@ def _person_category(data: dict, path: Path, spec_name: str | None) -> tuple[int
             raise PoseNASError(
                 f"{path}: category {cat.get('id')} ({cat.get('name')!r}) has {len(names)} keypoints "
                 f"but spec {spec.name!r} expects {spec.num_keypoints}")
-        if detect_spec(names) not in (None, spec) and [normalize_name(n) for n in names] != list(spec.keypoints):
+        if detect_spec(names) is not None and tuple(normalize_name(n) for n in names) != spec.keypoints:
             raise PoseNASError(
                 f"{path}: category {cat.get('id')} keypoint names {names[:3]}... are in another order "
                 f"than spec {spec.name!r}")

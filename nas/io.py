@@ -39,6 +39,22 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> 
     return write_text(path, json.dumps(obj, indent=indent))
 
 
+def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> dict:
+    """Load a YAML mapping or raise a one-line error naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise PoseNASError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise PoseNASError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise PoseNASError(f"{path}: expected a mapping of settings")
+    return data
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Load JSON or raise a one-line error naming the file and the position of the fault."""
     path = Path(path)

@@ -4,11 +4,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from nas.errors import PoseNASError
 from nas.evaluate import format_metrics, metrics_json
-from nas.io import write_json
+from nas.io import read_yaml, write_json
 from nas.synth import generate
 from nas.train import TrainConfig, train
 
@@ -16,17 +14,9 @@ DEFAULT_CONFIG = "baseline.yaml"
 
 
 def load_run_config(path: str | None) -> dict:
-    text = (resources.files("nas.configs") / DEFAULT_CONFIG).read_text() if path is None else None
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise PoseNASError(f"run config not found: {p}")
-        text = p.read_text()
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise PoseNASError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict) or not isinstance(cfg.get("train"), dict):
+    with resources.as_file(resources.files("nas.configs") / DEFAULT_CONFIG) as default:
+        cfg = read_yaml(path or default, "run config")
+    if not isinstance(cfg.get("data"), dict) or not isinstance(cfg.get("train"), dict):
         raise PoseNASError(f"{path or DEFAULT_CONFIG}: a run config needs mappings 'data' and 'train'")
     return cfg
 

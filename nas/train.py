@@ -166,9 +166,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         log = ckpt["log"]
         print(f"resuming {out} at epoch {start_epoch} (step {step})")
+    def budget_spent() -> bool:
+        return cfg.time_budget_min is not None and spent >= cfg.time_budget_min * 60
+
     final: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
-        if cfg.time_budget_min is not None and spent >= cfg.time_budget_min * 60:
+        if budget_spent():
             print(f"time budget of {cfg.time_budget_min} min spent; stopping before epoch {epoch + 1}")
             break
         net.train()
@@ -202,14 +205,14 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
         spent += time.time() - t0
         row = {"epoch": epoch + 1, "step": step, "train_seconds": round(spent, 1), "lr": opt.param_groups[0]["lr"],
                **dict(zip(("loss", "heatmap", "pull", "push"), (sums / len(sampler)).tolist()))}
-        last = epoch + 1 == cfg.epochs or (cfg.time_budget_min is not None and spent >= cfg.time_budget_min * 60)
+        last = epoch + 1 == cfg.epochs or budget_spent()
         if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or last):
             metrics, _ = evaluate_network(net, val_ds, cfg.input_size, cfg.flip_test,
                                           None if last else cfg.val_limit, device=device)
             row.update(metrics)
             final = metrics
         log.append(row)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        print(" ".join(f"{name}={v:.4g}" if isinstance(v, float) else f"{name}={v}" for name, v in row.items()))
         state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
                  "train_seconds": spent, "torch_rng": torch.get_rng_state(), "log": log,
                  "model_config": net.cfg.to_dict(), "train_config": asdict(cfg), "spec": train_ds.spec.name,
