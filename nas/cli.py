@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from nas.errors import PoseNASError
-
+from search_spaces import SpaceError
 
 
 def _data_paths(args: argparse.Namespace, prefix: str = "") -> tuple[str, str]:
@@ -125,6 +125,60 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"{int(keep.sum())} people drawn on {out}")
 
 
+def _arch(args: argparse.Namespace):
+    """The space and the arch config named by ``--arch FILE``, ``--preset NAME`` or ``--random``."""
+    from search_spaces import SearchSpace, read_arch
+
+    space = SearchSpace.load(args.space)
+    chosen = [bool(getattr(args, "arch", None)), bool(args.preset), bool(getattr(args, "random", False))]
+    if sum(chosen) != 1:
+        raise PoseNASError("give exactly one of " + ", ".join(
+            n for n in ("--arch ARCH.json", "--preset NAME", "--random") if hasattr(args, n[2:].split()[0])))
+    if getattr(args, "arch", None):
+        return space, read_arch(args.arch, space)
+    if args.preset:
+        return space, space.preset(args.preset)
+    return space, space.random(args.seed)
+
+
+def _cost_row(arch: dict, keypoints: int) -> dict:
+    from search_spaces import arch_hash
+    from supernet.cost import arch_cost
+
+    cost = arch_cost(arch, keypoints)
+    return {"resolution": arch["resolution"], "macs": cost.macs, "params": cost.params, "arch_hash": arch_hash(arch)}
+
+
+def cmd_arch_macs(args: argparse.Namespace) -> None:
+    _, arch = _arch(args)
+    row = _cost_row(arch, args.keypoints)
+    print(f"{row['macs'] / 1e9:.3f} GMACs, {row['params'] / 1e6:.3f} M params at {row['resolution']} px "
+          f"(arch {row['arch_hash']})")
+    if args.json:
+        _print_json_last(row)
+
+
+def cmd_arch_sample(args: argparse.Namespace) -> None:
+    from search_spaces import write_arch
+
+    _, arch = _arch(args)
+    if args.out:
+        write_arch(args.out, arch)
+        print(f"wrote {args.out}")
+    else:
+        print(json.dumps(arch, indent=1))
+
+
+def cmd_arch_presets(args: argparse.Namespace) -> None:
+    from search_spaces import SearchSpace
+
+    space = SearchSpace.load(args.space)
+    print(space.describe())
+    for name in space.preset_names():
+        row = _cost_row(space.preset(name), args.keypoints)
+        print(f"{name:16s} {row['resolution']:4d} px {row['macs'] / 1e9:8.3f} GMACs {row['params'] / 1e6:7.3f} M params")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from nas.pipeline import run_baseline
 
@@ -200,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="results/bench")
     b.set_defaults(func=cmd_bench)
 
+    arch = sub.add_parser("arch", help="arch configs: sample, cost, presets").add_subparsers(
+        dest="arch_command", required=True)
+    for name, func, text in (("macs", cmd_arch_macs, "MACs and parameters of an arch config"),
+                             ("sample", cmd_arch_sample, "write a preset or random arch config"),
+                             ("presets", cmd_arch_presets, "list a space's presets with their cost")):
+        a = arch.add_parser(name, help=text)
+        a.add_argument("--space", default="cpu", help="shipped space name (cpu, default, tiny) or YAML path")
+        a.add_argument("--keypoints", type=int, default=17, help="keypoints of the dataset (COCO: 17)")
+        if name != "presets":
+            a.add_argument("--preset", help="min, max, higherhrnet_w32, litepose_xs/s/m/l")
+            a.add_argument("--random", action="store_true")
+            a.add_argument("--seed", type=int, default=0)
+        if name == "macs":
+            a.add_argument("--arch", help="arch config JSON")
+            a.add_argument("--json", action="store_true")
+        if name == "sample":
+            a.add_argument("--out", help="write the config here (default: print it)")
+        a.set_defaults(func=func)
+
     r = sub.add_parser("run", help="the main job on the embedded default (synthetic data)")
     r.add_argument("config", nargs="?", help="YAML run config; the embedded default when omitted")
     r.add_argument("--out", help="run folder (default results/<name>)")
@@ -211,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except PoseNASError as e:
+    except (PoseNASError, SpaceError) as e:
         print(f"posenas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -51,3 +51,30 @@ def test_eval_runs_a_checkpoint_on_images(tmp_path, synth_small, capsys):
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= metrics["AP"] <= 1.0
     assert isinstance(json.loads(out.read_text()), list)
+
+
+def test_arch_sample_then_macs(tmp_path, capsys):
+    from search_spaces import SearchSpace, read_arch
+    from supernet.cost import arch_cost
+
+    path = tmp_path / "xs.json"
+    assert main(["arch", "sample", "--space", "cpu", "--preset", "litepose_xs", "--out", str(path)]) == 0
+    space = SearchSpace.load("cpu")
+    assert read_arch(path, space) == space.preset("litepose_xs")
+    capsys.readouterr()
+    assert main(["arch", "macs", "--space", "cpu", "--arch", str(path), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["macs"] == arch_cost(space.preset("litepose_xs")).macs and row["resolution"] == 256
+    assert main(["arch", "sample", "--space", "tiny", "--random", "--seed", "4"]) == 0
+    assert json.loads(capsys.readouterr().out) == SearchSpace.load("tiny").random(4)
+
+
+def test_arch_outside_the_space_is_one_line_naming_the_field(tmp_path):
+    from search_spaces import SearchSpace
+
+    config = SearchSpace.load("cpu").max()
+    config["stages"][1]["branches"][1]["depth"] = 0
+    (tmp_path / "a.json").write_text(json.dumps(config))
+    p = run("arch", "macs", "--space", "cpu", "--arch", str(tmp_path / "a.json"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "a.json: stages[1].branches[1].depth = 0 is not allowed" in p.stderr

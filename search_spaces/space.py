@@ -1,0 +1,365 @@
+"""A search space declared in YAML, and everything done with the arch configs it allows.
+
+The space is a flat list of dimensions (a path into the config, a name, its choices); sampling,
+mutation, validation, encoding and Optuna suggestions all walk that one list, so they cannot
+disagree about what a config is.
+
+An arch config is plain JSON data::
+
+    {"resolution": 256, "stem": 16, "widths": [24, 32, 48, 64],
+     "stages": [{"modules": 1, "branches": [{"depth": 2, "kernel": 7, "expand": 4}]},
+                {"modules": 1, "branches": [{...}, {...}]}, ...],
+     "token": {"depth": 1, "width": 64, "keep_ratio": 0.5},
+     "head": {"width": 32, "multi_resolution": true}}
+
+Stage ``s`` has branches ``0..s``; branch ``b`` runs at stride ``4 * 2**b`` with ``widths[b]``
+channels. ``depth`` is blocks per branch per fusion module; a high-resolution branch (``b < s``)
+may have depth 0 (it passes its input on: gradual shrinking), the stage's newest, lowest-
+resolution branch may not.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SHIPPED = Path(__file__).resolve().parent
+TOP_KEYS = ("resolution", "stem", "widths", "stages", "token", "head")
+BRANCH_KEYS = ("depth", "kernel", "expand")
+TOKEN_KEYS = ("depth", "width", "keep_ratio")
+HEAD_KEYS = ("width", "multi_resolution")
+TOKEN_HEAD_DIM = 16  # channels per attention head: embed widths must be multiples of it
+
+
+class SpaceError(ValueError):
+    """A bad space file or arch config; the message is one line naming the field."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    path: tuple  # where the value sits in an arch config, e.g. ("stages", 2, "branches", 0, "depth")
+    choices: tuple
+
+    @property
+    def name(self) -> str:
+        """Flat name used for Optuna parameters and encodings, e.g. ``stages.2.branches.0.depth``."""
+        return ".".join(str(p) for p in self.path)
+
+
+def field_name(path: tuple) -> str:
+    """``stages[2].branches[0].depth``: how errors name a field."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+def _get(config: Any, path: tuple) -> Any:
+    for p in path:
+        config = config[p]
+    return config
+
+
+def _set(config: dict, path: tuple, value: Any) -> None:
+    for p in path[:-1]:
+        config = config[p]
+    config[path[-1]] = value
+
+
+class SearchSpace:
+    """The legal arch configs of one YAML file; see the module docstring for the config layout."""
+
+    def __init__(self, spec: dict, source: str = "space"):
+        self.source = source
+        self.spec = _check_space(spec, source)
+        s = self.spec
+        self.name: str = s["name"]
+        self.num_stages = len(s["widths"])
+        dims = [Dimension(("resolution",), s["resolution"])]
+        dims += [Dimension(("widths", b), tuple(c)) for b, c in enumerate(s["widths"])]
+        for st in range(self.num_stages):
+            dims.append(Dimension(("stages", st, "modules"), tuple(s["modules"][st])))
+            for b in range(st + 1):
+                depth = s["depth"] if b < st else tuple(d for d in s["depth"] if d > 0)
+                dims.append(Dimension(("stages", st, "branches", b, "depth"), depth))
+                dims.append(Dimension(("stages", st, "branches", b, "kernel"), s["kernel"]))
+                dims.append(Dimension(("stages", st, "branches", b, "expand"), s["expand"]))
+        dims += [Dimension(("token", k), s["token"][k]) for k in TOKEN_KEYS]
+        dims += [Dimension(("head", k), s["head"][k]) for k in HEAD_KEYS]
+        self.dimensions: tuple[Dimension, ...] = tuple(dims)
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "SearchSpace":
+        """A shipped space by name (``cpu``, ``default``, ``tiny``) or a YAML file."""
+        path = Path(name_or_path)
+        if not path.suffix and (SHIPPED / f"{name_or_path}.yaml").exists():
+            path = SHIPPED / f"{name_or_path}.yaml"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+            raise SpaceError(f"search space not found: {name_or_path} (shipped: {shipped}, or give a YAML path)")
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SpaceError(f"{path}:{where} malformed YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(spec, dict):
+            raise SpaceError(f"{path}: a search space must be a YAML mapping")
+        spec.setdefault("name", path.stem)
+        return cls(spec, str(path))
+
+    def _build(self, pick) -> dict:
+        """A config with ``pick(dimension)`` for every dimension."""
+        config: dict = {
+            "resolution": None, "stem": self.spec["stem"], "widths": [None] * self.num_stages,
+            "stages": [{"modules": None, "branches": [dict.fromkeys(BRANCH_KEYS) for _ in range(s + 1)]}
+                       for s in range(self.num_stages)],
+            "token": dict.fromkeys(TOKEN_KEYS), "head": dict.fromkeys(HEAD_KEYS)}
+        for dim in self.dimensions:
+            _set(config, dim.path, pick(dim))
+        return config
+
+    def min(self) -> dict:
+        return self._build(lambda d: min(d.choices))
+
+    def max(self) -> dict:
+        return self._build(lambda d: max(d.choices))
+
+    def random(self, rng: random.Random | int | None = None) -> dict:
+        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        return self._build(lambda d: rng.choice(d.choices))
+
+    def mutate(self, config: dict, rng: random.Random | int | None = None, prob: float = 0.1) -> dict:
+        """Each dimension re-drawn with probability ``prob`` (the others kept), as evolutionary NAS does."""
+        rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        config = self.validate(config)
+        return self._build(lambda d: rng.choice(d.choices) if rng.random() < prob else _get(config, d.path))
+
+    def suggest(self, trial) -> dict:
+        """A config from an Optuna trial: one ``suggest_categorical`` per dimension (a static space,
+        which NSGA-II and TPE both handle; inert choices are canonicalised afterwards)."""
+        return self.canonical(self._build(lambda d: trial.suggest_categorical(d.name, d.choices)))
+
+    # -- checking and identity -------------------------------------------------------------------
+    def validate(self, config: Any, source: str = "arch config") -> dict:
+        """A deep copy of ``config`` if it is legal here; otherwise SpaceError naming the field."""
+        if not isinstance(config, dict):
+            raise SpaceError(f"{source}: an arch config must be a JSON object, got {type(config).__name__}")
+        _check_keys(config, TOP_KEYS, (), source)
+        if config["stem"] != self.spec["stem"]:
+            raise SpaceError(f"{source}: stem is {config['stem']!r}; space {self.name!r} has stem {self.spec['stem']}")
+        for key, n in (("widths", self.num_stages), ("stages", self.num_stages)):
+            if not isinstance(config[key], list) or len(config[key]) != n:
+                raise SpaceError(f"{source}: {key} must be a list of {n} entries (one per "
+                                 f"{'branch' if key == 'widths' else 'stage'}) in space {self.name!r}")
+        for s, stage in enumerate(config["stages"]):
+            _check_keys(stage, ("modules", "branches"), ("stages", s), source)
+            if not isinstance(stage["branches"], list) or len(stage["branches"]) != s + 1:
+                raise SpaceError(f"{source}: {field_name(('stages', s, 'branches'))} must list {s + 1} branches")
+            for b, branch in enumerate(stage["branches"]):
+                _check_keys(branch, BRANCH_KEYS, ("stages", s, "branches", b), source)
+        _check_keys(config["token"], TOKEN_KEYS, ("token",), source)
+        _check_keys(config["head"], HEAD_KEYS, ("head",), source)
+        for dim in self.dimensions:
+            value = _get(config, dim.path)
+            if not any(value == c and type(value) is type(c) or (isinstance(c, float) and type(value) is int
+                                                                  and value == c) for c in dim.choices):
+                rule = ""
+                if dim.path[-1] == "depth" and dim.path[0] == "stages" and value == 0:
+                    rule = " (the newest, lowest-resolution branch of a stage needs at least one block)"
+                raise SpaceError(f"{source}: {field_name(dim.path)} = {value!r} is not allowed{rule}; "
+                                 f"allowed: {list(dim.choices)}")
+        return copy.deepcopy(config)
+
+    def canonical(self, config: dict) -> dict:
+        """Inert choices set to their minimum (kernel and expand of depth-0 branches, the token
+        stage's width and keep-ratio at depth 0), so equal networks have equal configs and hashes."""
+        config = copy.deepcopy(config)
+        smallest = {d.path: min(d.choices) for d in self.dimensions}
+        for s, stage in enumerate(config["stages"]):
+            for b, branch in enumerate(stage["branches"]):
+                if branch["depth"] == 0:
+                    for key in ("kernel", "expand"):
+                        branch[key] = smallest[("stages", s, "branches", b, key)]
+        if config["token"]["depth"] == 0:
+            for key in ("width", "keep_ratio"):
+                config["token"][key] = smallest[("token", key)]
+        return config
+
+    # -- encodings -------------------------------------------------------------------------------
+    def feature_names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    def encode(self, config: dict) -> list[float]:
+        """The config as numbers, one per dimension in ``feature_names()`` order (for predictors)."""
+        return [float(_get(config, d.path)) for d in self.dimensions]
+
+    def preset(self, name: str) -> dict:
+        """A published model mirrored as closely as this space allows: every value snapped to the
+        nearest allowed choice (``min`` and ``max`` are the space's own extremes)."""
+        from search_spaces.presets import PRESETS
+
+        if name == "min":
+            return self.min()
+        if name == "max":
+            return self.max()
+        if name not in PRESETS:
+            raise SpaceError(f"unknown preset {name!r}; known: {self.preset_names()}")
+        ideal = PRESETS[name]
+
+        def nearest(dim: Dimension):
+            try:
+                target = _get(ideal, dim.path)
+            except (KeyError, IndexError):  # the space has more stages than the model: smallest choice
+                return min(dim.choices)
+            return min(dim.choices, key=lambda c: (abs(float(c) - float(target)), c))
+
+        config = self._build(nearest)
+        for s, stage in enumerate(config["stages"][:len(ideal["stages"])]):
+            self._keep_blocks(s, stage, ideal["stages"][s])
+        return self.canonical(config)
+
+    def _keep_blocks(self, s: int, stage: dict, ideal: dict) -> None:
+        """Re-split a stage into (modules, depth) so each branch keeps about the ideal number of
+        blocks (modules x depth), which is what the network's depth is."""
+        choice = {d.path[-1]: d.choices for d in self.dimensions if d.path[:2] == ("stages", s)}
+        depth_choices = {b: next(d.choices for d in self.dimensions
+                                 if d.path == ("stages", s, "branches", b, "depth")) for b in range(s + 1)}
+        totals = [ideal["modules"] * b["depth"] for b in ideal["branches"]][:s + 1]
+
+        def split(m: int) -> tuple[float, list[int]]:
+            depths = [min(depth_choices[b], key=lambda d: (abs(m * d - t), d)) for b, t in enumerate(totals)]
+            return sum(abs(m * d - t) for d, t in zip(depths, totals)), depths
+
+        best = min(choice["modules"], key=lambda m: (split(m)[0], abs(m - ideal["modules"])))
+        stage["modules"] = best
+        for branch, depth in zip(stage["branches"], split(best)[1]):
+            branch["depth"] = depth
+
+    @staticmethod
+    def preset_names() -> list[str]:
+        from search_spaces.presets import PRESETS
+
+        return ["min", "max", *PRESETS]
+
+    def describe(self) -> str:
+        size = math.prod(len(d.choices) for d in self.dimensions)
+        return f"space {self.name!r}: {len(self.dimensions)} dimensions, {size:.3g} configs"
+
+
+def arch_hash(config: dict) -> str:
+    """A short stable key for a (canonical) config: it keys every cache."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_arch(path: str | Path, space: SearchSpace) -> dict:
+    """An arch config from a JSON file, validated against ``space``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"arch config not found: {path}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SpaceError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
+    return space.validate(config, str(path))
+
+
+def write_arch(path: str | Path, config: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _check_keys(d: Any, keys: tuple, path: tuple, source: str) -> None:
+    where = field_name(path) or "the config"
+    if not isinstance(d, dict):
+        raise SpaceError(f"{source}: {where} must be an object with {list(keys)}")
+    unknown = sorted(set(d) - set(keys))
+    if unknown:
+        raise SpaceError(f"{source}: unknown field {field_name(path + (unknown[0],))!r}; "
+                         f"{where} has {list(keys)}")
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise SpaceError(f"{source}: missing field {field_name(path + (missing[0],))!r}")
+
+
+# -- the space file ----------------------------------------------------------------------------
+SPACE_KEYS = {"name": str, "description": str, "stem": int, "resolution": list, "widths": list,
+              "modules": list, "depth": list, "kernel": list, "expand": list, "token": dict, "head": dict}
+
+
+def _choices(value: Any, where: str, source: str, kind=int) -> tuple:
+    if not isinstance(value, list) or not value:
+        raise SpaceError(f"{source}: {where} must be a non-empty list of choices, got {value!r}")
+    for v in value:
+        ok = isinstance(v, bool) if kind is bool else (isinstance(v, kind) and not isinstance(v, bool))
+        if kind is float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not ok:
+            raise SpaceError(f"{source}: {where} has {v!r}; choices must be {kind.__name__}")
+    if len(set(value)) != len(value):
+        raise SpaceError(f"{source}: {where} lists a choice twice: {value}")
+    return tuple(sorted(value))
+
+
+def _check_space(spec: dict, source: str) -> dict:
+    unknown = sorted(set(spec) - set(SPACE_KEYS))
+    if unknown:
+        raise SpaceError(f"{source}: unknown dimension {unknown[0]!r}; known: {sorted(SPACE_KEYS)}")
+    for key in SPACE_KEYS:
+        if key not in spec and key != "description":
+            raise SpaceError(f"{source}: missing dimension {key!r}")
+        if key in spec and not isinstance(spec[key], SPACE_KEYS[key]):
+            raise SpaceError(f"{source}: {key} must be a {SPACE_KEYS[key].__name__}, got {spec[key]!r}")
+    out = dict(spec)
+    stages = len(spec["widths"])
+    if stages < 1 or len(spec["modules"]) != stages:
+        raise SpaceError(f"{source}: widths lists {stages} branches but modules lists {len(spec['modules'])} "
+                         "stages; stage s adds branch s, so they must agree")
+    out["widths"] = [_choices(w, f"widths[{b}]", source) for b, w in enumerate(spec["widths"])]
+    out["modules"] = [_choices(m, f"modules[{s}]", source) for s, m in enumerate(spec["modules"])]
+    for key in ("resolution", "depth", "kernel", "expand"):
+        out[key] = _choices(spec[key], key, source)
+    if min(min(m) for m in out["modules"]) < 1:
+        raise SpaceError(f"{source}: modules must be >= 1 in every stage")
+    if min(min(w) for w in out["widths"]) < 1 or min(out["expand"]) < 1:
+        raise SpaceError(f"{source}: widths and expand must be >= 1")
+    if max(out["depth"]) < 1 or min(out["depth"]) < 0:
+        raise SpaceError(f"{source}: depth {list(out['depth'])} needs a choice >= 1 and none < 0 "
+                         "(each stage's newest branch needs a block)")
+    if any(k % 2 == 0 or k < 1 for k in out["kernel"]):
+        raise SpaceError(f"{source}: kernel sizes must be odd, got {list(out['kernel'])}")
+    stride = 2 ** (stages + 1)
+    if any(r % stride for r in out["resolution"]):
+        raise SpaceError(f"{source}: every resolution must be a multiple of {stride} (the lowest branch's "
+                         f"stride), got {list(out['resolution'])}")
+    for key, keys, kinds in (("token", TOKEN_KEYS, (int, int, float)), ("head", HEAD_KEYS, (int, bool))):
+        unknown = sorted(set(spec[key]) - set(keys))
+        if unknown:
+            raise SpaceError(f"{source}: unknown dimension '{key}.{unknown[0]}'; {key} has {list(keys)}")
+        for k in keys:
+            if k not in spec[key]:
+                raise SpaceError(f"{source}: missing dimension '{key}.{k}'")
+        out[key] = {k: _choices(spec[key][k], f"{key}.{k}", source, kind) for k, kind in zip(keys, kinds)}
+    token = out["token"]
+    if min(token["depth"]) < 0 or any(w % TOKEN_HEAD_DIM or w < 1 for w in token["width"]):
+        raise SpaceError(f"{source}: token.width must be positive multiples of {TOKEN_HEAD_DIM} "
+                         f"(attention head size) and token.depth >= 0, got {list(token['width'])}")
+    if any(not 0 < r <= 1 for r in token["keep_ratio"]):
+        raise SpaceError(f"{source}: token.keep_ratio must lie in (0, 1], got {list(token['keep_ratio'])}")
+    if min(out["head"]["width"]) < 1:
+        raise SpaceError(f"{source}: head.width must be >= 1")
+    return out
+

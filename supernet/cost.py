@@ -1,0 +1,95 @@
+"""MACs and parameters of an arch config, counted from the config alone (no torch, no model).
+
+MACs count what ptflops' aten backend counts on the static model: multiply-accumulates of
+convolutions (transposed ones over their input pixels), linear layers and matrix products
+(attention, keypoint classifiers), plus one add per output for biases. Batch norm, activations,
+resampling and softmax are not MACs. The walk mirrors ``supernet.network.PoseNet`` op by op;
+``tests/test_cost.py`` holds the two to each other with ptflops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Cost:
+    macs: int = 0
+    params: int = 0
+
+    def conv(self, cin: int, cout: int, kernel: int, pixels: int, depthwise: bool = False, bias: bool = False,
+             bn: bool = True) -> None:
+        weights = cout * (1 if depthwise else cin) * kernel * kernel
+        self.macs += weights * pixels + (cout * pixels if bias else 0)
+        self.params += weights + (cout if bias else 0) + (2 * cout if bn else 0)
+
+    def linear(self, cin: int, cout: int, rows: int) -> None:
+        self.macs += rows * (cin * cout + cout)
+        self.params += cin * cout + cout
+
+    def mbconv(self, cin: int, cout: int, kernel: int, expand: int, pixels: int) -> None:
+        mid = cin * expand
+        self.conv(cin, mid, 1, pixels)
+        self.conv(mid, mid, kernel, pixels, depthwise=True)
+        self.conv(mid, cout, 1, pixels)
+
+    def fusion_up(self, cin: int, cskip: int, cout: int, pixels_in: int) -> None:
+        self.conv(cin, cout, 4, pixels_in)  # transposed: counted over input pixels
+        self.conv(cskip, cout, 1, 4 * pixels_in)
+        self.conv(cout, cout, 5, 4 * pixels_in, depthwise=True)
+        self.conv(cout, cout, 1, 4 * pixels_in)
+
+
+def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
+    """MACs (for one image) and parameters of the static model of ``arch``."""
+    c, k = Cost(), num_keypoints
+    stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
+    side = arch["resolution"] // 2
+    c.conv(3, stem, 3, side * side)
+    c.mbconv(stem, stem, 3, 1, side * side)
+    sides = [side // 2 ** (b + 1) for b in range(len(widths))]  # stride 4, 8, ...
+    for s, stage in enumerate(arch["stages"]):
+        cin = stem if s == 0 else widths[s - 1]
+        c.conv(cin, cin, 3, sides[s] ** 2, depthwise=True)
+        c.conv(cin, widths[s], 1, sides[s] ** 2)
+        active = [b for b, branch in enumerate(stage["branches"]) if branch["depth"] > 0]
+        for _ in range(stage["modules"]):
+            for b in active:
+                branch = stage["branches"][b]
+                for _ in range(branch["depth"]):
+                    c.mbconv(widths[b], widths[b], branch["kernel"], branch["expand"], sides[b] ** 2)
+            for j in active if len(active) > 1 else ():
+                for i in active:
+                    if i > j:
+                        c.conv(widths[i], widths[j], 1, sides[i] ** 2)
+                    for t in range(j - i):  # i < j: stride-2 steps
+                        out = widths[j] if t == j - i - 1 else widths[i]
+                        c.conv(widths[i], widths[i], 3, sides[i + t + 1] ** 2, depthwise=True)
+                        c.conv(widths[i], out, 1, sides[i + t + 1] ** 2)
+    token = arch["token"]
+    if token["depth"] > 0:
+        e, n, low = token["width"], sides[-1] ** 2, widths[-1]
+        rows = k + n
+        c.linear(low, e, n)
+        c.params += k * e + 2 * e  # keypoint tokens, final norm
+        for _ in range(token["depth"]):
+            c.params += 4 * e  # two layer norms
+            for _ in range(4):  # q, k, v, projection
+                c.linear(e, e, rows)
+            c.macs += 2 * rows * rows * e  # scores and weighted sum
+            c.linear(e, 2 * e, rows)
+            c.linear(2 * e, e, rows)
+        c.linear(e, low, n)
+        c.linear(e, head, k)
+    cin = widths[-1]
+    for b in range(len(widths) - 2, -1, -1):
+        c.fusion_up(cin, widths[b], head, sides[b + 1] ** 2)
+        cin = head
+    c.conv(head, 2 * k, 1, sides[0] ** 2, bias=True, bn=False)
+    if token["depth"] > 0:
+        c.macs += k * head * sides[0] ** 2
+    if arch["head"]["multi_resolution"]:
+        c.fusion_up(head, stem, head, sides[0] ** 2)
+        c.conv(head, k, 1, side * side, bias=True, bn=False)
+        if token["depth"] > 0:
+            c.macs += k * head * side * side
+    return c

@@ -1,0 +1,104 @@
+"""The pose network family: one class for the supernet and for every static subnet.
+
+``PoseNet(arch)`` builds exactly the network ``arch`` describes. Built at a space's largest
+config it is the supernet: ``set_active(config)`` switches it to any subnet, and
+``extract(supernet, config)`` returns that subnet as a network of plain torch ops with the
+inherited weights. Outputs follow the pose engine's convention: stride 4 with K heatmaps and K tag
+maps, then (``head.multi_resolution``) stride 2 with K heatmaps.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from supernet.layers import ConvBN, FusionUp, MBConv, Stage
+from supernet.ops import DynamicConv2d, slice_like, static_copy
+from supernet.tokens import TokenStage
+
+
+class PoseNet(nn.Module):
+    def __init__(self, arch: dict, num_keypoints: int = 17, joint_mask: torch.Tensor | None = None):
+        super().__init__()
+        self.arch = copy.deepcopy(arch)
+        self.num_keypoints = k = num_keypoints
+        stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
+        self.stem = nn.Sequential(ConvBN(3, stem, 3, 2), MBConv(stem, stem, 3, 1, 1))
+        self.stages = nn.ModuleList(Stage(stem if s == 0 else widths[s - 1], widths[:s + 1], stage)
+                                    for s, stage in enumerate(arch["stages"]))
+        token = arch["token"]
+        self.tokens = (TokenStage(widths[-1], token["width"], token["depth"], head, k, joint_mask)
+                       if token["depth"] > 0 else None)
+        cins = [widths[-1]] + [head] * (len(widths) - 2)
+        self.ups = nn.ModuleList(FusionUp(cin, skip, head) for cin, skip in zip(cins, widths[-2::-1]))
+        self.final = DynamicConv2d(head, 2 * k, 1, bias=True)
+        finals = [self.final]
+        if arch["head"]["multi_resolution"]:
+            self.up_high = FusionUp(head, stem, head)
+            self.final_high = DynamicConv2d(head, k, 1, bias=True)
+            finals.append(self.final_high)
+        for final in finals:  # near-zero maps at the start, as HigherHRNet initialises its final layers
+            nn.init.normal_(final.weight, std=0.001)
+            nn.init.zeros_(final.bias)
+        self.set_active(self.arch)
+
+    def set_active(self, arch: dict) -> "PoseNet":
+        """Switch to the subnet ``arch`` (validated by the search space; at most the built size)."""
+        widths, head = arch["widths"], arch["head"]["width"]
+        for s, (stage, settings) in enumerate(zip(self.stages, arch["stages"])):
+            stage.set_active(widths[:s + 1], settings)
+        if self.tokens is not None and arch["token"]["depth"] > 0:
+            self.tokens.set_active(widths[-1], arch["token"], head)
+        for up in self.ups:
+            up.set_active(head)
+        if arch["head"]["multi_resolution"]:
+            self.up_high.set_active(head)
+        self.active = copy.deepcopy(arch)
+        return self
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        k = self.num_keypoints
+        s2 = self.stem(x)
+        feats: list[torch.Tensor] = []
+        for stage in self.stages:
+            feats = stage(feats, feats[-1] if feats else s2)
+        classifiers = None
+        if self.active["token"]["depth"] > 0:
+            feats[-1], classifiers = self.tokens(feats[-1])
+        y = feats[-1]
+        for up, skip in zip(self.ups, feats[-2::-1]):
+            y = up(y, skip)
+        out = self.final(y)
+        outputs = [torch.cat([out[:, :k] + _classify(classifiers, y), out[:, k:]], dim=1)]
+        if self.active["head"]["multi_resolution"]:
+            y2 = self.up_high(y, s2)
+            outputs.append(self.final_high(y2) + _classify(classifiers, y2))
+        return outputs
+
+
+def _classify(classifiers: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor | float:
+    """Per-keypoint classifier responses (B, K, H, W) of the token stage, or 0 without one."""
+    if classifiers is None:
+        return 0.0
+    b, c, h, w = features.shape
+    return (classifiers @ features.flatten(2)).reshape(b, -1, h, w) * c ** -0.5
+
+
+def extract(supernet: PoseNet, arch: dict) -> nn.Module:
+    """The subnet ``arch`` as plain torch ops with weights (and BN statistics) inherited from the
+    supernet; its outputs equal ``supernet.set_active(arch)``'s."""
+    joint_mask = supernet.tokens.joint_mask if supernet.tokens is not None else None
+    sub = PoseNet(arch, supernet.num_keypoints, joint_mask)
+    big = supernet.state_dict()
+    sub.load_state_dict({name: slice_like(big[name], t.shape) for name, t in sub.state_dict().items()})
+    return static_copy(sub).train(supernet.training)
+
+
+def build_static(arch: dict, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """A static subnet rebuilt from its arch config and its own weights alone."""
+    num_keypoints = state_dict["final.bias"].shape[0] // 2
+    mask = state_dict.get("tokens.joint_mask")
+    net = static_copy(PoseNet(arch, num_keypoints, mask))
+    net.load_state_dict(state_dict)
+    return net.eval()

@@ -1,0 +1,48 @@
+"""Analytic MACs and parameters agree with ptflops and with the model itself."""
+import warnings
+
+import pytest
+from ptflops import get_model_complexity_info
+from ptflops.flops_counter import FLOPS_BACKEND
+
+from search_spaces import SearchSpace
+from supernet.cost import arch_cost
+from supernet.network import PoseNet, extract
+
+
+def ptflops_macs(net, resolution: int) -> tuple[int, int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_model_complexity_info(net, (3, resolution, resolution), as_strings=False,
+                                         print_per_layer_stat=False, backend=FLOPS_BACKEND.ATEN, verbose=False)
+
+
+@pytest.mark.parametrize("name, count", [("tiny", 8), ("cpu", 6), ("default", 2)])
+def test_analytic_cost_agrees_with_ptflops(name, count):
+    space = SearchSpace.load(name)
+    supernet = PoseNet(space.max()).eval()
+    configs = [space.min(), space.preset("higherhrnet_w32")] + [space.random(100 + s) for s in range(count)]
+    configs[-1]["token"]["depth"] = max(space.spec["token"]["depth"])  # at least one with attention
+    if name == "default":
+        configs[1]["resolution"] = 256
+    for config in configs:
+        net = extract(supernet, config)
+        macs, params = ptflops_macs(net, config["resolution"])
+        cost = arch_cost(config)
+        assert cost.macs == pytest.approx(macs, rel=0.02), config
+        assert cost.params == sum(p.numel() for p in net.parameters()) == params
+
+
+def test_cost_grows_with_every_kind_of_dimension():
+    space = SearchSpace.load("cpu")
+    base = space.min()
+    macs = arch_cost(base).macs
+    bigger = [
+        {**base, "resolution": 256},
+        {**base, "widths": [32, 24, 32, 48]},
+        {**base, "head": {"width": 32, "multi_resolution": False}},
+        {**base, "token": {"depth": 1, "width": 32, "keep_ratio": 0.25}},
+    ]
+    for config in bigger:
+        assert arch_cost(config).macs > macs
+    assert arch_cost(base, num_keypoints=14).macs < macs  # fewer output maps

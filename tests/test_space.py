@@ -1,0 +1,175 @@
+"""Search spaces: sampling, validation with named fields, JSON, encodings, Optuna, presets."""
+import copy
+import json
+import random
+import subprocess
+import sys
+
+import optuna
+import pytest
+import yaml
+
+from search_spaces import SearchSpace, SpaceError, arch_hash, read_arch, write_arch
+from search_spaces.space import SHIPPED
+
+SPACES = ("tiny", "cpu", "default")
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_samples_presets_and_json_round_trip_are_valid(name):
+    space = SearchSpace.load(name)
+    configs = [space.min(), space.max()] + [space.random(s) for s in range(20)]
+    configs += [space.preset(p) for p in space.preset_names()]
+    for config in configs:
+        assert space.validate(json.loads(json.dumps(config))) == config
+    assert len({arch_hash(space.canonical(c)) for c in configs[2:22]}) == 20  # random configs differ
+    for config in configs:  # the structural rule holds: each stage's newest branch has blocks
+        assert all(stage["branches"][-1]["depth"] >= 1 for stage in config["stages"])
+
+
+def test_min_and_max_bound_every_dimension():
+    space = SearchSpace.load("cpu")
+    lo, hi = space.encode(space.min()), space.encode(space.max())
+    for config in (space.random(s) for s in range(30)):
+        assert all(a <= v <= b for a, v, b in zip(lo, space.encode(config), hi))
+    assert hi[0] == 256 and lo[0] == 160  # resolution comes first
+
+
+def test_encoding_is_one_number_per_dimension_and_tells_configs_apart():
+    space = SearchSpace.load("tiny")
+    a, b = space.random(1), space.random(2)
+    assert len(space.encode(a)) == len(space.feature_names()) == len(space.dimensions)
+    assert all(isinstance(v, float) for v in space.encode(a))
+    assert space.encode(a) != space.encode(b)
+
+
+def test_mutation_changes_some_dimensions_and_stays_valid():
+    space = SearchSpace.load("cpu")
+    parent = space.random(0)
+    rng = random.Random(5)
+    children = [space.mutate(parent, rng, prob=0.2) for _ in range(20)]
+    changed = [sum(x != y for x, y in zip(space.encode(parent), space.encode(c))) for c in children]
+    assert all(space.validate(c) == c for c in children)
+    assert max(changed) > 0 and min(changed) < len(space.dimensions) / 2
+    assert space.mutate(parent, rng, prob=0.0) == parent
+
+
+def test_optuna_trial_suggests_every_dimension():
+    space = SearchSpace.load("cpu")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    config = space.suggest(trial)
+    assert space.validate(config) == config
+    assert set(trial.params) == set(space.feature_names())
+    assert trial.params["resolution"] == config["resolution"]
+    newest = [d for d in space.dimensions if d.path[-1] == "depth" and d.path[0] == "stages"
+              and d.path[3] == d.path[1]]
+    assert len(newest) == 4
+    assert all(0 not in d.choices for d in newest)
+
+
+def test_canonical_form_ignores_inert_choices():
+    space = SearchSpace.load("cpu")
+    config = space.max()
+    config["stages"][3]["branches"][0]["depth"] = 0
+    other = copy.deepcopy(config)
+    other["stages"][3]["branches"][0]["kernel"] = 3  # irrelevant: the branch has no blocks
+    assert arch_hash(space.canonical(config)) == arch_hash(space.canonical(other))
+    assert arch_hash(config) != arch_hash(other)
+
+
+def test_presets_mirror_the_published_designs():
+    space = SearchSpace.load("default")
+    hr = space.preset("higherhrnet_w32")
+    assert hr["widths"] == [32, 64, 128, 256] and hr["resolution"] == 512
+    assert [s["modules"] for s in hr["stages"]] == [1, 1, 4, 3]
+    assert all(b["depth"] == 4 and b["kernel"] == 3 for s in hr["stages"] for b in s["branches"])
+    blocks = []
+    for name in ("litepose_xs", "litepose_s", "litepose_m"):
+        lp = space.preset(name)
+        assert all(b["depth"] == 0 for s in lp["stages"] for b in s["branches"][:-1])  # a single branch
+        assert all(s["branches"][-1]["kernel"] == 7 for s in lp["stages"])
+        blocks.append(sum(s["modules"] * s["branches"][-1]["depth"] for s in lp["stages"]))
+    assert blocks == sorted(blocks) and blocks[0] < blocks[-1]
+    # depth beyond the space's choices is re-split into modules x depth: LitePose-M's 10 blocks -> 3 x 3
+    stage = space.preset("litepose_m")["stages"][2]
+    assert (stage["modules"], stage["branches"][-1]["depth"]) == (3, 3)
+    with pytest.raises(SpaceError, match="unknown preset 'resnet'.*litepose_xs"):
+        space.preset("resnet")
+
+
+def _broken(mutate):
+    config = SearchSpace.load("cpu").max()
+    mutate(config)
+    return config
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c.update(colour=1), r"unknown field 'colour'"),
+    (lambda c: c["stages"][1]["branches"][0].update(groups=2), r"unknown field 'stages\[1\]\.branches\[0\]\.groups'"),
+    (lambda c: c["head"].pop("width"), r"missing field 'head\.width'"),
+    (lambda c: c.update(resolution=300), r"resolution = 300 is not allowed; allowed: \[160, 192, 224, 256\]"),
+    (lambda c: c["stages"][2]["branches"][1].update(kernel=9),
+     r"stages\[2\]\.branches\[1\]\.kernel = 9 is not allowed; allowed: \[3, 5, 7\]"),
+    (lambda c: c["stages"][2]["branches"][2].update(depth=0),
+     r"stages\[2\]\.branches\[2\]\.depth = 0 is not allowed \(the newest, lowest-resolution branch"),
+    (lambda c: c["stages"][1]["branches"].pop(), r"stages\[1\]\.branches must list 2 branches"),
+    (lambda c: c["stages"].pop(), r"stages must be a list of 4 entries"),
+    (lambda c: c["head"].update(multi_resolution=1), r"head\.multi_resolution = 1 is not allowed"),
+    (lambda c: c["token"].update(keep_ratio=0.3), r"token\.keep_ratio = 0\.3 is not allowed"),
+    (lambda c: c.update(stem=8), r"stem is 8; space 'cpu' has stem 16"),
+])
+def test_bad_configs_name_the_field_and_the_allowed_values(mutate, message):
+    with pytest.raises(SpaceError, match=message):
+        SearchSpace.load("cpu").validate(_broken(mutate))
+
+
+def test_arch_files_round_trip_and_bad_files_are_named(tmp_path):
+    space = SearchSpace.load("tiny")
+    config = space.random(3)
+    assert read_arch(write_arch(tmp_path / "a.json", config), space) == config
+    (tmp_path / "bad.json").write_text('{"resolution": 64,')
+    with pytest.raises(SpaceError, match=r"bad\.json: malformed JSON at line 1"):
+        read_arch(tmp_path / "bad.json", space)
+    with pytest.raises(SpaceError, match="arch config not found"):
+        read_arch(tmp_path / "none.json", space)
+
+
+def _space_file(tmp_path, edit) -> str:
+    spec = yaml.safe_load((SHIPPED / "tiny.yaml").read_text())
+    edit(spec)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("kernel"), r"missing dimension 'kernel'"),
+    (lambda s: s["token"].pop("keep_ratio"), r"missing dimension 'token\.keep_ratio'"),
+    (lambda s: s.update(blocks=[1]), r"unknown dimension 'blocks'"),
+    (lambda s: s["modules"].pop(), r"widths lists 4 branches but modules lists 3 stages"),
+    (lambda s: s.update(depth=[0]), r"depth \[0\] needs a choice >= 1"),
+    (lambda s: s.update(resolution=[64, 100]), r"multiple of 32"),
+    (lambda s: s["token"].update(width=[24]), r"token\.width must be positive multiples of 16"),
+    (lambda s: s.update(kernel=[3, 4]), r"kernel sizes must be odd"),
+    (lambda s: s["token"].update(keep_ratio=[0.0, 1.0]), r"keep_ratio must lie in \(0, 1\]"),
+    (lambda s: s.update(expand=[2, 2]), r"expand lists a choice twice"),
+    (lambda s: s["head"].update(multi_resolution=[0, 1]), r"head\.multi_resolution has 0; choices must be bool"),
+])
+def test_bad_space_files_name_the_dimension(tmp_path, edit, message):
+    with pytest.raises(SpaceError, match=message):
+        SearchSpace.load(_space_file(tmp_path, edit))
+
+
+def test_malformed_or_missing_space_file(tmp_path):
+    (tmp_path / "s.yaml").write_text("widths: [[8, 12]\nstem: 8\n")
+    with pytest.raises(SpaceError, match=r"s\.yaml: line \d+, column \d+ malformed YAML"):
+        SearchSpace.load(tmp_path / "s.yaml")
+    with pytest.raises(SpaceError, match=r"search space not found: nope \(shipped: \['cpu', 'default', 'tiny'\]"):
+        SearchSpace.load("nope")
+
+
+def test_search_spaces_does_not_import_torch():
+    code = ("import sys; from search_spaces import SearchSpace; s = SearchSpace.load('cpu'); "
+            "[s.preset(p) for p in s.preset_names()]; s.random(0); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
