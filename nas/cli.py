@@ -65,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
         net, ckpt = load_model(args.checkpoint)
         ds = CocoPoseDataset(args.ann, args.images, args.spec or ckpt["spec"])
-        metrics, results = evaluate_network(net, ds, args.size or ckpt["input_size"], args.flip_test, progress=True)
+        metrics, results = evaluate_network(net, ds, args.size or ckpt["arch"]["resolution"], args.flip_test, progress=True)
         if args.save_results:
             write_json(args.save_results, results)
     print(format_metrics(metrics))
@@ -73,22 +73,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
         _print_json_last(metrics_json(metrics))
 
 
-def _train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace, kind=None):
     from nas.io import read_yaml
     from nas.train import TrainConfig
 
+    kind = kind or TrainConfig
     settings = read_yaml(args.config, "config file") if args.config else {}
     if args.data or args.ann:
         settings["train_ann"], settings["train_images"] = _data_paths(args)
     if args.val_data or args.val_ann:
         settings["val_ann"], settings["val_images"] = _data_paths(args, "val_")
-    for name in ("epochs", "batch_size", "input_size", "lr", "workers", "seed", "time_budget_min", "device", "spec"):
+    for name in ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device", "spec"):
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
     if "train_ann" not in settings:
         raise PoseNASError("no training data: give --data DIR, --ann GT.json, or train_ann in --config")
-    return TrainConfig.from_dict(settings, str(args.config or "command line"))
+    return kind.from_dict(settings, str(args.config or "command line"))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -99,6 +100,34 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
     if metrics:
         print(format_metrics(metrics))
+
+
+def cmd_train_supernet(args: argparse.Namespace) -> None:
+    from nas.supernet_train import CHECKPOINT, SupernetConfig, train_supernet
+
+    train_supernet(_train_config(args, SupernetConfig), args.out)
+    print(f"supernet: {Path(args.out) / CHECKPOINT}")
+
+
+def cmd_eval_subnet(args: argparse.Namespace) -> None:
+    from nas.calibration import CalibrationSet
+    from nas.dataset import CocoPoseDataset
+    from nas.evaluate import format_metrics, metrics_json
+    from nas.subnet_eval import evaluate_subnet, load_supernet
+
+    supernet, space, ckpt = load_supernet(args.supernet)
+    arch = space.resolve(args.arch)
+    ann, images = _data_paths(args)
+    if args.calib_data:
+        calib_ann, calib_images = str(Path(args.calib_data) / "annotations.json"), str(Path(args.calib_data) / "images")
+    else:  # the supernet's own training images
+        calib_ann, calib_images = ckpt["config"]["train_ann"], ckpt["config"]["train_images"]
+    spec = ckpt["spec"]
+    calibration = CalibrationSet(CocoPoseDataset(calib_ann, calib_images, spec), args.calib_images)
+    metrics = evaluate_subnet(supernet, arch, calibration, CocoPoseDataset(ann, images, spec), args.flip_test, args.limit)
+    print(f"{args.arch}: {format_metrics(metrics)}")
+    if args.json:
+        _print_json_last(metrics_json(metrics))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -115,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if image is None:
         raise PoseNASError(f"{args.image}: not found or not a readable image")
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    (kps, scores), = detect(net, [rgb], args.size or ckpt["input_size"], spec, args.flip_test)
+    (kps, scores), = detect(net, [rgb], args.size or ckpt["arch"]["resolution"], spec, args.flip_test)
     keep = scores >= args.threshold
     drawn = draw_people(rgb, kps[keep], spec)
     out = Path(args.out)
@@ -223,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
-    t = sub.add_parser("train", help="train the static baseline network")
+    t = sub.add_parser("train", help="train one static network (a preset or an arch config) alone")
     for prefix in ("", "val-"):
         t.add_argument(f"--{prefix}data", help="a synthetic set folder (annotations.json + images/)")
         t.add_argument(f"--{prefix}ann")
@@ -232,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
-    t.add_argument("--input-size", type=int)
+    t.add_argument("--space", help="search space of the arch (default cpu)")
+    t.add_argument("--arch", help="preset name (default litepose_xs) or arch config JSON")
     t.add_argument("--lr", type=float)
     t.add_argument("--workers", type=int)
     t.add_argument("--seed", type=int)
@@ -240,6 +270,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device")
     t.add_argument("--spec")
     t.set_defaults(func=cmd_train)
+
+    ts = sub.add_parser("train-supernet", help="train the once-for-all supernet of a search space")
+    for prefix in ("", "val-"):
+        ts.add_argument(f"--{prefix}data", help="a synthetic set folder (annotations.json + images/)")
+        ts.add_argument(f"--{prefix}ann")
+        ts.add_argument(f"--{prefix}images")
+    ts.add_argument("--space", help="shipped space name or YAML path (default cpu)")
+    ts.add_argument("--config", help="YAML experiment config: phases, sandwich, distillation, data ...")
+    ts.add_argument("--out", required=True, help="run folder; resumes from its supernet.pt when present")
+    for name, kind in (("--batch-size", int), ("--workers", int), ("--seed", int), ("--time-budget-min", float)):
+        ts.add_argument(name, type=kind)
+    ts.add_argument("--device")
+    ts.add_argument("--spec")
+    ts.set_defaults(func=cmd_train_supernet)
+
+    es = sub.add_parser("eval-subnet", help="AP of a subnet with inherited weights, BN recalibrated")
+    es.add_argument("--supernet", required=True, help="supernet.pt from train-supernet")
+    es.add_argument("--arch", required=True, help="arch config JSON or a preset name of the supernet's space")
+    es.add_argument("--data", help="evaluation set folder (annotations.json + images/)")
+    es.add_argument("--ann")
+    es.add_argument("--images")
+    es.add_argument("--calib-data", help="BN calibration images (default: the supernet's training set)")
+    es.add_argument("--calib-images", type=int, default=64)
+    es.add_argument("--limit", type=int, help="evaluate the first N images only")
+    es.add_argument("--flip-test", action="store_true")
+    es.add_argument("--json", action="store_true")
+    es.set_defaults(func=cmd_eval_subnet)
 
     pr = sub.add_parser("predict", help="draw detected skeletons on an image")
     pr.add_argument("image")

@@ -69,10 +69,11 @@ class ResolutionBatchSampler(Sampler):
         self.n, self.batch_size, self.sizes = n, batch_size, tuple(sizes)
         self.seed, self.drop_last, self.shuffle = seed, drop_last, shuffle
         self.rank, self.num_replicas = rank, num_replicas
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Order batches for ``epoch``, skipping its first ``start`` (a run resumed mid-epoch)."""
+        self.epoch, self.start = epoch, start
 
     def _indices(self) -> np.ndarray:
         rng = np.random.default_rng((self.seed, self.epoch))
@@ -84,9 +85,10 @@ class ResolutionBatchSampler(Sampler):
         idx = self._indices()
         rng = np.random.default_rng((self.seed, self.epoch, 1))
         stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
-        for start in range(0, stop, self.batch_size):
-            size = int(self.sizes[rng.integers(len(self.sizes))])
-            yield [(int(i), size) for i in idx[start:start + self.batch_size]]
+        for number, start in enumerate(range(0, stop, self.batch_size)):
+            size = int(self.sizes[rng.integers(len(self.sizes))])  # drawn even when skipped: same sizes
+            if number >= self.start:
+                yield [(int(i), size) for i in idx[start:start + self.batch_size]]
 
     def __len__(self) -> int:
         per_rank = self.n // self.num_replicas

@@ -1,9 +1,9 @@
-"""Train a static bottom-up network: checkpoints every epoch, exact resume, CSV log and curves."""
+"""Train one static network of an arch config alone: checkpoints every epoch, exact resume, CSV log, curves."""
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,60 +19,40 @@ from nas.evaluate import evaluate
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.inference import detect, to_coco_results
 from nas.io import atomic_write, write_text
-from nas.losses import ae_loss, heatmap_loss
+from nas.keypoints import KeypointSpec
+from nas.settings import Settings
 from nas.transforms import Augment
-from supernet.litepose import LitePoseConfig, LitePoseNet
+from search_spaces import SearchSpace, SpaceError
+from supernet.network import build_static, new_static
+from supernet.tokens import joint_mask
 
 CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
-class TrainConfig:
-    train_ann: str
-    train_images: str
-    val_ann: str | None = None
-    val_images: str | None = None
-    spec: str | None = None
-    input_size: int = 256
-    batch_size: int = 8
+class TrainConfig(Settings):
+    arch: str | dict = "litepose_xs"  # a preset name of the space, an arch JSON path, or the config itself
     epochs: int = 7
     lr: float = 4e-3
     warmup_epochs: float = 1.0
-    ae_weight: float = 1e-3
-    background_weight: float = 1.0  # heatmap loss weight away from joints (1.0: plain masked MSE)
-    tag_radius: int = 1  # pull tags over the (2r+1)^2 pixels around each joint (0: the joint's pixel)
-    workers: int = 1
-    seed: int = 0
     val_every: int = 2
-    val_limit: int | None = 200  # images evaluated between epochs; the final evaluation uses all
-    flip_test: bool = False
-    augment: bool = True  # random affine + flip; off to overfit a few images
-    time_budget_min: float | None = None  # stop (and evaluate) once this much training time is spent
-    device: str = "auto"
-    model: dict = field(default_factory=lambda: LitePoseConfig().to_dict())
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise PoseNASError(f"{source}: unknown training setting(s) {unknown}; known: {sorted(known)}")
-        expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict}
-        for name, value in d.items():
-            kind = expected.get(str(known[name].type).split(" | ")[0])
-            if value is not None and kind and (not isinstance(value, kind) or isinstance(value, bool) != (kind is bool)):
-                raise PoseNASError(f"{source}: setting {name!r} must be {known[name].type}, got {value!r}")
-        return cls(**d)
 
 
-def build_model(model: dict, num_keypoints: int) -> LitePoseNet:
+def spec_mask(spec: KeypointSpec):
+    """The token stage's joint mask for a dataset: skeleton neighbours and mirror joints."""
+    return joint_mask(spec.num_keypoints, spec.skeleton, list(enumerate(spec.flip_index)))
+
+
+def build_network(cfg: TrainConfig, spec: KeypointSpec) -> tuple[torch.nn.Module, dict]:
+    """A freshly initialised static network for the run's arch config, and that config."""
     try:
-        return LitePoseNet(LitePoseConfig.from_dict({**model, "num_keypoints": num_keypoints}))
-    except (TypeError, KeyError, ValueError) as e:
-        raise PoseNASError(f"model settings {model}: {e}") from None
+        arch = SearchSpace.load(cfg.space).resolve(cfg.arch)
+    except SpaceError as e:
+        raise PoseNASError(str(e)) from None
+    return new_static(arch, spec.num_keypoints, spec_mask(spec)), arch
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[LitePoseNet, dict]:
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """A trained network and its checkpoint record, loaded without unpickling arbitrary objects."""
     path = Path(path)
     if not path.is_file():
@@ -81,11 +61,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Li
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise PoseNASError(f"{path}: not a readable PoseNAS checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
-        raise PoseNASError(f"{path}: not a PoseNAS training checkpoint (no model_config/model)")
-    net = LitePoseNet(LitePoseConfig.from_dict(ckpt["model_config"])).to(device)
-    net.load_state_dict(ckpt["model"])
-    return net.eval(), ckpt
+    if not isinstance(ckpt, dict) or "arch" not in ckpt or "model" not in ckpt:
+        raise PoseNASError(f"{path}: not a PoseNAS training checkpoint (no arch/model)")
+    return build_static(ckpt["arch"], ckpt["model"]).to(device), ckpt
 
 
 def evaluate_network(net: torch.nn.Module, ds: CocoPoseDataset, size: int, flip_test: bool = False,
@@ -143,16 +121,17 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    train_ds = CocoPoseDataset(cfg.train_ann, cfg.train_images, cfg.spec)
-    val_ds = CocoPoseDataset(cfg.val_ann, cfg.val_images, cfg.spec) if cfg.val_ann else None
+    train_ds, val_ds = cfg.datasets()
     k = train_ds.spec.num_keypoints
-    net = build_model(cfg.model, k).to(device)
-    strides = (4, 2) if net.cfg.high_res_output else (4,)
+    net, arch = build_network(cfg, train_ds.spec)
+    net = net.to(device)
+    size = arch["resolution"]
+    strides = (4, 2) if arch["head"]["multi_resolution"] else (4,)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)
     train_set = PoseTrainSet(train_ds, strides, Augment() if cfg.augment else None, cfg.seed, cfg.tag_radius)
-    sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, (cfg.input_size,), seed=cfg.seed)
+    sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, (size,), seed=cfg.seed)
     if len(sampler) == 0:
         raise PoseNASError(f"{cfg.train_ann}: {len(train_ds)} images is fewer than one batch of {cfg.batch_size}")
     loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
@@ -191,11 +170,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
             masks = [m.to(device) for m in masks]
             with autocast(device):
                 outputs = net(images)
-            outputs = [o.float() for o in outputs]
-            preds = [outputs[0][:, :k]] + outputs[1:]
-            h_loss = heatmap_loss(preds, heats, masks, cfg.background_weight)
-            pull, push = ae_loss(outputs[0][:, k:2 * k], joints.to(device))
-            loss = h_loss + cfg.ae_weight * (pull + push)
+            loss, h_loss, pull, push = cfg.pose_loss([o.float() for o in outputs], heats, masks, joints.to(device), k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -207,7 +182,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
                **dict(zip(("loss", "heatmap", "pull", "push"), (sums / len(sampler)).tolist()))}
         last = epoch + 1 == cfg.epochs or budget_spent()
         if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or last):
-            metrics, _ = evaluate_network(net, val_ds, cfg.input_size, cfg.flip_test,
+            metrics, _ = evaluate_network(net, val_ds, size, cfg.flip_test,
                                           None if last else cfg.val_limit, device=device)
             row.update(metrics)
             final = metrics
@@ -215,8 +190,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
         print(" ".join(f"{name}={v:.4g}" if isinstance(v, float) else f"{name}={v}" for name, v in row.items()))
         state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
                  "train_seconds": spent, "torch_rng": torch.get_rng_state(), "log": log,
-                 "model_config": net.cfg.to_dict(), "train_config": asdict(cfg), "spec": train_ds.spec.name,
-                 "input_size": cfg.input_size}
+                 "arch": arch, "train_config": asdict(cfg), "spec": train_ds.spec.name}
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         frame = pd.DataFrame(log)
         write_text(out / "log.csv", frame.to_csv(index=False))

@@ -36,6 +36,8 @@ BRANCH_KEYS = ("depth", "kernel", "expand")
 TOKEN_KEYS = ("depth", "width", "keep_ratio")
 HEAD_KEYS = ("width", "multi_resolution")
 TOKEN_HEAD_DIM = 16  # channels per attention head: embed widths must be multiples of it
+# Elastic groups, in the order progressive shrinking opens them.
+GROUPS = ("resolution", "kernel", "depth", "width", "token")
 
 
 class SpaceError(ValueError):
@@ -46,6 +48,20 @@ class SpaceError(ValueError):
 class Dimension:
     path: tuple  # where the value sits in an arch config, e.g. ("stages", 2, "branches", 0, "depth")
     choices: tuple
+
+    @property
+    def group(self) -> str:
+        """Which progressive-shrinking group opens this dimension (see GROUPS)."""
+        key = self.path[-1]
+        if self.path == ("token", "depth") or self.path == ("token", "keep_ratio"):
+            return "token"
+        if key in ("depth", "modules", "multi_resolution"):
+            return "depth"
+        if key == "kernel":
+            return "kernel"
+        if key == "resolution":
+            return "resolution"
+        return "width"  # branch widths, expand ratios, token and head widths
 
     @property
     def name(self) -> str:
@@ -127,15 +143,17 @@ class SearchSpace:
             _set(config, dim.path, pick(dim))
         return config
 
-    def min(self) -> dict:
-        return self._build(lambda d: min(d.choices))
+    def min(self, groups: tuple[str, ...] = GROUPS) -> dict:
+        """The smallest subnet; dimensions outside ``groups`` stay at their largest choice."""
+        return self._build(lambda d: min(d.choices) if d.group in groups else max(d.choices))
 
     def max(self) -> dict:
         return self._build(lambda d: max(d.choices))
 
-    def random(self, rng: random.Random | int | None = None) -> dict:
+    def random(self, rng: random.Random | int | None = None, groups: tuple[str, ...] = GROUPS) -> dict:
+        """A uniform draw; dimensions outside ``groups`` stay at their largest choice."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-        return self._build(lambda d: rng.choice(d.choices))
+        return self._build(lambda d: rng.choice(d.choices) if d.group in groups else max(d.choices))
 
     def mutate(self, config: dict, rng: random.Random | int | None = None, prob: float = 0.1) -> dict:
         """Each dimension re-drawn with probability ``prob`` (the others kept), as evolutionary NAS does."""
@@ -244,6 +262,16 @@ class SearchSpace:
         for branch, depth in zip(stage["branches"], split(best)[1]):
             branch["depth"] = depth
 
+    def resolve(self, arch: str | dict) -> dict:
+        """An arch config from a preset name, a JSON file path, or a config, validated here."""
+        if isinstance(arch, dict):
+            return self.validate(arch)
+        if arch in self.preset_names():
+            return self.preset(arch)
+        if not arch.endswith(".json"):
+            raise SpaceError(f"arch {arch!r} is neither a preset ({self.preset_names()}) nor a .json file")
+        return read_arch(arch, self)
+
     @staticmethod
     def preset_names() -> list[str]:
         from search_spaces.presets import PRESETS
@@ -334,8 +362,11 @@ def _check_space(spec: dict, source: str) -> dict:
         out[key] = _choices(spec[key], key, source)
     if min(min(m) for m in out["modules"]) < 1:
         raise SpaceError(f"{source}: modules must be >= 1 in every stage")
-    if min(min(w) for w in out["widths"]) < 1 or min(out["expand"]) < 1:
-        raise SpaceError(f"{source}: widths and expand must be >= 1")
+    if min(min(w) for w in out["widths"]) < 1:
+        raise SpaceError(f"{source}: widths must be >= 1")
+    if min(out["expand"]) < 2:
+        raise SpaceError(f"{source}: expand ratios must be >= 2, got {list(out['expand'])} (the elastic "
+                         "block always has its 1x1 expansion)")
     if max(out["depth"]) < 1 or min(out["depth"]) < 0:
         raise SpaceError(f"{source}: depth {list(out['depth'])} needs a choice >= 1 and none < 0 "
                          "(each stage's newest branch needs a block)")

@@ -28,7 +28,8 @@ class Cost:
 
     def mbconv(self, cin: int, cout: int, kernel: int, expand: int, pixels: int) -> None:
         mid = cin * expand
-        self.conv(cin, mid, 1, pixels)
+        if expand > 1:
+            self.conv(cin, mid, 1, pixels)
         self.conv(mid, mid, kernel, pixels, depthwise=True)
         self.conv(mid, cout, 1, pixels)
 

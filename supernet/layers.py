@@ -38,7 +38,7 @@ class MBConv(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, expand: int = 4):
         super().__init__()
         mid = cin * expand
-        self.expand = ConvBN(cin, mid, 1)
+        self.expand = ConvBN(cin, mid, 1) if expand > 1 else None  # a fixed ratio of 1 needs no 1x1
         self.depthwise = ConvBN(mid, mid, kernel, stride, depthwise=True)
         self.project = ConvBN(mid, cout, 1, act=False)
         self.stride = stride
@@ -51,8 +51,12 @@ class MBConv(nn.Module):
         self.project.set_active(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.expand.set_active(x.shape[1] * self.active_expand)
-        y = self.project(self.depthwise(self.expand(x)))
+        if self.expand is not None:
+            self.expand.set_active(x.shape[1] * self.active_expand)
+            x_mid = self.expand(x)
+        else:
+            x_mid = x
+        y = self.project(self.depthwise(x_mid))
         return x + y if self.stride == 1 and x.shape[1] == self.active_out else y
 
 

@@ -95,10 +95,13 @@ def extract(supernet: PoseNet, arch: dict) -> nn.Module:
     return static_copy(sub).train(supernet.training)
 
 
+def new_static(arch: dict, num_keypoints: int = 17, joint_mask: torch.Tensor | None = None) -> nn.Module:
+    """A freshly initialised static network of ``arch`` (plain torch ops), e.g. to train alone."""
+    return static_copy(PoseNet(arch, num_keypoints, joint_mask))
+
+
 def build_static(arch: dict, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """A static subnet rebuilt from its arch config and its own weights alone."""
-    num_keypoints = state_dict["final.bias"].shape[0] // 2
-    mask = state_dict.get("tokens.joint_mask")
-    net = static_copy(PoseNet(arch, num_keypoints, mask))
+    net = new_static(arch, state_dict["final.bias"].shape[0] // 2, state_dict.get("tokens.joint_mask"))
     net.load_state_dict(state_dict)
     return net.eval()

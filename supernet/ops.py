@@ -26,15 +26,23 @@ class DynamicConv2d(nn.Conv2d):
         self.active_kernel = kernel
 
     def active_weight(self, cin: int) -> torch.Tensor:
-        k, full = self.active_kernel, self.kernel_size[0]
-        lo = (full - k) // 2
+        """The active slice; untouched dimensions are not sliced (a full slice still costs a
+        full-size gradient copy in backward)."""
+        w, k = self.weight, self.active_kernel
         out = cin if self.depthwise else self.active_out
-        return self.weight[:out, :1 if self.depthwise else cin, lo:lo + k, lo:lo + k]
+        if out < w.shape[0]:
+            w = w[:out]
+        if not self.depthwise and cin < w.shape[1]:
+            w = w[:, :cin]
+        if k < w.shape[-1]:
+            lo = (w.shape[-1] - k) // 2
+            w = w[:, :, lo:lo + k, lo:lo + k]
+        return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]
         weight = self.active_weight(cin)
-        bias = self.bias[:weight.shape[0]] if self.bias is not None else None
+        bias = self.bias if self.bias is None or len(self.bias) == weight.shape[0] else self.bias[:weight.shape[0]]
         return F.conv2d(x, weight, bias, self.stride, self.active_kernel // 2, 1, cin if self.depthwise else 1)
 
     def to_static(self) -> nn.Conv2d:
@@ -84,6 +92,8 @@ class DynamicLinear(nn.Linear):
         self.active_out = cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active_out == self.out_features and x.shape[-1] == self.in_features:
+            return super().forward(x)
         bias = self.bias[:self.active_out] if self.bias is not None else None
         return F.linear(x, self.weight[:self.active_out, :x.shape[-1]], bias)
 

@@ -9,7 +9,7 @@ from tests.test_train import TINY
 
 def _config(tmp_path, **train):
     cfg = {"name": "t", "data": {"train_images": 16, "val_images": 8, "size": [96, 96]},
-           "train": {"epochs": 1, "batch_size": 8, "input_size": 64, "workers": 0, "val_every": 1, "model": TINY, **train}}
+           "train": {"epochs": 1, "batch_size": 8, "workers": 0, "val_every": 1, **TINY, **train}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -31,7 +31,7 @@ def test_run_writes_one_folder_and_resumes_each_stage(tmp_path, capsys):
 @pytest.mark.parametrize("text,message", [
     ("data: [1, 2", "malformed YAML"),
     ("data: {}\n", "needs mappings 'data' and 'train'"),
-    ("data: {}\ntrain: {epochs: 1, colour: red}\n", "unknown training setting(s) ['colour']"),
+    ("data: {}\ntrain: {epochs: 1, colour: red}\n", "unknown setting(s) ['colour']"),
     ("data: {}\ntrain: {epochs: ten}\n", "setting 'epochs' must be int, got 'ten'"),
     ("data: {images: 3}\ntrain: {}\n", "unknown data setting(s) ['images']"),
 ])

@@ -154,6 +154,7 @@ def _space_file(tmp_path, edit) -> str:
     (lambda s: s.update(kernel=[3, 4]), r"kernel sizes must be odd"),
     (lambda s: s["token"].update(keep_ratio=[0.0, 1.0]), r"keep_ratio must lie in \(0, 1\]"),
     (lambda s: s.update(expand=[2, 2]), r"expand lists a choice twice"),
+    (lambda s: s.update(expand=[1, 2]), r"expand ratios must be >= 2"),
     (lambda s: s["head"].update(multi_resolution=[0, 1]), r"head\.multi_resolution has 0; choices must be bool"),
 ])
 def test_bad_space_files_name_the_dimension(tmp_path, edit, message):
@@ -173,3 +174,16 @@ def test_search_spaces_does_not_import_torch():
     code = ("import sys; from search_spaces import SearchSpace; s = SearchSpace.load('cpu'); "
             "[s.preset(p) for p in s.preset_names()]; s.random(0); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_groups_restrict_sampling_for_progressive_shrinking():
+    space = SearchSpace.load("cpu")
+    largest = space.max()
+    assert space.min(groups=()) == largest and space.random(3, groups=()) == largest
+    only_kernel = space.min(groups=("kernel",))
+    changed = {d.group for d in space.dimensions
+               if space.encode(only_kernel)[space.dimensions.index(d)] != space.encode(largest)[space.dimensions.index(d)]}
+    assert changed == {"kernel"}
+    assert {d.group for d in space.dimensions} == {"resolution", "kernel", "depth", "width", "token"}
+    token = [d.name for d in space.dimensions if d.group == "token"]
+    assert token == ["token.depth", "token.keep_ratio"]

@@ -1,14 +1,11 @@
 """The supernet: set_active vs extract equality on every shipped space, static rebuilds, ONNX."""
-import io
 import math
-import warnings
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
 
+from nas.onnx_export import max_abs_difference, session, to_onnx
 from search_spaces import SearchSpace
 from supernet.network import PoseNet, build_static, extract
 from supernet.ops import DYNAMIC
@@ -114,17 +111,10 @@ def test_onnxruntime_matches_torch_on_extracted_subnets():
     configs[0]["token"]["keep_ratio"] = 0.25  # pruning (top-k) must export too
     for config in configs:
         net = extract(supernet, config)
-        x = torch.randn(1, 3, config["resolution"], config["resolution"])
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, x, buffer, dynamo=False, opset_version=17, input_names=["image"])
-        session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-        outputs = session.run(None, {"image": x.numpy()})
-        with torch.no_grad():
-            expected = net(x)
-        assert len(outputs) == len(expected)
-        assert max(np.abs(o - e.numpy()).max() for o, e in zip(outputs, expected)) <= 1e-4
+        model = to_onnx(net, config["resolution"])
+        assert [o.name for o in session(model).get_outputs()][-1] == (
+            "stride2" if config["head"]["multi_resolution"] else "stride4")
+        assert max_abs_difference(net, model, config["resolution"]) <= 1e-4
 
 
 def test_attention_pruning_keeps_top_k_visual_scores_and_the_joint_mask():

@@ -13,17 +13,13 @@ from nas.keypoints import COCO
 from nas.train import TrainConfig, load_model, train
 from tests.conftest import COCO_MINI, shared
 
-TINY = {"stem": 8, "stages": [{"width": 8, "depth": 1, "kernel": 3, "expand": 1},
-                              {"width": 16, "depth": 1, "kernel": 5, "expand": 2},
-                              {"width": 16, "depth": 1, "kernel": 5, "expand": 2},
-                              {"width": 24, "depth": 1, "kernel": 3, "expand": 2}],
-        "head": [16, 16, 16], "high_res_width": 8, "high_res_output": True}
+TINY = {"space": "tiny", "arch": "litepose_xs"}  # 96 px
 
 
 def _cfg(data, **kw):
     return TrainConfig(train_ann=str(data / "annotations.json"), train_images=str(data / "images"),
-                       val_ann=str(data / "annotations.json"), val_images=str(data / "images"), input_size=64,
-                       batch_size=8, workers=0, val_every=1, val_limit=8, model=TINY, **kw)
+                       val_ann=str(data / "annotations.json"), val_images=str(data / "images"), batch_size=8,
+                       workers=0, val_every=1, val_limit=8, **{**TINY, **kw})
 
 
 def test_train_writes_checkpoint_log_and_curves_and_resumes(tmp_path, synth_small):
@@ -53,7 +49,7 @@ def test_loss_falls_on_real_coco_images(tmp_path):
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
     subset = tmp_path / "subset.json"
     subset.write_text(json.dumps(data))
-    cfg = TrainConfig(train_ann=str(subset), train_images=str(COCO_MINI / "images"), input_size=128, batch_size=4,
+    cfg = TrainConfig(train_ann=str(subset), train_images=str(COCO_MINI / "images"), arch="min", batch_size=4,
                       epochs=60, workers=0, lr=3e-3, warmup_epochs=0, augment=False)
     train(cfg, tmp_path / "run", progress=False)
     log = pd.read_csv(tmp_path / "run" / "log.csv")

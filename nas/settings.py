@@ -1,0 +1,64 @@
+"""Settings shared by every training job, read from YAML or flags with typed, named checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from nas.dataset import CocoPoseDataset
+from nas.errors import PoseNASError
+from nas.losses import ae_loss, heatmap_loss
+
+
+@dataclass
+class Settings:
+    train_ann: str
+    train_images: str
+    val_ann: str | None = None
+    val_images: str | None = None
+    spec: str | None = None
+    space: str = "cpu"  # a shipped space name or a YAML path
+    batch_size: int = 8
+    ae_weight: float = 1e-3
+    background_weight: float = 1.0  # heatmap loss weight away from joints (1.0: plain masked MSE)
+    tag_radius: int = 1  # pull tags over the (2r+1)^2 pixels around each joint (0: the joint's pixel)
+    workers: int = 1
+    seed: int = 0
+    val_limit: int | None = 200  # images evaluated between epochs; the final evaluation uses all
+    flip_test: bool = False
+    augment: bool = True  # random affine + flip; off to overfit a few images
+    time_budget_min: float | None = None  # stop (and evaluate) once this much training time is spent
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config"):
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise PoseNASError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict, "list": list}
+        for name, value in d.items():
+            kinds = [expected[t.split("[")[0]] for t in str(known[name].type).split(" | ")
+                     if t.split("[")[0] in expected]
+            if value is not None and not any(_is(value, k) for k in kinds):
+                raise PoseNASError(f"{source}: setting {name!r} must be {known[name].type}, got {value!r}")
+        return cls(**d)
+
+    def datasets(self) -> tuple[CocoPoseDataset, CocoPoseDataset | None]:
+        train = CocoPoseDataset(self.train_ann, self.train_images, self.spec)
+        val = CocoPoseDataset(self.val_ann, self.val_images, self.spec) if self.val_ann else None
+        return train, val
+
+    def pose_loss(self, outputs: list[torch.Tensor], heats, masks, joints, k: int) -> tuple[torch.Tensor, ...]:
+        """(total, heatmap, pull, push) for outputs ordered coarse to fine; outputs the network does
+        not have (no stride-2 head) are not supervised."""
+        preds = [outputs[0][:, :k]] + list(outputs[1:])
+        h_loss = heatmap_loss(preds, heats[:len(preds)], masks[:len(preds)], self.background_weight)
+        pull, push = ae_loss(outputs[0][:, k:2 * k], joints)
+        return h_loss + self.ae_weight * (pull + push), h_loss, pull, push
+
+
+def _is(value: Any, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return any(isinstance(value, k) and isinstance(value, bool) == (k is bool) for k in kinds)

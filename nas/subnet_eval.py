@@ -1,0 +1,42 @@
+"""A subnet's accuracy with inherited weights: extract, recalibrate BN, evaluate with COCO AP."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nas.calibration import CalibrationSet, recalibrate
+from nas.dataset import CocoPoseDataset
+from nas.errors import PoseNASError
+from nas.train import evaluate_network
+from search_spaces import SearchSpace
+from supernet.network import PoseNet, extract
+
+
+def evaluate_subnet(supernet: PoseNet, arch: dict, calibration: CalibrationSet, dataset: CocoPoseDataset,
+                    flip_test: bool = False, limit: int | None = None,
+                    device: torch.device | str = "cpu") -> dict[str, float]:
+    """COCO metrics of ``arch`` with the supernet's weights, its BN statistics re-estimated."""
+    net = extract(supernet, arch).to(device)
+    recalibrate(net, calibration.batches(arch["resolution"]), device)
+    metrics, _ = evaluate_network(net, dataset, arch["resolution"], flip_test, limit, device=device)
+    return metrics
+
+
+def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple[PoseNet, SearchSpace, dict]:
+    """The supernet of a ``train-supernet`` checkpoint, its search space and the checkpoint record
+    (weights-only loading: nothing is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoseNASError(f"supernet checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise PoseNASError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "supernet" not in ckpt or "space" not in ckpt:
+        raise PoseNASError(f"{path}: not a supernet checkpoint (train one with posenas train-supernet)")
+    space = SearchSpace(ckpt["space"], f"{path} (space)")
+    state = ckpt["supernet"]
+    net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask")).to(device)
+    net.load_state_dict(state)
+    return net.eval(), space, ckpt

@@ -1,0 +1,316 @@
+"""Train the once-for-all supernet: progressive shrinking, sandwich rule, in-place distillation.
+
+Phases open the space's elastic groups one after another, as OFA does (largest network first,
+then resolution and kernel, depth, width, token stage). Every step runs the sandwich: the largest
+subnet learns from the labels; the smallest and ``sandwich_random`` random subnets (among the
+open groups) learn from the labels and from the largest subnet's heatmaps. Gradients of the whole
+sandwich make one optimizer step. Checkpoints are atomic and hold the phase, epoch, batch and
+step, so a killed run resumes where its last checkpoint stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from nas import distributed
+from nas.calibration import CalibrationSet
+from nas.device import autocast, select_device
+from nas.errors import PoseNASError
+from nas.examples import PoseTrainSet, ResolutionBatchSampler
+from nas.io import atomic_write, write_text
+from nas.losses import heatmap_loss
+from nas.settings import Settings
+from nas.subnet_eval import evaluate_subnet
+from nas.train import spec_mask
+from nas.transforms import Augment
+from search_spaces import SearchSpace, SpaceError
+from search_spaces.space import GROUPS
+from supernet.importance import sort_hidden_channels
+from supernet.network import PoseNet
+
+CHECKPOINT = "supernet.pt"
+DEFAULT_PHASES = (
+    {"name": "largest", "epochs": 2, "lr": 4e-3, "elastic": []},
+    {"name": "resolution+kernel", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel"]},
+    {"name": "depth", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel", "depth"]},
+    {"name": "width", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel", "depth", "width"]},
+    {"name": "token", "epochs": 1, "lr": 3e-3, "elastic": list(GROUPS)},
+)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    lr: float
+    elastic: tuple[str, ...]
+
+
+@dataclass
+class SupernetConfig(Settings):
+    phases: list = field(default_factory=lambda: [dict(p) for p in DEFAULT_PHASES])
+    sandwich_random: int = 2  # random subnets per step besides the largest and the smallest
+    distill_weight: float = 1.0  # weight of the largest subnet's heatmaps as targets for the others
+    warmup_epochs: float = 0.5  # linear warm-up at the start of the first phase
+    checkpoint_every: int = 200  # steps between checkpoints (and at every epoch's end)
+    calibration_images: int = 64  # training images for BN recalibration
+    eval_archs: list = field(default_factory=lambda: ["max", "min"])  # evaluated at each phase's end
+
+    def parsed_phases(self) -> list[Phase]:
+        phases = []
+        for i, p in enumerate(self.phases):
+            where = f"phases[{i}]"
+            if not isinstance(p, dict) or set(p) - {"name", "epochs", "lr", "elastic"} or "epochs" not in p:
+                raise PoseNASError(f"{where} must be a mapping with epochs, and optionally name, lr, elastic; got {p!r}")
+            elastic = tuple(p.get("elastic", ()))
+            bad = [g for g in elastic if g not in GROUPS]
+            if bad:
+                raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
+            if not isinstance(p["epochs"], int) or p["epochs"] < 1:
+                raise PoseNASError(f"{where}.epochs must be a positive integer, got {p['epochs']!r}")
+            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", 3e-3)), elastic))
+        if not phases:
+            raise PoseNASError("phases: give at least one phase")
+        return phases
+
+
+def load_space(name: str) -> SearchSpace:
+    try:
+        return SearchSpace.load(name)
+    except SpaceError as e:
+        raise PoseNASError(str(e)) from None
+
+
+def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_random: int) -> list[dict]:
+    """Largest first (the teacher), then the smallest and ``n_random`` random subnets of the open
+    groups; with nothing open, the largest alone."""
+    if not groups:
+        return [space.max()]
+    return [space.max(), space.min(groups)] + [space.random(rng, groups) for _ in range(n_random)]
+
+
+def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, device: torch.device) -> list[float]:
+    """Forward and backward every subnet of the sandwich on one batch; returns their losses."""
+    images, heats, masks, joints = batch
+    k = net.num_keypoints
+    teacher, losses = None, []
+    for arch in archs:
+        net.set_active({**arch, "resolution": images.shape[-1]})
+        with autocast(device):
+            outputs = [o.float() for o in net(images)]
+        loss = cfg.pose_loss(outputs, heats, masks, joints, k)[0]
+        heat = [outputs[0][:, :k]] + outputs[1:]
+        if teacher is None:
+            teacher = [h.detach() for h in heat]
+        else:
+            loss = loss + cfg.distill_weight * heatmap_loss(heat, teacher[:len(heat)], masks[:len(heat)])
+        loss.backward()
+        losses.append(loss.item())
+    return losses
+
+
+def _lr(phase: Phase, first: bool, step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up (first phase only), then cosine to zero within the phase."""
+    if first and step < warmup:
+        return phase.lr * (step + 1) / warmup
+    start = warmup if first else 0
+    return 0.5 * phase.lr * (1 + math.cos(math.pi * min(1.0, (step - start) / max(1, steps - start))))
+
+
+def parameter_digest(net: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes: equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for p in net.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) -> list[dict]:
+    """Train (or resume) the supernet into ``out``; returns the log rows."""
+    out = Path(out)
+    device = distributed.local_device(select_device(cfg.device))
+    rank, world = distributed.setup(device)
+    main = rank == 0
+    phases = cfg.parsed_phases()
+    space = load_space(cfg.space)
+    train_ds, val_ds = cfg.datasets()
+    k = train_ds.spec.num_keypoints
+    torch.manual_seed(cfg.seed)
+    net = PoseNet(space.max(), k, spec_mask(train_ds.spec)).to(device)
+    if device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    distributed.broadcast_module(net)
+    train_set = PoseTrainSet(train_ds, (4, 2), Augment() if cfg.augment else None, cfg.seed, cfg.tag_radius)
+    calibration = CalibrationSet(train_ds, cfg.calibration_images, seed=cfg.seed) if val_ds and main else None
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 autocast needs no loss scaling
+    position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
+    spent, log, opt_state = 0.0, [], None
+    ckpt_path = out / CHECKPOINT
+    if main:
+        for stale in out.glob(f".{CHECKPOINT}.*.tmp"):  # a write cut short by a kill; the checkpoint is whole
+            stale.unlink()
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt["space"] != _plain(space.spec):
+            raise PoseNASError(f"{ckpt_path}: trained on another search space than {cfg.space!r}; use a new --out")
+        net.load_state_dict(ckpt["supernet"])
+        position, spent, log, opt_state = ckpt["position"], ckpt["train_seconds"], ckpt["log"], ckpt["optimizer"]
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        if main:
+            print(f"resuming {out} in phase {position['phase'] + 1} ({phases[min(position['phase'], len(phases) - 1)].name}),"
+                  f" epoch {position['epoch'] + 1}, batch {position['batch']} (step {position['step']})")
+    seen = {"rank": rank, "first_batch": None, "samples": 0}
+
+    def save(opt: torch.optim.Optimizer | None) -> None:
+        distributed.broadcast_module(net)  # every rank's copy equals rank 0's (BN statistics included)
+        if not main:
+            return
+        state = {"supernet": net.state_dict(), "optimizer": opt.state_dict() if opt else None,
+                 "scaler": scaler.state_dict(), "position": dict(position), "train_seconds": spent,
+                 "torch_rng": torch.get_rng_state(), "log": log, "config": asdict(cfg), "space": _plain(space.spec),
+                 "spec": train_ds.spec.name, "num_keypoints": k}
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+        if log:
+            frame = pd.DataFrame(log)
+            write_text(out / "log.csv", frame.to_csv(index=False))
+            plot_supernet_curves(frame, out / "curves.png")
+
+    stopped = False
+    for pi in range(position["phase"], len(phases)):
+        phase = phases[pi]
+        fresh = position["epoch"] == 0 and position["batch"] == 0
+        if fresh and "width" in phase.elastic and (pi == 0 or "width" not in phases[pi - 1].elastic):
+            sort_hidden_channels(net)  # OFA: most important hidden channels first, before widths shrink
+        opt = torch.optim.Adam(net.parameters(), lr=phase.lr, fused=True)
+        if not fresh and opt_state is not None:
+            opt.load_state_dict(opt_state)
+        sizes = space.dimensions[0].choices if "resolution" in phase.elastic else (space.max()["resolution"],)
+        sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, sizes, cfg.seed + 1000 * pi,
+                                         rank=rank, num_replicas=world)
+        if len(sampler) == 0:
+            raise PoseNASError(f"{cfg.train_ann}: too few images for one batch of {cfg.batch_size} per process")
+        steps, lr = phase.epochs * len(sampler), phase.lr
+        warmup = int(cfg.warmup_epochs * len(sampler)) if pi == 0 else 0
+        loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+        if main:
+            print(f"phase {pi + 1}/{len(phases)} {phase.name}: elastic {list(phase.elastic) or 'none'}, "
+                  f"{phase.epochs} epoch(s) of {len(sampler)} steps, lr {phase.lr}")
+        for epoch in range(position["epoch"], phase.epochs):
+            sampler.set_epoch(epoch, position["batch"])
+            train_set.epoch = 1000 * pi + epoch
+            net.train()
+            sums, count, t0 = [0.0, 0.0], 0, time.time()
+            bar = tqdm(DataLoader(train_set, **loader_kw), total=len(sampler) - position["batch"],
+                       desc=f"{phase.name} {epoch + 1}/{phase.epochs}", disable=not (progress and main), leave=False)
+            for batch in bar:
+                images, heats, masks, joints = batch
+                if seen["first_batch"] is None:
+                    seen["first_batch"] = [int(i) for i in sampler_first(sampler)]
+                seen["samples"] += len(images)
+                batch = (_to(images, device), [_to(h, device) for h in heats], [_to(m, device) for m in masks],
+                         joints.to(device))
+                lr = _lr(phase, pi == 0, epoch * len(sampler) + position["batch"], steps, warmup)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                rng = random.Random(cfg.seed * 1_000_003 + position["step"])
+                losses = sandwich_step(net, sandwich(space, phase.elastic, rng, cfg.sandwich_random), batch, cfg,
+                                       device)
+                distributed.average_gradients(net)
+                opt.step()
+                position["batch"] += 1
+                position["step"] += 1
+                sums[0] += losses[0]
+                sums[1] += sum(losses[1:]) / max(1, len(losses) - 1)
+                count += 1
+                bar.set_postfix(largest=f"{losses[0]:.2e}", lr=f"{lr:.1e}")
+                if position["step"] % cfg.checkpoint_every == 0:
+                    spent += time.time() - t0
+                    t0 = time.time()
+                    save(opt)
+                if cfg.time_budget_min is not None and spent + time.time() - t0 >= cfg.time_budget_min * 60:
+                    stopped = True
+                    break
+            spent += time.time() - t0
+            if main:
+                log.append({"phase": phase.name, "epoch": epoch + 1, "step": position["step"],
+                            "train_seconds": round(spent, 1), "lr": lr,
+                            "loss_largest": sums[0] / max(1, count), "loss_subnets": sums[1] / max(1, count)})
+            if stopped:
+                break
+            position["epoch"], position["batch"] = epoch + 1, 0
+            save(opt)
+        if stopped:
+            if main:
+                print(f"time budget of {cfg.time_budget_min} min spent in phase {phase.name}; stopping")
+            save(opt)
+            break
+        position.update(phase=pi + 1, epoch=0, batch=0)
+        if main and val_ds is not None and cfg.eval_archs:
+            row = {"phase": phase.name, "epoch": phase.epochs, "step": position["step"], "train_seconds": round(spent, 1)}
+            for name in cfg.eval_archs:
+                metrics = evaluate_subnet(net, space.resolve(name), calibration, val_ds, cfg.flip_test,
+                                          cfg.val_limit, device)
+                row[f"AP_{name}"] = metrics["AP"]
+                print(f"  {phase.name}: {name} AP {metrics['AP']:.3f} (BN recalibrated, "
+                      f"{cfg.val_limit or 'all'} val images)")
+            log.append(row)
+        save(None)
+    ranks = distributed.gather({**seen, "digest": parameter_digest(net)})
+    if main:
+        write_text(out / "ranks.json", pd.Series(ranks).to_json(orient="values", indent=1))
+    distributed.barrier()
+    distributed.shutdown()
+    return log
+
+
+def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:
+    """Sample indices of the sampler's current first batch (to show that ranks see different data)."""
+    return [i for i, _ in next(iter(sampler))]
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    t = t.to(device, non_blocking=True)
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 and device.type == "cpu" else t
+
+
+def _plain(spec: dict) -> dict:
+    """The space spec with tuples as lists: what a weights-only checkpoint stores and compares."""
+    if isinstance(spec, dict):
+        return {k: _plain(v) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [_plain(v) for v in spec]
+    return spec
+
+
+def plot_supernet_curves(log: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    train = log.dropna(subset=["loss_largest"]) if "loss_largest" in log else log.iloc[0:0]
+    a.plot(train["step"], train["loss_largest"], "o-", label="largest subnet")
+    a.plot(train["step"], train["loss_subnets"], "s--", label="other subnets (with distillation)")
+    a.set_yscale("log"); a.set_xlabel("step"); a.set_ylabel("training loss"); a.legend(); a.grid(alpha=0.3)
+    for col in [c for c in log.columns if c.startswith("AP_")]:
+        val = log.dropna(subset=[col])
+        b.plot(val["step"], val[col], "o-", label=col[3:])
+    if any(c.startswith("AP_") for c in log.columns):
+        b.legend(title="subnet (BN recalibrated)")
+    b.set_xlabel("step"); b.set_ylabel("validation COCO AP"); b.set_ylim(0, 1); b.grid(alpha=0.3)
+    for _, row in log.drop_duplicates("phase", keep="first").iterrows():
+        a.axvline(row["step"], color="grey", lw=0.5)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

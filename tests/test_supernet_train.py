@@ -1,0 +1,166 @@
+"""Supernet training: sandwich rule, phases, BN recalibration, resume after SIGKILL, two-process DDP."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from nas.calibration import CalibrationSet, recalibrate
+from nas.cli import main
+from nas.dataset import CocoPoseDataset
+from nas.supernet_train import SupernetConfig, sandwich, train_supernet
+from search_spaces import SearchSpace
+from supernet.importance import sort_hidden_channels
+from tests.test_supernet import trained_like
+
+POSENAS = str(Path(sys.executable).with_name("posenas"))
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+PHASES = [{"name": "largest", "epochs": 1, "lr": 0.004, "elastic": []},
+          {"name": "kernel", "epochs": 1, "lr": 0.003, "elastic": ["resolution", "kernel"]},
+          {"name": "all", "epochs": 1, "lr": 0.003, "elastic": ["resolution", "kernel", "depth", "width", "token"]}]
+
+
+def settings(data: Path, **kw) -> dict:
+    return {"train_ann": str(data / "annotations.json"), "train_images": str(data / "images"),
+            "val_ann": str(data / "annotations.json"), "val_images": str(data / "images"), "space": "tiny",
+            "batch_size": 4, "workers": 0, "checkpoint_every": 2, "calibration_images": 8, "val_limit": 6,
+            "phases": PHASES, **kw}
+
+
+def test_sandwich_is_largest_smallest_and_random_subnets_of_the_open_groups():
+    space = SearchSpace.load("cpu")
+    archs = sandwich(space, ("kernel",), random.Random(0), 2)
+    assert archs[0] == space.max() and archs[1] == space.min(("kernel",)) and len(archs) == 4
+    for arch in archs[2:]:
+        diff = [d.group for d in space.dimensions if space.encode(arch)[space.dimensions.index(d)] !=
+                space.encode(space.max())[space.dimensions.index(d)]]
+        assert set(diff) <= {"kernel"}
+    assert sandwich(space, (), random.Random(0), 2) == [space.max()]
+
+
+def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
+    out = tmp_path / "run"
+    cfg = SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:2]))
+    log = train_supernet(cfg, out, progress=False)
+    ckpt = torch.load(out / "supernet.pt", weights_only=True)
+    assert ckpt["position"] == {"phase": 2, "epoch": 0, "batch": 0, "step": 12}
+    assert [r["phase"] for r in log if "loss_largest" in r] == ["largest", "kernel"]
+    evals = [r for r in log if "AP_max" in r]
+    assert len(evals) == 2 and all(0 <= r["AP_min"] <= 1 for r in evals)
+    assert (out / "curves.png").stat().st_size > 5000 and len(pd.read_csv(out / "log.csv")) == 4
+    # one more phase in the config: the run resumes after the two finished ones
+    log = train_supernet(SupernetConfig.from_dict(settings(synth_small)), out, progress=False)
+    ckpt = torch.load(out / "supernet.pt", weights_only=True)
+    assert ckpt["position"]["step"] == 18 and [r["phase"] for r in log if "loss_largest" in r] == [
+        "largest", "kernel", "all"]
+
+
+def _run_config(tmp_path, data, **kw) -> Path:
+    path = tmp_path / "supernet.yaml"
+    path.write_text(yaml.safe_dump(settings(data, **kw)))
+    return path
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, synth_small):
+    config = _run_config(tmp_path, synth_small, checkpoint_every=1, eval_archs=[])
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run([POSENAS, "train-supernet", "--config", str(config), "--out", str(reference)],
+                   check=True, capture_output=True, timeout=600)
+    done = torch.load(reference / "supernet.pt", weights_only=True)
+    proc = subprocess.Popen([POSENAS, "train-supernet", "--config", str(config), "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, deadline = killed / "supernet.pt", time.time() + 300
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(os.getpid()).uniform(0.5, 3.0))  # somewhere mid-training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = torch.load(ckpt, weights_only=True)
+    assert before["position"]["step"] < done["position"]["step"], "killed before the end"
+    resumed = subprocess.run([POSENAS, "train-supernet", "--config", str(config), "--out", str(killed)],
+                             check=True, capture_output=True, text=True, timeout=600)
+    assert f"(step {before['position']['step']})" in resumed.stdout
+    after = torch.load(ckpt, weights_only=True)
+    assert after["position"] == done["position"]
+    rows = lambda c: [(r["phase"], r["epoch"], r["step"]) for r in c["log"]]  # noqa: E731
+    assert rows(after) == rows(done)
+    assert not list(killed.glob(".*.tmp"))
+
+
+def test_two_processes_see_different_data_and_end_with_identical_weights(tmp_path, synth_small):
+    config = _run_config(tmp_path, synth_small, phases=PHASES[1:2], eval_archs=[], val_ann=None, val_images=None)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", POSENAS, "train-supernet",
+                    "--config", str(config), "--out", str(tmp_path / "ddp")], check=True, capture_output=True,
+                   timeout=600, env=env)
+    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert not set(ranks[0]["first_batch"]) & set(ranks[1]["first_batch"])
+    assert ranks[0]["samples"] == ranks[1]["samples"] == 12  # 24 images split in two, 4 per batch
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+
+
+def test_recalibration_estimates_exact_batch_statistics(synth_small):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    batches = [torch.randn(4, 3, 8, 8) + i for i in range(3)]
+    recalibrate(net, batches)
+    with torch.no_grad():
+        features = torch.cat([net[0](b) for b in batches])
+    assert torch.allclose(net[1].running_mean, features.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not net.training
+    calibration = CalibrationSet(CocoPoseDataset(synth_small / "annotations.json", synth_small / "images"), 10, 4)
+    first = calibration.batches(96)
+    assert first is calibration.batches(96) and [b.shape[0] for b in first] == [4, 4, 2]
+    assert first[0].shape[-1] == 96 and calibration.batches(64)[0].shape[-1] == 64
+
+
+def test_hidden_channel_sorting_preserves_the_function_and_orders_by_importance():
+    space = SearchSpace.load("tiny")
+    net = trained_like(space)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        before = net.set_active(space.max())(x)
+        assert sort_hidden_channels(net) > 0
+        after = net(x)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(before, after))
+    block = net.stages[0].fusion_modules[0].branches[0].blocks[0]
+    importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    assert torch.all(importance[:-1] >= importance[1:])
+    assert sort_hidden_channels(net) == 0  # already sorted
+
+
+def test_eval_subnet_cli_and_a_checkpoint_from_another_space(tmp_path, synth_small, capsys):
+    out = tmp_path / "run"
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:1], eval_archs=[])), out,
+                   progress=False)
+    capsys.readouterr()
+    assert main(["eval-subnet", "--supernet", str(out / "supernet.pt"), "--arch", "min", "--data", str(synth_small),
+                 "--calib-images", "8", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(metrics) >= {"AP", "AP50", "AP75", "APM", "APL", "AR"}
+    bad = SearchSpace.load("cpu").max()
+    (tmp_path / "cpu.json").write_text(json.dumps(bad))
+    assert main(["eval-subnet", "--supernet", str(out / "supernet.pt"), "--arch", str(tmp_path / "cpu.json"),
+                 "--data", str(synth_small)]) == 2
+    assert "cpu.json: stem is 16; space 'tiny' has stem 8" in capsys.readouterr().err
+    config = _run_config(tmp_path, synth_small, space="cpu")
+    assert main(["train-supernet", "--config", str(config), "--out", str(out)]) == 2
+    assert "trained on another search space than 'cpu'" in capsys.readouterr().err
+
+
+def test_supernet_config_names_bad_phases(synth_small):
+    from nas.errors import PoseNASError
+
+    for phases, message in (([{"epochs": 1, "elastic": ["colour"]}], r"phases\[0\]\.elastic: unknown group 'colour'"),
+                            ([{"epochs": 0}], r"phases\[0\]\.epochs must be a positive integer"),
+                            ([], "at least one phase")):
+        with pytest.raises(PoseNASError, match=message):
+            SupernetConfig.from_dict(settings(synth_small, phases=phases)).parsed_phases()
