@@ -59,14 +59,11 @@ def bench_cost_speed(space: str = "cpu", configs: int = 2000) -> dict:
 
 def bench_largest_latency(space: str = "cpu", threads: int = 2) -> dict:
     """onnxruntime latency of the space's largest subnet at its largest resolution."""
-    from nas.latency import time_session
-    from nas.onnx_export import session, to_onnx
+    from nas.latency import LocalBackend, RuntimeSettings
     from search_spaces import SearchSpace
-    from supernet.network import new_static
 
     arch = SearchSpace.load(space).max()
-    timing = time_session(session(to_onnx(new_static(arch), arch["resolution"]), threads), arch["resolution"],
-                          warmup=10, repeats=50)
+    timing = LocalBackend(RuntimeSettings(threads=threads)).measure(arch)
     ms = timing["median_ms"]
     return {"name": f"onnxruntime latency of {space}.yaml max at {arch['resolution']} px, {threads} threads "
                     f"(median; p90 {timing['p90_ms']:.1f})", "value": round(ms, 2), "unit": "ms",

@@ -208,6 +208,69 @@ def cmd_arch_presets(args: argparse.Namespace) -> None:
         print(f"{name:16s} {row['resolution']:4d} px {row['macs'] / 1e9:8.3f} GMACs {row['params'] / 1e6:7.3f} M params")
 
 
+def _meter(args: argparse.Namespace):
+    from nas.latency import RuntimeSettings, make_meter
+
+    settings = RuntimeSettings(backend=args.backend, threads=args.threads, optimization=args.optimization,
+                               warmup=args.warmup, repeats=args.repeats)
+    return make_meter(settings, args.url, None if args.no_cache else args.cache)
+
+
+def cmd_latency_measure(args: argparse.Namespace) -> None:
+    space, arch = _arch(args)
+    figures = _meter(args).measure(space.canonical(arch), args.keypoints)
+    label = "torch eager (not a deployment latency)" if args.backend == "torch" else "onnxruntime"
+    print(f"{label}: median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, spread "
+          f"{figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {args.threads} threads)")
+    if args.json:
+        _print_json_last({**figures, "backend": args.backend, **_cost_row(arch, args.keypoints)})
+
+
+def cmd_latency_predictor(args: argparse.Namespace) -> None:
+    from nas.latency_predictor import build_predictor
+    from search_spaces import SearchSpace
+
+    report = build_predictor(SearchSpace.load(args.space), _meter(args).backend, args.out, args.samples,
+                             passes=args.passes, seed=args.seed)
+    print(f"held-out subnets within +/-10 %: {report['within_10pct']:.1%} of {report['held_out']} "
+          f"(mean |error| {report['mean_abs_rel_error']:.1%}); device repeatability (pass 2 vs 1): "
+          f"{report['repeatability_within_10pct']:.1%} of {report['subnets']}")
+    print(f"predictor: {Path(args.out) / 'predictor.json'}")
+
+
+def cmd_latency_server(args: argparse.Namespace) -> None:
+    from nas.latency_server import serve
+
+    serve(args.port, args.host)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from nas.search import SearchConfig, parse_macs, run_search
+
+    ann, images = _data_paths(args)
+    out = args.out or str(Path(args.supernet).resolve().parent / "search")
+    cfg = SearchConfig(supernet=args.supernet, val_ann=ann, val_images=images, latency_budget_ms=args.latency_budget,
+                       out=out, macs_budget=parse_macs(args.macs_budget), trials=args.trials, sampler=args.sampler,
+                       storage=args.storage, study=args.study, eval_images=args.eval_images,
+                       calib_data=args.calib_data, calib_images=args.calib_images, flip_test=args.flip_test,
+                       predictor=args.predictor, seed=args.seed)
+    summary = run_search(cfg, _meter(args))
+    print(f"{summary['trials']} trials, {summary.get('feasible', 0)} feasible, {summary.get('pareto', 0)} on the "
+          f"Pareto front (best AP {summary.get('best_ap')})")
+    print(f"trials: {Path(out) / 'trials.csv'}\npareto: {Path(out) / 'pareto.json'}\nstudy: {cfg.storage_url}")
+
+
+def _latency_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads (0: runtime default)")
+    p.add_argument("--optimization", default="all", choices=("disable", "basic", "extended", "all"))
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--url", help="measure on a remote posenas latency-server (http://host:port)")
+    p.add_argument("--cache", default="results/latency-cache.sqlite", help="persistent measurement table")
+    p.add_argument("--no-cache", action="store_true")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from nas.pipeline import run_baseline
 
@@ -215,9 +278,14 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.suite == "supernet":
+        from nas.bench_supernet import run_supernet_benchmark
+
+        print(json.dumps(run_supernet_benchmark(args.out or "results/bench-supernet", args.minutes), indent=1))
+        return
     from nas.bench import run_benchmarks
 
-    run_benchmarks(args.out)
+    run_benchmarks(args.out or "results/bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,7 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     b = sub.add_parser("bench", help="run the benchmarks; figures to results/bench/")
-    b.add_argument("--out", default="results/bench")
+    b.add_argument("--suite", default="core", choices=("core", "supernet"),
+                   help="core: quick figures; supernet: inherited vs stand-alone AP and Kendall's tau (< 2 h)")
+    b.add_argument("--minutes", type=float, default=30, help="supernet suite: supernet training budget")
+    b.add_argument("--out", help="default results/bench or results/bench-supernet")
     b.set_defaults(func=cmd_bench)
 
     arch = sub.add_parser("arch", help="arch configs: sample, cost, presets").add_subparsers(
@@ -329,6 +400,50 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             a.add_argument("--out", help="write the config here (default: print it)")
         a.set_defaults(func=func)
+
+    lat = sub.add_parser("latency", help="measured latency and the latency predictor").add_subparsers(
+        dest="latency_command", required=True)
+    lm = lat.add_parser("measure", help="latency of one subnet (ONNX in onnxruntime by default)")
+    lm.add_argument("--space", default="cpu")
+    lm.add_argument("--arch")
+    lm.add_argument("--preset")
+    lm.add_argument("--keypoints", type=int, default=17)
+    lm.add_argument("--json", action="store_true")
+    _latency_flags(lm)
+    lm.set_defaults(func=cmd_latency_measure)
+    lb = lat.add_parser("build-predictor", help="measure subnets, fit the predictor, report its accuracy")
+    lb.add_argument("--space", default="cpu")
+    lb.add_argument("--samples", type=int, default=120)
+    lb.add_argument("--passes", type=int, default=3, help="measurement passes over all subnets (median)")
+    lb.add_argument("--seed", type=int, default=0)
+    lb.add_argument("--out", required=True)
+    _latency_flags(lb)
+    lb.set_defaults(func=cmd_latency_predictor)
+    ls = sub.add_parser("latency-server", help="measure ONNX models sent over HTTP on this device")
+    ls.add_argument("--port", type=int, default=8765)
+    ls.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    ls.set_defaults(func=cmd_latency_server)
+
+    se = sub.add_parser("search", help="Optuna search of subnets under MACs and latency budgets")
+    se.add_argument("--supernet", required=True)
+    se.add_argument("--data", help="held-out evaluation set folder")
+    se.add_argument("--ann")
+    se.add_argument("--images")
+    se.add_argument("--latency-budget", type=float, required=True, metavar="MS")
+    se.add_argument("--macs-budget", help="e.g. 800M or 1.2G")
+    se.add_argument("--trials", type=int, default=40, help="completed trials the study should hold")
+    se.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe", "random"))
+    se.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
+    se.add_argument("--study", default="posenas")
+    se.add_argument("--out", help="run folder (default: search/ beside the supernet)")
+    se.add_argument("--eval-images", type=int, default=100)
+    se.add_argument("--calib-data")
+    se.add_argument("--calib-images", type=int, default=64)
+    se.add_argument("--flip-test", action="store_true")
+    se.add_argument("--predictor", help="predictor.json: skip measuring subnets predicted far over budget")
+    se.add_argument("--seed", type=int, help="sampler seed (give each worker its own)")
+    _latency_flags(se)
+    se.set_defaults(func=cmd_search)
 
     r = sub.add_parser("run", help="the main job on the embedded default (synthetic data)")
     r.add_argument("config", nargs="?", help="YAML run config; the embedded default when omitted")

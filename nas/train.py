@@ -145,8 +145,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         log = ckpt["log"]
         print(f"resuming {out} at epoch {start_epoch} (step {step})")
-    def budget_spent() -> bool:
-        return cfg.time_budget_min is not None and spent >= cfg.time_budget_min * 60
+
+    def budget_spent(extra: float = 0.0) -> bool:
+        return cfg.time_budget_min is not None and spent + extra >= cfg.time_budget_min * 60
 
     final: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -156,7 +157,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
         net.train()
         sampler.set_epoch(epoch)
         train_set.epoch = epoch
-        sums = np.zeros(4)
+        sums, batches = np.zeros(4), 0
         t0 = time.time()
         bar = tqdm(DataLoader(train_set, **loader_kw), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
@@ -175,11 +176,15 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
             loss.backward()
             opt.step()
             step += 1
+            batches += 1
             sums += [loss.item(), h_loss.item(), pull.item(), push.item()]
             bar.set_postfix(loss=f"{loss.item():.2e}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+            if budget_spent(time.time() - t0):  # checked every step: the budget is a hard limit
+                print(f"time budget of {cfg.time_budget_min} min spent in epoch {epoch + 1} (step {step})")
+                break
         spent += time.time() - t0
         row = {"epoch": epoch + 1, "step": step, "train_seconds": round(spent, 1), "lr": opt.param_groups[0]["lr"],
-               **dict(zip(("loss", "heatmap", "pull", "push"), (sums / len(sampler)).tolist()))}
+               **dict(zip(("loss", "heatmap", "pull", "push"), (sums / max(1, batches)).tolist()))}
         last = epoch + 1 == cfg.epochs or budget_spent()
         if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or last):
             metrics, _ = evaluate_network(net, val_ds, size, cfg.flip_test,

@@ -5,26 +5,54 @@ convolutions (transposed ones over their input pixels), linear layers and matrix
 (attention, keypoint classifiers), plus one add per output for biases. Batch norm, activations,
 resampling and softmax are not MACs. The walk mirrors ``supernet.network.PoseNet`` op by op;
 ``tests/test_cost.py`` holds the two to each other with ptflops.
+
+``features`` splits the work by kind (MACs of pointwise, depthwise, dense and transposed
+convolutions and of matrix products; elements written; elementwise work; op count): what a
+latency predictor regresses on, since a MAC of a depthwise conv costs a CPU far more than one
+of a 1x1 conv.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+
+from search_spaces.space import TOKEN_HEAD_DIM
+
+FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_deconv", "macs_matmul", "activations",
+            "elementwise", "attention", "ops")
 
 
 @dataclass
 class Cost:
     macs: int = 0
     params: int = 0
+    features: Counter = field(default_factory=Counter)
 
     def conv(self, cin: int, cout: int, kernel: int, pixels: int, depthwise: bool = False, bias: bool = False,
-             bn: bool = True) -> None:
+             bn: bool = True, transposed: bool = False) -> None:
         weights = cout * (1 if depthwise else cin) * kernel * kernel
         self.macs += weights * pixels + (cout * pixels if bias else 0)
         self.params += weights + (cout if bias else 0) + (2 * cout if bn else 0)
+        kind = "deconv" if transposed else "depthwise" if depthwise else "pointwise" if kernel == 1 else "dense"
+        self.features[f"macs_{kind}"] += weights * pixels
+        self.features["activations"] += cout * pixels * (4 if transposed else 1)
+        self.features["ops"] += 1
 
     def linear(self, cin: int, cout: int, rows: int) -> None:
         self.macs += rows * (cin * cout + cout)
         self.params += cin * cout + cout
+        self.features["macs_matmul"] += rows * cin * cout
+        self.features["activations"] += rows * cout
+        self.features["ops"] += 1
+
+    def matmul(self, macs: int) -> None:
+        self.macs += macs
+        self.features["macs_matmul"] += macs
+
+    def add(self, elements: int) -> None:
+        """Elementwise work that is not a MAC: residual and fusion sums, resampling."""
+        self.features["elementwise"] += elements
+        self.features["ops"] += 1
 
     def mbconv(self, cin: int, cout: int, kernel: int, expand: int, pixels: int) -> None:
         mid = cin * expand
@@ -32,10 +60,13 @@ class Cost:
             self.conv(cin, mid, 1, pixels)
         self.conv(mid, mid, kernel, pixels, depthwise=True)
         self.conv(mid, cout, 1, pixels)
+        if cin == cout:
+            self.add(cout * pixels)
 
     def fusion_up(self, cin: int, cskip: int, cout: int, pixels_in: int) -> None:
-        self.conv(cin, cout, 4, pixels_in)  # transposed: counted over input pixels
+        self.conv(cin, cout, 4, pixels_in, transposed=True)  # counted over input pixels, as ptflops does
         self.conv(cskip, cout, 1, 4 * pixels_in)
+        self.add(cout * 4 * pixels_in)
         self.conv(cout, cout, 5, 4 * pixels_in, depthwise=True)
         self.conv(cout, cout, 1, 4 * pixels_in)
 
@@ -60,6 +91,8 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
                     c.mbconv(widths[b], widths[b], branch["kernel"], branch["expand"], sides[b] ** 2)
             for j in active if len(active) > 1 else ():
                 for i in active:
+                    if i != j:
+                        c.add(widths[j] * sides[j] ** 2)  # resampled and summed into branch j
                     if i > j:
                         c.conv(widths[i], widths[j], 1, sides[i] ** 2)
                     for t in range(j - i):  # i < j: stride-2 steps
@@ -76,7 +109,8 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
             c.params += 4 * e  # two layer norms
             for _ in range(4):  # q, k, v, projection
                 c.linear(e, e, rows)
-            c.macs += 2 * rows * rows * e  # scores and weighted sum
+            c.matmul(2 * rows * rows * e)  # scores and weighted sum
+            c.features["attention"] += rows * rows * e // TOKEN_HEAD_DIM  # scores pruned and normalised
             c.linear(e, 2 * e, rows)
             c.linear(2 * e, e, rows)
         c.linear(e, low, n)
@@ -86,11 +120,12 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
         c.fusion_up(cin, widths[b], head, sides[b + 1] ** 2)
         cin = head
     c.conv(head, 2 * k, 1, sides[0] ** 2, bias=True, bn=False)
-    if token["depth"] > 0:
-        c.macs += k * head * sides[0] ** 2
+    outputs = [sides[0]]
     if arch["head"]["multi_resolution"]:
         c.fusion_up(head, stem, head, sides[0] ** 2)
         c.conv(head, k, 1, side * side, bias=True, bn=False)
-        if token["depth"] > 0:
-            c.macs += k * head * side * side
+        outputs.append(side)
+    if token["depth"] > 0:  # the keypoint classifiers over the head features of each output
+        for s in outputs:
+            c.matmul(k * head * s * s)
     return c

@@ -25,3 +25,17 @@ def synth_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_small")
     generate(out, 24, seed=3, size=(160, 160), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_supernet(tmp_path_factory, synth_small) -> Path:
+    """A briefly trained supernet of the tiny space: the path of its supernet.pt."""
+    from nas.supernet_train import SupernetConfig, train_supernet
+
+    out = tmp_path_factory.mktemp("tiny_supernet")
+    cfg = SupernetConfig.from_dict({
+        "train_ann": str(synth_small / "annotations.json"), "train_images": str(synth_small / "images"),
+        "space": "tiny", "batch_size": 4, "workers": 0, "eval_archs": [],
+        "phases": [{"name": "all", "epochs": 1, "elastic": ["resolution", "kernel", "depth", "width", "token"]}]})
+    train_supernet(cfg, out, progress=False)
+    return out / "supernet.pt"

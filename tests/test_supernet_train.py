@@ -78,9 +78,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, synth_small)
     proc = subprocess.Popen([POSENAS, "train-supernet", "--config", str(config), "--out", str(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt, deadline = killed / "supernet.pt", time.time() + 300
-    while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(os.getpid()).uniform(0.5, 3.0))  # somewhere mid-training
+    target = random.Random(os.getpid()).randint(1, done["position"]["step"] - 4)  # somewhere mid-training
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["position"]["step"] >= target:
+            break
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = torch.load(ckpt, weights_only=True)

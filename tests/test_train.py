@@ -82,3 +82,10 @@ def test_checkpoint_that_is_not_one_is_refused(tmp_path):
         load_model(bad)
     with pytest.raises(PoseNASError, match="checkpoint not found"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_time_budget_stops_mid_epoch_and_still_evaluates(tmp_path, synth_small):
+    metrics = train(_cfg(synth_small, epochs=3, time_budget_min=1e-4), tmp_path / "run", progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 1 and ckpt["epoch"] == 1, "stopped after the step that spent the budget"
+    assert "AP" in metrics

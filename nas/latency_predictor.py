@@ -1,0 +1,148 @@
+"""A latency predictor fitted to measurements on one device: a non-negative linear model over the
+analytic per-kind cost features (``supernet.cost.FEATURES``), fitted for relative error.
+
+Per-kind weights play the part of nn-Meter's kernel lookup table: a depthwise MAC, a pointwise MAC
+and a written activation each get their own price on this device, and ``ops`` prices the fixed
+cost of launching an operator. Non-negative least squares on rows scaled by 1 / measurement
+minimises the relative error, which is what "within +/-10 %" judges.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import nnls
+
+from nas.errors import PoseNASError
+from nas.io import write_json
+from supernet.cost import FEATURES, arch_cost
+
+SCALE = {"ops": 1.0}  # features are scaled to comparable magnitudes before fitting
+
+
+def feature_vector(arch: dict, num_keypoints: int = 17) -> np.ndarray:
+    f = arch_cost(arch, num_keypoints).features
+    return np.array([1.0] + [f[name] / SCALE.get(name, 1e6) for name in FEATURES])
+
+
+@dataclass
+class LatencyPredictor:
+    coefficients: list[float]
+    device: dict
+    settings: dict
+    num_keypoints: int = 17
+
+    @classmethod
+    def fit(cls, archs: list[dict], latencies_ms: list[float], device: dict, settings: dict,
+            num_keypoints: int = 17) -> "LatencyPredictor":
+        x = np.stack([feature_vector(a, num_keypoints) for a in archs])
+        y = np.asarray(latencies_ms, dtype=float)
+        coef, _ = nnls(x / y[:, None], np.ones(len(y)))
+        return cls(coef.tolist(), device, settings, num_keypoints)
+
+    def predict(self, arch: dict) -> float:
+        return float(feature_vector(arch, self.num_keypoints) @ np.asarray(self.coefficients))
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, {"features": ["intercept", *FEATURES], "coefficients": self.coefficients,
+                          "device": self.device, "settings": self.settings, "num_keypoints": self.num_keypoints},
+                   indent=1)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyPredictor":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if d["features"] != ["intercept", *FEATURES]:
+                raise PoseNASError(f"{path}: built for other features {d['features']}; rebuild it")
+            return cls(d["coefficients"], d["device"], d["settings"], d["num_keypoints"])
+        except FileNotFoundError:
+            raise PoseNASError(f"latency predictor not found: {path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise PoseNASError(f"{path}: not a latency predictor ({type(e).__name__}: {e})") from None
+
+
+def within(predicted: np.ndarray, measured: np.ndarray, tolerance: float = 0.10) -> float:
+    """Share of predictions within +/- ``tolerance`` of the measurement."""
+    return float(np.mean(np.abs(np.asarray(predicted) / np.asarray(measured) - 1) <= tolerance))
+
+
+def build_predictor(space, backend, out: str | Path, samples: int = 120, holdout: float = 0.25, passes: int = 3,
+                    seed: int = 0, progress: bool = True) -> dict:
+    """Measure random subnets (and the presets) in ``passes`` separate passes over the whole set,
+    each measurement a fresh session; judge every subnet by the median over passes. Fit on most,
+    report accuracy on the held-out rest beside the device's repeatability (pass 2 against pass 1).
+    Writes predictor.json, report.json, measurements.csv and predicted_vs_measured.png."""
+    import random
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from nas.io import write_text
+    from search_spaces import arch_hash
+
+    out = Path(out)
+    rng = random.Random(seed)
+    archs, seen = [], set()
+    for arch in [space.preset(p) for p in space.preset_names()] + [space.random(rng) for _ in range(samples)]:
+        arch = space.canonical(arch)
+        if arch_hash(arch) not in seen:
+            seen.add(arch_hash(arch))
+            archs.append(arch)
+    runs = np.array([[backend.measure(a)["median_ms"] for a in tqdm(archs, desc=f"pass {p + 1}/{passes}",
+                                                                      disable=not progress)]
+                     for p in range(passes)])
+    measured = np.median(runs, axis=0)
+    order = np.random.default_rng(seed).permutation(len(archs))
+    test = sorted(order[:int(len(archs) * holdout)].tolist())
+    train = sorted(set(range(len(archs))) - set(test))
+    predictor = LatencyPredictor.fit([archs[i] for i in train], measured[train], backend.fingerprint,
+                                     backend.settings.__dict__)
+    predicted = np.array([predictor.predict(a) for a in archs])
+    report = {
+        "device": backend.fingerprint, "settings": backend.settings.__dict__, "passes": passes,
+        "subnets": len(archs), "fitted_on": len(train), "held_out": len(test),
+        "within_10pct": within(predicted[test], measured[test]),
+        "within_5pct": within(predicted[test], measured[test], 0.05),
+        "mean_abs_rel_error": float(np.mean(np.abs(predicted[test] / measured[test] - 1))),
+        "repeatability_within_10pct": within(runs[1], runs[0]) if passes > 1 else None,
+        "latency_range_ms": [float(measured.min()), float(measured.max())],
+    }
+    predictor.save(out / "predictor.json")
+    write_json(out / "report.json", report, indent=1)
+    table = pd.DataFrame({"arch_hash": [arch_hash(a) for a in archs], "resolution": [a["resolution"] for a in archs],
+                          "macs": [arch_cost(a).macs for a in archs], "measured_ms": measured,
+                          **{f"pass{p + 1}_ms": runs[p] for p in range(passes)}, "predicted_ms": predicted,
+                          "split": ["held-out" if i in set(test) else "fit" for i in range(len(archs))]})
+    write_text(out / "measurements.csv", table.to_csv(index=False))
+    _plot(table, report, out / "predicted_vs_measured.png")
+    return report
+
+
+def _plot(table, report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nas.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for split, marker in (("fit", "o"), ("held-out", "s")):
+        part = table[table["split"] == split]
+        ax.scatter(part["measured_ms"], part["predicted_ms"], marker=marker, s=18, label=split, alpha=0.7)
+    hi = float(max(table["measured_ms"].max(), table["predicted_ms"].max())) * 1.05
+    xs = np.linspace(0, hi, 50)
+    ax.plot(xs, xs, "k-", lw=0.8)
+    ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="grey", alpha=0.2, label="+/-10 %")
+    ax.set_xlabel(f"measured latency (ms, median of {report['passes']} passes)")
+    ax.set_ylabel("predicted latency (ms)")
+    repeat = report["repeatability_within_10pct"]
+    ax.set_title(f"held-out within 10 %: {report['within_10pct']:.0%}"
+                 + (f" (device repeatability {repeat:.0%})" if repeat is not None else ""), fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
