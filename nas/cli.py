@@ -260,6 +260,20 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(f"trials: {Path(out) / 'trials.csv'}\npareto: {Path(out) / 'pareto.json'}\nstudy: {cfg.storage_url}")
 
 
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    for prefix in ("", "val-"):
+        p.add_argument(f"--{prefix}data", help="a synthetic set folder (annotations.json + images/)")
+        p.add_argument(f"--{prefix}ann")
+        p.add_argument(f"--{prefix}images")
+    p.add_argument("--space", help="shipped space name or YAML path (default cpu)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--time-budget-min", type=float, help="a hard limit on training time")
+    p.add_argument("--device", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--spec", help="keypoint spec (default: detected from the annotations)")
+
+
 def _latency_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (0: runtime default)")
@@ -321,36 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="train one static network (a preset or an arch config) alone")
-    for prefix in ("", "val-"):
-        t.add_argument(f"--{prefix}data", help="a synthetic set folder (annotations.json + images/)")
-        t.add_argument(f"--{prefix}ann")
-        t.add_argument(f"--{prefix}images")
+    _training_flags(t)
     t.add_argument("--config", help="YAML file of training settings")
-    t.add_argument("--out", required=True)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--space", help="search space of the arch (default cpu)")
+    t.add_argument("--out", required=True, help="run folder; resumes from its checkpoint.pt when present")
     t.add_argument("--arch", help="preset name (default litepose_xs) or arch config JSON")
+    t.add_argument("--epochs", type=int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--workers", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--time-budget-min", type=float)
-    t.add_argument("--device")
-    t.add_argument("--spec")
     t.set_defaults(func=cmd_train)
 
     ts = sub.add_parser("train-supernet", help="train the once-for-all supernet of a search space")
-    for prefix in ("", "val-"):
-        ts.add_argument(f"--{prefix}data", help="a synthetic set folder (annotations.json + images/)")
-        ts.add_argument(f"--{prefix}ann")
-        ts.add_argument(f"--{prefix}images")
-    ts.add_argument("--space", help="shipped space name or YAML path (default cpu)")
+    _training_flags(ts)
     ts.add_argument("--config", help="YAML experiment config: phases, sandwich, distillation, data ...")
     ts.add_argument("--out", required=True, help="run folder; resumes from its supernet.pt when present")
-    for name, kind in (("--batch-size", int), ("--workers", int), ("--seed", int), ("--time-budget-min", float)):
-        ts.add_argument(name, type=kind)
-    ts.add_argument("--device")
-    ts.add_argument("--spec")
     ts.set_defaults(func=cmd_train_supernet)
 
     es = sub.add_parser("eval-subnet", help="AP of a subnet with inherited weights, BN recalibrated")

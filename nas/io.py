@@ -67,3 +67,20 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise PoseNASError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError:
         raise PoseNASError(f"{path}: not a UTF-8 text file") from None
+
+
+def read_checkpoint(path: str | os.PathLike, required: tuple[str, ...], kind: str, device="cpu") -> dict:
+    """A torch checkpoint loaded weights-only (nothing is unpickled) that holds ``required``;
+    anything else is a one-line error naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise PoseNASError(f"{kind} not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise PoseNASError(f"{path}: not a readable PoseNAS {kind} ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
+        raise PoseNASError(f"{path}: not a PoseNAS {kind} (needs {', '.join(required)})")
+    return ckpt

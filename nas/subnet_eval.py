@@ -8,7 +8,7 @@ import torch
 
 from nas.calibration import CalibrationSet, recalibrate
 from nas.dataset import CocoPoseDataset
-from nas.errors import PoseNASError
+from nas.io import read_checkpoint
 from nas.train import evaluate_network
 from search_spaces import SearchSpace
 from supernet.network import PoseNet, extract
@@ -32,15 +32,7 @@ def evaluate_subnet(supernet: PoseNet, arch: dict, calibration: CalibrationSet, 
 def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple[PoseNet, SearchSpace, dict]:
     """The supernet of a ``train-supernet`` checkpoint, its search space and the checkpoint record
     (weights-only loading: nothing is unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PoseNASError(f"supernet checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise PoseNASError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "supernet" not in ckpt or "space" not in ckpt:
-        raise PoseNASError(f"{path}: not a supernet checkpoint (train one with posenas train-supernet)")
+    ckpt = read_checkpoint(path, ("supernet", "space", "num_keypoints"), "supernet checkpoint", device)
     space = SearchSpace(ckpt["space"], f"{path} (space)")
     state = ckpt["supernet"]
     net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask")).to(device)

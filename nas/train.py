@@ -18,7 +18,7 @@ from nas.errors import PoseNASError
 from nas.evaluate import evaluate
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.inference import detect, to_coco_results
-from nas.io import atomic_write, write_text
+from nas.io import atomic_write, read_checkpoint, write_text
 from nas.keypoints import KeypointSpec
 from nas.settings import Settings
 from nas.transforms import Augment
@@ -54,15 +54,7 @@ def build_network(cfg: TrainConfig, spec: KeypointSpec) -> tuple[torch.nn.Module
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """A trained network and its checkpoint record, loaded without unpickling arbitrary objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise PoseNASError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise PoseNASError(f"{path}: not a readable PoseNAS checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "arch" not in ckpt or "model" not in ckpt:
-        raise PoseNASError(f"{path}: not a PoseNAS training checkpoint (no arch/model)")
+    ckpt = read_checkpoint(path, ("arch", "model"), "training checkpoint", device)
     return build_static(ckpt["arch"], ckpt["model"]).to(device), ckpt
 
 

@@ -166,3 +166,15 @@ def test_supernet_config_names_bad_phases(synth_small):
                             ([], "at least one phase")):
         with pytest.raises(PoseNASError, match=message):
             SupernetConfig.from_dict(settings(synth_small, phases=phases)).parsed_phases()
+
+
+def test_load_supernet_refuses_other_files(tmp_path):
+    from nas.errors import PoseNASError
+    from nas.subnet_eval import load_supernet
+
+    torch.save({"arch": {}, "model": {}}, tmp_path / "static.pt")
+    with pytest.raises(PoseNASError, match=r"static\.pt: not a PoseNAS supernet checkpoint \(needs supernet"):
+        load_supernet(tmp_path / "static.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00junk")
+    with pytest.raises(PoseNASError, match=r"junk\.pt: not a readable PoseNAS supernet checkpoint"):
+        load_supernet(tmp_path / "junk.pt")

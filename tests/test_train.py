@@ -78,7 +78,7 @@ def test_draw_people_paints_the_skeleton():
 def test_checkpoint_that_is_not_one_is_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(PoseNASError, match="not a readable PoseNAS checkpoint"):
+    with pytest.raises(PoseNASError, match="not a readable PoseNAS training checkpoint"):
         load_model(bad)
     with pytest.raises(PoseNASError, match="checkpoint not found"):
         load_model(tmp_path / "missing.pt")
