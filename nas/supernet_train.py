@@ -32,7 +32,7 @@ from nas.settings import Settings
 from nas.subnet_eval import evaluate_subnet
 from nas.train import spec_mask
 from nas.transforms import Augment
-from search_spaces import SearchSpace, SpaceError
+from search_spaces import SearchSpace
 from search_spaces.space import GROUPS
 from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
@@ -81,13 +81,6 @@ class SupernetConfig(Settings):
         if not phases:
             raise PoseNASError("phases: give at least one phase")
         return phases
-
-
-def load_space(name: str) -> SearchSpace:
-    try:
-        return SearchSpace.load(name)
-    except SpaceError as e:
-        raise PoseNASError(str(e)) from None
 
 
 def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_random: int) -> list[dict]:
@@ -141,7 +134,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
     rank, world = distributed.setup(device)
     main = rank == 0
     phases = cfg.parsed_phases()
-    space = load_space(cfg.space)
+    space = SearchSpace.load(cfg.space)
     train_ds, val_ds = cfg.datasets()
     k = train_ds.spec.num_keypoints
     torch.manual_seed(cfg.seed)
@@ -215,7 +208,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             for batch in bar:
                 images, heats, masks, joints = batch
                 if seen["first_batch"] is None:
-                    seen["first_batch"] = [int(i) for i in sampler_first(sampler)]
+                    seen["first_batch"] = sampler_first(sampler)
                 seen["samples"] += len(images)
                 batch = (_to(images, device), [_to(h, device) for h in heats], [_to(m, device) for m in masks],
                          joints.to(device))

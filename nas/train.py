@@ -22,7 +22,7 @@ from nas.io import atomic_write, read_checkpoint, write_text
 from nas.keypoints import KeypointSpec
 from nas.settings import Settings
 from nas.transforms import Augment
-from search_spaces import SearchSpace, SpaceError
+from search_spaces import SearchSpace
 from supernet.network import build_static, new_static
 from supernet.tokens import joint_mask
 
@@ -45,10 +45,7 @@ def spec_mask(spec: KeypointSpec):
 
 def build_network(cfg: TrainConfig, spec: KeypointSpec) -> tuple[torch.nn.Module, dict]:
     """A freshly initialised static network for the run's arch config, and that config."""
-    try:
-        arch = SearchSpace.load(cfg.space).resolve(cfg.arch)
-    except SpaceError as e:
-        raise PoseNASError(str(e)) from None
+    arch = SearchSpace.load(cfg.space).resolve(cfg.arch)
     return new_static(arch, spec.num_keypoints, spec_mask(spec)), arch
 
 
