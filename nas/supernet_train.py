@@ -224,7 +224,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
                 position["batch"] += 1
                 position["step"] += 1
                 sums[0] += losses[0]
-                sums[1] += sum(losses[1:]) / max(1, len(losses) - 1)
+                sums[1] += sum(losses[1:]) / len(losses[1:]) if len(losses) > 1 else float("nan")
                 count += 1
                 bar.set_postfix(largest=f"{losses[0]:.2e}", lr=f"{lr:.1e}")
                 if position["step"] % cfg.checkpoint_every == 0:
@@ -291,19 +291,26 @@ def plot_supernet_curves(log: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ap_columns = [c for c in log.columns if c.startswith("AP_")]
+    fig, axes = plt.subplots(1, 2 if ap_columns else 1, figsize=(10 if ap_columns else 5.5, 3.8), squeeze=False)
+    a = axes[0][0]
     train = log.dropna(subset=["loss_largest"]) if "loss_largest" in log else log.iloc[0:0]
     a.plot(train["step"], train["loss_largest"], "o-", label="largest subnet")
     a.plot(train["step"], train["loss_subnets"], "s--", label="other subnets (with distillation)")
-    a.set_yscale("log"); a.set_xlabel("step"); a.set_ylabel("training loss"); a.legend(); a.grid(alpha=0.3)
-    for col in [c for c in log.columns if c.startswith("AP_")]:
-        val = log.dropna(subset=[col])
-        b.plot(val["step"], val[col], "o-", label=col[3:])
-    if any(c.startswith("AP_") for c in log.columns):
-        b.legend(title="subnet (BN recalibrated)")
-    b.set_xlabel("step"); b.set_ylabel("validation COCO AP"); b.set_ylim(0, 1); b.grid(alpha=0.3)
-    for _, row in log.drop_duplicates("phase", keep="first").iterrows():
+    a.set_yscale("log"); a.set_xlabel("step"); a.set_ylabel("training loss (labels + distillation)")
+    a.grid(alpha=0.3)
+    for _, row in train.drop_duplicates("phase", keep="last").iterrows():  # where each phase ends
         a.axvline(row["step"], color="grey", lw=0.5)
+        a.annotate(row["phase"], (row["step"], 0.98), xycoords=("data", "axes fraction"), fontsize=7,
+                   rotation=90, va="top", ha="right")
+    a.legend(fontsize=8, loc="lower right")
+    if ap_columns:
+        b = axes[0][1]
+        for col in ap_columns:
+            val = log.dropna(subset=[col])
+            b.plot(val["step"], val[col], "o-", label=col[3:])
+        b.legend(title="subnet (BN recalibrated)")
+        b.set_xlabel("step"); b.set_ylabel("validation COCO AP"); b.set_ylim(0, 1); b.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
