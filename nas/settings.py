@@ -1,6 +1,7 @@
 """Settings shared by every training job, read from YAML or flags with typed, named checks."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -62,3 +63,10 @@ class Settings:
 def _is(value: Any, kind) -> bool:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return any(isinstance(value, k) and isinstance(value, bool) == (k is bool) for k in kinds)
+
+
+def warmup_cosine(peak: float, step: int, total: int, warmup: int) -> float:
+    """Learning rate at ``step``: linear warm-up over ``warmup`` steps, then cosine to zero at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))

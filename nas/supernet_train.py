@@ -10,7 +10,6 @@ step, so a killed run resumes where its last checkpoint stopped.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,12 +22,12 @@ from tqdm import tqdm
 
 from nas import distributed
 from nas.calibration import CalibrationSet
-from nas.device import autocast, select_device
+from nas.device import autocast, batch_to, select_device
 from nas.errors import PoseNASError
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.io import atomic_write, write_text
 from nas.losses import heatmap_loss
-from nas.settings import Settings
+from nas.settings import Settings, warmup_cosine
 from nas.subnet_eval import evaluate_subnet
 from nas.train import spec_mask
 from nas.transforms import Augment
@@ -109,14 +108,6 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
         loss.backward()
         losses.append(loss.item())
     return losses
-
-
-def _lr(phase: Phase, first: bool, step: int, steps: int, warmup: int) -> float:
-    """Linear warm-up (first phase only), then cosine to zero within the phase."""
-    if first and step < warmup:
-        return phase.lr * (step + 1) / warmup
-    start = warmup if first else 0
-    return 0.5 * phase.lr * (1 + math.cos(math.pi * min(1.0, (step - start) / max(1, steps - start))))
 
 
 def parameter_digest(net: torch.nn.Module) -> str:
@@ -206,13 +197,11 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             bar = tqdm(DataLoader(train_set, **loader_kw), total=len(sampler) - position["batch"],
                        desc=f"{phase.name} {epoch + 1}/{phase.epochs}", disable=not (progress and main), leave=False)
             for batch in bar:
-                images, heats, masks, joints = batch
                 if seen["first_batch"] is None:
                     seen["first_batch"] = sampler_first(sampler)
-                seen["samples"] += len(images)
-                batch = (_to(images, device), [_to(h, device) for h in heats], [_to(m, device) for m in masks],
-                         joints.to(device))
-                lr = _lr(phase, pi == 0, epoch * len(sampler) + position["batch"], steps, warmup)
+                seen["samples"] += len(batch[0])
+                batch = batch_to(batch, device)
+                lr = warmup_cosine(phase.lr, epoch * len(sampler) + position["batch"], steps, warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 opt.zero_grad(set_to_none=True)
@@ -270,11 +259,6 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
 def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:
     """Sample indices of the sampler's current first batch (to show that ranks see different data)."""
     return [i for i, _ in next(iter(sampler))]
-
-
-def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    t = t.to(device, non_blocking=True)
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 and device.type == "cpu" else t
 
 
 def _plain(spec: dict) -> dict:

@@ -1,7 +1,6 @@
 """Train one static network of an arch config alone: checkpoints every epoch, exact resume, CSV log, curves."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,14 +12,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nas.dataset import CocoPoseDataset, quiet_coco
-from nas.device import autocast, select_device
+from nas.device import autocast, batch_to, select_device
 from nas.errors import PoseNASError
 from nas.evaluate import evaluate
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.inference import detect, to_coco_results
 from nas.io import atomic_write, read_checkpoint, write_text
 from nas.keypoints import KeypointSpec
-from nas.settings import Settings
+from nas.settings import Settings, warmup_cosine
 from nas.transforms import Augment
 from search_spaces import SearchSpace
 from supernet.network import build_static, new_static
@@ -73,15 +72,6 @@ def evaluate_network(net: torch.nn.Module, ds: CocoPoseDataset, size: int, flip_
         gt = quiet_coco({**ds.coco.dataset, "images": [i for i in ds.coco.dataset["images"] if i["id"] in keep],
                          "annotations": [a for a in ds.coco.dataset["annotations"] if a["image_id"] in keep]})
     return evaluate(gt, results, ds.spec), results
-
-
-def _lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up then cosine decay to zero over all epochs."""
-    total = cfg.epochs * steps_per_epoch
-    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
 def plot_curves(log: pd.DataFrame, path: Path) -> None:
@@ -150,17 +140,14 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
         t0 = time.time()
         bar = tqdm(DataLoader(train_set, **loader_kw), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
-        for images, heats, masks, joints in bar:
+        warmup = max(1, int(cfg.warmup_epochs * len(sampler)))
+        for batch in bar:
             for g in opt.param_groups:
-                g["lr"] = _lr_at(cfg, step, len(sampler))
-            images = images.to(device, non_blocking=True)
-            if device.type == "cpu":
-                images = images.contiguous(memory_format=torch.channels_last)
-            heats = [h.to(device) for h in heats]
-            masks = [m.to(device) for m in masks]
+                g["lr"] = warmup_cosine(cfg.lr, step, cfg.epochs * len(sampler), warmup)
+            images, heats, masks, joints = batch_to(batch, device)
             with autocast(device):
                 outputs = net(images)
-            loss, h_loss, pull, push = cfg.pose_loss([o.float() for o in outputs], heats, masks, joints.to(device), k)
+            loss, h_loss, pull, push = cfg.pose_loss([o.float() for o in outputs], heats, masks, joints, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
