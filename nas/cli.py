@@ -61,11 +61,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         gt, spec, _ = load_annotations(args.ann, args.spec)
         metrics = evaluate(gt, load_results(args.results, gt, spec), spec)
     else:
-        from nas.train import evaluate_network, load_model
+        from nas.export import load_network
+        from nas.train import evaluate_network
 
-        net, ckpt = load_model(args.checkpoint)
-        ds = CocoPoseDataset(args.ann, args.images, args.spec or ckpt["spec"])
-        metrics, results = evaluate_network(net, ds, args.size or ckpt["arch"]["resolution"], args.flip_test, progress=True)
+        net, arch, spec = load_network(args.checkpoint)
+        ds = CocoPoseDataset(args.ann, args.images, args.spec or spec)
+        metrics, results = evaluate_network(net, ds, args.size or arch["resolution"], args.flip_test, progress=True)
         if args.save_results:
             write_json(args.save_results, results)
     print(format_metrics(metrics))
@@ -134,17 +135,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
     import cv2
 
     from nas.draw import draw_people
+    from nas.export import load_network
     from nas.inference import detect
     from nas.keypoints import get_spec
-    from nas.train import load_model
 
-    net, ckpt = load_model(args.checkpoint)
-    spec = get_spec(ckpt["spec"])
+    net, arch, spec_name = load_network(args.checkpoint)
+    spec = get_spec(spec_name)
     image = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if image is None:
         raise PoseNASError(f"{args.image}: not found or not a readable image")
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    (kps, scores), = detect(net, [rgb], args.size or ckpt["arch"]["resolution"], spec, args.flip_test)
+    (kps, scores), = detect(net, [rgb], args.size or arch["resolution"], spec, args.flip_test)
     keep = scores >= args.threshold
     drawn = draw_people(rgb, kps[keep], spec)
     out = Path(args.out)
@@ -285,10 +286,75 @@ def _latency_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    from nas.pipeline import run_baseline
+def _subnet_archs(args: argparse.Namespace, space) -> list[dict]:
+    """The arch configs named by ``--arch`` (JSON or preset) or ``--pareto FILE --top K``."""
+    from nas.finetune import pareto_winners
 
-    run_baseline(args.config, args.out)
+    if bool(args.arch) == bool(args.pareto):
+        raise PoseNASError("give exactly one of --arch ARCH.json|PRESET or --pareto PARETO.json")
+    return [space.resolve(args.arch)] if args.arch else [space.validate(a) for a in pareto_winners(args.pareto, args.top)]
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from nas.finetune import FinetuneConfig, finetune_subnet
+    from nas.io import read_yaml
+    from nas.subnet_eval import load_supernet
+    from search_spaces import arch_hash
+
+    _, space, ckpt = load_supernet(args.supernet)
+    archs = _subnet_archs(args, space)
+    settings = read_yaml(args.config, "config file") if args.config else {}
+    settings["train_ann"], settings["train_images"] = (_data_paths(args) if args.data or args.ann else
+                                                       (ckpt["config"]["train_ann"], ckpt["config"]["train_images"]))
+    if args.val_data or args.val_ann:
+        settings["val_ann"], settings["val_images"] = _data_paths(args, "val_")
+    for name in ("epochs", "batch_size", "lr", "workers", "seed", "time_budget_min", "device"):
+        if getattr(args, name, None) is not None:
+            settings[name] = getattr(args, name)
+    cfg = FinetuneConfig.from_dict({**settings, "space": ckpt["config"]["space"]}, str(args.config or "command line"))
+    meter = _meter(args)
+    for i, arch in enumerate(archs):
+        record = finetune_subnet(args.supernet, arch, cfg, Path(args.out) / f"{i + 1}-{arch_hash(arch)}", meter)
+        print(f"{record['arch_hash']}: AP {record['before']['AP']} inherited -> {record['after']['AP']} finetuned; "
+              f"exported to {record['export']}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from nas.calibration import CalibrationSet, recalibrate
+    from nas.dataset import CocoPoseDataset
+    from nas.evaluate import format_metrics, metrics_json
+    from nas.export import export_subnet
+    from nas.subnet_eval import load_supernet
+    from nas.train import evaluate_network
+    from supernet.network import extract
+
+    supernet, space, ckpt = load_supernet(args.supernet)
+    arch = space.resolve(args.arch)
+    calibration = CalibrationSet(CocoPoseDataset(ckpt["config"]["train_ann"], ckpt["config"]["train_images"],
+                                                 ckpt["spec"]), args.calib_images)
+    net = recalibrate(extract(supernet, arch), calibration.batches(arch["resolution"]))
+    metrics = None
+    if args.data or args.ann:
+        metrics = metrics_json(evaluate_network(net, CocoPoseDataset(*_data_paths(args), ckpt["spec"]),
+                                                arch["resolution"], args.flip_test, progress=True)[0])
+        print(format_metrics(metrics))
+    card = export_subnet(net, arch, args.out, ckpt["spec"], metrics, _meter(args), source={"supernet": args.supernet})
+    latency = card.get("latency", {})
+    print(f"exported {card['arch_hash']} to {args.out}: {card['macs'] / 1e9:.3f} GMACs, "
+          f"{latency.get('median_ms', float('nan')):.2f} ms, ONNX max |diff| {card['onnx']['max_abs_difference']:.1e}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from nas.plot import plot_run
+
+    for path in plot_run(args.run):
+        print(path)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from nas.pipeline import run_pipeline
+
+    run_pipeline(args.config, args.out)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -325,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="COCO keypoint AP of a results file, or of a checkpoint run on the images")
     e.add_argument("--ann", required=True)
     e.add_argument("--results", help="COCO keypoint results JSON")
-    e.add_argument("--checkpoint", help="a training checkpoint to run on the --ann images instead")
+    e.add_argument("--checkpoint", help="a training checkpoint or an exported subnet folder to run on the --ann images")
     e.add_argument("--images")
     e.add_argument("--size", type=int, help="input resolution (default: the training one)")
     e.add_argument("--flip-test", action="store_true")
@@ -364,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="draw detected skeletons on an image")
     pr.add_argument("image")
-    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--checkpoint", required=True, help="a training checkpoint or an exported subnet folder")
     pr.add_argument("--out", required=True)
     pr.add_argument("--size", type=int)
     pr.add_argument("--threshold", type=float, default=0.2, help="minimum person score to draw")
@@ -441,7 +507,45 @@ def build_parser() -> argparse.ArgumentParser:
     _latency_flags(se)
     se.set_defaults(func=cmd_search)
 
-    r = sub.add_parser("run", help="the main job on the embedded default (synthetic data)")
+    ft = sub.add_parser("finetune", help="finetune subnets from inherited weights (teacher: the largest) and export")
+    ft.add_argument("--supernet", required=True)
+    ft.add_argument("--arch", help="arch config JSON or a preset name")
+    ft.add_argument("--pareto", help="pareto.json of a search: finetune its --top best")
+    ft.add_argument("--top", type=int, default=2)
+    for prefix in ("", "val-"):
+        ft.add_argument(f"--{prefix}data", help="training data (default: the supernet's)" if not prefix else
+                        "held-out data: AP before and after")
+        ft.add_argument(f"--{prefix}ann")
+        ft.add_argument(f"--{prefix}images")
+    ft.add_argument("--config", help="YAML file of training settings")
+    ft.add_argument("--epochs", type=int)
+    ft.add_argument("--lr", type=float)
+    ft.add_argument("--batch-size", type=int)
+    ft.add_argument("--workers", type=int)
+    ft.add_argument("--seed", type=int)
+    ft.add_argument("--time-budget-min", type=float)
+    ft.add_argument("--device")
+    ft.add_argument("--out", required=True, help="one folder per subnet inside; each resumes")
+    _latency_flags(ft)
+    ft.set_defaults(func=cmd_finetune)
+
+    ex = sub.add_parser("export", help="a subnet with inherited weights as safetensors + arch + ONNX + card")
+    ex.add_argument("--supernet", required=True)
+    ex.add_argument("--arch", required=True, help="arch config JSON or a preset name")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--data", help="evaluate on this set for the card's metrics")
+    ex.add_argument("--ann")
+    ex.add_argument("--images")
+    ex.add_argument("--calib-images", type=int, default=64)
+    ex.add_argument("--flip-test", action="store_true")
+    _latency_flags(ex)
+    ex.set_defaults(func=cmd_export)
+
+    pl = sub.add_parser("plot", help="accuracy-latency Pareto plot of a run or search folder")
+    pl.add_argument("--run", required=True)
+    pl.set_defaults(func=cmd_plot)
+
+    r = sub.add_parser("run", help="the whole NAS pipeline (embedded default: synthetic data, cpu.yaml, SQLite)")
     r.add_argument("config", nargs="?", help="YAML run config; the embedded default when omitted")
     r.add_argument("--out", help="run folder (default results/<name>)")
     r.set_defaults(func=cmd_run)

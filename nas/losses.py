@@ -39,3 +39,16 @@ def ae_loss(tags: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, tor
     pair = present[:, :, None] * present[:, None, :] * (1 - torch.eye(mean.shape[1], device=tags.device, dtype=tags.dtype))
     push = (torch.exp(-diff ** 2) * pair).sum((1, 2)) / (people * (people - 1)).clamp(min=1)
     return pull.mean(), push.mean()
+
+
+def heatmaps(outputs: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """The keypoint heatmaps of a network's outputs (the stride-4 output also carries the tags)."""
+    return [outputs[0][:, :k]] + list(outputs[1:])
+
+
+def distillation_loss(outputs: list[torch.Tensor], teacher: list[torch.Tensor], masks: list[torch.Tensor],
+                      k: int) -> torch.Tensor:
+    """In-place distillation (OFA, BigNAS): the student's heatmaps regress the teacher's, at every
+    resolution both have; ``teacher`` holds the teacher's heatmaps, already detached."""
+    student = heatmaps(outputs, k)
+    return heatmap_loss(student, teacher[:len(student)], masks[:len(student)])

@@ -9,7 +9,7 @@ import torch
 
 from nas.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
-from nas.losses import ae_loss, heatmap_loss
+from nas.losses import ae_loss, heatmap_loss, heatmaps
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Settings:
     batch_size: int = 8
     ae_weight: float = 1e-3
     background_weight: float = 1.0  # heatmap loss weight away from joints (1.0: plain masked MSE)
+    distill_weight: float = 1.0  # weight of a teacher's heatmaps as targets (supernet sandwich, finetuning)
     tag_radius: int = 1  # pull tags over the (2r+1)^2 pixels around each joint (0: the joint's pixel)
     workers: int = 1
     seed: int = 0
@@ -34,17 +35,7 @@ class Settings:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config"):
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise PoseNASError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
-        expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict, "list": list}
-        for name, value in d.items():
-            kinds = [expected[t.split("[")[0]] for t in str(known[name].type).split(" | ")
-                     if t.split("[")[0] in expected]
-            if value is not None and not any(_is(value, k) for k in kinds):
-                raise PoseNASError(f"{source}: setting {name!r} must be {known[name].type}, got {value!r}")
-        return cls(**d)
+        return typed(cls, d, source)
 
     def datasets(self) -> tuple[CocoPoseDataset, CocoPoseDataset | None]:
         train = CocoPoseDataset(self.train_ann, self.train_images, self.spec)
@@ -54,10 +45,28 @@ class Settings:
     def pose_loss(self, outputs: list[torch.Tensor], heats, masks, joints, k: int) -> tuple[torch.Tensor, ...]:
         """(total, heatmap, pull, push) for outputs ordered coarse to fine; outputs the network does
         not have (no stride-2 head) are not supervised."""
-        preds = [outputs[0][:, :k]] + list(outputs[1:])
+        preds = heatmaps(outputs, k)
         h_loss = heatmap_loss(preds, heats[:len(preds)], masks[:len(preds)], self.background_weight)
         pull, push = ae_loss(outputs[0][:, k:2 * k], joints)
         return h_loss + self.ae_weight * (pull + push), h_loss, pull, push
+
+
+def typed(kind, d: dict, source: str = "config"):
+    """``kind(**d)`` for a settings dataclass; an unknown key or a value of the wrong type is a
+    one-line error naming the source and the setting."""
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise PoseNASError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict, "list": list}
+    for name, value in d.items():
+        kinds = [expected[t.split("[")[0]] for t in str(known[name].type).split(" | ") if t.split("[")[0] in expected]
+        if value is not None and kinds and not any(_is(value, k) for k in kinds):
+            raise PoseNASError(f"{source}: setting {name!r} must be {known[name].type}, got {value!r}")
+    try:
+        return kind(**d)
+    except TypeError as e:  # a required setting left out
+        raise PoseNASError(f"{source}: {e}") from None
 
 
 def _is(value: Any, kind) -> bool:

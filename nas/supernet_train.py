@@ -26,7 +26,7 @@ from nas.device import autocast, batch_to, select_device
 from nas.errors import PoseNASError
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.io import atomic_write, write_text
-from nas.losses import heatmap_loss
+from nas.losses import distillation_loss, heatmaps
 from nas.settings import Settings, warmup_cosine
 from nas.subnet_eval import evaluate_subnet
 from nas.train import spec_mask
@@ -58,7 +58,6 @@ class Phase:
 class SupernetConfig(Settings):
     phases: list = field(default_factory=lambda: [dict(p) for p in DEFAULT_PHASES])
     sandwich_random: int = 2  # random subnets per step besides the largest and the smallest
-    distill_weight: float = 1.0  # weight of the largest subnet's heatmaps as targets for the others
     warmup_epochs: float = 0.5  # linear warm-up at the start of the first phase
     checkpoint_every: int = 200  # steps between checkpoints (and at every epoch's end)
     calibration_images: int = 64  # training images for BN recalibration
@@ -100,11 +99,10 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
         with autocast(device):
             outputs = [o.float() for o in net(images)]
         loss = cfg.pose_loss(outputs, heats, masks, joints, k)[0]
-        heat = [outputs[0][:, :k]] + outputs[1:]
         if teacher is None:
-            teacher = [h.detach() for h in heat]
+            teacher = [h.detach() for h in heatmaps(outputs, k)]
         else:
-            loss = loss + cfg.distill_weight * heatmap_loss(heat, teacher[:len(heat)], masks[:len(heat)])
+            loss = loss + cfg.distill_weight * distillation_loss(outputs, teacher, masks, k)
         loss.backward()
         losses.append(loss.item())
     return losses

@@ -19,6 +19,7 @@ from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.inference import detect, to_coco_results
 from nas.io import atomic_write, read_checkpoint, write_text
 from nas.keypoints import KeypointSpec
+from nas.losses import distillation_loss, heatmaps
 from nas.settings import Settings, warmup_cosine
 from nas.transforms import Augment
 from search_spaces import SearchSpace
@@ -94,8 +95,12 @@ def plot_curves(log: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
-    """Train (or resume) into ``out``; returns the final validation metrics (empty without val data)."""
+def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict | None = None,
+          teacher: torch.nn.Module | None = None) -> dict:
+    """Train (or resume) into ``out``; returns the final validation metrics (empty without val data).
+
+    ``init`` starts from given weights (a subnet's inherited ones) instead of a fresh network;
+    with a ``teacher``, its heatmaps are targets too (weighted by ``distill_weight``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = select_device(cfg.device)
@@ -103,7 +108,11 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
     train_ds, val_ds = cfg.datasets()
     k = train_ds.spec.num_keypoints
     net, arch = build_network(cfg, train_ds.spec)
+    if init is not None:
+        net.load_state_dict(init)
     net = net.to(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
     size = arch["resolution"]
     strides = (4, 2) if arch["head"]["multi_resolution"] else (4,)
     if device.type == "cpu":
@@ -147,7 +156,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> dict:
             images, heats, masks, joints = batch_to(batch, device)
             with autocast(device):
                 outputs = net(images)
-            loss, h_loss, pull, push = cfg.pose_loss([o.float() for o in outputs], heats, masks, joints, k)
+            outputs = [o.float() for o in outputs]
+            loss, h_loss, pull, push = cfg.pose_loss(outputs, heats, masks, joints, k)
+            if teacher is not None:
+                with torch.no_grad(), autocast(device):
+                    targets = heatmaps([o.float() for o in teacher(images)], k)
+                loss = loss + cfg.distill_weight * distillation_loss(outputs, targets, masks, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

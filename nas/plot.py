@@ -1,0 +1,99 @@
+"""The accuracy-latency Pareto plot of a search run (PNG and SVG), with AP against MACs beside it.
+
+Every trial is a point (infeasible ones grey), the Pareto set is joined, the latency budget is a
+dashed line, the presets are labelled baselines, and finetuned winners get an arrow from their
+inherited AP to their finetuned AP. Labels are placed by adjustText so that none overlap.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from nas.errors import PoseNASError
+from nas.io import atomic_write, read_json
+from nas.search import pareto_front
+
+BASELINES = "baselines.csv"  # preset, AP, latency_ms, macs: written by `posenas run`
+FINETUNE_DIR = "finetune"
+
+
+def search_folder(run: str | Path) -> Path:
+    """The folder holding trials.csv: the run itself (a search's --out) or its search/ stage."""
+    run = Path(run)
+    for folder in (run, run / "search"):
+        if (folder / "trials.csv").is_file() and (folder / "pareto.json").is_file():
+            return folder
+    raise PoseNASError(f"{run}: no search results (trials.csv and pareto.json, here or in search/)")
+
+
+def finetuned(run: Path) -> pd.DataFrame:
+    """One row per finetuned winner: inherited and finetuned AP, latency and MACs from its export card."""
+    rows = []
+    for record_path in sorted((run / FINETUNE_DIR).glob("*/finetune.json")):
+        record = read_json(record_path)
+        card = read_json(record_path.parent / "export" / "card.json")
+        rows.append({"winner": record_path.parent.name, "AP_inherited": record["before"]["AP"],
+                     "AP_finetuned": record["after"]["AP"], "latency_ms": card.get("latency", {}).get("median_ms"),
+                     "macs": card["macs"], "export": str(record_path.parent / "export")})
+    return pd.DataFrame(rows)
+
+
+def plot_run(run: str | Path) -> list[Path]:
+    """Draw ``pareto.png`` and ``pareto.svg`` into the run folder; returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from adjustText import adjust_text
+
+    run = Path(run)
+    folder = search_folder(run)
+    trials = pd.read_csv(folder / "trials.csv")
+    budget = read_json(folder / "pareto.json")["latency_budget_ms"]
+    baselines = pd.read_csv(run / BASELINES) if (run / BASELINES).is_file() else pd.DataFrame()
+    winners = finetuned(run)
+    trials["gmacs"] = trials["macs"] / 1e9
+    feasible = trials["feasible"] & trials["evaluated"]
+    front = pareto_front(trials)
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    for ax, x, xlabel in ((axes[0], "latency_ms", "latency (ms, onnxruntime, median)"), (axes[1], "gmacs", "GMACs")):
+        ax.scatter(trials.loc[~feasible, x], trials.loc[~feasible, "AP"], s=18, color="0.78",
+                   label="infeasible trial (not evaluated)")
+        ax.scatter(trials.loc[feasible, x], trials.loc[feasible, "AP"], s=22, color="tab:blue", alpha=0.7,
+                   label="feasible trial (inherited AP)")
+        ax.plot(front[x] if x != "gmacs" else front["macs"] / 1e9, front["AP"], "-o", color="tab:red", ms=5,
+                label="Pareto set")
+        labels = []
+        if not baselines.empty:
+            bx = baselines["latency_ms"] if x == "latency_ms" else baselines["macs"] / 1e9
+            ax.scatter(bx, baselines["AP"], marker="*", s=120, color="tab:green", zorder=3,
+                       label="preset (inherited AP)")
+            labels += [ax.text(px, py, name, fontsize=8) for px, py, name in zip(bx, baselines["AP"],
+                                                                                baselines["preset"])]
+        if not winners.empty:
+            wx = winners["latency_ms"] if x == "latency_ms" else winners["macs"] / 1e9
+            for px, before, after in zip(wx, winners["AP_inherited"], winners["AP_finetuned"]):
+                ax.annotate("", xy=(px, after), xytext=(px, before),
+                            arrowprops={"arrowstyle": "->", "color": "tab:purple", "lw": 1.5})
+            ax.scatter(wx, winners["AP_finetuned"], marker="D", s=40, color="tab:purple", zorder=3,
+                       label="finetuned winner")
+        if x == "latency_ms":
+            ax.axvline(budget, ls="--", color="k", lw=1, label=f"latency budget {budget:g} ms")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("COCO keypoint AP (held-out)")
+        ax.grid(alpha=0.3)
+        if labels:
+            adjust_text(labels, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
+    axes[0].set_title("accuracy against measured latency")
+    axes[1].set_title("accuracy against MACs")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    paths = []
+    for fmt in ("png", "svg"):
+        path = run / f"pareto.{fmt}"
+        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, dpi=120, format=fmt))
+        paths.append(path)
+    plt.close(fig)
+    return paths
