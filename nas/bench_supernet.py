@@ -21,13 +21,6 @@ from search_spaces import SearchSpace, arch_hash
 from supernet.cost import arch_cost
 
 PRESETS = ("max", "min", "litepose_xs", "litepose_s")
-PHASES = [
-    {"name": "largest", "epochs": 2, "lr": 4e-3, "elastic": []},
-    {"name": "resolution+kernel", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel"]},
-    {"name": "depth", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel", "depth"]},
-    {"name": "width", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel", "depth", "width"]},
-    {"name": "token", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel", "depth", "width", "token"]},
-]
 
 
 def spread_subnets(space: SearchSpace, count: int, seed: int = 0) -> list[dict]:
@@ -55,7 +48,7 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
     common = {"train_ann": data["train"][0], "train_images": data["train"][1], "space": "cpu", "batch_size": 8,
               "workers": 1, "seed": seed, "tag_radius": 1}
     cfg = SupernetConfig.from_dict({**common, "val_ann": data["val"][0], "val_images": data["val"][1],
-                                    "phases": PHASES, "time_budget_min": minutes, "eval_archs": [],
+                                    "time_budget_min": minutes, "eval_archs": [],
                                     "checkpoint_every": 50})
     log = train_supernet(cfg, out / "supernet")
     supernet, space, ckpt = load_supernet(out / "supernet" / "supernet.pt")

@@ -358,14 +358,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    if args.suite == "supernet":
-        from nas.bench_supernet import run_supernet_benchmark
+    from nas.bench import FIGURES, run_benchmarks
 
-        print(json.dumps(run_supernet_benchmark(args.out or "results/bench-supernet", args.minutes), indent=1))
-        return
-    from nas.bench import run_benchmarks
-
-    run_benchmarks(args.out or "results/bench")
+    unknown = sorted(set(args.only or ()) - set(FIGURES))
+    if unknown:
+        raise PoseNASError(f"--only: unknown figure(s) {unknown}; figures: {list(FIGURES)}")
+    run_benchmarks(args.out, args.quick, args.only)
+    print(f"figures: {Path(args.out) / 'bench.md'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,11 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--flip-test", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
-    b = sub.add_parser("bench", help="run the benchmarks; figures to results/bench/")
-    b.add_argument("--suite", default="core", choices=("core", "supernet"),
-                   help="core: quick figures; supernet: inherited vs stand-alone AP and Kendall's tau (< 2 h)")
-    b.add_argument("--minutes", type=float, default=30, help="supernet suite: supernet training budget")
-    b.add_argument("--out", help="default results/bench or results/bench-supernet")
+    b = sub.add_parser("bench", help="every benchmark figure beside its target: results/bench/bench.{json,md}")
+    b.add_argument("--quick", action="store_true", help="small scale, under 10 minutes; full-scale targets not judged")
+    b.add_argument("--only", nargs="+", metavar="FIGURE", help="run these figures only (synth, oracle, baseline, "
+                   "cost, largest, overhead, supernet, predictor, runtime, decode, search)")
+    b.add_argument("--out", default="results/bench")
     b.set_defaults(func=cmd_bench)
 
     arch = sub.add_parser("arch", help="arch configs: sample, cost, presets").add_subparsers(

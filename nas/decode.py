@@ -57,6 +57,27 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
     return (heat + heat_f) / 2, torch.stack([tag, tag_f], dim=-1)
 
 
+def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
+    """Where ``heat`` (K, H, W) is the maximum of its (2r+1)^2 window. Of equal values in a window
+    only the first in raster order counts (a peak midway between two pixels survives once), as
+    max-pooling with indices decides, but built from shifted maxima, which are many times faster."""
+    r, (h, w) = radius, heat.shape[-2:]
+    padded = F.pad(heat, (r, r, r, r), value=float("-inf"))
+
+    def most(view, offsets):
+        out = view(offsets[0])
+        for d in offsets[1:]:
+            out = torch.maximum(out, view(d))
+        return out
+
+    rows = most(lambda dx: padded[:, :, r + dx:r + dx + w], range(-r, r + 1))  # (K, H+2r, W) row-window maxima
+    same_row = lambda dx: padded[:, r:r + h, r + dx:r + dx + w]  # noqa: E731
+    other_row = lambda dy: rows[:, r + dy:r + dy + h]  # noqa: E731
+    before = torch.maximum(most(same_row, range(-r, 0)), most(other_row, range(-r, 0)))
+    after = torch.maximum(most(same_row, range(1, r + 1)), most(other_row, range(1, r + 1)))
+    return (heat > before) & (heat >= after)
+
+
 def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: DecodeConfig) -> np.ndarray:
     """HigherHRNet's greedy-by-joint grouping with an optimal assignment at each joint type.
 
@@ -65,7 +86,7 @@ def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: Decode
     """
     k_total, _, d = tags.shape
     people: list[np.ndarray] = []  # each (K, 3 + D)
-    person_tags: list[list[np.ndarray]] = []
+    tag_sums, counts = np.zeros((0, d)), np.zeros(0)  # per person: sum and number of its joints' tags
     for k in spec.group_order:
         keep = joints[k, :, 2] > cfg.detection_threshold
         cand = np.concatenate([joints[k][keep], tags[k][keep]], axis=1)
@@ -76,22 +97,27 @@ def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: Decode
             pairs = [(r, grouped) for r in range(len(cand))]
             diff_saved = None
         else:
-            means = np.array([np.mean(t, axis=0) for t in person_tags[:grouped]])
+            means = tag_sums[:grouped] / counts[:grouped, None]
             diff_saved = np.linalg.norm(cand[:, None, 3:] - means[None], axis=2)
             cost = np.round(diff_saved) * 100 - cand[:, 2:3] if cfg.use_detection_val else diff_saved.copy()
             if len(cand) > grouped:
                 cost = np.concatenate([cost, np.full((len(cand), len(cand) - grouped), 1e10)], axis=1)
             rows, cols = linear_sum_assignment(cost)
             pairs = list(zip(rows, cols))
+        new = []
         for r, c in pairs:
             if diff_saved is not None and c < grouped and diff_saved[r, c] < cfg.tag_threshold:
                 people[c][k] = cand[r]
-                person_tags[c].append(cand[r, 3:])
+                tag_sums[c] += cand[r, 3:]
+                counts[c] += 1
             else:
                 person = np.zeros((k_total, 3 + d), dtype=np.float32)
                 person[k] = cand[r]
                 people.append(person)
-                person_tags.append([cand[r, 3:]])
+                new.append(cand[r, 3:])
+        if new:
+            tag_sums = np.concatenate([tag_sums, np.array(new)])
+            counts = np.concatenate([counts, np.ones(len(new))])
     return np.array(people, dtype=np.float32).reshape(-1, k_total, 3 + d)
 
 
@@ -116,23 +142,25 @@ def _subpixel(heat: np.ndarray, k: np.ndarray, x: np.ndarray, y: np.ndarray) -> 
 
 
 def _refine(heat: torch.Tensor, tags: torch.Tensor, people: np.ndarray) -> np.ndarray:
-    """Fill each person's missing joints at the best heatmap location close in tag (HigherHRNet)."""
-    if len(people) == 0:
+    """Fill each person's missing joints at the best heatmap location close in tag (HigherHRNet):
+    maximise heat - round(|tag - the person's mean tag|) over the joint's map."""
+    found = torch.from_numpy(people[:, :, 2] > 0)
+    person, joint = (~found).nonzero(as_tuple=True)
+    if len(person) == 0:
         return people
     p = torch.from_numpy(people)
-    found = p[:, :, 2] > 0
     mean_tag = (p[:, :, 3:] * found[..., None]).sum(1) / found.sum(1, keepdim=True).clamp(min=1)  # (P, D)
-    dist = ((tags[None] - mean_tag[:, None, None, None, :]) ** 2).sum(-1).sqrt()  # (P, K, H, W)
-    score = heat[None] - dist.round()
-    k, h, w = heat.shape
-    best = score.view(len(p), k, -1).argmax(-1)  # (P, K)
-    ys, xs = (best // w).float(), (best % w).float()
-    vals = heat.view(k, -1).gather(1, best.t()).t()  # (P, K)
-    missing = ~found
-    out = people.copy()
-    out[:, :, 0] = np.where(missing, xs.numpy(), people[:, :, 0])
-    out[:, :, 1] = np.where(missing, ys.numpy(), people[:, :, 1])
-    out[:, :, 2] = np.where(missing, vals.numpy(), people[:, :, 2])
+    if tags.shape[-1] == 1:  # |tag - mean| without the general norm's extra passes
+        dist = tags[joint, ..., 0].sub_(mean_tag[person][:, None]).abs_()  # (M, H, W)
+    else:
+        dist = torch.linalg.vector_norm(tags[joint] - mean_tag[person][:, None, None], dim=-1)
+    maps = heat[joint]
+    best = dist.round_().neg_().add_(maps).flatten(1).argmax(1)
+    w = heat.shape[-1]
+    out, where = people.copy(), (person.numpy(), joint.numpy())
+    out[where + (0,)] = (best % w).numpy()
+    out[where + (1,)] = (best // w).numpy()
+    out[where + (2,)] = maps.flatten(1).gather(1, best[:, None])[:, 0].numpy()
     return out
 
 
@@ -144,11 +172,7 @@ def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: in
     a score per person (mean joint score before refinement, as HigherHRNet ranks people).
     """
     k, h, w = heat.shape
-    kernel = 2 * max(1, round(cfg.nms_radius / stride)) + 1
-    # a pixel survives if its window's argmax is itself; on exact ties (a peak midway between two
-    # pixels) every window names the same first pixel, so the peak survives once, not twice
-    _, argmax = F.max_pool2d(heat[None], kernel, stride=1, padding=kernel // 2, return_indices=True)
-    suppressed = heat * (argmax[0] == torch.arange(h * w).view(1, h, w))
+    suppressed = heat * peaks(heat, max(1, round(cfg.nms_radius / stride)))
     vals, idx = suppressed.view(k, -1).topk(min(cfg.max_people, h * w), dim=1)
     tag_k = tags.reshape(k, h * w, -1).gather(1, idx[..., None].expand(-1, -1, tags.shape[-1]))
     joints = torch.stack([(idx % w).float(), (idx // w).float(), vals], dim=-1).numpy()

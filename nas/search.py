@@ -11,6 +11,8 @@ the same command resumes an interrupted search and several workers stop together
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from supernet.cost import arch_cost
 
 SAMPLERS = ("nsga2", "tpe", "random")
 CLEARLY_OVER = 1.25  # a predicted latency this far over budget is not measured
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (several workers share a study)
 
 
 @dataclass
@@ -141,7 +144,7 @@ class Objective:
         arch = self.space.suggest(trial)
         cost = arch_cost(arch, self.k)
         attrs: dict = {"arch": json.dumps(arch, separators=(",", ":")), "arch_hash": arch_hash(arch),
-                       "macs": cost.macs, "params": cost.params, "evaluated": False}
+                       "macs": cost.macs, "params": cost.params, "evaluated": False, "worker": WORKER}
         macs_ok = cfg.macs_budget is None or cost.macs <= cfg.macs_budget
         predicted = self.predictor.predict(arch) if self.predictor else None
         attrs["latency_predicted_ms"] = predicted

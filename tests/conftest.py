@@ -1,6 +1,11 @@
 """Shared fixtures: the real data beside the project, and small synthetic sets made once per session."""
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,3 +44,37 @@ def tiny_supernet(tmp_path_factory, synth_small) -> Path:
         "phases": [{"name": "all", "epochs": 1, "elastic": ["resolution", "kernel", "depth", "width", "token"]}]})
     train_supernet(cfg, out, progress=False)
     return out / "supernet.pt"
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    return versions[-1] if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A throwaway PostgreSQL server on loopback (a real server process, stopped at the end);
+    skipped where PostgreSQL is not installed (`.ci/run` installs Debian's package)."""
+    pg = _postgres_bin()
+    if pg is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
+    root = Path(tempfile.mkdtemp(prefix="posenas-pg-"))  # not under pytest's root-only folder
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as the package's user
+        shutil.chown(root, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    subprocess.run([*prefix, str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "posenas"], check=True,
+                   capture_output=True)
+    subprocess.run([*prefix, str(pg / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=100", "start"],
+                   check=True, capture_output=True)
+    yield f"postgresql://posenas@127.0.0.1:{port}/postgres"
+    subprocess.run([*prefix, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""The bad-input suite: every command, fed what users get wrong, answers with one line naming the
+problem and exit status 2, and leaves existing run folders as they were."""
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nas.cli import main
+from search_spaces import SearchSpace
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_supernet, synth_small):
+    """Real runs to damage and bad files to feed: {name: path}."""
+    root = tmp_path_factory.mktemp("bad")
+    w = {"root": root, "supernet": tiny_supernet, "data": synth_small, "ann": synth_small / "annotations.json"}
+    (root / "broken.json").write_text('{"resolution": 64,')
+    (root / "broken.yaml").write_text("phases: [1, 2\n")
+    (root / "not-a-checkpoint.pt").write_bytes(b"\x00not torch\x00" * 10)
+    (root / "text.jpg").write_text("this is not an image")
+    cpu_arch = SearchSpace.load("cpu").max()
+    (root / "cpu-arch.json").write_text(json.dumps(cpu_arch))  # a config of another space than tiny's
+    outside = SearchSpace.load("tiny").max()
+    outside["stages"][0]["branches"][0]["kernel"] = 9
+    (root / "outside.json").write_text(json.dumps(outside))
+    crowdpose = [{"image_id": 1, "keypoints": [1.0, 2.0, 1.0] * 14, "score": 0.9}]
+    (root / "crowdpose-results.json").write_text(json.dumps(crowdpose))
+    (root / "empty-pareto.json").write_text(json.dumps({"pareto": []}))
+    bad_images = root / "bad-images"  # a dataset whose image files are text
+    shutil.copytree(synth_small, bad_images)
+    for image in (bad_images / "images").iterdir():
+        image.write_text("not a jpeg")
+    export = root / "export"  # a real export, then one weight changed
+    assert main(["export", "--supernet", str(tiny_supernet), "--arch", "min", "--out", str(export), "--no-cache",
+                 "--repeats", "3", "--warmup", "1"]) == 0
+    data = bytearray((export / "model.safetensors").read_bytes())
+    data[-3] ^= 0x55
+    (export / "model.safetensors").write_bytes(bytes(data))
+    (root / "no-search").mkdir()
+    w.update({p.stem: p for p in root.iterdir()})
+    return w
+
+
+def cases(w):
+    """(command line, what the one-line error must say, the run folder that must stay intact or None)."""
+    sup, data, ann, r = str(w["supernet"]), str(w["data"]), str(w["ann"]), w["root"]
+    run_dir = Path(sup).parent
+    return [
+        (["data", "check", "--ann", str(r / "missing.json")], "annotations not found", None),
+        (["data", "check", "--ann", str(w["broken"])], "broken.json: malformed JSON", None),
+        (["data", "check", "--ann", str(w["bad-images"] / "annotations.json"), "--images",
+          str(w["bad-images"] / "images")], "not a readable image", None),
+        (["eval", "--ann", ann, "--results", str(r / "missing.json")], "not found", None),
+        (["eval", "--ann", ann, "--results", str(w["broken"])], "broken.json: malformed JSON", None),
+        (["eval", "--ann", ann, "--results", str(w["crowdpose-results"])], "results file for another dataset", None),
+        (["eval", "--ann", ann, "--checkpoint", str(w["not-a-checkpoint"])], "not a readable PoseNAS", None),
+        (["eval", "--ann", ann, "--checkpoint", str(w["export"])], "SHA-256 differs", None),
+        (["train", "--config", str(w["broken"].with_suffix(".yaml")), "--out", str(r / "t")], "malformed YAML", None),
+        (["train", "--data", data, "--space", "tiny", "--arch", str(w["outside"]), "--out", str(r / "t")],
+         "kernel = 9 is not allowed", None),
+        (["train", "--data", str(w["bad-images"]), "--space", "tiny", "--arch", "min", "--workers", "0",
+          "--out", str(r / "t2")], "not a readable image", None),
+        (["train-supernet", "--config", str(w["broken"].with_suffix(".yaml")), "--out", str(r / "s")],
+         "malformed YAML", None),
+        (["train-supernet", "--data", data, "--space", "cpu", "--out", str(run_dir)], "another search space",
+         run_dir),
+        (["eval-subnet", "--supernet", str(w["not-a-checkpoint"]), "--arch", "min", "--data", data],
+         "not a readable PoseNAS supernet checkpoint", None),
+        (["eval-subnet", "--supernet", sup, "--arch", str(w["cpu-arch"]), "--data", data], "cpu-arch.json:", None),
+        (["eval-subnet", "--supernet", sup, "--arch", str(w["broken"]), "--data", data], "malformed JSON", None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "0.0001", "--out", str(run_dir),
+          "--no-cache", "--repeats", "3"], "no subnet can meet it", run_dir),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "50", "--macs-budget", "1000",
+          "--out", str(run_dir)], "no subnet can meet it", run_dir),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "50", "--macs-budget", "lots"],
+         "--macs-budget 'lots'", None),
+        (["search", "--supernet", str(w["not-a-checkpoint"]), "--data", data, "--latency-budget", "5"],
+         "not a readable PoseNAS supernet checkpoint", None),
+        (["finetune", "--supernet", sup, "--pareto", str(w["empty-pareto"]), "--val-data", data, "--out",
+          str(run_dir)], "Pareto set is empty", run_dir),
+        (["finetune", "--supernet", sup, "--arch", str(w["outside"]), "--val-data", data, "--out", str(r / "f")],
+         "kernel = 9 is not allowed", None),
+        (["export", "--supernet", sup, "--arch", str(r / "missing.json"), "--out", str(w["export"])],
+         "arch config not found", w["export"]),
+        (["predict", str(w["text"]), "--checkpoint", str(w["not-a-checkpoint"]), "--out", str(r / "p.png")],
+         "not a readable PoseNAS", None),
+        (["predict", str(w["text"].with_suffix(".jpg")), "--checkpoint", str(w["export"]), "--out",
+          str(r / "p.png")], "SHA-256 differs", None),
+        (["plot", "--run", str(w["no-search"])], "no search results", None),
+        (["run", str(w["broken"].with_suffix(".yaml")), "--out", str(run_dir)], "malformed YAML", run_dir),
+        (["run", str(r / "missing.yaml")], "run config not found", None),
+        (["latency", "measure", "--arch", str(w["broken"]), "--no-cache"], "malformed JSON", None),
+        (["latency", "measure", "--preset", "min", "--url", "http://127.0.0.1:9", "--no-cache"], "unreachable",
+         None),
+        (["arch", "macs", "--space", "tiny", "--arch", str(w["cpu-arch"])], "cpu-arch.json:", None),
+        (["arch", "macs", "--space", str(r / "missing-space.yaml"), "--preset", "min"], "missing-space.yaml", None),
+        (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),
+    ]
+
+
+CASES = 33
+
+
+def test_the_suite_covers_every_command(world):
+    assert len(cases(world)) == CASES
+    commands = {c[0][0] for c in cases(world)}
+    assert commands >= {"data", "eval", "train", "train-supernet", "eval-subnet", "search", "finetune", "export",
+                        "predict", "plot", "run", "latency", "arch", "bench"}
+
+
+@pytest.mark.parametrize("index", range(CASES))
+def test_bad_input_is_one_line_and_exit_2(world, capsys, index):
+    argv, message, keep = cases(world)[index]
+    before = snapshot(keep) if keep else None
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1] if err else ""
+    assert last.startswith("posenas: error: ") and message in last, err[-600:]
+    assert "Traceback" not in err and err.count("posenas: error:") == 1
+    if keep:
+        assert snapshot(keep) == before, f"{keep} changed"

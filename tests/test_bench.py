@@ -1,0 +1,17 @@
+"""The benchmark suite's machinery: figures beside targets in bench.json and bench.md."""
+import json
+
+from nas.cli import main
+
+
+def test_bench_writes_figures_beside_their_targets(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--only", "cost", "decode", "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["quick"] is True and [f["unit"] for f in report["figures"]] == ["configs/s", "share"]
+    cost, decode = report["figures"]
+    assert cost["value"] > 0 and cost["ok"] == (cost["value"] >= 1000) and cost["target"] == ">= 1000"
+    assert "10 people" in decode["name"] and decode["ok"] == (decode["value"] <= 0.25)
+    table = (out / "bench.md").read_text().splitlines()
+    assert [c.strip() for c in table[0].split("|")[1:6]] == ["name", "value", "unit", "target", "met"]
+    assert len(table) == 4  # header, rule, two figures
