@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -94,10 +96,17 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 def open_study(cfg: SearchConfig) -> optuna.Study:
     """Create or load the study; heartbeats let a killed worker's trial be failed and retried."""
     directions = ["maximize"] if cfg.sampler == "tpe" else ["maximize", "minimize"]
-    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(cfg.storage_url, heartbeat_interval=5, grace_period=20,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(cfg.storage_url, heartbeat_interval=5, grace_period=20,
+                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+            break
+        except sqlalchemy.exc.DBAPIError:  # workers starting together race to create the schema
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
     study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=make_sampler(cfg.sampler, cfg.seed),
                                 directions=directions, load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:

@@ -22,7 +22,7 @@ def world(tmp_path_factory, tiny_supernet, synth_small):
     root = tmp_path_factory.mktemp("bad")
     w = {"root": root, "supernet": tiny_supernet, "data": synth_small, "ann": synth_small / "annotations.json"}
     (root / "broken.json").write_text('{"resolution": 64,')
-    (root / "broken.yaml").write_text("phases: [1, 2\n")
+    (root / "broken-config.yaml").write_text("phases: [1, 2\n")
     (root / "not-a-checkpoint.pt").write_bytes(b"\x00not torch\x00" * 10)
     (root / "text.jpg").write_text("this is not an image")
     cpu_arch = SearchSpace.load("cpu").max()
@@ -53,7 +53,7 @@ def cases(w):
     sup, data, ann, r = str(w["supernet"]), str(w["data"]), str(w["ann"]), w["root"]
     run_dir = Path(sup).parent
     return [
-        (["data", "check", "--ann", str(r / "missing.json")], "annotations not found", None),
+        (["data", "check", "--ann", str(r / "missing.json")], "annotation file not found", None),
         (["data", "check", "--ann", str(w["broken"])], "broken.json: malformed JSON", None),
         (["data", "check", "--ann", str(w["bad-images"] / "annotations.json"), "--images",
           str(w["bad-images"] / "images")], "not a readable image", None),
@@ -62,12 +62,12 @@ def cases(w):
         (["eval", "--ann", ann, "--results", str(w["crowdpose-results"])], "results file for another dataset", None),
         (["eval", "--ann", ann, "--checkpoint", str(w["not-a-checkpoint"])], "not a readable PoseNAS", None),
         (["eval", "--ann", ann, "--checkpoint", str(w["export"])], "SHA-256 differs", None),
-        (["train", "--config", str(w["broken"].with_suffix(".yaml")), "--out", str(r / "t")], "malformed YAML", None),
+        (["train", "--config", str(w["broken-config"]), "--out", str(r / "t")], "malformed YAML", None),
         (["train", "--data", data, "--space", "tiny", "--arch", str(w["outside"]), "--out", str(r / "t")],
          "kernel = 9 is not allowed", None),
         (["train", "--data", str(w["bad-images"]), "--space", "tiny", "--arch", "min", "--workers", "0",
           "--out", str(r / "t2")], "not a readable image", None),
-        (["train-supernet", "--config", str(w["broken"].with_suffix(".yaml")), "--out", str(r / "s")],
+        (["train-supernet", "--config", str(w["broken-config"]), "--out", str(r / "s")],
          "malformed YAML", None),
         (["train-supernet", "--data", data, "--space", "cpu", "--out", str(run_dir)], "another search space",
          run_dir),
@@ -91,10 +91,10 @@ def cases(w):
          "arch config not found", w["export"]),
         (["predict", str(w["text"]), "--checkpoint", str(w["not-a-checkpoint"]), "--out", str(r / "p.png")],
          "not a readable PoseNAS", None),
-        (["predict", str(w["text"].with_suffix(".jpg")), "--checkpoint", str(w["export"]), "--out",
+        (["predict", str(w["text"]), "--checkpoint", str(w["export"]), "--out",
           str(r / "p.png")], "SHA-256 differs", None),
         (["plot", "--run", str(w["no-search"])], "no search results", None),
-        (["run", str(w["broken"].with_suffix(".yaml")), "--out", str(run_dir)], "malformed YAML", run_dir),
+        (["run", str(w["broken-config"]), "--out", str(run_dir)], "malformed YAML", run_dir),
         (["run", str(r / "missing.yaml")], "run config not found", None),
         (["latency", "measure", "--arch", str(w["broken"]), "--no-cache"], "malformed JSON", None),
         (["latency", "measure", "--preset", "min", "--url", "http://127.0.0.1:9", "--no-cache"], "unreachable",
