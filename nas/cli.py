@@ -74,12 +74,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         _print_json_last(metrics_json(metrics))
 
 
-def _train_config(args: argparse.Namespace, kind=None):
+def _train_config(args: argparse.Namespace, kind=None, base: dict | None = None):
+    """Training settings from ``base``, then the --config YAML, then the flags given."""
     from nas.io import read_yaml
     from nas.train import TrainConfig
 
     kind = kind or TrainConfig
-    settings = read_yaml(args.config, "config file") if args.config else {}
+    settings = {**(base or {}), **(read_yaml(args.config, "config file") if args.config else {})}
     if args.data or args.ann:
         settings["train_ann"], settings["train_images"] = _data_paths(args)
     if args.val_data or args.val_ann:
@@ -261,12 +262,13 @@ def cmd_search(args: argparse.Namespace) -> None:
     print(f"trials: {Path(out) / 'trials.csv'}\npareto: {Path(out) / 'pareto.json'}\nstudy: {cfg.storage_url}")
 
 
-def _training_flags(p: argparse.ArgumentParser) -> None:
+def _training_flags(p: argparse.ArgumentParser, space: bool = True) -> None:
     for prefix in ("", "val-"):
         p.add_argument(f"--{prefix}data", help="a synthetic set folder (annotations.json + images/)")
         p.add_argument(f"--{prefix}ann")
         p.add_argument(f"--{prefix}images")
-    p.add_argument("--space", help="shipped space name or YAML path (default cpu)")
+    if space:
+        p.add_argument("--space", help="shipped space name or YAML path (default cpu)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
@@ -297,21 +299,13 @@ def _subnet_archs(args: argparse.Namespace, space) -> list[dict]:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from nas.finetune import FinetuneConfig, finetune_subnet
-    from nas.io import read_yaml
     from nas.subnet_eval import load_supernet
     from search_spaces import arch_hash
 
     _, space, ckpt = load_supernet(args.supernet)
     archs = _subnet_archs(args, space)
-    settings = read_yaml(args.config, "config file") if args.config else {}
-    settings["train_ann"], settings["train_images"] = (_data_paths(args) if args.data or args.ann else
-                                                       (ckpt["config"]["train_ann"], ckpt["config"]["train_images"]))
-    if args.val_data or args.val_ann:
-        settings["val_ann"], settings["val_images"] = _data_paths(args, "val_")
-    for name in ("epochs", "batch_size", "lr", "workers", "seed", "time_budget_min", "device"):
-        if getattr(args, name, None) is not None:
-            settings[name] = getattr(args, name)
-    cfg = FinetuneConfig.from_dict({**settings, "space": ckpt["config"]["space"]}, str(args.config or "command line"))
+    cfg = _train_config(args, FinetuneConfig, {"train_ann": ckpt["config"]["train_ann"],  # the supernet's data
+                                               "train_images": ckpt["config"]["train_images"]})
     meter = _meter(args)
     for i, arch in enumerate(archs):
         record = finetune_subnet(args.supernet, arch, cfg, Path(args.out) / f"{i + 1}-{arch_hash(arch)}", meter)
@@ -511,19 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--arch", help="arch config JSON or a preset name")
     ft.add_argument("--pareto", help="pareto.json of a search: finetune its --top best")
     ft.add_argument("--top", type=int, default=2)
-    for prefix in ("", "val-"):
-        ft.add_argument(f"--{prefix}data", help="training data (default: the supernet's)" if not prefix else
-                        "held-out data: AP before and after")
-        ft.add_argument(f"--{prefix}ann")
-        ft.add_argument(f"--{prefix}images")
+    _training_flags(ft, space=False)  # training data defaults to the supernet's; --val-data: AP before and after
     ft.add_argument("--config", help="YAML file of training settings")
     ft.add_argument("--epochs", type=int)
     ft.add_argument("--lr", type=float)
-    ft.add_argument("--batch-size", type=int)
-    ft.add_argument("--workers", type=int)
-    ft.add_argument("--seed", type=int)
-    ft.add_argument("--time-budget-min", type=float)
-    ft.add_argument("--device")
     ft.add_argument("--out", required=True, help="one folder per subnet inside; each resumes")
     _latency_flags(ft)
     ft.set_defaults(func=cmd_finetune)

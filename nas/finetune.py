@@ -12,8 +12,8 @@ from pathlib import Path
 from nas.calibration import CalibrationSet, recalibrate
 from nas.errors import PoseNASError
 from nas.evaluate import metrics_json
-from nas.export import CARD, export_subnet
-from nas.io import read_json, write_json
+from nas.export import export_subnet
+from nas.io import read_json, remove_stale_temp_files, write_json
 from nas.latency import LatencyMeter
 from nas.subnet_eval import load_supernet
 from nas.train import CHECKPOINT, TrainConfig, evaluate_network, load_model, train
@@ -48,6 +48,7 @@ def finetune_subnet(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, 
                     meter: LatencyMeter | None = None, progress: bool = True) -> dict:
     """Finetune one subnet into ``out`` (resuming what is there) and export it to ``out/export``."""
     out = Path(out)
+    remove_stale_temp_files(out / "export")
     supernet, space, ckpt = load_supernet(supernet_path)
     arch = space.validate(arch, "finetune arch")
     if cfg.val_ann is None:
@@ -63,7 +64,8 @@ def finetune_subnet(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, 
         before = metrics_json(evaluate_network(student, val_ds, resolution, cfg.flip_test, progress=progress)[0])
         write_json(before_path, before, indent=1)
     teacher = recalibrate(extract(supernet, space.max()), calibration.batches(resolution))
-    after = metrics_json(train(replace(cfg, arch=arch), out, progress, init=student.state_dict(), teacher=teacher))
+    after = metrics_json(train(replace(cfg, arch=arch, space=ckpt["config"]["space"]), out, progress,
+                               init=student.state_dict(), teacher=teacher))
     record = {"arch_hash": arch_hash(arch), "arch": arch, "epochs": cfg.epochs, "before": before, "after": after,
               "supernet": str(supernet_path)}
     write_json(out / RECORD, record, indent=1)
@@ -72,7 +74,3 @@ def finetune_subnet(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, 
                          source={"supernet": str(supernet_path), "finetune_epochs": cfg.epochs, "inherited": before})
     return {**record, "export": str(out / "export"), "card": card}
 
-
-def finished(out: str | Path) -> bool:
-    """Whether a winner's folder holds its record and a whole export."""
-    return (Path(out) / RECORD).exists() and (Path(out) / "export" / CARD).exists()

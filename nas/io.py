@@ -25,6 +25,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def remove_stale_temp_files(folder: str | os.PathLike) -> None:
+    """Delete what writes cut short by a kill left behind (the files they replace are whole);
+    call it before a single writer starts on ``folder`` again."""
+    for stale in Path(folder).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     def _write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -82,6 +82,8 @@ def plot_run(run: str | Path) -> list[Path]:
             ax.axvline(budget, ls="--", color="k", lw=1, label=f"latency budget {budget:g} ms")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("COCO keypoint AP (held-out)")
+        ax.set_ylim(0, max(0.05, 1.15 * max([trials["AP"].max(), *baselines.get("AP", []),
+                                              *winners.get("AP_finetuned", [])])))
         ax.grid(alpha=0.3)
         if labels:
             adjust_text(labels, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from nas.calibration import CalibrationSet
 from nas.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
-from nas.io import write_json, write_text
+from nas.io import remove_stale_temp_files, write_json, write_text
 from nas.latency import LatencyMeter
 from nas.latency_predictor import LatencyPredictor
 from nas.subnet_eval import evaluate_subnet, load_supernet
@@ -237,6 +237,7 @@ def write_outputs(study: optuna.Study, cfg: SearchConfig) -> dict:
 
 def run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) -> dict:
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(cfg.out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objective = Objective(cfg, meter)
     floor = objective.check_budgets()

@@ -25,7 +25,7 @@ from nas.calibration import CalibrationSet
 from nas.device import autocast, batch_to, select_device
 from nas.errors import PoseNASError
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
-from nas.io import atomic_write, write_text
+from nas.io import atomic_write, remove_stale_temp_files, write_text
 from nas.losses import distillation_loss, heatmaps
 from nas.settings import Settings, warmup_cosine
 from nas.subnet_eval import evaluate_subnet
@@ -138,8 +138,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
     spent, log, opt_state = 0.0, [], None
     ckpt_path = out / CHECKPOINT
     if main:
-        for stale in out.glob(f".{CHECKPOINT}.*.tmp"):  # a write cut short by a kill; the checkpoint is whole
-            stale.unlink()
+        remove_stale_temp_files(out)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         if ckpt["space"] != _plain(space.spec):

@@ -17,7 +17,7 @@ from nas.errors import PoseNASError
 from nas.evaluate import evaluate
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.inference import detect, to_coco_results
-from nas.io import atomic_write, read_checkpoint, write_text
+from nas.io import atomic_write, read_checkpoint, remove_stale_temp_files, write_text
 from nas.keypoints import KeypointSpec
 from nas.losses import distillation_loss, heatmaps
 from nas.settings import Settings, warmup_cosine
@@ -103,6 +103,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
     with a ``teacher``, its heatmaps are targets too (weighted by ``distill_weight``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_ds, val_ds = cfg.datasets()
