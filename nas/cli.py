@@ -255,7 +255,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                        out=out, macs_budget=parse_macs(args.macs_budget), trials=args.trials, sampler=args.sampler,
                        storage=args.storage, study=args.study, eval_images=args.eval_images,
                        calib_data=args.calib_data, calib_images=args.calib_images, flip_test=args.flip_test,
-                       predictor=args.predictor, seed=args.seed)
+                       predictor=args.predictor, seed=args.seed, population=args.population)
     summary = run_search(cfg, _meter(args))
     print(f"{summary['trials']} trials, {summary.get('feasible', 0)} feasible, {summary.get('pareto', 0)} on the "
           f"Pareto front (best AP {summary.get('best_ap')})")
@@ -497,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--flip-test", action="store_true")
     se.add_argument("--predictor", help="predictor.json: skip measuring subnets predicted far over budget")
     se.add_argument("--seed", type=int, help="sampler seed (give each worker its own)")
+    se.add_argument("--population", type=int, default=10, help="NSGA-II generation size (its first one is random)")
     _latency_flags(se)
     se.set_defaults(func=cmd_search)
 

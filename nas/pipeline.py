@@ -145,7 +145,8 @@ class Pipeline:
         plot_run(self.run)
         table = self.table()
         write_text(self.run / "summary.csv", table.to_csv(index=False))
-        write_text(self.run / "summary.md", table.to_markdown(index=False, floatfmt=".4g") + "\n")
+        cells = table.astype(object).where(table.notna(), None)  # empty cells, not "nan"
+        write_text(self.run / "summary.md", cells.to_markdown(index=False, floatfmt=".4g", missingval="") + "\n")
 
     def table(self) -> pd.DataFrame:
         """Presets, the Pareto set and the finetuned winners: AP, latency, MACs side by side."""

@@ -59,6 +59,7 @@ class SearchConfig:
     flip_test: bool = False
     predictor: str | None = None
     seed: int | None = None
+    population: int = 10  # NSGA-II generation size: its first generation is random, so keep it well below trials
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -84,10 +85,10 @@ def parse_macs(text: str | float | None) -> float | None:
         raise PoseNASError(f"--macs-budget {text!r}: give a number of MACs such as 800M or 1.2G") from None
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, population: int = 10) -> optuna.samplers.BaseSampler:
     """NSGA-II and TPE read each trial's constraints (``Trial.set_constraint``) themselves."""
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -107,7 +108,8 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
             if attempt == 4:
                 raise
             time.sleep(0.5 + random.random())
-    study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=make_sampler(cfg.sampler, cfg.seed),
+    sampler = make_sampler(cfg.sampler, cfg.seed, cfg.population)
+    study = optuna.create_study(study_name=cfg.study, storage=storage, sampler=sampler,
                                 directions=directions, load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise PoseNASError(f"study {cfg.study!r} in {cfg.storage_url} was created with other objectives "
