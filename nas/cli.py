@@ -115,17 +115,13 @@ def cmd_eval_subnet(args: argparse.Namespace) -> None:
     from nas.calibration import CalibrationSet
     from nas.dataset import CocoPoseDataset
     from nas.evaluate import format_metrics, metrics_json
-    from nas.subnet_eval import evaluate_subnet, load_supernet
+    from nas.subnet_eval import supernet_data, evaluate_subnet, load_supernet
 
     supernet, space, ckpt = load_supernet(args.supernet)
     arch = space.resolve(args.arch)
     ann, images = _data_paths(args)
-    if args.calib_data:
-        calib_ann, calib_images = str(Path(args.calib_data) / "annotations.json"), str(Path(args.calib_data) / "images")
-    else:  # the supernet's own training images
-        calib_ann, calib_images = ckpt["config"]["train_ann"], ckpt["config"]["train_images"]
     spec = ckpt["spec"]
-    calibration = CalibrationSet(CocoPoseDataset(calib_ann, calib_images, spec), args.calib_images)
+    calibration = CalibrationSet(CocoPoseDataset(*supernet_data(ckpt, args.calib_data), spec), args.calib_images)
     metrics = evaluate_subnet(supernet, arch, calibration, CocoPoseDataset(ann, images, spec), args.flip_test, args.limit)
     print(f"{args.arch}: {format_metrics(metrics)}")
     if args.json:
@@ -299,13 +295,13 @@ def _subnet_archs(args: argparse.Namespace, space) -> list[dict]:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from nas.finetune import FinetuneConfig, finetune_subnet
-    from nas.subnet_eval import load_supernet
+    from nas.subnet_eval import supernet_data, load_supernet
     from search_spaces import arch_hash
 
     _, space, ckpt = load_supernet(args.supernet)
     archs = _subnet_archs(args, space)
-    cfg = _train_config(args, FinetuneConfig, {"train_ann": ckpt["config"]["train_ann"],  # the supernet's data
-                                               "train_images": ckpt["config"]["train_images"]})
+    train_ann, train_images = supernet_data(ckpt)  # by default, finetune on the supernet's training data
+    cfg = _train_config(args, FinetuneConfig, {"train_ann": train_ann, "train_images": train_images})
     meter = _meter(args)
     for i, arch in enumerate(archs):
         record = finetune_subnet(args.supernet, arch, cfg, Path(args.out) / f"{i + 1}-{arch_hash(arch)}", meter)
@@ -318,14 +314,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     from nas.dataset import CocoPoseDataset
     from nas.evaluate import format_metrics, metrics_json
     from nas.export import export_subnet
-    from nas.subnet_eval import load_supernet
+    from nas.subnet_eval import supernet_data, load_supernet
     from nas.train import evaluate_network
     from supernet.network import extract
 
     supernet, space, ckpt = load_supernet(args.supernet)
     arch = space.resolve(args.arch)
-    calibration = CalibrationSet(CocoPoseDataset(ckpt["config"]["train_ann"], ckpt["config"]["train_images"],
-                                                 ckpt["spec"]), args.calib_images)
+    calibration = CalibrationSet(CocoPoseDataset(*supernet_data(ckpt), ckpt["spec"]), args.calib_images)
     net = recalibrate(extract(supernet, arch), calibration.batches(arch["resolution"]))
     metrics = None
     if args.data or args.ann:

@@ -90,7 +90,7 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     """A network from an export folder or a training checkpoint: (model, arch config, spec name)."""
     if Path(path).is_dir():
         net, card = load_subnet(path)
-        return net.to(device), read_json(Path(path) / ARCH), card["spec"]
+        return net.to(device), net.arch, card["spec"]
     from nas.train import load_model
 
     net, ckpt = load_model(path, device)

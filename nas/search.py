@@ -32,7 +32,7 @@ from nas.errors import PoseNASError
 from nas.io import remove_stale_temp_files, write_json, write_text
 from nas.latency import LatencyMeter
 from nas.latency_predictor import LatencyPredictor
-from nas.subnet_eval import evaluate_subnet, load_supernet
+from nas.subnet_eval import supernet_data, evaluate_subnet, load_supernet
 from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
@@ -129,10 +129,7 @@ class Objective:
         self.k = ckpt["num_keypoints"]
         self.predictor = LatencyPredictor.load(cfg.predictor) if cfg.predictor else None
         self.spec = ckpt["spec"]
-        calib = Path(cfg.calib_data) if cfg.calib_data else None
-        calib_ann, calib_images = ((str(calib / "annotations.json"), str(calib / "images")) if calib else
-                                   (ckpt["config"]["train_ann"], ckpt["config"]["train_images"]))
-        self._calibration_source = (calib_ann, calib_images)
+        self._supernet_data = supernet_data(ckpt, cfg.calib_data)
         self.calibration: CalibrationSet | None = None
         self.dataset = CocoPoseDataset(cfg.val_ann, cfg.val_images, self.spec)
 
@@ -173,7 +170,7 @@ class Objective:
         ap = 0.0
         if macs_ok and latency <= cfg.latency_budget_ms:
             if self.calibration is None:
-                self.calibration = CalibrationSet(CocoPoseDataset(*self._calibration_source, self.spec),
+                self.calibration = CalibrationSet(CocoPoseDataset(*self._supernet_data, self.spec),
                                                   cfg.calib_images)
             timings: dict = {}
             metrics = evaluate_subnet(self.supernet, arch, self.calibration, self.dataset, cfg.flip_test,

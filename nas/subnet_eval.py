@@ -38,3 +38,11 @@ def load_supernet(path: str | Path, device: torch.device | str = "cpu") -> tuple
     net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask")).to(device)
     net.load_state_dict(state)
     return net.eval(), space, ckpt
+
+
+def supernet_data(ckpt: dict, folder: str | Path | None = None) -> tuple[str, str]:
+    """(annotations, images) of a set folder (annotations.json + images/), by default the
+    supernet's own training set recorded in its checkpoint: BN calibration and finetuning data."""
+    if folder:
+        return str(Path(folder) / "annotations.json"), str(Path(folder) / "images")
+    return ckpt["config"]["train_ann"], ckpt["config"]["train_images"]
