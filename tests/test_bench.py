@@ -15,3 +15,12 @@ def test_bench_writes_figures_beside_their_targets(tmp_path, capsys):
     table = (out / "bench.md").read_text().splitlines()
     assert [c.strip() for c in table[0].split("|")[1:6]] == ["name", "value", "unit", "target", "met"]
     assert len(table) == 4  # header, rule, two figures
+
+
+def test_full_scale_figures_judged_on_numpy_values_are_json():
+    import numpy as np
+
+    from nas.bench import FULL, figure
+
+    row = figure("tau", np.float64(0.57), "tau", ">= 0.7", np.float64(0.57) >= 0.7, FULL)
+    assert row["ok"] is False and json.loads(json.dumps(row))["value"] == 0.57
