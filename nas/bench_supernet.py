@@ -46,7 +46,8 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
             generate(folder, images, data_seed, (256, 256))
         data[name] = (str(folder / "annotations.json"), str(folder / "images"))
     common = {"train_ann": data["train"][0], "train_images": data["train"][1], "space": "cpu", "batch_size": 8,
-              "workers": 1, "seed": seed, "tag_radius": 1}
+              "workers": 1, "seed": seed, "tag_radius": 1,
+              "augment": False}  # the generator randomises the scenes; see nas/configs/baseline.yaml
     cfg = SupernetConfig.from_dict({**common, "val_ann": data["val"][0], "val_images": data["val"][1],
                                     "time_budget_min": minutes, "eval_archs": [],
                                     "checkpoint_every": 50})

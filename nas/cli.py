@@ -85,7 +85,8 @@ def _train_config(args: argparse.Namespace, kind=None, base: dict | None = None)
         settings["train_ann"], settings["train_images"] = _data_paths(args)
     if args.val_data or args.val_ann:
         settings["val_ann"], settings["val_images"] = _data_paths(args, "val_")
-    for name in ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device", "spec"):
+    for name in ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device", "spec",
+                 "augment"):
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
@@ -269,6 +270,8 @@ def _training_flags(p: argparse.ArgumentParser, space: bool = True) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--time-budget-min", type=float, help="a hard limit on training time")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                   help="random affine + flip (default on; off for synthetic sets, see nas/configs/baseline.yaml)")
     p.add_argument("--device", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--spec", help="keypoint spec (default: detected from the annotations)")
 

@@ -6,7 +6,8 @@ labeled but not visible), truncation at the border (out-of-frame joints unlabele
 occluders, crowd regions of tiny unlabeled people (``iscrowd``), and muted textured backgrounds
 with shapes and stick-like distractors; people are outlined, as clothing edges are in photos.
 Each person's left limbs carry a light stripe and the left ear a light dot, and people face
-towards or away from the camera, so left and right are learnable only from that cue. As in
+towards or away from the camera, so left and right are learnable only from that cue (a mirrored
+scene puts the stripe on the right limbs: train on these sets without flip augmentation). As in
 COCO, people whose mask covers fewer than 32 x 32 pixels get no keypoints (``num_keypoints``
 0): they are drawn, and become ignore regions in training and evaluation.
 

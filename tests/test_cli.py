@@ -78,3 +78,15 @@ def test_arch_outside_the_space_is_one_line_naming_the_field(tmp_path):
     p = run("arch", "macs", "--space", "cpu", "--arch", str(tmp_path / "a.json"))
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert "a.json: stages[1].branches[1].depth = 0 is not allowed" in p.stderr
+
+
+def test_augment_flag_overrides_the_config(tmp_path):
+    from nas.cli import _train_config, build_parser
+
+    (tmp_path / "cfg.yaml").write_text("augment: false\nepochs: 3\n")
+    base = ["train", "--ann", "gt.json", "--images", "img", "--out", str(tmp_path / "run")]
+    parse = build_parser().parse_args
+    assert _train_config(parse(base)).augment is True, "on by default (real data)"
+    assert _train_config(parse([*base, "--config", str(tmp_path / "cfg.yaml")])).augment is False
+    assert _train_config(parse([*base, "--config", str(tmp_path / "cfg.yaml"), "--augment"])).augment is True
+    assert _train_config(parse([*base, "--no-augment"])).augment is False
