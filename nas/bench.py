@@ -48,10 +48,10 @@ QUICK = Scale(True, 200, 240, 0.75, 6, 1.5, 120, 30, 1, 16, 2, 6, 10)
 def figure(name: str, value, unit: str, target: str, ok: bool | None, scale: Scale | None = None) -> dict:
     """One row of the table; at quick scale a full-scale target is shown but not judged. NumPy
     scalars (a comparison of NumPy figures gives ``numpy.bool_``) become Python ones for JSON."""
-    if scale is not None and scale.quick:
-        return {"name": name + " [quick scale]", "value": value, "unit": unit, "target": f"{target} (full run)",
-                "ok": None}
     plain = lambda v: v.item() if hasattr(v, "item") else v  # noqa: E731
+    if scale is not None and scale.quick:
+        return {"name": name + " [quick scale]", "value": plain(value), "unit": unit,
+                "target": f"{target} (full run)", "ok": None}
     return {"name": name, "value": plain(value), "unit": unit, "target": target, "ok": plain(ok)}
 
 

@@ -85,7 +85,7 @@ def parse_macs(text: str | float | None) -> float | None:
         raise PoseNASError(f"--macs-budget {text!r}: give a number of MACs such as 800M or 1.2G") from None
 
 
-def make_sampler(name: str, seed: int | None, population: int = 10) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, population: int) -> optuna.samplers.BaseSampler:
     """NSGA-II and TPE read each trial's constraints (``Trial.set_constraint``) themselves."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
