@@ -46,19 +46,23 @@ DEFAULT_PHASES = (
 )
 
 
+PHASE_KEYS = {"name", "epochs", "lr", "elastic", "warmup_epochs"}
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
     epochs: int
     lr: float
     elastic: tuple[str, ...]
+    warmup_epochs: float  # linear warm-up from zero: every phase starts a fresh Adam
 
 
 @dataclass
 class SupernetConfig(Settings):
     phases: list = field(default_factory=lambda: [dict(p) for p in DEFAULT_PHASES])
     sandwich_random: int = 2  # random subnets per step besides the largest and the smallest
-    warmup_epochs: float = 0.5  # linear warm-up at the start of the first phase
+    warmup_epochs: float = 0.5  # linear warm-up of the first phase (the others set their own, default none)
     checkpoint_every: int = 200  # steps between checkpoints (and at every epoch's end)
     calibration_images: int = 64  # training images for BN recalibration
     eval_archs: list = field(default_factory=lambda: ["max", "min"])  # evaluated at each phase's end
@@ -67,15 +71,20 @@ class SupernetConfig(Settings):
         phases = []
         for i, p in enumerate(self.phases):
             where = f"phases[{i}]"
-            if not isinstance(p, dict) or set(p) - {"name", "epochs", "lr", "elastic"} or "epochs" not in p:
-                raise PoseNASError(f"{where} must be a mapping with epochs, and optionally name, lr, elastic; got {p!r}")
+            if not isinstance(p, dict) or set(p) - PHASE_KEYS or "epochs" not in p:
+                raise PoseNASError(f"{where} must be a mapping with epochs, and optionally name, lr, elastic, "
+                                   f"warmup_epochs; got {p!r}")
             elastic = tuple(p.get("elastic", ()))
             bad = [g for g in elastic if g not in GROUPS]
             if bad:
                 raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
             if not isinstance(p["epochs"], int) or p["epochs"] < 1:
                 raise PoseNASError(f"{where}.epochs must be a positive integer, got {p['epochs']!r}")
-            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", 3e-3)), elastic))
+            warmup = p.get("warmup_epochs", self.warmup_epochs if i == 0 else 0.0)
+            if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
+                raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
+            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", 3e-3)), elastic,
+                                float(warmup)))
         if not phases:
             raise PoseNASError("phases: give at least one phase")
         return phases
@@ -181,7 +190,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
         if len(sampler) == 0:
             raise PoseNASError(f"{cfg.train_ann}: too few images for one batch of {cfg.batch_size} per process")
         steps, lr = phase.epochs * len(sampler), phase.lr
-        warmup = int(cfg.warmup_epochs * len(sampler)) if pi == 0 else 0
+        warmup = int(phase.warmup_epochs * len(sampler))
         loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
         if main:
             print(f"phase {pi + 1}/{len(phases)} {phase.name}: elastic {list(phase.elastic) or 'none'}, "

@@ -25,7 +25,8 @@ POSENAS = str(Path(sys.executable).with_name("posenas"))
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 PHASES = [{"name": "largest", "epochs": 1, "lr": 0.004, "elastic": []},
           {"name": "kernel", "epochs": 1, "lr": 0.003, "elastic": ["resolution", "kernel"]},
-          {"name": "all", "epochs": 1, "lr": 0.003, "elastic": ["resolution", "kernel", "depth", "width", "token"]}]
+          {"name": "all", "epochs": 1, "lr": 0.003, "elastic": ["resolution", "kernel", "depth", "width", "token"],
+           "warmup_epochs": 1}]
 
 
 def settings(data: Path, **kw) -> dict:
@@ -59,8 +60,10 @@ def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
     # one more phase in the config: the run resumes after the two finished ones
     log = train_supernet(SupernetConfig.from_dict(settings(synth_small)), out, progress=False)
     ckpt = torch.load(out / "supernet.pt", weights_only=True)
-    assert ckpt["position"]["step"] == 18 and [r["phase"] for r in log if "loss_largest" in r] == [
-        "largest", "kernel", "all"]
+    rows = [r for r in log if "loss_largest" in r]
+    assert ckpt["position"]["step"] == 18 and [r["phase"] for r in rows] == ["largest", "kernel", "all"]
+    # a phase's last step is near the end of its cosine, unless its warm-up spans the whole phase
+    assert rows[1]["lr"] < 0.001 and rows[2]["lr"] == pytest.approx(0.003)
 
 
 def _run_config(tmp_path, data, **kw) -> Path:
@@ -163,6 +166,7 @@ def test_supernet_config_names_bad_phases(synth_small):
 
     for phases, message in (([{"epochs": 1, "elastic": ["colour"]}], r"phases\[0\]\.elastic: unknown group 'colour'"),
                             ([{"epochs": 0}], r"phases\[0\]\.epochs must be a positive integer"),
+                            ([{"epochs": 1, "warmup_epochs": 2}], r"phases\[0\]\.warmup_epochs must lie in \[0, epochs\]"),
                             ([], "at least one phase")):
         with pytest.raises(PoseNASError, match=message):
             SupernetConfig.from_dict(settings(synth_small, phases=phases)).parsed_phases()
