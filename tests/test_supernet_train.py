@@ -16,7 +16,7 @@ import yaml
 from nas.calibration import CalibrationSet, recalibrate
 from nas.cli import main
 from nas.dataset import CocoPoseDataset
-from nas.supernet_train import SupernetConfig, sandwich, train_supernet
+from nas.supernet_train import SupernetConfig, sandwich, sandwich_step, train_supernet
 from search_spaces import SearchSpace
 from supernet.importance import sort_hidden_channels
 from tests.test_supernet import trained_like
@@ -45,6 +45,29 @@ def test_sandwich_is_largest_smallest_and_random_subnets_of_the_open_groups():
                 space.encode(space.max())[space.dimensions.index(d)]]
         assert set(diff) <= {"kernel"}
     assert sandwich(space, (), random.Random(0), 2) == [space.max()]
+
+
+@pytest.mark.parametrize("update,steps", [("sequential", 4), ("accumulate", 1)])
+def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
+    from torch.utils.data import DataLoader
+
+    from nas.examples import PoseTrainSet, ResolutionBatchSampler
+    from nas.train import spec_mask
+    from supernet.network import PoseNet
+
+    cfg = SupernetConfig.from_dict(settings(synth_small, sandwich_update=update))
+    data, _ = cfg.datasets()
+    space = SearchSpace.load("tiny")
+    net = PoseNet(space.max(), data.spec.num_keypoints, spec_mask(data.spec))
+    batch = next(iter(DataLoader(PoseTrainSet(data, (4, 2), None, 0, 1),
+                                 batch_sampler=ResolutionBatchSampler(len(data), 4, (space.max()["resolution"],)))))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = sandwich_step(net, sandwich(space, ("width",), random.Random(0), 2), batch, cfg, torch.device("cpu"), opt)
+    stem = next(net.parameters())  # shared by every subnet
+    assert len(losses) == 4 and int(opt.state[stem]["step"]) == steps
+    assert all(p.grad is None for p in net.parameters())
+    with pytest.raises(Exception, match="sandwich_update 'mean' unknown"):
+        SupernetConfig.from_dict(settings(synth_small, sandwich_update="mean"))
 
 
 def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
