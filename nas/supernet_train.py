@@ -47,7 +47,7 @@ DEFAULT_PHASES = (
 )
 
 
-PHASE_KEYS = {"name", "epochs", "lr", "elastic", "warmup_epochs"}
+PHASE_KEYS = ("epochs", "name", "lr", "elastic", "warmup_epochs")
 SANDWICH_UPDATES = ("sequential", "accumulate")
 
 
@@ -78,9 +78,9 @@ class SupernetConfig(Settings):
         phases = []
         for i, p in enumerate(self.phases):
             where = f"phases[{i}]"
-            if not isinstance(p, dict) or set(p) - PHASE_KEYS or "epochs" not in p:
-                raise PoseNASError(f"{where} must be a mapping with epochs, and optionally name, lr, elastic, "
-                                   f"warmup_epochs; got {p!r}")
+            if not isinstance(p, dict) or set(p) - set(PHASE_KEYS) or "epochs" not in p:
+                raise PoseNASError(f"{where} must be a mapping with epochs, and optionally "
+                                   f"{', '.join(PHASE_KEYS[1:])}; got {p!r}")
             elastic = tuple(p.get("elastic", ()))
             bad = [g for g in elastic if g not in GROUPS]
             if bad:
@@ -107,7 +107,8 @@ def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_
 
 def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, device: torch.device,
                   opt: torch.optim.Optimizer) -> list[float]:
-    """Forward and backward every subnet of the sandwich on one batch; returns their losses.
+    """Forward and backward every subnet of the sandwich on one batch; returns their losses and
+    leaves no gradients behind.
 
     ``sequential`` steps the optimizer after each subnet (the teacher's heatmaps are taken before
     its own step), so a sandwich of four makes four updates of the shared weights; on the short
@@ -117,7 +118,6 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
     k = net.num_keypoints
     sequential = cfg.sandwich_update == "sequential"
     teacher, losses = None, []
-    opt.zero_grad(set_to_none=True)
     for i, arch in enumerate(archs):
         net.set_active({**arch, "resolution": images.shape[-1]})
         with autocast(device):

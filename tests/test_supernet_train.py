@@ -51,6 +51,7 @@ def test_sandwich_is_largest_smallest_and_random_subnets_of_the_open_groups():
 def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     from torch.utils.data import DataLoader
 
+    from nas.errors import PoseNASError
     from nas.examples import PoseTrainSet, ResolutionBatchSampler
     from nas.train import spec_mask
     from supernet.network import PoseNet
@@ -66,7 +67,7 @@ def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     stem = next(net.parameters())  # shared by every subnet
     assert len(losses) == 4 and int(opt.state[stem]["step"]) == steps
     assert all(p.grad is None for p in net.parameters())
-    with pytest.raises(Exception, match="sandwich_update 'mean' unknown"):
+    with pytest.raises(PoseNASError, match="sandwich_update 'mean' unknown"):
         SupernetConfig.from_dict(settings(synth_small, sandwich_update="mean"))
 
 
