@@ -38,12 +38,13 @@ from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
 
 CHECKPOINT = "supernet.pt"
-DEFAULT_PHASES = (
-    {"name": "largest", "epochs": 2, "lr": 4e-3, "elastic": []},
-    {"name": "resolution+kernel", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel"]},
-    {"name": "depth", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel", "depth"]},
-    {"name": "width", "epochs": 1, "lr": 3e-3, "elastic": ["resolution", "kernel", "depth", "width"]},
-    {"name": "token", "epochs": 1, "lr": 3e-3, "elastic": list(GROUPS)},
+DEFAULT_PHASES = (  # 6e-3 and a short warm-up per elastic phase: the GPU schedule sweep in the README
+    {"name": "largest", "epochs": 2, "lr": 6e-3, "elastic": []},
+    {"name": "resolution+kernel", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1, "elastic": ["resolution", "kernel"]},
+    {"name": "depth", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1, "elastic": ["resolution", "kernel", "depth"]},
+    {"name": "width", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1,
+     "elastic": ["resolution", "kernel", "depth", "width"]},
+    {"name": "token", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1, "elastic": list(GROUPS)},
 )
 
 
@@ -90,7 +91,7 @@ class SupernetConfig(Settings):
             warmup = p.get("warmup_epochs", self.warmup_epochs if i == 0 else 0.0)
             if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
                 raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
-            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", 3e-3)), elastic,
+            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", 6e-3)), elastic,
                                 float(warmup)))
         if not phases:
             raise PoseNASError("phases: give at least one phase")
