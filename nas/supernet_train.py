@@ -38,14 +38,10 @@ from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
 
 CHECKPOINT = "supernet.pt"
-DEFAULT_PHASES = (  # 6e-3 and a short warm-up per elastic phase: the GPU schedule sweep in the README
-    {"name": "largest", "epochs": 2, "lr": 6e-3, "elastic": []},
-    {"name": "resolution+kernel", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1, "elastic": ["resolution", "kernel"]},
-    {"name": "depth", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1, "elastic": ["resolution", "kernel", "depth"]},
-    {"name": "width", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1,
-     "elastic": ["resolution", "kernel", "depth", "width"]},
-    {"name": "token", "epochs": 1, "lr": 6e-3, "warmup_epochs": 0.1, "elastic": list(GROUPS)},
-)
+PHASE_LR = 6e-3  # every default phase, and any phase that names none: the GPU schedule sweep in the README
+DEFAULT_PHASES = ({"name": "largest", "epochs": 2, "lr": PHASE_LR, "elastic": []},) + tuple(
+    {"name": name, "epochs": 1, "lr": PHASE_LR, "warmup_epochs": 0.1, "elastic": list(GROUPS[:opened])}
+    for name, opened in (("resolution+kernel", 2), ("depth", 3), ("width", 4), ("token", 5)))  # one group more each
 
 
 PHASE_KEYS = ("epochs", "name", "lr", "elastic", "warmup_epochs")
@@ -91,7 +87,7 @@ class SupernetConfig(Settings):
             warmup = p.get("warmup_epochs", self.warmup_epochs if i == 0 else 0.0)
             if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
                 raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
-            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", 6e-3)), elastic,
+            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", PHASE_LR)), elastic,
                                 float(warmup)))
         if not phases:
             raise PoseNASError("phases: give at least one phase")
