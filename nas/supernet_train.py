@@ -4,21 +4,25 @@ Phases open the space's elastic groups one after another, as OFA does (largest n
 then resolution and kernel, depth, width, token stage). Every step runs the sandwich: the largest
 subnet learns from the labels; the smallest and ``sandwich_random`` random subnets (among the
 open groups) learn from the labels and from the largest subnet's heatmaps. Each subnet makes its
-own optimizer step (or, with ``sandwich_update: accumulate``, the whole sandwich one). Checkpoints
-are atomic and hold the phase, epoch, batch and step, so a killed run resumes where its last
-checkpoint stopped.
+own optimizer step (or, with ``sandwich_update: accumulate``, the whole sandwich one). Under a
+time budget the phases are shortened by one factor, from step times probed before training, so
+that every phase runs rather than the last ones being cut. Checkpoints are atomic and hold the
+phase, epoch, batch and step, so a killed run resumes where its last checkpoint stopped.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import math
 import random
 import time
+from itertools import islice
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from nas import distributed
@@ -51,7 +55,7 @@ SANDWICH_UPDATES = ("sequential", "accumulate")
 @dataclass(frozen=True)
 class Phase:
     name: str
-    epochs: int
+    epochs: float  # fractional epochs end a phase mid-epoch
     lr: float
     elastic: tuple[str, ...]
     warmup_epochs: float  # linear warm-up from zero: every phase starts a fresh Adam
@@ -66,10 +70,14 @@ class SupernetConfig(Settings):
     checkpoint_every: int = 200  # steps between checkpoints (and at every epoch's end)
     calibration_images: int = 64  # training images for BN recalibration
     eval_archs: list = field(default_factory=lambda: ["max", "min"])  # evaluated at each phase's end
+    fit_budget: float | None = 0.9  # with time_budget_min: shorten every phase alike so that the schedule
+    # fills this fraction of the budget (the rest absorbs checkpoints and timing noise); null: cut it where the budget ends
 
     def __post_init__(self):
         if self.sandwich_update not in SANDWICH_UPDATES:
             raise PoseNASError(f"sandwich_update {self.sandwich_update!r} unknown; use one of {list(SANDWICH_UPDATES)}")
+        if self.fit_budget is not None and not 0 < self.fit_budget <= 1:
+            raise PoseNASError(f"fit_budget must lie in (0, 1] or be null, got {self.fit_budget!r}")
 
     def parsed_phases(self) -> list[Phase]:
         phases = []
@@ -82,13 +90,13 @@ class SupernetConfig(Settings):
             bad = [g for g in elastic if g not in GROUPS]
             if bad:
                 raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
-            if not isinstance(p["epochs"], int) or p["epochs"] < 1:
-                raise PoseNASError(f"{where}.epochs must be a positive integer, got {p['epochs']!r}")
+            if isinstance(p["epochs"], bool) or not isinstance(p["epochs"], (int, float)) or not p["epochs"] > 0:
+                raise PoseNASError(f"{where}.epochs must be a positive number, got {p['epochs']!r}")
             warmup = p.get("warmup_epochs", self.warmup_epochs if i == 0 else 0.0)
             if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
                 raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
-            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), p["epochs"], float(p.get("lr", PHASE_LR)), elastic,
-                                float(warmup)))
+            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(p.get("lr", PHASE_LR)),
+                                elastic, float(warmup)))
         if not phases:
             raise PoseNASError("phases: give at least one phase")
         return phases
@@ -133,6 +141,41 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
     return losses
 
 
+def phase_sizes(space: SearchSpace, phase: Phase) -> tuple[int, ...]:
+    """Input sizes a phase's batches draw from: every resolution choice once resolution is elastic."""
+    return tuple(space.dimensions[0].choices) if "resolution" in phase.elastic else (space.max()["resolution"],)
+
+
+def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], train_set: PoseTrainSet,
+                       cfg: SupernetConfig, device: torch.device, steps: int = 4) -> list[float]:
+    """Seconds per sandwich step of each phase (building the batch included), timed on a throwaway
+    copy of the supernet over ``steps`` steps that cycle through the phase's input sizes."""
+    probe, rng, torch_rng = copy.deepcopy(net), random.Random(cfg.seed), torch.get_rng_state()
+    opt = torch.optim.Adam(probe.parameters(), fused=True)
+
+    def step(phase: Phase, size: int) -> None:
+        items = [train_set[(i % len(train_set), size)] for i in range(cfg.batch_size)]
+        sandwich_step(probe, sandwich(space, phase.elastic, rng, cfg.sandwich_random),
+                      batch_to(default_collate(items), device), cfg, device, opt)
+
+    step(phases[0], space.max()["resolution"])  # warm-up: the first step pays for allocations
+    seconds = []
+    for phase in phases:
+        sizes, start = phase_sizes(space, phase), time.perf_counter()
+        for j in range(steps):
+            step(phase, sizes[j % len(sizes)])
+        seconds.append((time.perf_counter() - start) / steps)
+    torch.set_rng_state(torch_rng)
+    return seconds
+
+
+def budget_scale(step_seconds: list[float], steps: list[float], seconds: float) -> float:
+    """The factor, at most 1, that shortens every phase alike so that ``steps`` steps of
+    ``step_seconds`` each take at most ``seconds``."""
+    planned = sum(t * n for t, n in zip(step_seconds, steps))
+    return min(1.0, max(0.0, seconds / planned))
+
+
 def parameter_digest(net: torch.nn.Module) -> str:
     """A hash of every parameter's bytes: equal digests mean identical weights."""
     h = hashlib.sha256()
@@ -160,7 +203,10 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
     calibration = CalibrationSet(train_ds, cfg.calibration_images, seed=cfg.seed) if val_ds and main else None
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 autocast needs no loss scaling
     position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
-    spent, log, opt_state = 0.0, [], None
+    spent, log, opt_state, scale = 0.0, [], None, 1.0
+    per_epoch = len(ResolutionBatchSampler(len(train_ds), cfg.batch_size, (1,), rank=rank, num_replicas=world))
+    if per_epoch == 0:
+        raise PoseNASError(f"{cfg.train_ann}: too few images for one batch of {cfg.batch_size} per process")
     ckpt_path = out / CHECKPOINT
     if main:
         remove_stale_temp_files(out)
@@ -170,11 +216,22 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             raise PoseNASError(f"{ckpt_path}: trained on another search space than {cfg.space!r}; use a new --out")
         net.load_state_dict(ckpt["supernet"])
         position, spent, log, opt_state = ckpt["position"], ckpt["train_seconds"], ckpt["log"], ckpt["optimizer"]
+        scale = ckpt.get("schedule_scale", 1.0)
         scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         if main:
             print(f"resuming {out} in phase {position['phase'] + 1} ({phases[min(position['phase'], len(phases) - 1)].name}),"
                   f" epoch {position['epoch'] + 1}, batch {position['batch']} (step {position['step']})")
+    elif cfg.time_budget_min is not None and cfg.fit_budget is not None:
+        start = time.time()
+        seconds = probe_step_seconds(net, space, phases, train_set, cfg, device)
+        spent = time.time() - start
+        scale = distributed.gather(budget_scale(seconds, [p.epochs * per_epoch for p in phases],
+                                                cfg.fit_budget * cfg.time_budget_min * 60 - spent))[0]  # rank 0's
+        if main:
+            print(f"time budget {cfg.time_budget_min} min: probed seconds per step "
+                  + ", ".join(f"{p.name} {t:.2f}" for p, t in zip(phases, seconds))
+                  + f"; every phase runs {scale:.2f} of its epochs")
     seen = {"rank": rank, "first_batch": None, "samples": 0}
 
     def save(opt: torch.optim.Optimizer | None) -> None:
@@ -182,7 +239,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
         if not main:
             return
         state = {"supernet": net.state_dict(), "optimizer": opt.state_dict() if opt else None,
-                 "scaler": scaler.state_dict(), "position": dict(position), "train_seconds": spent,
+                 "scaler": scaler.state_dict(), "position": dict(position), "train_seconds": spent, "schedule_scale": scale,
                  "torch_rng": torch.get_rng_state(), "log": log, "config": asdict(cfg), "space": _plain(space.spec),
                  "spec": train_ds.spec.name, "num_keypoints": k}
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
@@ -200,30 +257,29 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
         opt = torch.optim.Adam(net.parameters(), lr=phase.lr, fused=True)
         if not fresh and opt_state is not None:
             opt.load_state_dict(opt_state)
-        sizes = space.dimensions[0].choices if "resolution" in phase.elastic else (space.max()["resolution"],)
-        sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, sizes, cfg.seed + 1000 * pi,
-                                         rank=rank, num_replicas=world)
-        if len(sampler) == 0:
-            raise PoseNASError(f"{cfg.train_ann}: too few images for one batch of {cfg.batch_size} per process")
-        steps, lr = phase.epochs * len(sampler), phase.lr
-        warmup = int(phase.warmup_epochs * len(sampler))
+        sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, phase_sizes(space, phase),
+                                         cfg.seed + 1000 * pi, rank=rank, num_replicas=world)
+        steps, lr = max(1, round(phase.epochs * scale * per_epoch)), phase.lr
+        warmup = int(phase.warmup_epochs * scale * per_epoch)
+        epochs = math.ceil(steps / per_epoch)
         loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
         if main:
             print(f"phase {pi + 1}/{len(phases)} {phase.name}: elastic {list(phase.elastic) or 'none'}, "
-                  f"{phase.epochs} epoch(s) of {len(sampler)} steps, lr {phase.lr}")
-        for epoch in range(position["epoch"], phase.epochs):
+                  f"{steps} steps ({steps / per_epoch:.3g} epochs of {per_epoch}), lr {phase.lr}")
+        for epoch in range(position["epoch"], epochs):
             sampler.set_epoch(epoch, position["batch"])
             train_set.epoch = 1000 * pi + epoch
             net.train()
             sums, count, t0 = [0.0, 0.0], 0, time.time()
-            bar = tqdm(DataLoader(train_set, **loader_kw), total=len(sampler) - position["batch"],
-                       desc=f"{phase.name} {epoch + 1}/{phase.epochs}", disable=not (progress and main), leave=False)
+            todo = min(per_epoch, steps - epoch * per_epoch) - position["batch"]
+            bar = tqdm(islice(DataLoader(train_set, **loader_kw), todo), total=todo,
+                       desc=f"{phase.name} {epoch + 1}/{epochs}", disable=not (progress and main), leave=False)
             for batch in bar:
                 if seen["first_batch"] is None:
                     seen["first_batch"] = sampler_first(sampler)
                 seen["samples"] += len(batch[0])
                 batch = batch_to(batch, device)
-                lr = warmup_cosine(phase.lr, epoch * len(sampler) + position["batch"], steps, warmup)
+                lr = warmup_cosine(phase.lr, epoch * per_epoch + position["batch"], steps, warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 rng = random.Random(cfg.seed * 1_000_003 + position["step"])

@@ -16,7 +16,7 @@ import yaml
 from nas.calibration import CalibrationSet, recalibrate
 from nas.cli import main
 from nas.dataset import CocoPoseDataset
-from nas.supernet_train import SupernetConfig, sandwich, sandwich_step, train_supernet
+from nas.supernet_train import SupernetConfig, budget_scale, sandwich, sandwich_step, train_supernet
 from search_spaces import SearchSpace
 from supernet.importance import sort_hidden_channels
 from tests.test_supernet import trained_like
@@ -90,6 +90,34 @@ def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
     assert rows[1]["lr"] < 0.001 and rows[2]["lr"] == pytest.approx(0.003)
 
 
+def phase_steps(log: list[dict]) -> dict[str, int]:
+    """Steps each phase ran, from the per-epoch log rows (their step counts are cumulative)."""
+    ends = {r["phase"]: r["step"] for r in log if "loss_largest" in r}
+    return dict(zip(ends, [b - a for a, b in zip([0, *ends.values()], ends.values())]))
+
+
+def test_budget_scale_shortens_phases_alike_and_never_lengthens_them():
+    assert budget_scale([2.0, 5.0], [100, 100], 350) == pytest.approx(0.5)
+    assert budget_scale([2.0, 5.0], [100, 100], 10_000) == 1.0
+    assert budget_scale([2.0], [100], -5) == 0.0  # the probe alone spent the budget: one step per phase
+
+
+@pytest.mark.parametrize("fit", [0.6, None])
+def test_a_time_budget_shortens_every_phase_or_stops_in_the_first(tmp_path, synth_small, fit):
+    long = [dict(p, epochs=30) for p in PHASES]  # minutes of work, against a 15-second budget
+    cfg = settings(synth_small, phases=long, eval_archs=[], checkpoint_every=1000, time_budget_min=0.25,
+                   fit_budget=fit)  # a tiny network's steps vary a lot; 0.6: room for that
+    log = train_supernet(SupernetConfig.from_dict(cfg), tmp_path / "run", progress=False)
+    ckpt = torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)
+    scale, steps = ckpt["schedule_scale"], phase_steps(log)
+    if fit is not None:  # 24 images in batches of 4: 6 steps an epoch
+        assert 0 < scale < 0.5 and ckpt["position"]["phase"] == 3
+        assert steps == {p["name"]: max(1, round(30 * scale * 6)) for p in PHASES}
+    else:
+        assert scale == 1 and ckpt["position"]["phase"] == 0 and list(steps) == ["largest"]
+    assert ckpt["train_seconds"] <= 15 + 2  # the budget, and at most one step past it
+
+
 def _run_config(tmp_path, data, **kw) -> Path:
     path = tmp_path / "supernet.yaml"
     path.write_text(yaml.safe_dump(settings(data, **kw)))
@@ -97,7 +125,8 @@ def _run_config(tmp_path, data, **kw) -> Path:
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, synth_small):
-    config = _run_config(tmp_path, synth_small, checkpoint_every=1, eval_archs=[])
+    phases = PHASES[:2] + [dict(PHASES[2], epochs=1.5)]  # the last phase ends mid-epoch
+    config = _run_config(tmp_path, synth_small, checkpoint_every=1, eval_archs=[], phases=phases)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run([POSENAS, "train-supernet", "--config", str(config), "--out", str(reference)],
                    check=True, capture_output=True, timeout=600)
@@ -122,6 +151,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, synth_small)
     rows = lambda c: [(r["phase"], r["epoch"], r["step"]) for r in c["log"]]  # noqa: E731
     assert rows(after) == rows(done)
     assert not list(killed.glob(".*.tmp"))
+    assert phase_steps(after["log"]) == {"largest": 6, "kernel": 6, "all": 9}
 
 
 def test_two_processes_see_different_data_and_end_with_identical_weights(tmp_path, synth_small):
@@ -189,11 +219,14 @@ def test_supernet_config_names_bad_phases(synth_small):
     from nas.errors import PoseNASError
 
     for phases, message in (([{"epochs": 1, "elastic": ["colour"]}], r"phases\[0\]\.elastic: unknown group 'colour'"),
-                            ([{"epochs": 0}], r"phases\[0\]\.epochs must be a positive integer"),
+                            ([{"epochs": 0}], r"phases\[0\]\.epochs must be a positive number"),
+                            ([{"epochs": True}], r"phases\[0\]\.epochs must be a positive number"),
                             ([{"epochs": 1, "warmup_epochs": 2}], r"phases\[0\]\.warmup_epochs must lie in \[0, epochs\]"),
                             ([], "at least one phase")):
         with pytest.raises(PoseNASError, match=message):
             SupernetConfig.from_dict(settings(synth_small, phases=phases)).parsed_phases()
+    with pytest.raises(PoseNASError, match=r"fit_budget must lie in \(0, 1\] or be null, got 1.5"):
+        SupernetConfig.from_dict(settings(synth_small, fit_budget=1.5))
 
 
 def test_load_supernet_refuses_other_files(tmp_path):
