@@ -175,8 +175,7 @@ def bench_supernet(scale: Scale, work: Path) -> list[dict]:
 
     s = run_supernet_benchmark(work / "supernet", scale.supernet_minutes, scale.supernet_images, scale.val_images,
                                scale.extra_subnets)
-    budget = (f"{s['supernet_minutes']:.0f}-minute supernet, {s['supernet_steps']} steps, "
-              f"every phase at {s['schedule_scale']:.2f} of its epochs")
+    budget = f"{s['supernet_minutes']:.0f}-minute supernet, {s['supernet_steps']} steps"
     tau = s["kendall_tau"]
     return [figure(f"presets whose inherited AP >= stand-alone AP ({budget})",
                    s["presets_inherited_at_least_standalone"], f"of {s['presets']}", ">= 3",

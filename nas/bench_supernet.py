@@ -1,9 +1,9 @@
 """The supernet benchmark: inherited AP (BN recalibrated) against the same subnets trained alone.
 
-One supernet of ``cpu.yaml`` is trained for at most ``minutes`` on synthetic data, its phases
-shortened alike to fit them; then the ``max``, ``min`` and two LitePose-like presets, plus random
-subnets spread over the space's MACs range, are each evaluated with inherited weights and trained
-alone for as many epochs as the supernet saw. Reported: both APs per subnet, how many presets inherit at least their stand-alone
+One supernet of ``cpu.yaml`` is trained for at most ``minutes`` on synthetic data; then the
+``max``, ``min`` and two LitePose-like presets, plus random subnets spread over the space's MACs
+range, are each evaluated with inherited weights and trained alone for as many epochs as the
+supernet saw. Reported: both APs per subnet, how many presets inherit at least their stand-alone
 AP, and Kendall's tau between the two rankings. Every stage resumes from what it wrote.
 """
 from __future__ import annotations

@@ -5,8 +5,8 @@ then resolution and kernel, depth, width, token stage). Every step runs the sand
 subnet learns from the labels; the smallest and ``sandwich_random`` random subnets (among the
 open groups) learn from the labels and from the largest subnet's heatmaps. Each subnet makes its
 own optimizer step (or, with ``sandwich_update: accumulate``, the whole sandwich one). Under a
-time budget the phases are shortened by one factor, from step times probed before training, so
-that every phase runs rather than the last ones being cut. Checkpoints are atomic and hold the
+time budget, ``fit_budget`` shortens the phases by one factor, from step times probed before
+training, so that every phase runs rather than the last ones being cut. Checkpoints are atomic and hold the
 phase, epoch, batch and step, so a killed run resumes where its last checkpoint stopped.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ import hashlib
 import math
 import random
 import time
-from itertools import islice
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import pandas as pd
@@ -70,8 +70,9 @@ class SupernetConfig(Settings):
     checkpoint_every: int = 200  # steps between checkpoints (and at every epoch's end)
     calibration_images: int = 64  # training images for BN recalibration
     eval_archs: list = field(default_factory=lambda: ["max", "min"])  # evaluated at each phase's end
-    fit_budget: float | None = 0.9  # with time_budget_min: shorten every phase alike so that the schedule
-    # fills this fraction of the budget (the rest absorbs checkpoints and timing noise); null: cut it where the budget ends
+    # with time_budget_min: shorten every phase alike so that the schedule fills this fraction of the
+    # budget (the rest absorbs checkpoints and timing noise); null: cut the schedule where the budget ends
+    fit_budget: float | None = None
 
     def __post_init__(self):
         if self.sandwich_update not in SANDWICH_UPDATES:
@@ -239,9 +240,9 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
         if not main:
             return
         state = {"supernet": net.state_dict(), "optimizer": opt.state_dict() if opt else None,
-                 "scaler": scaler.state_dict(), "position": dict(position), "train_seconds": spent, "schedule_scale": scale,
-                 "torch_rng": torch.get_rng_state(), "log": log, "config": asdict(cfg), "space": _plain(space.spec),
-                 "spec": train_ds.spec.name, "num_keypoints": k}
+                 "scaler": scaler.state_dict(), "position": dict(position), "train_seconds": spent,
+                 "schedule_scale": scale, "torch_rng": torch.get_rng_state(), "log": log, "config": asdict(cfg),
+                 "space": _plain(space.spec), "spec": train_ds.spec.name, "num_keypoints": k}
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         if log:
             frame = pd.DataFrame(log)
