@@ -81,8 +81,8 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
     presets = table[table["subnet"].isin(PRESETS)]
     wins = int((presets["inherited_AP"] >= presets["standalone_AP"]).sum())
     summary = {"supernet_minutes": ckpt["train_seconds"] / 60, "supernet_steps": ckpt["position"]["step"],
-               "epochs": epochs, "phases_done": ckpt["position"]["phase"], "schedule_scale": ckpt.get("schedule_scale", 1.0),
-               "kendall_tau": float(tau),
+               "epochs": epochs, "phases_done": ckpt["position"]["phase"],
+               "schedule_scale": ckpt.get("schedule_scale", 1.0), "kendall_tau": float(tau),
                "presets_inherited_at_least_standalone": wins, "presets": len(presets), "subnets": len(table),
                "log": log[-3:]}
     write_json(out / "summary.json", summary, indent=1)
