@@ -61,7 +61,7 @@ def typed(kind, d: dict, source: str = "config"):
     expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict, "list": list}
     for name, value in d.items():
         kinds = [expected[t.split("[")[0]] for t in str(known[name].type).split(" | ") if t.split("[")[0] in expected]
-        if value is not None and kinds and not any(_is(value, k) for k in kinds):
+        if value is not None and kinds and not any(is_kind(value, k) for k in kinds):
             raise PoseNASError(f"{source}: setting {name!r} must be {known[name].type}, got {value!r}")
     try:
         return kind(**d)
@@ -69,7 +69,8 @@ def typed(kind, d: dict, source: str = "config"):
         raise PoseNASError(f"{source}: {e}") from None
 
 
-def _is(value: Any, kind) -> bool:
+def is_kind(value: Any, kind) -> bool:
+    """``isinstance`` where a bool counts as a bool only, never as an int or a float."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return any(isinstance(value, k) and isinstance(value, bool) == (k is bool) for k in kinds)
 

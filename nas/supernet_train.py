@@ -6,8 +6,9 @@ subnet learns from the labels; the smallest and ``sandwich_random`` random subne
 open groups) learn from the labels and from the largest subnet's heatmaps. Each subnet makes its
 own optimizer step (or, with ``sandwich_update: accumulate``, the whole sandwich one). Under a
 time budget, ``fit_budget`` shortens the phases by one factor, from step times probed before
-training, so that every phase runs rather than the last ones being cut. Checkpoints are atomic and hold the
-phase, epoch, batch and step, so a killed run resumes where its last checkpoint stopped.
+training, so that every phase runs rather than the last ones being cut. Checkpoints are atomic
+and hold the phase, epoch, batch and step, so a killed run resumes where its last checkpoint
+stopped.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from nas.errors import PoseNASError
 from nas.examples import PoseTrainSet, ResolutionBatchSampler
 from nas.io import atomic_write, remove_stale_temp_files, write_text
 from nas.losses import distillation_loss, heatmaps
-from nas.settings import Settings, warmup_cosine
+from nas.settings import Settings, is_kind, warmup_cosine
 from nas.subnet_eval import evaluate_subnet
 from nas.train import spec_mask
 from nas.transforms import Augment
@@ -91,10 +92,10 @@ class SupernetConfig(Settings):
             bad = [g for g in elastic if g not in GROUPS]
             if bad:
                 raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
-            if isinstance(p["epochs"], bool) or not isinstance(p["epochs"], (int, float)) or not p["epochs"] > 0:
+            if not is_kind(p["epochs"], (int, float)) or not p["epochs"] > 0:
                 raise PoseNASError(f"{where}.epochs must be a positive number, got {p['epochs']!r}")
             warmup = p.get("warmup_epochs", self.warmup_epochs if i == 0 else 0.0)
-            if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
+            if not is_kind(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
                 raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
             phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(p.get("lr", PHASE_LR)),
                                 elastic, float(warmup)))
