@@ -37,7 +37,7 @@ class PoseTrainSet(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         index, size = item
-        rng = np.random.default_rng((self.seed, self.epoch, index, size))
+        rng = np.random.default_rng((self.seed, self.epoch, index))  # not the size: see TeacherPairs
         sample = self.dataset[index]
         h, w = sample.image.shape[:2]
         matrix, flipped = input_matrix(w, h, size, self.augment, rng)
@@ -56,6 +56,25 @@ class PoseTrainSet(Dataset):
             if s == self.strides[0]:
                 tags = torch.from_numpy(tag_indices(out_kps, out, k, MAX_PEOPLE, self.tag_radius))
         return torch.from_numpy(image), heats, masks, tags
+
+
+class TeacherPairs(Dataset):
+    """Each (sample index, size) item twice: at ``teacher_size`` and at the batch's size, the same
+    scene under the same augmentation. The supernet's largest subnet, the distillation teacher,
+    then learns at the largest input every step while the other subnets learn at the batch's
+    (BigNAS); ``teacher_size`` None: both at the batch's size."""
+
+    def __init__(self, examples: PoseTrainSet, teacher_size: int | None):
+        self.examples, self.teacher_size = examples, teacher_size
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, item: tuple[int, int]):
+        student = self.examples[item]
+        if self.teacher_size in (None, item[1]):
+            return student, student
+        return self.examples[(item[0], self.teacher_size)], student
 
 
 class ResolutionBatchSampler(Sampler):

@@ -1,5 +1,6 @@
 """Supernet training: sandwich rule, phases, BN recalibration, resume after SIGKILL, two-process DDP."""
 import json
+import math
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ import yaml
 from nas.calibration import CalibrationSet, recalibrate
 from nas.cli import main
 from nas.dataset import CocoPoseDataset
+from nas.errors import PoseNASError
 from nas.supernet_train import SupernetConfig, budget_scale, sandwich, sandwich_step, train_supernet
 from search_spaces import SearchSpace
 from supernet.importance import sort_hidden_channels
@@ -51,7 +53,6 @@ def test_sandwich_is_largest_smallest_and_random_subnets_of_the_open_groups():
 def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     from torch.utils.data import DataLoader
 
-    from nas.errors import PoseNASError
     from nas.examples import PoseTrainSet, ResolutionBatchSampler
     from nas.train import spec_mask
     from supernet.network import PoseNet
@@ -69,6 +70,29 @@ def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     assert all(p.grad is None for p in net.parameters())
     with pytest.raises(PoseNASError, match="sandwich_update 'mean' unknown"):
         SupernetConfig.from_dict(settings(synth_small, sandwich_update="mean"))
+
+
+def test_the_teacher_learns_at_the_largest_input_and_the_students_at_the_batch_size(synth_small):
+    from torch.utils.data import DataLoader
+
+    from nas.examples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
+    from nas.train import spec_mask
+    from supernet.network import PoseNet
+
+    cfg = SupernetConfig.from_dict(settings(synth_small))
+    data, _ = cfg.datasets()
+    space = SearchSpace.load("tiny")
+    net = PoseNet(space.max(), data.spec.num_keypoints, spec_mask(data.spec))
+    pairs = TeacherPairs(PoseTrainSet(data, (4, 2), None, 0, 1), space.max()["resolution"])
+    teacher, batch = next(iter(DataLoader(pairs, batch_sampler=ResolutionBatchSampler(len(data), 4, (64,)))))
+    sizes = []
+    net.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[-1]))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    archs = sandwich(space, ("resolution", "width"), random.Random(0), 2)
+    losses = sandwich_step(net, archs, batch, cfg, torch.device("cpu"), opt, teacher)
+    assert sizes == [96, 64, 64, 64] and all(map(math.isfinite, losses))
+    with pytest.raises(PoseNASError, match="teacher_input 'smallest' unknown"):
+        SupernetConfig.from_dict(settings(synth_small, teacher_input="smallest"))
 
 
 def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
@@ -216,7 +240,6 @@ def test_eval_subnet_cli_and_a_checkpoint_from_another_space(tmp_path, synth_sma
 
 
 def test_supernet_config_names_bad_phases(synth_small):
-    from nas.errors import PoseNASError
 
     for phases, message in (([{"epochs": 1, "elastic": ["colour"]}], r"phases\[0\]\.elastic: unknown group 'colour'"),
                             ([{"epochs": 0}], r"phases\[0\]\.epochs must be a positive number"),
@@ -230,7 +253,6 @@ def test_supernet_config_names_bad_phases(synth_small):
 
 
 def test_load_supernet_refuses_other_files(tmp_path):
-    from nas.errors import PoseNASError
     from nas.subnet_eval import load_supernet
 
     torch.save({"arch": {}, "model": {}}, tmp_path / "static.pt")

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from nas.dataset import CocoPoseDataset
-from nas.examples import MAX_PEOPLE, PoseTrainSet, ResolutionBatchSampler
+from nas.examples import MAX_PEOPLE, PoseTrainSet, ResolutionBatchSampler, TeacherPairs
 from nas.targets import heatmaps, tag_indices
 from nas.transforms import (Augment, apply_to_points, compose, hflip_matrix, letterbox_matrix,
                             random_affine_matrix, stride_matrix, warp_image, warp_keypoints)
@@ -75,6 +75,24 @@ def test_training_examples_at_the_requested_size(synth_small):
     # the flat tag indices land on heatmap peaks of the stride-4 map
     flat = heats[0].reshape(-1)[tags[..., 0][tags[..., 1] == 1]]
     assert len(flat) > 0 and (flat > 0.5).all()
+
+
+def test_teacher_pairs_show_one_augmented_scene_at_two_sizes(synth_small):
+    ds = CocoPoseDataset(synth_small / "annotations.json", synth_small / "images")
+    pairs = TeacherPairs(PoseTrainSet(ds, (4,), Augment(flip=0.5)), teacher_size=128)
+    index = next(i for i, image_id in enumerate(ds.image_ids) if len(ds.people(image_id)[0]))
+    (big, big_heats, _, _), (small, small_heats, _, _) = pairs[(index, 64)]
+    assert big.shape == (3, 128, 128) and small.shape == (3, 64, 64)
+    # the teacher's maps, resized as supernet training resizes them, peak where the student's labels do
+    resized = torch.nn.functional.interpolate(big_heats[0][None], size=(16, 16), mode="bilinear",
+                                              align_corners=False)[0]
+    joints = [j for j in range(17) if small_heats[0][j].max() > 0.9]
+    assert joints, "a labelled joint in view"
+    for j in joints:
+        peak = np.array(np.unravel_index(int(small_heats[0][j].argmax()), (16, 16)))
+        assert np.abs(np.array(np.unravel_index(int(resized[j].argmax()), (16, 16))) - peak).max() <= 1
+    student, same = TeacherPairs(pairs.examples, None)[(index, 64)]
+    assert same is student
 
 
 def test_flip_swaps_left_and_right_heatmaps(synth_small):
