@@ -59,10 +59,11 @@ class PoseTrainSet(Dataset):
 
 
 class TeacherPairs(Dataset):
-    """Each (sample index, size) item twice: at ``teacher_size`` and at the batch's size, the same
-    scene under the same augmentation. The supernet's largest subnet, the distillation teacher,
-    then learns at the largest input every step while the other subnets learn at the batch's
-    (BigNAS); ``teacher_size`` None: both at the batch's size."""
+    """Each (sample index, size) item at the batch's size, preceded by the same scene under the same
+    augmentation at ``teacher_size`` where that differs (a 1- or 2-tuple, so nothing is built
+    twice). The supernet's largest subnet, the distillation teacher, then learns at the largest
+    input every step while the other subnets learn at the batch's (BigNAS); ``teacher_size``
+    None: both at the batch's size."""
 
     def __init__(self, examples: PoseTrainSet, teacher_size: int | None):
         self.examples, self.teacher_size = examples, teacher_size
@@ -73,7 +74,7 @@ class TeacherPairs(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         student = self.examples[item]
         if self.teacher_size in (None, item[1]):
-            return student, student
+            return (student,)
         return self.examples[(item[0], self.teacher_size)], student
 
 

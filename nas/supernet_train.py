@@ -152,12 +152,19 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
     return losses
 
 
+def pair_to(items: list, device: torch.device) -> tuple:
+    """The student batch and the teacher's (None where it is the same) on ``device``, from a
+    collated ``TeacherPairs`` batch."""
+    *teacher, batch = items
+    return batch_to(batch, device), batch_to(teacher[0], device) if teacher else None
+
+
 def phase_sizes(space: SearchSpace, phase: Phase) -> tuple[int, ...]:
     """Input sizes a phase's batches draw from: every resolution choice once resolution is elastic."""
     return tuple(space.dimensions[0].choices) if "resolution" in phase.elastic else (space.max()["resolution"],)
 
 
-def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], train_set: TeacherPairs,
+def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pairs: TeacherPairs,
                        cfg: SupernetConfig, device: torch.device, steps: int = 4) -> list[float]:
     """Seconds per sandwich step of each phase (building the batch included), timed on a throwaway
     copy of the supernet over ``steps`` steps that cycle through the phase's input sizes."""
@@ -165,9 +172,9 @@ def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], tr
     opt = torch.optim.Adam(probe.parameters(), fused=True)
 
     def step(phase: Phase, size: int) -> None:
-        teacher, batch = default_collate([train_set[(i % len(train_set), size)] for i in range(cfg.batch_size)])
-        sandwich_step(probe, sandwich(space, phase.elastic, rng, cfg.sandwich_random), batch_to(batch, device),
-                      cfg, device, opt, batch_to(teacher, device))
+        items = default_collate([pairs[(i % len(pairs), size)] for i in range(cfg.batch_size)])
+        batch, teacher = pair_to(items, device)
+        sandwich_step(probe, sandwich(space, phase.elastic, rng, cfg.sandwich_random), batch, cfg, device, opt, teacher)
 
     step(phases[0], space.max()["resolution"])  # warm-up: the first step pays for allocations
     seconds = []
@@ -286,11 +293,11 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             todo = min(per_epoch, steps - epoch * per_epoch) - position["batch"]
             bar = tqdm(islice(DataLoader(pairs, **loader_kw), todo), total=todo,
                        desc=f"{phase.name} {epoch + 1}/{epochs}", disable=not (progress and main), leave=False)
-            for teacher_batch, batch in bar:
+            for items in bar:
                 if seen["first_batch"] is None:
                     seen["first_batch"] = sampler_first(sampler)
+                batch, teacher_batch = pair_to(items, device)
                 seen["samples"] += len(batch[0])
-                batch, teacher_batch = batch_to(batch, device), batch_to(teacher_batch, device)
                 lr = warmup_cosine(phase.lr, epoch * per_epoch + position["batch"], steps, warmup)
                 for g in opt.param_groups:
                     g["lr"] = lr

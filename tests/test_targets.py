@@ -91,8 +91,7 @@ def test_teacher_pairs_show_one_augmented_scene_at_two_sizes(synth_small):
     for j in joints:
         peak = np.array(np.unravel_index(int(small_heats[0][j].argmax()), (16, 16)))
         assert np.abs(np.array(np.unravel_index(int(resized[j].argmax()), (16, 16))) - peak).max() <= 1
-    student, same = TeacherPairs(pairs.examples, None)[(index, 64)]
-    assert same is student
+    assert len(TeacherPairs(pairs.examples, None)[(index, 64)]) == 1  # one size: built once
 
 
 def test_flip_swaps_left_and_right_heatmaps(synth_small):
