@@ -6,10 +6,11 @@ subnet learns from the labels; the smallest and ``sandwich_random`` random subne
 open groups) learn from the labels and from the largest subnet's heatmaps. Each subnet makes its
 own optimizer step (or, with ``sandwich_update: accumulate``, the whole sandwich one). The largest
 learns at the space's largest input size while the others take the batch's (BigNAS). Under a
-time budget, ``fit_budget`` shortens the phases by one factor, from step times probed before
-training, so that every phase runs rather than the last ones being cut. Checkpoints are atomic
-and hold the phase, epoch, batch and step, so a killed run resumes where its last checkpoint
-stopped.
+time budget, the phase in which the budget would run out is shortened, from the pace of its own
+steps, so that its learning rate still anneals to zero when the budget ends (a phase cut in its
+warm-up leaves every subnet worse); ``fit_budget`` shortens all phases by one factor, from step
+times probed before training, so that every phase runs. Checkpoints are atomic and hold the
+phase, epoch, batch and step, so a killed run resumes where its last checkpoint stopped.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ DEFAULT_PHASES = ({"name": "largest", "epochs": 2, "lr": PHASE_LR, "elastic": []
 PHASE_KEYS = ("epochs", "name", "lr", "elastic", "warmup_epochs")
 SANDWICH_UPDATES = ("sequential", "accumulate")
 TEACHER_INPUTS = ("largest", "batch")
+PACE_STEPS = 5  # steps of a phase timed before its pace may shorten it to fit a time budget
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,8 @@ class SupernetConfig(Settings):
     checkpoint_every: int = 200  # steps between checkpoints (and at every epoch's end)
     calibration_images: int = 64  # training images for BN recalibration
     eval_archs: list = field(default_factory=lambda: ["max", "min"])  # evaluated at each phase's end
-    # with time_budget_min: shorten every phase alike so that the schedule fills this fraction of the
-    # budget (the rest absorbs checkpoints and timing noise); null: cut the schedule where the budget ends
+    # with time_budget_min: shorten every phase alike so that the schedule fills this fraction of the budget
+    # (the rest absorbs checkpoints and timing noise); null: the phase in which the budget ends is the last
     fit_budget: float | None = None
 
     def __post_init__(self):
@@ -194,6 +196,14 @@ def budget_scale(step_seconds: list[float], steps: list[float], seconds: float) 
     return min(1.0, max(0.0, seconds / planned))
 
 
+def steps_in_budget(steps: int, done: int, pace: float | None, left: float) -> int:
+    """A phase's step count under a time budget with ``left`` seconds to go: ``steps``, or fewer where
+    at ``pace`` seconds per step (None: not measured yet) the rest would overrun the budget."""
+    if left <= 0:
+        return done
+    return steps if pace is None else min(steps, done + int(left / pace))
+
+
 def parameter_digest(net: torch.nn.Module) -> str:
     """A hash of every parameter's bytes: equal digests mean identical weights."""
     h = hashlib.sha256()
@@ -221,7 +231,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
     pairs = TeacherPairs(train_set, space.max()["resolution"] if cfg.teacher_input == "largest" else None)
     calibration = CalibrationSet(train_ds, cfg.calibration_images, seed=cfg.seed) if val_ds and main else None
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 autocast needs no loss scaling
-    position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
+    position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0, "steps": None}
     spent, log, opt_state, scale = 0.0, [], None, 1.0
     per_epoch = len(ResolutionBatchSampler(len(train_ds), cfg.batch_size, (1,), rank=rank, num_replicas=world))
     if per_epoch == 0:
@@ -267,8 +277,12 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             write_text(out / "log.csv", frame.to_csv(index=False))
             plot_supernet_curves(frame, out / "curves.png")
 
-    stopped = False
-    for pi in range(position["phase"], len(phases)):
+    budget = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else None
+    ended = budget is not None and position.get("budget_min", -1) >= cfg.time_budget_min
+    if ended and main:
+        print(f"{out} already ended at its time budget of {position['budget_min']} min; give a larger "
+              f"time_budget_min to go on")
+    for pi in range(len(phases) if ended else position["phase"], len(phases)):
         phase = phases[pi]
         fresh = position["epoch"] == 0 and position["batch"] == 0
         if fresh and "width" in phase.elastic and (pi == 0 or "width" not in phases[pi - 1].elastic):
@@ -278,14 +292,17 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             opt.load_state_dict(opt_state)
         sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, phase_sizes(space, phase),
                                          cfg.seed + 1000 * pi, rank=rank, num_replicas=world)
-        steps, lr = max(1, round(phase.epochs * scale * per_epoch)), phase.lr
-        warmup = int(phase.warmup_epochs * scale * per_epoch)
-        epochs = math.ceil(steps / per_epoch)
+        planned, lr = max(1, round(phase.epochs * scale * per_epoch)), phase.lr
+        steps = planned if fresh else (position.get("steps") or planned)  # a shortened phase keeps its length
+        warmup, epochs = int(phase.warmup_epochs * scale * per_epoch), math.ceil(planned / per_epoch)
         loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
         if main:
             print(f"phase {pi + 1}/{len(phases)} {phase.name}: elastic {list(phase.elastic) or 'none'}, "
                   f"{steps} steps ({steps / per_epoch:.3g} epochs of {per_epoch}), lr {phase.lr}")
+        first = None  # (time, step) at the end of this phase's first step here: its pace leaves out the start-up
         for epoch in range(position["epoch"], epochs):
+            if epoch * per_epoch >= steps:
+                break
             sampler.set_epoch(epoch, position["batch"])
             train_set.epoch = 1000 * pi + epoch
             net.train()
@@ -294,11 +311,19 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             bar = tqdm(islice(DataLoader(pairs, **loader_kw), todo), total=todo,
                        desc=f"{phase.name} {epoch + 1}/{epochs}", disable=not (progress and main), leave=False)
             for items in bar:
+                done = epoch * per_epoch + position["batch"]
+                if budget is not None:
+                    timed = first is not None and done - first[1] >= PACE_STEPS
+                    pace = (time.time() - first[0]) / (done - first[1]) if timed else None
+                    steps = position["steps"] = distributed.gather(
+                        steps_in_budget(steps, done, pace, budget - spent - (time.time() - t0)))[0]  # rank 0's
+                    if done >= steps:
+                        break
                 if seen["first_batch"] is None:
                     seen["first_batch"] = sampler_first(sampler)
                 batch, teacher_batch = pair_to(items, device)
                 seen["samples"] += len(batch[0])
-                lr = warmup_cosine(phase.lr, epoch * per_epoch + position["batch"], steps, warmup)
+                lr = warmup_cosine(phase.lr, done, steps, warmup * steps // planned)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 rng = random.Random(cfg.seed * 1_000_003 + position["step"])
@@ -306,6 +331,7 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
                                        device, opt, teacher_batch)
                 position["batch"] += 1
                 position["step"] += 1
+                first = first or (time.time(), done + 1)
                 sums[0] += losses[0]
                 sums[1] += sum(losses[1:]) / len(losses[1:]) if len(losses) > 1 else float("nan")
                 count += 1
@@ -314,24 +340,19 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
                     spent += time.time() - t0
                     t0 = time.time()
                     save(opt)
-                if cfg.time_budget_min is not None and spent + time.time() - t0 >= cfg.time_budget_min * 60:
-                    stopped = True
-                    break
             spent += time.time() - t0
-            if main:
+            if main and count:
                 log.append({"phase": phase.name, "epoch": epoch + 1, "step": position["step"],
                             "train_seconds": round(spent, 1), "lr": lr,
-                            "loss_largest": sums[0] / max(1, count), "loss_subnets": sums[1] / max(1, count)})
-            if stopped:
-                break
+                            "loss_largest": sums[0] / count, "loss_subnets": sums[1] / count})
             position["epoch"], position["batch"] = epoch + 1, 0
             save(opt)
-        if stopped:
+        position.update(phase=pi + 1, epoch=0, batch=0, steps=None)
+        if steps < planned:
+            position["budget_min"] = cfg.time_budget_min
             if main:
-                print(f"time budget of {cfg.time_budget_min} min spent in phase {phase.name}; stopping")
-            save(opt)
-            break
-        position.update(phase=pi + 1, epoch=0, batch=0)
+                print(f"time budget of {cfg.time_budget_min} min: phase {phase.name} shortened to {steps} of its "
+                      f"{planned} steps so that its learning rate anneals; later phases do not run")
         if main and val_ds is not None and cfg.eval_archs:
             row = {"phase": phase.name, "epoch": phase.epochs, "step": position["step"], "train_seconds": round(spent, 1)}
             for name in cfg.eval_archs:
@@ -342,6 +363,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
                       f"{cfg.val_limit or 'all'} val images)")
             log.append(row)
         save(None)
+        if steps < planned:
+            break
     ranks = distributed.gather({**seen, "digest": parameter_digest(net)})
     if main:
         write_text(out / "ranks.json", pd.Series(ranks).to_json(orient="values", indent=1))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,8 @@ from nas.calibration import CalibrationSet, recalibrate
 from nas.cli import main
 from nas.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
-from nas.supernet_train import SupernetConfig, budget_scale, sandwich, sandwich_step, train_supernet
+from nas.supernet_train import (PACE_STEPS, SupernetConfig, budget_scale, sandwich, sandwich_step, steps_in_budget,
+                                train_supernet)
 from search_spaces import SearchSpace
 from supernet.importance import sort_hidden_channels
 from tests.test_supernet import trained_like
@@ -100,7 +102,7 @@ def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
     cfg = SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:2]))
     log = train_supernet(cfg, out, progress=False)
     ckpt = torch.load(out / "supernet.pt", weights_only=True)
-    assert ckpt["position"] == {"phase": 2, "epoch": 0, "batch": 0, "step": 12}
+    assert ckpt["position"] == {"phase": 2, "epoch": 0, "batch": 0, "step": 12, "steps": None}
     assert [r["phase"] for r in log if "loss_largest" in r] == ["largest", "kernel"]
     evals = [r for r in log if "AP_max" in r]
     assert len(evals) == 2 and all(0 <= r["AP_min"] <= 1 for r in evals)
@@ -126,19 +128,32 @@ def test_budget_scale_shortens_phases_alike_and_never_lengthens_them():
     assert budget_scale([2.0], [100], -5) == 0.0  # the probe alone spent the budget: one step per phase
 
 
+def test_steps_in_budget_shortens_a_phase_to_the_time_left_and_never_lengthens_it():
+    assert steps_in_budget(100, 20, 2.0, 10.0) == 25
+    assert steps_in_budget(100, 20, 0.1, 1e4) == 100
+    assert steps_in_budget(100, 20, None, 10.0) == 100  # no pace measured yet
+    assert steps_in_budget(100, 20, 2.0, -1.0) == 20  # the budget is spent: the phase ends here
+
+
 @pytest.mark.parametrize("fit", [0.6, None])
-def test_a_time_budget_shortens_every_phase_or_stops_in_the_first(tmp_path, synth_small, fit):
+def test_a_time_budget_shortens_every_phase_or_ends_the_first_annealed(tmp_path, synth_small, fit):
     long = [dict(p, epochs=30) for p in PHASES]  # minutes of work, against a 15-second budget
-    cfg = settings(synth_small, phases=long, eval_archs=[], checkpoint_every=1000, time_budget_min=0.25,
-                   fit_budget=fit)  # a tiny network's steps vary a lot; 0.6: room for that
-    log = train_supernet(SupernetConfig.from_dict(cfg), tmp_path / "run", progress=False)
+    cfg = SupernetConfig.from_dict(settings(synth_small, phases=long, eval_archs=[], checkpoint_every=1000,
+                                            time_budget_min=0.25, fit_budget=fit))  # 0.6: tiny steps vary a lot
+    log = train_supernet(cfg, tmp_path / "run", progress=False)
     ckpt = torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)
     scale, steps = ckpt["schedule_scale"], phase_steps(log)
     if fit is not None:  # 24 images in batches of 4: 6 steps an epoch
         assert 0 < scale < 0.5 and ckpt["position"]["phase"] == 3
         assert steps == {p["name"]: max(1, round(30 * scale * 6)) for p in PHASES}
-    else:
-        assert scale == 1 and ckpt["position"]["phase"] == 0 and list(steps) == ["largest"]
+    else:  # the first phase, shortened from its 180 steps to what its pace fits in the budget, is the last
+        assert scale == 1 and ckpt["position"]["phase"] == 1 and list(steps) == ["largest"]
+        assert PACE_STEPS < steps["largest"] < 180 and ckpt["position"]["budget_min"] == 0.25
+        assert log[-1]["lr"] < 0.1 * long[0]["lr"]  # annealed, not cut at full rate
+        assert len(train_supernet(cfg, tmp_path / "run", progress=False)) == len(log)  # resumed: nothing to do
+        assert torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)["position"] == ckpt["position"]
+        more = SupernetConfig.from_dict({**asdict(cfg), "time_budget_min": 0.35})  # 6 s more: the next phase runs
+        assert list(phase_steps(train_supernet(more, tmp_path / "run", progress=False))) == ["largest", "kernel"]
     assert ckpt["train_seconds"] <= 15 + 2  # the budget, and at most one step past it
 
 
