@@ -128,11 +128,12 @@ def test_budget_scale_shortens_phases_alike_and_never_lengthens_them():
     assert budget_scale([2.0], [100], -5) == 0.0  # the probe alone spent the budget: one step per phase
 
 
-def test_steps_in_budget_shortens_a_phase_to_the_time_left_and_never_lengthens_it():
-    assert steps_in_budget(100, 20, 2.0, 10.0) == 25
-    assert steps_in_budget(100, 20, 0.1, 1e4) == 100
-    assert steps_in_budget(100, 20, None, 10.0) == 100  # no pace measured yet
-    assert steps_in_budget(100, 20, 2.0, -1.0) == 20  # the budget is spent: the phase ends here
+def test_steps_in_budget_fits_a_phase_to_the_time_left_and_never_beyond_its_plan():
+    assert steps_in_budget(100, 100, 20, 2.0, 10.0) == 25
+    assert steps_in_budget(25, 100, 20, 1.0, 10.0) == 30  # a faster pace than first measured gives steps back
+    assert steps_in_budget(100, 100, 20, 0.1, 1e4) == 100
+    assert steps_in_budget(60, 100, 20, None, 10.0) == 60  # no pace measured yet: a resumed phase keeps its length
+    assert steps_in_budget(100, 100, 20, 2.0, -1.0) == 20  # the budget is spent: the phase ends here
 
 
 @pytest.mark.parametrize("fit", [0.6, None])
