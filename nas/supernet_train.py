@@ -310,7 +310,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
             net.train()
             sums, count, t0 = [0.0, 0.0], 0, time.time()
             todo = min(per_epoch, steps - epoch * per_epoch) - position["batch"]
-            bar = tqdm(islice(DataLoader(pairs, **loader_kw), todo), total=todo,
+            rest = per_epoch - position["batch"]  # the loader may run on: a refit may give the phase steps back
+            bar = tqdm(islice(DataLoader(pairs, **loader_kw), rest), total=todo,
                        desc=f"{phase.name} {epoch + 1}/{epochs}", disable=not (progress and main), leave=False)
             for items in bar:
                 done = epoch * per_epoch + position["batch"]
@@ -319,8 +320,8 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) 
                     pace = (time.time() - first[0]) / (done - first[1]) if timed else None
                     steps = position["steps"] = distributed.gather(
                         steps_in_budget(steps, planned, done, pace, budget - spent - (time.time() - t0)))[0]  # rank 0's
-                    if done >= steps:
-                        break
+                if done >= steps:
+                    break
                 if seen["first_batch"] is None:
                     seen["first_batch"] = sampler_first(sampler)
                 batch, teacher_batch = pair_to(items, device)
