@@ -6,7 +6,7 @@
 
 def __getattr__(name: str):
     if name == "load_subnet":  # imported on first use: `import nas` stays free of torch
-        from nas.export import load_subnet
+        from nas.subnet.export import load_subnet
 
         return load_subnet
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -25,7 +25,7 @@ def shared(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
     """24 synthetic images at 160x160: a folder with annotations.json and images/."""
-    from nas.synth import generate
+    from nas.pose.synth import generate
 
     out = tmp_path_factory.mktemp("synth_small")
     generate(out, 24, seed=3, size=(160, 160), progress=False)
@@ -35,7 +35,7 @@ def synth_small(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_supernet(tmp_path_factory, synth_small) -> Path:
     """A briefly trained supernet of the tiny space: the path of its supernet.pt."""
-    from nas.supernet_train import SupernetConfig, train_supernet
+    from nas.train.supernet import SupernetConfig, train_supernet
 
     out = tmp_path_factory.mktemp("tiny_supernet")
     cfg = SupernetConfig.from_dict({

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import main
+from nas.app.cli import main
 from search_spaces import SearchSpace
 
 

@@ -1,7 +1,7 @@
 """The benchmark suite's machinery: figures beside targets in bench.json and bench.md."""
 import json
 
-from nas.cli import main
+from nas.app.cli import main
 
 
 def test_bench_writes_figures_beside_their_targets(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_bench_writes_figures_beside_their_targets(tmp_path, capsys):
 def test_full_scale_figures_judged_on_numpy_values_are_json():
     import numpy as np
 
-    from nas.bench import FULL, figure
+    from nas.app.bench import FULL, figure
 
     row = figure("tau", np.float64(0.57), "tau", ">= 0.7", np.float64(0.57) >= 0.7, FULL)
     assert row["ok"] is False and json.loads(json.dumps(row))["value"] == 0.57

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import main
+from nas.app.cli import main
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))
 
@@ -41,7 +41,7 @@ def test_eval_needs_exactly_one_source(capsys, tmp_path):
 
 
 def test_eval_runs_a_checkpoint_on_images(tmp_path, synth_small, capsys):
-    from nas.train import train
+    from nas.train.static import train
     from tests.test_train import _cfg
 
     train(_cfg(synth_small, epochs=1), tmp_path / "run", progress=False)
@@ -81,7 +81,7 @@ def test_arch_outside_the_space_is_one_line_naming_the_field(tmp_path):
 
 
 def test_augment_flag_overrides_the_config(tmp_path):
-    from nas.cli import _train_config, build_parser
+    from nas.app.cli import _train_config, build_parser
 
     (tmp_path / "cfg.yaml").write_text("augment: false\nepochs: 3\n")
     base = ["train", "--ann", "gt.json", "--images", "img", "--out", str(tmp_path / "run")]

@@ -1,6 +1,6 @@
 import json
 
-from nas.cli import main
+from nas.app.cli import main
 from tests.conftest import COCO_MINI, shared
 
 

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from nas.cli import main
-from nas.dataset import CocoPoseDataset
+from nas.app.cli import main
+from nas.pose.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
 from tests.conftest import COCO_MINI, FIXTURES, shared
 

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from nas.dataset import CocoPoseDataset
-from nas.datacheck import oracle_ap, oracle_outputs
-from nas.decode import DecodeConfig, aggregate, group
-from nas.keypoints import COCO
+from nas.pose.dataset import CocoPoseDataset
+from nas.pose.datacheck import oracle_ap, oracle_outputs
+from nas.pose.decode import DecodeConfig, aggregate, group
+from nas.pose.keypoints import COCO
 from tests.conftest import COCO_MINI, FIXTURES, shared
 
 

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from nas.cli import main
-from nas.dataset import load_annotations
-from nas.evaluate import evaluate
+from nas.app.cli import main
+from nas.pose.dataset import load_annotations
+from nas.pose.evaluate import evaluate
 from tests.conftest import FIXTURES, shared
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import nas
-from nas.cli import main
+from nas.app.cli import main
 from nas.errors import PoseNASError
-from nas.export import load_subnet
-from nas.finetune import pareto_winners
-from nas.onnx_export import INPUT, session
-from nas.subnet_eval import load_supernet
+from nas.subnet.export import load_subnet
+from nas.train.finetune import pareto_winners
+from nas.subnet.onnx import INPUT, session
+from nas.subnet.inherit import load_supernet
 from supernet.network import extract
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from nas.errors import PoseNASError
-from nas.keypoints import SPECS, detect_spec, get_spec
+from nas.pose.keypoints import SPECS, detect_spec, get_spec
 from tests.conftest import FIXTURES, shared
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.cli import main
+from nas.app.cli import main
 from nas.errors import PoseNASError
-from nas.latency import (LatencyCache, LatencyMeter, LocalBackend, RemoteBackend, RuntimeSettings,
+from nas.latency.meter import (LatencyCache, LatencyMeter, LocalBackend, RemoteBackend, RuntimeSettings,
                          device_fingerprint)
-from nas.latency_predictor import LatencyPredictor, feature_vector, within
+from nas.latency.predictor import LatencyPredictor, feature_vector, within
 from search_spaces import SearchSpace
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))

@@ -1,6 +1,6 @@
 import torch
 
-from nas.losses import ae_loss, heatmap_loss
+from nas.pose.losses import ae_loss, heatmap_loss
 
 
 def test_heatmap_loss_is_zero_at_target_and_ignores_masked_pixels():

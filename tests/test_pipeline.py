@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 import nas
-from nas.cli import main
-from nas.pipeline import STAGES
+from nas.app.cli import main
+from nas.app.pipeline import STAGES
 
 TINY_RUN = {
     "name": "t", "space": "tiny", "data": {"train_images": 16, "val_images": 8, "size": [96, 96]},

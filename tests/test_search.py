@@ -6,10 +6,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from nas.cli import main
+from nas.app.cli import main
 from nas.errors import PoseNASError
-from nas.latency import LatencyCache, LatencyMeter, LocalBackend, RuntimeSettings
-from nas.search import SearchConfig, hypervolume, pareto_front, run_search
+from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, RuntimeSettings
+from nas.search.study import SearchConfig, hypervolume, pareto_front, run_search
 from search_spaces import SearchSpace
 from supernet.cost import arch_cost
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas.onnx_export import max_abs_difference, session, to_onnx
+from nas.subnet.onnx import max_abs_difference, session, to_onnx
 from search_spaces import SearchSpace
 from supernet.network import PoseNet, build_static, extract
 from supernet.ops import DYNAMIC

@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from nas.calibration import CalibrationSet, recalibrate
-from nas.cli import main
-from nas.dataset import CocoPoseDataset
+from nas.subnet.calibration import CalibrationSet, recalibrate
+from nas.app.cli import main
+from nas.pose.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
-from nas.supernet_train import (PACE_STEPS, SupernetConfig, budget_scale, sandwich, sandwich_step, steps_in_budget,
+from nas.train.supernet import (PACE_STEPS, SupernetConfig, budget_scale, sandwich, sandwich_step, steps_in_budget,
                                 train_supernet)
 from search_spaces import SearchSpace
 from supernet.importance import sort_hidden_channels
@@ -55,8 +55,8 @@ def test_sandwich_is_largest_smallest_and_random_subnets_of_the_open_groups():
 def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     from torch.utils.data import DataLoader
 
-    from nas.examples import PoseTrainSet, ResolutionBatchSampler
-    from nas.train import spec_mask
+    from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler
+    from nas.train.static import spec_mask
     from supernet.network import PoseNet
 
     cfg = SupernetConfig.from_dict(settings(synth_small, sandwich_update=update))
@@ -77,8 +77,8 @@ def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
 def test_the_teacher_learns_at_the_largest_input_and_the_students_at_the_batch_size(synth_small):
     from torch.utils.data import DataLoader
 
-    from nas.examples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
-    from nas.train import spec_mask
+    from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
+    from nas.train.static import spec_mask
     from supernet.network import PoseNet
 
     cfg = SupernetConfig.from_dict(settings(synth_small))
@@ -269,7 +269,7 @@ def test_supernet_config_names_bad_phases(synth_small):
 
 
 def test_load_supernet_refuses_other_files(tmp_path):
-    from nas.subnet_eval import load_supernet
+    from nas.subnet.inherit import load_supernet
 
     torch.save({"arch": {}, "model": {}}, tmp_path / "static.pt")
     with pytest.raises(PoseNASError, match=r"static\.pt: not a PoseNAS supernet checkpoint \(needs supernet"):

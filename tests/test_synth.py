@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 
-from nas.dataset import CocoPoseDataset
-from nas.keypoints import COCO
-from nas.synth import MIN_LABELED_AREA, J, draw_person, generate, render_scene, sample_person
+from nas.pose.dataset import CocoPoseDataset
+from nas.pose.keypoints import COCO
+from nas.pose.synth import MIN_LABELED_AREA, J, draw_person, generate, render_scene, sample_person
 
 
 def _digest(folder):

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from nas.dataset import CocoPoseDataset
-from nas.examples import MAX_PEOPLE, PoseTrainSet, ResolutionBatchSampler, TeacherPairs
-from nas.targets import heatmaps, tag_indices
-from nas.transforms import (Augment, apply_to_points, compose, hflip_matrix, letterbox_matrix,
+from nas.pose.dataset import CocoPoseDataset
+from nas.pose.samples import MAX_PEOPLE, PoseTrainSet, ResolutionBatchSampler, TeacherPairs
+from nas.pose.targets import heatmaps, tag_indices
+from nas.pose.transforms import (Augment, apply_to_points, compose, hflip_matrix, letterbox_matrix,
                             random_affine_matrix, stride_matrix, warp_image, warp_keypoints)
 
 

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nas.cli import main
-from nas.draw import draw_people
+from nas.app.cli import main
+from nas.pose.draw import draw_people
 from nas.errors import PoseNASError
-from nas.keypoints import COCO
-from nas.train import TrainConfig, load_model, train
+from nas.pose.keypoints import COCO
+from nas.train.static import TrainConfig, load_model, train
 from tests.conftest import COCO_MINI, shared
 
 TINY = {"space": "tiny", "arch": "litepose_xs"}  # 96 px

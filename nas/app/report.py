@@ -12,7 +12,7 @@ import pandas as pd
 
 from nas.errors import PoseNASError
 from nas.io import atomic_write, read_json
-from nas.search import pareto_front
+from nas.search.study import pareto_front
 
 BASELINES = "baselines.csv"  # preset, AP, latency_ms, macs: written by `posenas run`
 FINETUNE_DIR = "finetune"

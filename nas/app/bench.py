@@ -21,7 +21,7 @@ import pandas as pd
 
 from nas.io import read_yaml, write_json, write_text
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def figure(name: str, value, unit: str, target: str, ok: bool | None, scale: Sca
 
 def bench_synth_speed(scale: Scale, size: int = 256) -> list[dict]:
     """Synthetic generation on one core (the process is pinned to one CPU while it runs)."""
-    from nas.synth import generate
+    from nas.pose.synth import generate
 
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})
@@ -74,8 +74,8 @@ def bench_synth_speed(scale: Scale, size: int = 256) -> list[dict]:
 
 def bench_oracle(scale: Scale, data: Path = SHARED_DATA / "coco-mini") -> list[dict]:
     """AP ceiling of the targets and decoder on real COCO val images."""
-    from nas.datacheck import oracle_ap
-    from nas.dataset import CocoPoseDataset
+    from nas.pose.datacheck import oracle_ap
+    from nas.pose.dataset import CocoPoseDataset
 
     ann = data / "annotations" / "person_keypoints_val.json"
     if not ann.exists():
@@ -86,7 +86,7 @@ def bench_oracle(scale: Scale, data: Path = SHARED_DATA / "coco-mini") -> list[d
 
 def synthetic_set(work: Path, name: str, images: int, seed: int) -> Path:
     """A synthetic set at 256x256 under ``work``, made once."""
-    from nas.synth import generate
+    from nas.pose.synth import generate
 
     folder = work / "data" / f"{name}-{images}"
     if not (folder / "annotations.json").exists():
@@ -95,11 +95,11 @@ def synthetic_set(work: Path, name: str, images: int, seed: int) -> Path:
 
 
 def bench_baseline(scale: Scale, work: Path) -> list[dict]:
-    """The baseline recipe (nas/configs/baseline.yaml) trained alone on synthetic data."""
-    from nas.train import TrainConfig, train
+    """The baseline recipe (nas/app/configs/baseline.yaml) trained alone on synthetic data."""
+    from nas.train.static import TrainConfig, train
 
     train_dir, val_dir = synthetic_set(work, "train", scale.baseline_images, 1), synthetic_set(work, "val", scale.val_images, 2)
-    with resources.as_file(resources.files("nas.configs") / "baseline.yaml") as path:
+    with resources.as_file(resources.files("nas.app.configs") / "baseline.yaml") as path:
         recipe = read_yaml(path, "baseline recipe")
     cfg = TrainConfig.from_dict({**recipe, "time_budget_min": scale.baseline_minutes, "val_limit": None,
                                  "train_ann": str(train_dir / "annotations.json"), "train_images": str(train_dir / "images"),
@@ -127,7 +127,7 @@ def bench_cost_speed(scale: Scale, configs: int = 2000) -> list[dict]:
 
 def bench_largest_latency(scale: Scale) -> list[dict]:
     """onnxruntime latency of cpu.yaml's largest subnet: the space spans the CPU's useful range."""
-    from nas.latency import LocalBackend, RuntimeSettings
+    from nas.latency.meter import LocalBackend, RuntimeSettings
     from search_spaces import SearchSpace
 
     arch = SearchSpace.load("cpu").max()
@@ -171,7 +171,7 @@ def bench_supernet_overhead(scale: Scale, space: str = "cpu", batch: int = 8) ->
 
 def bench_supernet(scale: Scale, work: Path) -> list[dict]:
     """Inherited against stand-alone AP (presets) and Kendall's tau over subnets across the MACs range."""
-    from nas.bench_supernet import run_supernet_benchmark
+    from nas.app.bench_supernet import run_supernet_benchmark
 
     s = run_supernet_benchmark(work / "supernet", scale.supernet_minutes, scale.supernet_images, scale.val_images,
                                scale.extra_subnets)
@@ -187,8 +187,8 @@ def bench_supernet(scale: Scale, work: Path) -> list[dict]:
 
 def bench_predictor(scale: Scale, work: Path) -> list[dict]:
     """Latency predictor accuracy on held-out subnets beside the device's own repeatability."""
-    from nas.latency import LocalBackend, RuntimeSettings
-    from nas.latency_predictor import build_predictor
+    from nas.latency.meter import LocalBackend, RuntimeSettings
+    from nas.latency.predictor import build_predictor
     from search_spaces import SearchSpace
 
     r = build_predictor(SearchSpace.load("cpu"), LocalBackend(RuntimeSettings()), work / "predictor",
@@ -203,7 +203,7 @@ def bench_predictor(scale: Scale, work: Path) -> list[dict]:
 
 def bench_runtime_speedup(scale: Scale) -> list[dict]:
     """onnxruntime against torch eager on the same subnets: why deployment latency means ONNX."""
-    from nas.latency import LocalBackend, RuntimeSettings
+    from nas.latency.meter import LocalBackend, RuntimeSettings
     from search_spaces import SearchSpace
 
     space = SearchSpace.load("cpu")
@@ -223,10 +223,10 @@ def bench_decode(scale: Scale, work: Path, people: int = 10, size: int = 256) ->
     synthetic scenes (256x256, so image and input pixels coincide) stand in for a network's."""
     import numpy as np
 
-    from nas.datacheck import oracle_outputs
-    from nas.dataset import CocoPoseDataset
-    from nas.inference import decode_batch
-    from nas.latency import LocalBackend, RuntimeSettings
+    from nas.pose.datacheck import oracle_outputs
+    from nas.pose.dataset import CocoPoseDataset
+    from nas.pose.inference import decode_batch
+    from nas.latency.meter import LocalBackend, RuntimeSettings
     from search_spaces import SearchSpace
 
     val_dir = synthetic_set(work, "val", scale.val_images, 2)
@@ -255,8 +255,8 @@ def bench_decode(scale: Scale, work: Path, people: int = 10, size: int = 256) ->
 def bench_search(scale: Scale, work: Path) -> list[dict]:
     """NSGA-II against random search at the same trial budget on the benchmark's supernet, and the
     throughput of trials whose latency is measured (no cache) with the time split per trial."""
-    from nas.latency import LatencyCache, LatencyMeter, LocalBackend, RuntimeSettings
-    from nas.search import SearchConfig, run_search
+    from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, RuntimeSettings
+    from nas.search.study import SearchConfig, run_search
 
     supernet = work / "supernet" / "supernet" / "supernet.pt"
     val = work / "supernet" / "data" / "val"

@@ -11,17 +11,17 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nas.dataset import CocoPoseDataset, quiet_coco
-from nas.device import autocast, batch_to, select_device
+from nas.pose.dataset import CocoPoseDataset, quiet_coco
+from nas.train.device import autocast, batch_to, select_device
 from nas.errors import PoseNASError
-from nas.evaluate import evaluate
-from nas.examples import PoseTrainSet, ResolutionBatchSampler
-from nas.inference import detect, to_coco_results
+from nas.pose.evaluate import evaluate
+from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler
+from nas.pose.inference import detect, to_coco_results
 from nas.io import atomic_write, read_checkpoint, remove_stale_temp_files, write_text
-from nas.keypoints import KeypointSpec
-from nas.losses import distillation_loss, heatmaps
-from nas.settings import Settings, warmup_cosine
-from nas.transforms import Augment
+from nas.pose.keypoints import KeypointSpec
+from nas.pose.losses import distillation_loss, heatmaps
+from nas.train.settings import Settings, warmup_cosine
+from nas.pose.transforms import Augment
 from search_spaces import SearchSpace
 from supernet.network import build_static, new_static
 from supernet.tokens import joint_mask

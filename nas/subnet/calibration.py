@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.dataset import CocoPoseDataset
-from nas.inference import prepare
+from nas.pose.dataset import CocoPoseDataset
+from nas.pose.inference import prepare
 
 
 class CalibrationSet:

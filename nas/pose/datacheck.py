@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nas.dataset import CocoPoseDataset
-from nas.decode import DecodeConfig
-from nas.evaluate import evaluate
-from nas.inference import decode_batch, to_coco_results
-from nas.targets import heatmaps, tag_maps
-from nas.transforms import apply_to_points, letterbox_matrix, stride_matrix, warp_keypoints
+from nas.pose.dataset import CocoPoseDataset
+from nas.pose.decode import DecodeConfig
+from nas.pose.evaluate import evaluate
+from nas.pose.inference import decode_batch, to_coco_results
+from nas.pose.targets import heatmaps, tag_maps
+from nas.pose.transforms import apply_to_points, letterbox_matrix, stride_matrix, warp_keypoints
 
 SCALE_BINS = (0, 32, 64, 96, 128, 256, float("inf"))  # sqrt(area) in pixels; COCO's M/L split at 32 and 96
 

@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from nas.errors import PoseNASError
 from nas.io import read_json
-from nas.keypoints import KeypointSpec
+from nas.pose.keypoints import KeypointSpec
 
 METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 CROWD_LEVELS = {"AP_easy": (0.0, 0.1), "AP_medium": (0.1, 0.8), "AP_hard": (0.8, 1.01)}  # CrowdPose's split

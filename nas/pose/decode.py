@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from nas.keypoints import KeypointSpec
+from nas.pose.keypoints import KeypointSpec
 
 
 @dataclass(frozen=True)

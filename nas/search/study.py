@@ -26,13 +26,13 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from nas.calibration import CalibrationSet
-from nas.dataset import CocoPoseDataset
+from nas.subnet.calibration import CalibrationSet
+from nas.pose.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
 from nas.io import remove_stale_temp_files, write_json, write_text
-from nas.latency import LatencyMeter
-from nas.latency_predictor import LatencyPredictor
-from nas.subnet_eval import supernet_data, evaluate_subnet, load_supernet
+from nas.latency.meter import LatencyMeter
+from nas.latency.predictor import LatencyPredictor
+from nas.subnet.inherit import supernet_data, evaluate_subnet, load_supernet
 from search_spaces import arch_hash
 from supernet.cost import arch_cost
 

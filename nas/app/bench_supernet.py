@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from nas.io import write_json, write_text
-from nas.synth import generate
+from nas.pose.synth import generate
 from search_spaces import SearchSpace, arch_hash
 from supernet.cost import arch_cost
 
@@ -32,11 +32,11 @@ def spread_subnets(space: SearchSpace, count: int, seed: int = 0) -> list[dict]:
 
 def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: float = 30, train_images: int = 1000,
                            val_images: int = 200, extra_subnets: int = 4, seed: int = 0) -> dict:
-    from nas.calibration import CalibrationSet
-    from nas.dataset import CocoPoseDataset
-    from nas.subnet_eval import evaluate_subnet, load_supernet
-    from nas.supernet_train import SupernetConfig, train_supernet
-    from nas.train import TrainConfig, train
+    from nas.subnet.calibration import CalibrationSet
+    from nas.pose.dataset import CocoPoseDataset
+    from nas.subnet.inherit import evaluate_subnet, load_supernet
+    from nas.train.supernet import SupernetConfig, train_supernet
+    from nas.train.static import TrainConfig, train
 
     out = Path(out)
     data = {}
@@ -47,7 +47,7 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
         data[name] = (str(folder / "annotations.json"), str(folder / "images"))
     common = {"train_ann": data["train"][0], "train_images": data["train"][1], "space": "cpu", "batch_size": 8,
               "workers": 1, "seed": seed, "tag_radius": 1,
-              "augment": False}  # the generator randomises the scenes; see nas/configs/baseline.yaml
+              "augment": False}  # the generator randomises the scenes; see nas/app/configs/baseline.yaml
     cfg = SupernetConfig.from_dict({**common, "val_ann": data["val"][0], "val_images": data["val"][1],
                                     "time_budget_min": minutes, "eval_archs": [],
                                     "checkpoint_every": 50})

@@ -15,8 +15,8 @@ import torch
 
 from nas.errors import PoseNASError
 from nas.io import atomic_write, read_json, write_json
-from nas.latency import LatencyMeter
-from nas.onnx_export import OPSET, max_abs_difference, to_onnx
+from nas.latency.meter import LatencyMeter
+from nas.subnet.onnx import OPSET, max_abs_difference, to_onnx
 from search_spaces import arch_hash, write_arch
 from supernet.cost import arch_cost
 from supernet.network import build_static
@@ -91,7 +91,7 @@ def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     if Path(path).is_dir():
         net, card = load_subnet(path)
         return net.to(device), net.arch, card["spec"]
-    from nas.train import load_model
+    from nas.train.static import load_model
 
     net, ckpt = load_model(path, device)
     return net, ckpt["arch"], ckpt["spec"]

@@ -13,18 +13,18 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from nas.calibration import CalibrationSet
-from nas.dataset import CocoPoseDataset
+from nas.subnet.calibration import CalibrationSet
+from nas.pose.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
-from nas.finetune import FinetuneConfig, finetune_subnet, pareto_winners
+from nas.train.finetune import FinetuneConfig, finetune_subnet, pareto_winners
 from nas.io import read_json, read_yaml, write_json, write_text
-from nas.latency import RuntimeSettings, make_meter
-from nas.plot import BASELINES, FINETUNE_DIR, finetuned, plot_run
-from nas.search import SearchConfig, parse_macs, run_search
-from nas.settings import typed
-from nas.subnet_eval import evaluate_subnet, load_supernet
-from nas.supernet_train import CHECKPOINT, SupernetConfig, train_supernet
-from nas.synth import generate
+from nas.latency.meter import RuntimeSettings, make_meter
+from nas.app.report import BASELINES, FINETUNE_DIR, finetuned, plot_run
+from nas.search.study import SearchConfig, parse_macs, run_search
+from nas.train.settings import typed
+from nas.subnet.inherit import evaluate_subnet, load_supernet
+from nas.train.supernet import CHECKPOINT, SupernetConfig, train_supernet
+from nas.pose.synth import generate
 from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
@@ -35,7 +35,7 @@ STAGES = ("data", "supernet", "baselines", "search", "finetune", "report")
 
 
 def load_run_config(path: str | None) -> dict:
-    with resources.as_file(resources.files("nas.configs") / DEFAULT_CONFIG) as default:
+    with resources.as_file(resources.files("nas.app.configs") / DEFAULT_CONFIG) as default:
         cfg = read_yaml(path or default, "run config")
     source = path or DEFAULT_CONFIG
     unknown = sorted(set(cfg) - SECTIONS)

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nas.calibration import CalibrationSet, recalibrate
+from nas.subnet.calibration import CalibrationSet, recalibrate
 from nas.errors import PoseNASError
-from nas.evaluate import metrics_json
-from nas.export import export_subnet
+from nas.pose.evaluate import metrics_json
+from nas.subnet.export import export_subnet
 from nas.io import read_json, remove_stale_temp_files, write_json
-from nas.latency import LatencyMeter
-from nas.subnet_eval import load_supernet
-from nas.train import CHECKPOINT, TrainConfig, evaluate_network, load_model, train
+from nas.latency.meter import LatencyMeter
+from nas.subnet.inherit import load_supernet
+from nas.train.static import CHECKPOINT, TrainConfig, evaluate_network, load_model, train
 from search_spaces import arch_hash
 from supernet.network import extract
 

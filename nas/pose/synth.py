@@ -28,7 +28,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from nas.io import write_json
-from nas.keypoints import COCO
+from nas.pose.keypoints import COCO
 
 K = COCO.num_keypoints
 J = {name: i for i, name in enumerate(COCO.keypoints)}

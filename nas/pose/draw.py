@@ -6,7 +6,7 @@ import colorsys
 import cv2
 import numpy as np
 
-from nas.keypoints import KeypointSpec
+from nas.pose.keypoints import KeypointSpec
 
 
 def draw_people(image: np.ndarray, people: np.ndarray, spec: KeypointSpec, min_joint_score: float = 0.05) -> np.ndarray:

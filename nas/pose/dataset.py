@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 
 from nas.errors import PoseNASError
 from nas.io import read_json
-from nas.keypoints import KeypointSpec, detect_spec, get_spec, normalize_name
+from nas.pose.keypoints import KeypointSpec, detect_spec, get_spec, normalize_name
 
 
 @dataclass

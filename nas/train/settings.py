@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from nas.dataset import CocoPoseDataset
+from nas.pose.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
-from nas.losses import ae_loss, heatmap_loss, heatmaps
+from nas.pose.losses import ae_loss, heatmap_loss, heatmaps
 
 
 @dataclass

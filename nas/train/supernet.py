@@ -29,17 +29,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
-from nas import distributed
-from nas.calibration import CalibrationSet
-from nas.device import autocast, batch_to, select_device
+from nas.train import distributed
+from nas.subnet.calibration import CalibrationSet
+from nas.train.device import autocast, batch_to, select_device
 from nas.errors import PoseNASError
-from nas.examples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
+from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
 from nas.io import atomic_write, remove_stale_temp_files, write_text
-from nas.losses import distillation_loss, heatmaps
-from nas.settings import Settings, is_kind, warmup_cosine
-from nas.subnet_eval import evaluate_subnet
-from nas.train import spec_mask
-from nas.transforms import Augment
+from nas.pose.losses import distillation_loss, heatmaps
+from nas.train.settings import Settings, is_kind, warmup_cosine
+from nas.subnet.inherit import evaluate_subnet
+from nas.train.static import spec_mask
+from nas.pose.transforms import Augment
 from search_spaces import SearchSpace
 from search_spaces.space import GROUPS
 from supernet.importance import sort_hidden_channels

@@ -25,16 +25,16 @@ def _print_json_last(obj: dict) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from nas.synth import generate
+    from nas.pose.synth import generate
 
     path = generate(args.out, args.images, args.seed, tuple(args.size))
     print(f"wrote {args.images} images and {path}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    from nas.dataset import CocoPoseDataset
-    from nas.datacheck import oracle_ap, summarize
-    from nas.evaluate import format_metrics, metrics_json
+    from nas.pose.dataset import CocoPoseDataset
+    from nas.pose.datacheck import oracle_ap, summarize
+    from nas.pose.evaluate import format_metrics, metrics_json
 
     ds = CocoPoseDataset(args.ann, args.images, args.spec)
     for image_id in ds.image_ids:  # every image must exist and decode
@@ -51,8 +51,8 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from nas.dataset import CocoPoseDataset, load_annotations
-    from nas.evaluate import evaluate, format_metrics, load_results, metrics_json
+    from nas.pose.dataset import CocoPoseDataset, load_annotations
+    from nas.pose.evaluate import evaluate, format_metrics, load_results, metrics_json
     from nas.io import write_json
 
     if bool(args.results) == bool(args.checkpoint):
@@ -61,8 +61,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         gt, spec, _ = load_annotations(args.ann, args.spec)
         metrics = evaluate(gt, load_results(args.results, gt, spec), spec)
     else:
-        from nas.export import load_network
-        from nas.train import evaluate_network
+        from nas.subnet.export import load_network
+        from nas.train.static import evaluate_network
 
         net, arch, spec = load_network(args.checkpoint)
         ds = CocoPoseDataset(args.ann, args.images, args.spec or spec)
@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def _train_config(args: argparse.Namespace, kind=None, base: dict | None = None):
     """Training settings from ``base``, then the --config YAML, then the flags given."""
     from nas.io import read_yaml
-    from nas.train import TrainConfig
+    from nas.train.static import TrainConfig
 
     kind = kind or TrainConfig
     settings = {**(base or {}), **(read_yaml(args.config, "config file") if args.config else {})}
@@ -96,8 +96,8 @@ def _train_config(args: argparse.Namespace, kind=None, base: dict | None = None)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from nas.evaluate import format_metrics
-    from nas.train import train
+    from nas.pose.evaluate import format_metrics
+    from nas.train.static import train
 
     metrics = train(_train_config(args), args.out)
     print(f"checkpoint: {Path(args.out) / 'checkpoint.pt'}")
@@ -106,17 +106,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_train_supernet(args: argparse.Namespace) -> None:
-    from nas.supernet_train import CHECKPOINT, SupernetConfig, train_supernet
+    from nas.train.supernet import CHECKPOINT, SupernetConfig, train_supernet
 
     train_supernet(_train_config(args, SupernetConfig), args.out)
     print(f"supernet: {Path(args.out) / CHECKPOINT}")
 
 
 def cmd_eval_subnet(args: argparse.Namespace) -> None:
-    from nas.calibration import CalibrationSet
-    from nas.dataset import CocoPoseDataset
-    from nas.evaluate import format_metrics, metrics_json
-    from nas.subnet_eval import supernet_data, evaluate_subnet, load_supernet
+    from nas.subnet.calibration import CalibrationSet
+    from nas.pose.dataset import CocoPoseDataset
+    from nas.pose.evaluate import format_metrics, metrics_json
+    from nas.subnet.inherit import supernet_data, evaluate_subnet, load_supernet
 
     supernet, space, ckpt = load_supernet(args.supernet)
     arch = space.resolve(args.arch)
@@ -132,10 +132,10 @@ def cmd_eval_subnet(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import cv2
 
-    from nas.draw import draw_people
-    from nas.export import load_network
-    from nas.inference import detect
-    from nas.keypoints import get_spec
+    from nas.pose.draw import draw_people
+    from nas.subnet.export import load_network
+    from nas.pose.inference import detect
+    from nas.pose.keypoints import get_spec
 
     net, arch, spec_name = load_network(args.checkpoint)
     spec = get_spec(spec_name)
@@ -208,7 +208,7 @@ def cmd_arch_presets(args: argparse.Namespace) -> None:
 
 
 def _meter(args: argparse.Namespace):
-    from nas.latency import RuntimeSettings, make_meter
+    from nas.latency.meter import RuntimeSettings, make_meter
 
     settings = RuntimeSettings(backend=args.backend, threads=args.threads, optimization=args.optimization,
                                warmup=args.warmup, repeats=args.repeats)
@@ -226,7 +226,7 @@ def cmd_latency_measure(args: argparse.Namespace) -> None:
 
 
 def cmd_latency_predictor(args: argparse.Namespace) -> None:
-    from nas.latency_predictor import build_predictor
+    from nas.latency.predictor import build_predictor
     from search_spaces import SearchSpace
 
     report = build_predictor(SearchSpace.load(args.space), _meter(args).backend, args.out, args.samples,
@@ -238,13 +238,13 @@ def cmd_latency_predictor(args: argparse.Namespace) -> None:
 
 
 def cmd_latency_server(args: argparse.Namespace) -> None:
-    from nas.latency_server import serve
+    from nas.latency.server import serve
 
     serve(args.port, args.host)
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from nas.search import SearchConfig, parse_macs, run_search
+    from nas.search.study import SearchConfig, parse_macs, run_search
 
     ann, images = _data_paths(args)
     out = args.out or str(Path(args.supernet).resolve().parent / "search")
@@ -271,7 +271,7 @@ def _training_flags(p: argparse.ArgumentParser, space: bool = True) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--time-budget-min", type=float, help="a hard limit on training time")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   help="random affine + flip (default on; off for synthetic sets, see nas/configs/baseline.yaml)")
+                   help="random affine + flip (default on; off for synthetic sets, see nas/app/configs/baseline.yaml)")
     p.add_argument("--device", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--spec", help="keypoint spec (default: detected from the annotations)")
 
@@ -289,7 +289,7 @@ def _latency_flags(p: argparse.ArgumentParser) -> None:
 
 def _subnet_archs(args: argparse.Namespace, space) -> list[dict]:
     """The arch configs named by ``--arch`` (JSON or preset) or ``--pareto FILE --top K``."""
-    from nas.finetune import pareto_winners
+    from nas.train.finetune import pareto_winners
 
     if bool(args.arch) == bool(args.pareto):
         raise PoseNASError("give exactly one of --arch ARCH.json|PRESET or --pareto PARETO.json")
@@ -297,8 +297,8 @@ def _subnet_archs(args: argparse.Namespace, space) -> list[dict]:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from nas.finetune import FinetuneConfig, finetune_subnet
-    from nas.subnet_eval import supernet_data, load_supernet
+    from nas.train.finetune import FinetuneConfig, finetune_subnet
+    from nas.subnet.inherit import supernet_data, load_supernet
     from search_spaces import arch_hash
 
     _, space, ckpt = load_supernet(args.supernet)
@@ -313,12 +313,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from nas.calibration import CalibrationSet, recalibrate
-    from nas.dataset import CocoPoseDataset
-    from nas.evaluate import format_metrics, metrics_json
-    from nas.export import export_subnet
-    from nas.subnet_eval import supernet_data, load_supernet
-    from nas.train import evaluate_network
+    from nas.subnet.calibration import CalibrationSet, recalibrate
+    from nas.pose.dataset import CocoPoseDataset
+    from nas.pose.evaluate import format_metrics, metrics_json
+    from nas.subnet.export import export_subnet
+    from nas.subnet.inherit import supernet_data, load_supernet
+    from nas.train.static import evaluate_network
     from supernet.network import extract
 
     supernet, space, ckpt = load_supernet(args.supernet)
@@ -337,20 +337,20 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from nas.plot import plot_run
+    from nas.app.report import plot_run
 
     for path in plot_run(args.run):
         print(path)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from nas.pipeline import run_pipeline
+    from nas.app.pipeline import run_pipeline
 
     run_pipeline(args.config, args.out)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from nas.bench import FIGURES, run_benchmarks
+    from nas.app.bench import FIGURES, run_benchmarks
 
     unknown = sorted(set(args.only or ()) - set(FIGURES))
     if unknown:

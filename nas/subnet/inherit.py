@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from nas.calibration import CalibrationSet, recalibrate
-from nas.dataset import CocoPoseDataset
+from nas.subnet.calibration import CalibrationSet, recalibrate
+from nas.pose.dataset import CocoPoseDataset
 from nas.io import read_checkpoint
-from nas.train import evaluate_network
+from nas.train.static import evaluate_network
 from search_spaces import SearchSpace
 from supernet.network import PoseNet, extract
 

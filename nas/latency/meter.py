@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from nas.errors import PoseNASError
-from nas.onnx_export import INPUT, session, to_onnx
+from nas.subnet.onnx import INPUT, session, to_onnx
 from search_spaces import arch_hash
 from supernet.network import new_static
 

@@ -6,9 +6,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from nas.decode import DecodeConfig, aggregate, group
-from nas.keypoints import KeypointSpec
-from nas.transforms import apply_to_points, invert, letterbox_matrix, normalize, warp_image
+from nas.pose.decode import DecodeConfig, aggregate, group
+from nas.pose.keypoints import KeypointSpec
+from nas.pose.transforms import apply_to_points, invert, letterbox_matrix, normalize, warp_image
 
 Network = Callable[[torch.Tensor], list[torch.Tensor]]
 
