@@ -81,7 +81,13 @@ def test_arch_outside_the_space_is_one_line_naming_the_field(tmp_path):
 
 
 def test_augment_flag_overrides_the_config(tmp_path):
-    from nas.app.cli import _train_config, build_parser
+    from nas.app.cli import build_parser
+    from nas.app.cli.flags import training_config
+    from nas.train.static import TrainConfig
+
+    def _train_config(args):
+        return training_config(args, TrainConfig)
+
 
     (tmp_path / "cfg.yaml").write_text("augment: false\nepochs: 3\n")
     base = ["train", "--ann", "gt.json", "--images", "img", "--out", str(tmp_path / "run")]

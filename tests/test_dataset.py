@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from nas.app.cli import main
-from nas.pose.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
+from nas.pose.dataset import CocoPoseDataset
 from tests.conftest import COCO_MINI, FIXTURES, shared
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from nas.pose.dataset import CocoPoseDataset
 from nas.pose.datacheck import oracle_ap, oracle_outputs
+from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import DecodeConfig, aggregate, group
 from nas.pose.keypoints import COCO
 from tests.conftest import COCO_MINI, FIXTURES, shared

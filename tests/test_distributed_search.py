@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from nas.search.study import pareto_front, trial_table
+from nas.search.results import pareto_front, trial_table
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))
 TRIALS, WORKERS = 12, 3

@@ -9,10 +9,10 @@ import torch
 import nas
 from nas.app.cli import main
 from nas.errors import PoseNASError
+from nas.search.results import pareto_winners
 from nas.subnet.export import load_subnet
-from nas.train.finetune import pareto_winners
+from nas.subnet.inherit import TrainedSupernet
 from nas.subnet.onnx import INPUT, session
-from nas.subnet.inherit import load_supernet
 from supernet.network import extract
 
 
@@ -28,7 +28,8 @@ def _finetune(tmp_path, tiny_supernet, synth_small, *extra):
 
 def test_finetune_starts_from_inherited_weights_and_learns_from_the_teacher(tmp_path, tiny_supernet, synth_small):
     frozen = _finetune(tmp_path / "a", tiny_supernet, synth_small, "--lr", "0")
-    supernet, space, _ = load_supernet(tiny_supernet)
+    trained = TrainedSupernet.load(tiny_supernet)
+    supernet, space = trained.net, trained.space
     inherited = extract(supernet, space.min()).state_dict()
     trained = torch.load(frozen / "checkpoint.pt", weights_only=True)["model"]
     params = [n for n, _ in extract(supernet, space.min()).named_parameters()]
@@ -60,7 +61,7 @@ def test_export_round_trip_onnx_eval_and_predict(tmp_path, tiny_supernet, synth_
     assert card["latency"]["runtime"]["threads"] == 2 and card["macs"] > 0
     net, loaded_card = nas.load_subnet(out)
     assert loaded_card == card
-    supernet, space, _ = load_supernet(tiny_supernet)
+    space = TrainedSupernet.load(tiny_supernet).space
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         ours = net(x)

@@ -10,9 +10,9 @@ import pytest
 
 from nas.app.cli import main
 from nas.errors import PoseNASError
-from nas.latency.meter import (LatencyCache, LatencyMeter, LocalBackend, RemoteBackend, RuntimeSettings,
-                         device_fingerprint)
+from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, RemoteBackend, device_fingerprint
 from nas.latency.predictor import LatencyPredictor, feature_vector, within
+from nas.latency.settings import RuntimeSettings
 from search_spaces import SearchSpace
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))

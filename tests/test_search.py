@@ -8,8 +8,11 @@ import pytest
 
 from nas.app.cli import main
 from nas.errors import PoseNASError
-from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, RuntimeSettings
-from nas.search.study import SearchConfig, hypervolume, pareto_front, run_search
+from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
+from nas.latency.settings import RuntimeSettings
+from nas.search.config import SearchConfig
+from nas.search.results import hypervolume, pareto_front
+from nas.search.study import run_search
 from search_spaces import SearchSpace
 from supernet.cost import arch_cost
 

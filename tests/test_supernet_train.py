@@ -15,12 +15,13 @@ import pytest
 import torch
 import yaml
 
-from nas.subnet.calibration import CalibrationSet, recalibrate
 from nas.app.cli import main
-from nas.pose.dataset import CocoPoseDataset
 from nas.errors import PoseNASError
-from nas.train.supernet import (PACE_STEPS, SupernetConfig, budget_scale, sandwich, sandwich_step, steps_in_budget,
-                                train_supernet)
+from nas.pose.dataset import CocoPoseDataset
+from nas.subnet.calibration import CalibrationSet, recalibrate
+from nas.train.schedule import budget_scale, steps_in_budget
+from nas.train.settings import datasets
+from nas.train.supernet import PACE_STEPS, SupernetConfig, sandwich, sandwich_step, train_supernet
 from search_spaces import SearchSpace
 from supernet.importance import sort_hidden_channels
 from tests.test_supernet import trained_like
@@ -60,7 +61,7 @@ def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     from supernet.network import PoseNet
 
     cfg = SupernetConfig.from_dict(settings(synth_small, sandwich_update=update))
-    data, _ = cfg.datasets()
+    data, _ = datasets(cfg)
     space = SearchSpace.load("tiny")
     net = PoseNet(space.max(), data.spec.num_keypoints, spec_mask(data.spec))
     batch = next(iter(DataLoader(PoseTrainSet(data, (4, 2), None, 0, 1),
@@ -82,7 +83,7 @@ def test_the_teacher_learns_at_the_largest_input_and_the_students_at_the_batch_s
     from supernet.network import PoseNet
 
     cfg = SupernetConfig.from_dict(settings(synth_small))
-    data, _ = cfg.datasets()
+    data, _ = datasets(cfg)
     space = SearchSpace.load("tiny")
     net = PoseNet(space.max(), data.spec.num_keypoints, spec_mask(data.spec))
     pairs = TeacherPairs(PoseTrainSet(data, (4, 2), None, 0, 1), space.max()["resolution"])
@@ -136,26 +137,48 @@ def test_steps_in_budget_fits_a_phase_to_the_time_left_and_never_beyond_its_plan
     assert steps_in_budget(100, 100, 20, 2.0, -1.0) == 20  # the budget is spent: the phase ends here
 
 
+class StepClock:
+    """A clock that advances ``seconds`` per sandwich step and stands still otherwise: time budgets
+    are then tested by step counts, whatever the machine's speed."""
+
+    def __init__(self, monkeypatch, seconds: float):
+        self.now, self.seconds = 0.0, seconds
+        import nas.train.supernet as trainer
+
+        step = trainer.sandwich_step
+
+        def timed_step(*args, **kw):
+            self.now += self.seconds
+            return step(*args, **kw)
+
+        monkeypatch.setattr(trainer, "sandwich_step", timed_step)
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.mark.parametrize("fit", [0.6, None])
-def test_a_time_budget_shortens_every_phase_or_ends_the_first_annealed(tmp_path, synth_small, fit):
-    long = [dict(p, epochs=30) for p in PHASES]  # minutes of work, against a 15-second budget
+def test_a_time_budget_shortens_every_phase_or_ends_the_first_annealed(tmp_path, synth_small, fit, monkeypatch):
+    long = [dict(p, epochs=30) for p in PHASES]  # 180 steps a phase (24 images in batches of 4: 6 steps an epoch)
     cfg = SupernetConfig.from_dict(settings(synth_small, phases=long, eval_archs=[], checkpoint_every=1000,
-                                            time_budget_min=0.25, fit_budget=fit))  # 0.6: tiny steps vary a lot
-    log = train_supernet(cfg, tmp_path / "run", progress=False)
+                                            time_budget_min=0.5, fit_budget=fit))  # 30 s: 30 steps of 1 s
+    clock = StepClock(monkeypatch, 1.0)
+    log = train_supernet(cfg, tmp_path / "run", progress=False, clock=clock)
     ckpt = torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)
     scale, steps = ckpt["schedule_scale"], phase_steps(log)
-    if fit is not None:  # 24 images in batches of 4: 6 steps an epoch
-        assert 0 < scale < 0.5 and ckpt["position"]["phase"] == 3
-        assert steps == {p["name"]: max(1, round(30 * scale * 6)) for p in PHASES}
-    else:  # the first phase, shortened from its 180 steps to what its pace fits in the budget, is the last
-        assert scale == 1 and ckpt["position"]["phase"] == 1 and list(steps) == ["largest"]
-        assert PACE_STEPS < steps["largest"] < 180 and ckpt["position"]["budget_min"] == 0.25
+    if fit is not None:  # the probe: a warm-up step and 4 a phase (13 s); 0.6 x 30 s - 13 s fits 5 of 540 steps
+        assert scale == pytest.approx(5 / 540) and ckpt["position"]["phase"] == 3
+        assert steps == {p["name"]: 2 for p in PHASES}  # round(30 epochs x scale x 6 steps)
+    else:  # the first phase, shortened from its 180 steps to the 30 that fit, is the last
+        assert scale == 1 and ckpt["position"]["phase"] == 1 and steps == {"largest": 30}
+        assert PACE_STEPS < 30 and ckpt["position"]["budget_min"] == 0.5
         assert log[-1]["lr"] < 0.1 * long[0]["lr"]  # annealed, not cut at full rate
-        assert len(train_supernet(cfg, tmp_path / "run", progress=False)) == len(log)  # resumed: nothing to do
+        assert len(train_supernet(cfg, tmp_path / "run", progress=False, clock=clock)) == len(log)  # nothing to do
         assert torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)["position"] == ckpt["position"]
-        more = SupernetConfig.from_dict({**asdict(cfg), "time_budget_min": 0.35})  # 6 s more: the next phase runs
-        assert list(phase_steps(train_supernet(more, tmp_path / "run", progress=False))) == ["largest", "kernel"]
-    assert ckpt["train_seconds"] <= 15 + 2  # the budget, and at most one step past it
+        more = SupernetConfig.from_dict({**asdict(cfg), "time_budget_min": 0.6})  # 6 s more: the next phase runs
+        assert phase_steps(train_supernet(more, tmp_path / "run", progress=False, clock=clock)) == {
+            "largest": 30, "kernel": 6}
+    assert ckpt["train_seconds"] <= 30 + 1  # the budget, and at most one step past it
 
 
 def _run_config(tmp_path, data, **kw) -> Path:
@@ -269,11 +292,11 @@ def test_supernet_config_names_bad_phases(synth_small):
 
 
 def test_load_supernet_refuses_other_files(tmp_path):
-    from nas.subnet.inherit import load_supernet
+    from nas.subnet.inherit import TrainedSupernet
 
     torch.save({"arch": {}, "model": {}}, tmp_path / "static.pt")
     with pytest.raises(PoseNASError, match=r"static\.pt: not a PoseNAS supernet checkpoint \(needs supernet"):
-        load_supernet(tmp_path / "static.pt")
+        TrainedSupernet.load(tmp_path / "static.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00junk")
     with pytest.raises(PoseNASError, match=r"junk\.pt: not a readable PoseNAS supernet checkpoint"):
-        load_supernet(tmp_path / "junk.pt")
+        TrainedSupernet.load(tmp_path / "junk.pt")

@@ -4,8 +4,17 @@ import torch
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.samples import MAX_PEOPLE, PoseTrainSet, ResolutionBatchSampler, TeacherPairs
 from nas.pose.targets import heatmaps, tag_indices
-from nas.pose.transforms import (Augment, apply_to_points, compose, hflip_matrix, letterbox_matrix,
-                            random_affine_matrix, stride_matrix, warp_image, warp_keypoints)
+from nas.pose.transforms import (
+    Augment,
+    apply_to_points,
+    compose,
+    hflip_matrix,
+    letterbox_matrix,
+    random_affine_matrix,
+    stride_matrix,
+    warp_image,
+    warp_keypoints,
+)
 
 
 def test_heatmap_peaks_at_the_joint_with_sigma_two():

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from nas.app.cli import main
-from nas.pose.draw import draw_people
 from nas.errors import PoseNASError
+from nas.pose.draw import draw_people
 from nas.pose.keypoints import COCO
-from nas.train.static import TrainConfig, load_model, train
+from nas.subnet.export import load_model
+from nas.train.static import TrainConfig, train
 from tests.conftest import COCO_MINI, shared
 
 TINY = {"space": "tiny", "arch": "litepose_xs"}  # 96 px

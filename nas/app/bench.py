@@ -86,24 +86,28 @@ def bench_oracle(scale: Scale, data: Path = SHARED_DATA / "coco-mini") -> list[d
 
 def synthetic_set(work: Path, name: str, images: int, seed: int) -> Path:
     """A synthetic set at 256x256 under ``work``, made once."""
+    from nas.pose.dataset import set_files
     from nas.pose.synth import generate
 
     folder = work / "data" / f"{name}-{images}"
-    if not (folder / "annotations.json").exists():
+    if not Path(set_files(folder)[0]).exists():
         generate(folder, images, seed, (256, 256))
     return folder
 
 
 def bench_baseline(scale: Scale, work: Path) -> list[dict]:
     """The baseline recipe (nas/app/configs/baseline.yaml) trained alone on synthetic data."""
+    from nas.pose.dataset import set_files
     from nas.train.static import TrainConfig, train
 
-    train_dir, val_dir = synthetic_set(work, "train", scale.baseline_images, 1), synthetic_set(work, "val", scale.val_images, 2)
+    (train_ann, train_images), (val_ann, val_images) = (set_files(synthetic_set(work, name, images, seed)) for
+                                                        name, images, seed in (("train", scale.baseline_images, 1),
+                                                                               ("val", scale.val_images, 2)))
     with resources.as_file(resources.files("nas.app.configs") / "baseline.yaml") as path:
         recipe = read_yaml(path, "baseline recipe")
     cfg = TrainConfig.from_dict({**recipe, "time_budget_min": scale.baseline_minutes, "val_limit": None,
-                                 "train_ann": str(train_dir / "annotations.json"), "train_images": str(train_dir / "images"),
-                                 "val_ann": str(val_dir / "annotations.json"), "val_images": str(val_dir / "images")})
+                                 "train_ann": train_ann, "train_images": train_images, "val_ann": val_ann,
+                                 "val_images": val_images})
     shutil.rmtree(work / "baseline", ignore_errors=True)
     ap = train(cfg, work / "baseline")["AP"]
     return [figure(f"baseline AP, synthetic val ({scale.val_images} images), {scale.baseline_minutes:g} min "
@@ -127,7 +131,8 @@ def bench_cost_speed(scale: Scale, configs: int = 2000) -> list[dict]:
 
 def bench_largest_latency(scale: Scale) -> list[dict]:
     """onnxruntime latency of cpu.yaml's largest subnet: the space spans the CPU's useful range."""
-    from nas.latency.meter import LocalBackend, RuntimeSettings
+    from nas.latency.meter import LocalBackend
+    from nas.latency.settings import RuntimeSettings
     from search_spaces import SearchSpace
 
     arch = SearchSpace.load("cpu").max()
@@ -187,8 +192,9 @@ def bench_supernet(scale: Scale, work: Path) -> list[dict]:
 
 def bench_predictor(scale: Scale, work: Path) -> list[dict]:
     """Latency predictor accuracy on held-out subnets beside the device's own repeatability."""
-    from nas.latency.meter import LocalBackend, RuntimeSettings
+    from nas.latency.meter import LocalBackend
     from nas.latency.predictor import build_predictor
+    from nas.latency.settings import RuntimeSettings
     from search_spaces import SearchSpace
 
     r = build_predictor(SearchSpace.load("cpu"), LocalBackend(RuntimeSettings()), work / "predictor",
@@ -203,7 +209,8 @@ def bench_predictor(scale: Scale, work: Path) -> list[dict]:
 
 def bench_runtime_speedup(scale: Scale) -> list[dict]:
     """onnxruntime against torch eager on the same subnets: why deployment latency means ONNX."""
-    from nas.latency.meter import LocalBackend, RuntimeSettings
+    from nas.latency.meter import LocalBackend
+    from nas.latency.settings import RuntimeSettings
     from search_spaces import SearchSpace
 
     space = SearchSpace.load("cpu")
@@ -223,14 +230,15 @@ def bench_decode(scale: Scale, work: Path, people: int = 10, size: int = 256) ->
     synthetic scenes (256x256, so image and input pixels coincide) stand in for a network's."""
     import numpy as np
 
+    from nas.latency.meter import LocalBackend
+    from nas.latency.settings import RuntimeSettings
     from nas.pose.datacheck import oracle_outputs
-    from nas.pose.dataset import CocoPoseDataset
+    from nas.pose.dataset import CocoPoseDataset, set_files
     from nas.pose.inference import decode_batch
-    from nas.latency.meter import LocalBackend, RuntimeSettings
     from search_spaces import SearchSpace
 
     val_dir = synthetic_set(work, "val", scale.val_images, 2)
-    ds = CocoPoseDataset(val_dir / "annotations.json", val_dir / "images")
+    ds = CocoPoseDataset(*set_files(val_dir))
     crowd = []
     for image_id in ds.image_ids:  # people of several scenes gathered into one
         kps, _ = ds.people(image_id)
@@ -255,17 +263,20 @@ def bench_decode(scale: Scale, work: Path, people: int = 10, size: int = 256) ->
 def bench_search(scale: Scale, work: Path) -> list[dict]:
     """NSGA-II against random search at the same trial budget on the benchmark's supernet, and the
     throughput of trials whose latency is measured (no cache) with the time split per trial."""
-    from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, RuntimeSettings
-    from nas.search.study import SearchConfig, run_search
+    from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
+    from nas.latency.settings import RuntimeSettings
+    from nas.pose.dataset import set_files
+    from nas.search.config import SearchConfig
+    from nas.search.study import run_search
 
     supernet = work / "supernet" / "supernet" / "supernet.pt"
-    val = work / "supernet" / "data" / "val"
+    val_ann, val_images = set_files(work / "supernet" / "data" / "val")
     latency_budget = 6.0
     rows, summaries = [], {}
     for sampler in ("nsga2", "random"):
         out = work / f"search-{sampler}"
         shutil.rmtree(out, ignore_errors=True)
-        cfg = SearchConfig(supernet=str(supernet), val_ann=str(val / "annotations.json"), val_images=str(val / "images"),
+        cfg = SearchConfig(supernet=str(supernet), val_ann=val_ann, val_images=val_images,
                            latency_budget_ms=latency_budget, out=str(out), trials=scale.search_trials, sampler=sampler,
                            eval_images=scale.eval_images, seed=0)
         start = time.perf_counter()
@@ -287,7 +298,8 @@ def bench_search(scale: Scale, work: Path) -> list[dict]:
 
 
 FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench_baseline, "cost": bench_cost_speed,
-           "largest": bench_largest_latency, "overhead": bench_supernet_overhead, "supernet": bench_supernet, "predictor": bench_predictor,
+           "largest": bench_largest_latency, "overhead": bench_supernet_overhead, "supernet": bench_supernet,
+           "predictor": bench_predictor,
            "runtime": bench_runtime_speedup, "decode": bench_decode, "search": bench_search}
 NEEDS_WORK = {"baseline", "supernet", "predictor", "decode", "search"}
 

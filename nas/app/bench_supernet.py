@@ -32,19 +32,18 @@ def spread_subnets(space: SearchSpace, count: int, seed: int = 0) -> list[dict]:
 
 def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: float = 30, train_images: int = 1000,
                            val_images: int = 200, extra_subnets: int = 4, seed: int = 0) -> dict:
-    from nas.subnet.calibration import CalibrationSet
-    from nas.pose.dataset import CocoPoseDataset
-    from nas.subnet.inherit import evaluate_subnet, load_supernet
-    from nas.train.supernet import SupernetConfig, train_supernet
+    from nas.pose.dataset import CocoPoseDataset, set_files
+    from nas.subnet.inherit import TrainedSupernet
     from nas.train.static import TrainConfig, train
+    from nas.train.supernet import CHECKPOINT, SupernetConfig, train_supernet
 
     out = Path(out)
     data = {}
     for name, images, data_seed in (("train", train_images, 1), ("val", val_images, 2)):
         folder = out / "data" / name
-        if not (folder / "annotations.json").exists():
+        data[name] = set_files(folder)
+        if not Path(data[name][0]).exists():
             generate(folder, images, data_seed, (256, 256))
-        data[name] = (str(folder / "annotations.json"), str(folder / "images"))
     common = {"train_ann": data["train"][0], "train_images": data["train"][1], "space": "cpu", "batch_size": 8,
               "workers": 1, "seed": seed, "tag_radius": 1,
               "augment": False}  # the generator randomises the scenes; see nas/app/configs/baseline.yaml
@@ -52,20 +51,20 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
                                     "time_budget_min": minutes, "eval_archs": [],
                                     "checkpoint_every": 50})
     log = train_supernet(cfg, out / "supernet")
-    supernet, space, ckpt = load_supernet(out / "supernet" / "supernet.pt")
+    supernet = TrainedSupernet.load(out / "supernet" / CHECKPOINT, seed=seed)
+    space, ckpt = supernet.space, supernet.record
     steps_per_epoch = train_images // cfg.batch_size
     epochs = max(1, round(ckpt["position"]["step"] / steps_per_epoch))
     archs = {name: space.preset(name) for name in PRESETS}
     archs.update({f"random{i}": a for i, a in enumerate(spread_subnets(space, extra_subnets, seed))})
     val = CocoPoseDataset(*data["val"])
-    calibration = CalibrationSet(CocoPoseDataset(*data["train"]), 64, seed=seed)
     rows = []
     for name, arch in archs.items():
         record = out / "subnets" / f"{name}.json"
         if record.exists():
             rows.append(json.loads(record.read_text()))
             continue
-        inherited = evaluate_subnet(supernet, arch, calibration, val)["AP"]
+        inherited = supernet.evaluate(arch, val)["AP"]
         alone = TrainConfig.from_dict({**common, "val_ann": data["val"][0], "val_images": data["val"][1],
                                        "arch": arch, "epochs": epochs, "val_every": epochs, "lr": 4e-3})
         standalone = train(alone, out / "standalone" / name)["AP"]

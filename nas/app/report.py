@@ -1,4 +1,5 @@
-"""The accuracy-latency Pareto plot of a search run (PNG and SVG), with AP against MACs beside it.
+"""What a run shows: the accuracy-latency Pareto plot (PNG and SVG, with AP against MACs beside it)
+and the summary table of presets, Pareto set and finetuned winners (CSV and Markdown).
 
 Every trial is a point (infeasible ones grey), the Pareto set is joined, the latency budget is a
 dashed line, the presets are labelled baselines, and finetuned winners get an arrow from their
@@ -10,33 +11,55 @@ from pathlib import Path
 
 import pandas as pd
 
+from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_json
-from nas.search.study import pareto_front
+from nas.io import atomic_write, read_json, write_text
+from nas.search.results import pareto_front
+from nas.subnet.export import CARD
+from nas.train.finetune import EXPORT, RECORD
 
-BASELINES = "baselines.csv"  # preset, AP, latency_ms, macs: written by `posenas run`
-FINETUNE_DIR = "finetune"
 
-
-def search_folder(run: str | Path) -> Path:
+def search_folder(run: RunLayout) -> Path:
     """The folder holding trials.csv: the run itself (a search's --out) or its search/ stage."""
-    run = Path(run)
-    for folder in (run, run / "search"):
+    for folder in (run.root, run.search):
         if (folder / "trials.csv").is_file() and (folder / "pareto.json").is_file():
             return folder
-    raise PoseNASError(f"{run}: no search results (trials.csv and pareto.json, here or in search/)")
+    raise PoseNASError(f"{run.root}: no search results (trials.csv and pareto.json, here or in search/)")
 
 
-def finetuned(run: Path) -> pd.DataFrame:
+def finetuned(run: RunLayout) -> pd.DataFrame:
     """One row per finetuned winner: inherited and finetuned AP, latency and MACs from its export card."""
     rows = []
-    for record_path in sorted((run / FINETUNE_DIR).glob("*/finetune.json")):
-        record = read_json(record_path)
-        card = read_json(record_path.parent / "export" / "card.json")
-        rows.append({"winner": record_path.parent.name, "AP_inherited": record["before"]["AP"],
+    for folder in run.winners():
+        record, card = read_json(folder / RECORD), read_json(folder / EXPORT / CARD)
+        rows.append({"winner": folder.name, "AP_inherited": record["before"]["AP"],
                      "AP_finetuned": record["after"]["AP"], "latency_ms": card.get("latency", {}).get("median_ms"),
-                     "macs": card["macs"], "export": str(record_path.parent / "export")})
+                     "macs": card["macs"], "export": str(folder / EXPORT)})
     return pd.DataFrame(rows)
+
+
+def summary_table(run: RunLayout) -> pd.DataFrame:
+    """Presets, the Pareto set and the finetuned winners: AP, latency and MACs side by side."""
+    rows = []
+    if run.baselines.exists():
+        for _, r in pd.read_csv(run.baselines).iterrows():
+            rows.append({"kind": "preset", "name": r["preset"], "AP_inherited": r["AP"],
+                         "latency_ms": r["latency_ms"], "GMACs": r["macs"] / 1e9})
+    for p in read_json(run.pareto)["pareto"]:
+        rows.append({"kind": "pareto", "name": f"trial {p['number']}", "AP_inherited": p["AP"],
+                     "latency_ms": p["latency_ms"], "GMACs": p["macs"] / 1e9})
+    for _, w in finetuned(run).iterrows():
+        rows.append({"kind": "winner", "name": w["winner"], "AP_inherited": w["AP_inherited"],
+                     "AP_finetuned": w["AP_finetuned"], "latency_ms": w["latency_ms"], "GMACs": w["macs"] / 1e9,
+                     "export": w["export"]})
+    return pd.DataFrame(rows)
+
+
+def write_summary(run: RunLayout) -> None:
+    table = summary_table(run)
+    write_text(run.summary("csv"), table.to_csv(index=False))
+    cells = table.astype(object).where(table.notna(), None)  # empty cells, not "nan"
+    write_text(run.summary("md"), cells.to_markdown(index=False, floatfmt=".4g", missingval="") + "\n")
 
 
 def plot_run(run: str | Path) -> list[Path]:
@@ -46,11 +69,11 @@ def plot_run(run: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from adjustText import adjust_text
 
-    run = Path(run)
+    run = RunLayout(Path(run))
     folder = search_folder(run)
     trials = pd.read_csv(folder / "trials.csv")
     budget = read_json(folder / "pareto.json")["latency_budget_ms"]
-    baselines = pd.read_csv(run / BASELINES) if (run / BASELINES).is_file() else pd.DataFrame()
+    baselines = pd.read_csv(run.baselines) if run.baselines.is_file() else pd.DataFrame()
     winners = finetuned(run)
     trials["gmacs"] = trials["macs"] / 1e9
     feasible = trials["feasible"] & trials["evaluated"]
@@ -94,7 +117,7 @@ def plot_run(run: str | Path) -> list[Path]:
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     paths = []
     for fmt in ("png", "svg"):
-        path = run / f"pareto.{fmt}"
+        path = run.pareto_plot.with_suffix(f".{fmt}")
         atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, dpi=120, format=fmt))
         paths.append(path)
     plt.close(fig)

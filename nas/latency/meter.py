@@ -17,40 +17,17 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from nas.errors import PoseNASError
+from nas.latency.settings import RuntimeSettings
 from nas.subnet.onnx import INPUT, session, to_onnx
 from search_spaces import arch_hash
 from supernet.network import new_static
-
-OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """How a model is run and timed; part of every cache key."""
-    backend: str = "onnxruntime"  # onnxruntime | torch (eager, not a deployment latency)
-    threads: int = 2  # intra-op threads (0: the runtime's default)
-    provider: str = "CPUExecutionProvider"
-    optimization: str = "all"  # graph optimization level: disable | basic | extended | all
-    warmup: int = 10
-    repeats: int = 50
-
-    def __post_init__(self):
-        if self.backend not in ("onnxruntime", "torch"):
-            raise PoseNASError(f"latency backend {self.backend!r} unknown; use onnxruntime or torch")
-        if self.optimization not in OPTIMIZATION_LEVELS:
-            raise PoseNASError(f"optimization {self.optimization!r} unknown; use one of {list(OPTIMIZATION_LEVELS)}")
-        if self.repeats < 3 or self.warmup < 0 or self.threads < 0:
-            raise PoseNASError("latency settings: repeats >= 3, warmup >= 0 and threads >= 0 are needed")
-
-    def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def device_fingerprint() -> dict:
@@ -105,6 +82,14 @@ def time_torch(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dic
         torch.set_num_threads(threads)
 
 
+def time_network(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dict:
+    """The deployment latency: the static subnet exported to ONNX, timed in onnxruntime."""
+    return time_onnx(to_onnx(new_static(arch, num_keypoints), arch["resolution"]), arch["resolution"], settings)
+
+
+TIMERS = {"onnxruntime": time_network, "torch": time_torch}  # by RuntimeSettings.backend (settings.BACKENDS)
+
+
 class LocalBackend:
     """Measures on this machine."""
 
@@ -113,10 +98,7 @@ class LocalBackend:
         self.fingerprint = device_fingerprint()
 
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
-        if self.settings.backend == "torch":
-            return time_torch(arch, num_keypoints, self.settings)
-        return time_onnx(to_onnx(new_static(arch, num_keypoints), arch["resolution"]), arch["resolution"],
-                         self.settings)
+        return TIMERS[self.settings.backend](arch, num_keypoints, self.settings)
 
 
 class RemoteBackend:
@@ -194,6 +176,12 @@ class LatencyMeter:
         if self.cache is not None:
             self.cache.put(*key, figures)
         return {**figures, "cached": False}
+
+    def card_entry(self, arch: dict, num_keypoints: int = 17) -> dict:
+        """What an export card records of a subnet's latency: the figures, the device, the settings."""
+        figures = self.measure(arch, num_keypoints)
+        return {"median_ms": figures["median_ms"], "p90_ms": figures["p90_ms"], "spread": figures["spread"],
+                "device": self.backend.fingerprint, "runtime": asdict(self.backend.settings)}
 
 
 def make_meter(settings: RuntimeSettings, url: str | None = None, cache: str | Path | None = None) -> LatencyMeter:

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlparse
 
 from nas.errors import PoseNASError
-from nas.latency.meter import RuntimeSettings, device_fingerprint, time_onnx
+from nas.latency.meter import device_fingerprint, time_onnx
+from nas.latency.settings import RuntimeSettings
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 

@@ -15,6 +15,13 @@ from nas.errors import PoseNASError
 from nas.io import read_json
 from nas.pose.keypoints import KeypointSpec, detect_spec, get_spec, normalize_name
 
+ANNOTATIONS, IMAGES = "annotations.json", "images"  # a set folder, as `posenas data synth` writes one
+
+
+def set_files(folder: str | Path) -> tuple[str, str]:
+    """(annotations, images) of a set folder: ``annotations.json`` beside ``images/``."""
+    return str(Path(folder) / ANNOTATIONS), str(Path(folder) / IMAGES)
+
 
 @dataclass
 class PoseSample:

@@ -1,4 +1,5 @@
-"""COCO keypoint AP through pycocotools' COCOeval, with the dataset spec's OKS sigmas."""
+"""COCO keypoint AP through pycocotools' COCOeval, with the dataset spec's OKS sigmas: of a results
+file, or of a network run on a dataset's images."""
 from __future__ import annotations
 
 import contextlib
@@ -7,11 +8,15 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
 
 from nas.errors import PoseNASError
 from nas.io import read_json
+from nas.pose.dataset import CocoPoseDataset, quiet_coco
+from nas.pose.inference import detect, to_coco_results
 from nas.pose.keypoints import KeypointSpec
 
 METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
@@ -84,3 +89,23 @@ def format_metrics(metrics: dict[str, float]) -> str:
 def metrics_json(metrics: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN: undefined figures become null."""
     return {k: (None if math.isnan(v) else round(v, 6)) for k, v in metrics.items()}
+
+
+def evaluate_network(net: torch.nn.Module, ds: CocoPoseDataset, size: int, flip_test: bool = False,
+                     limit: int | None = None, batch: int = 8, device: torch.device | str = "cpu",
+                     progress: bool = False) -> tuple[dict[str, float], list[dict]]:
+    """COCO AP of a network on (the first ``limit`` images of) a dataset."""
+    ids = ds.image_ids[:limit] if limit else ds.image_ids
+    net.eval()
+    results = []
+    for start in tqdm(range(0, len(ids), batch), desc="eval", disable=not progress, leave=False):
+        chunk = ids[start:start + batch]
+        people = detect(net, [ds.load_image(i) for i in chunk], size, ds.spec, flip_test, device=device)
+        for image_id, (kps, scores) in zip(chunk, people):
+            results += to_coco_results(image_id, kps, scores)
+    gt = ds.coco
+    if limit:
+        keep = set(ids)
+        gt = quiet_coco({**ds.coco.dataset, "images": [i for i in ds.coco.dataset["images"] if i["id"] in keep],
+                         "annotations": [a for a in ds.coco.dataset["annotations"] if a["image_id"] in keep]})
+    return evaluate(gt, results, ds.spec), results

@@ -52,3 +52,13 @@ def distillation_loss(outputs: list[torch.Tensor], teacher: list[torch.Tensor], 
     resolution both have; ``teacher`` holds the teacher's heatmaps, already detached."""
     student = heatmaps(outputs, k)
     return heatmap_loss(student, teacher[:len(student)], masks[:len(student)])
+
+
+def pose_loss(outputs: list[torch.Tensor], heats, masks, joints, k: int, ae_weight: float,
+              background_weight: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """(total, heatmap, pull, push) for outputs ordered coarse to fine; outputs the network does
+    not have (no stride-2 head) are not supervised."""
+    preds = heatmaps(outputs, k)
+    h_loss = heatmap_loss(preds, heats[:len(preds)], masks[:len(preds)], background_weight)
+    pull, push = ae_loss(outputs[0][:, k:2 * k], joints)
+    return h_loss + ae_weight * (pull + push), h_loss, pull, push

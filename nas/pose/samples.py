@@ -9,8 +9,16 @@ from torch.utils.data import Dataset, Sampler
 
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.targets import heatmaps, tag_indices
-from nas.pose.transforms import (Augment, apply_to_points, compose, input_matrix, normalize, stride_matrix, warp_image,
-                            warp_keypoints)
+from nas.pose.transforms import (
+    Augment,
+    apply_to_points,
+    compose,
+    input_matrix,
+    normalize,
+    stride_matrix,
+    warp_image,
+    warp_keypoints,
+)
 
 MAX_PEOPLE = 30
 

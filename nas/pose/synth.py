@@ -28,6 +28,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from nas.io import write_json
+from nas.pose.dataset import ANNOTATIONS, IMAGES
 from nas.pose.keypoints import COCO
 
 K = COCO.num_keypoints
@@ -249,7 +250,7 @@ def generate(out: str | Path, images: int, seed: int = 0, size: tuple[int, int] 
              progress: bool = True) -> Path:
     """Write ``out/images/*.jpg`` and ``out/annotations.json`` (COCO keypoints); returns the JSON path."""
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / IMAGES).mkdir(parents=True, exist_ok=True)
     w, h = size
     coco = {"info": {"description": f"PoseNAS synthetic people, seed {seed}", "version": "1"},
             "images": [], "annotations": [],
@@ -259,8 +260,8 @@ def generate(out: str | Path, images: int, seed: int = 0, size: tuple[int, int] 
         rng = np.random.default_rng((seed, i))
         bgr, anns = render_scene(rng, w, h)
         name = f"{i + 1:06d}.jpg"
-        cv2.imwrite(str(out / "images" / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        cv2.imwrite(str(out / IMAGES / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
         coco["images"].append({"id": i + 1, "file_name": name, "width": w, "height": h})
         for a in anns:
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": 1, **a})
-    return write_json(out / "annotations.json", coco)
+    return write_json(out / ANNOTATIONS, coco)

@@ -8,14 +8,12 @@ last: a folder with a card is a whole export.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_json, write_json
-from nas.latency.meter import LatencyMeter
+from nas.io import atomic_write, read_checkpoint, read_json, write_json
 from nas.subnet.onnx import OPSET, max_abs_difference, to_onnx
 from search_spaces import arch_hash, write_arch
 from supernet.cost import arch_cost
@@ -30,8 +28,9 @@ def _sha256(path: Path) -> str:
 
 
 def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, metrics: dict | None = None,
-                  meter: LatencyMeter | None = None, source: dict | None = None) -> dict:
-    """Write the export folder of a static subnet; returns its card."""
+                  latency: dict | None = None, source: dict | None = None) -> dict:
+    """Write the export folder of a static subnet; returns its card. ``latency`` is the card's
+    measured latency (figures, device and runtime settings: ``LatencyMeter.card_entry``)."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -51,11 +50,8 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
             "macs": cost.macs, "params": cost.params, "metrics": metrics,
             "onnx": {"opset": OPSET, "max_abs_difference": difference}, "weights_sha256": _sha256(out / WEIGHTS),
             "source": source or {}}
-    if meter is not None:
-        figures = meter.measure(arch, k)
-        card["latency"] = {"median_ms": figures["median_ms"], "p90_ms": figures["p90_ms"],
-                           "spread": figures["spread"], "device": meter.backend.fingerprint,
-                           "runtime": asdict(meter.backend.settings)}
+    if latency is not None:
+        card["latency"] = latency
     write_json(out / CARD, card, indent=1)
     return card
 
@@ -86,12 +82,17 @@ def load_subnet(folder: str | Path) -> tuple[torch.nn.Module, dict]:
     return net, card
 
 
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A network of a training checkpoint and the checkpoint record, loaded without unpickling
+    arbitrary objects."""
+    ckpt = read_checkpoint(path, ("arch", "model"), "training checkpoint", device)
+    return build_static(ckpt["arch"], ckpt["model"]).to(device), ckpt
+
+
 def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict, str]:
     """A network from an export folder or a training checkpoint: (model, arch config, spec name)."""
     if Path(path).is_dir():
         net, card = load_subnet(path)
         return net.to(device), net.arch, card["spec"]
-    from nas.train.static import load_model
-
     net, ckpt = load_model(path, device)
     return net, ckpt["arch"], ckpt["spec"]

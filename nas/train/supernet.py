@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -29,17 +30,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
-from nas.train import distributed
-from nas.subnet.calibration import CalibrationSet
-from nas.train.device import autocast, batch_to, select_device
+from nas.config import is_kind
 from nas.errors import PoseNASError
+from nas.io import write_text
+from nas.pose.losses import distillation_loss, heatmaps, pose_loss
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
-from nas.io import atomic_write, remove_stale_temp_files, write_text
-from nas.pose.losses import distillation_loss, heatmaps
-from nas.train.settings import Settings, is_kind, warmup_cosine
-from nas.subnet.inherit import evaluate_subnet
-from nas.train.static import spec_mask
 from nas.pose.transforms import Augment
+from nas.subnet.inherit import TrainedSupernet
+from nas.train import distributed
+from nas.train.checkpoint import RunFolder
+from nas.train.curves import plot_curves
+from nas.train.device import autocast, batch_to, select_device
+from nas.train.schedule import budget_scale, steps_in_budget, warmup_cosine
+from nas.train.settings import Settings, datasets
+from nas.train.static import spec_mask
 from search_spaces import SearchSpace
 from search_spaces.space import GROUPS
 from supernet.importance import sort_hidden_channels
@@ -138,7 +142,7 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
         net.set_active({**arch, "resolution": images.shape[-1]})
         with autocast(device):
             outputs = [o.float() for o in net(images)]
-        loss = cfg.pose_loss(outputs, heats, masks, joints, k)[0]
+        loss = pose_loss(outputs, heats, masks, joints, k, cfg.ae_weight, cfg.background_weight)[0]
         if teacher is None:
             teacher = [h.detach() if h.shape[-2:] == t.shape[-2:] else  # pixel centres scale with the size
                        F.interpolate(h.detach(), size=t.shape[-2:], mode="bilinear", align_corners=False)
@@ -167,7 +171,8 @@ def phase_sizes(space: SearchSpace, phase: Phase) -> tuple[int, ...]:
 
 
 def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pairs: TeacherPairs,
-                       cfg: SupernetConfig, device: torch.device, steps: int = 4) -> list[float]:
+                       cfg: SupernetConfig, device: torch.device, steps: int = 4,
+                       clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Seconds per sandwich step of each phase (building the batch included), timed on a throwaway
     copy of the supernet over ``steps`` steps that cycle through the phase's input sizes."""
     probe, rng, torch_rng = copy.deepcopy(net), random.Random(cfg.seed), torch.get_rng_state()
@@ -181,29 +186,12 @@ def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pa
     step(phases[0], space.max()["resolution"])  # warm-up: the first step pays for allocations
     seconds = []
     for phase in phases:
-        sizes, start = phase_sizes(space, phase), time.perf_counter()
+        sizes, start = phase_sizes(space, phase), clock()
         for j in range(steps):
             step(phase, sizes[j % len(sizes)])
-        seconds.append((time.perf_counter() - start) / steps)
+        seconds.append((clock() - start) / steps)
     torch.set_rng_state(torch_rng)
     return seconds
-
-
-def budget_scale(step_seconds: list[float], steps: list[float], seconds: float) -> float:
-    """The factor, at most 1, that shortens every phase alike so that ``steps`` steps of
-    ``step_seconds`` each take at most ``seconds``."""
-    planned = sum(t * n for t, n in zip(step_seconds, steps))
-    return min(1.0, max(0.0, seconds / planned))
-
-
-def steps_in_budget(steps: int, planned: int, done: int, pace: float | None, left: float) -> int:
-    """A phase's step count under a time budget with ``left`` seconds to go: ``steps`` until a pace
-    (seconds per step) is measured, then as many of its ``planned`` steps as fit at that pace. The
-    count may grow back: the first few steps of a phase are slow, and a fit made on them alone left
-    7 % of a 12-minute budget unused."""
-    if left <= 0:
-        return done
-    return steps if pace is None else min(planned, done + int(left / pace))
 
 
 def parameter_digest(net: torch.nn.Module) -> str:
@@ -214,166 +202,211 @@ def parameter_digest(net: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True) -> list[dict]:
-    """Train (or resume) the supernet into ``out``; returns the log rows."""
-    out = Path(out)
-    device = distributed.local_device(select_device(cfg.device))
-    rank, world = distributed.setup(device)
-    main = rank == 0
-    phases = cfg.parsed_phases()
-    space = SearchSpace.load(cfg.space)
-    train_ds, val_ds = cfg.datasets()
-    k = train_ds.spec.num_keypoints
-    torch.manual_seed(cfg.seed)
-    net = PoseNet(space.max(), k, spec_mask(train_ds.spec)).to(device)
-    if device.type == "cpu":
-        net = net.to(memory_format=torch.channels_last)
-    distributed.broadcast_module(net)
-    train_set = PoseTrainSet(train_ds, (4, 2), Augment() if cfg.augment else None, cfg.seed, cfg.tag_radius)
-    pairs = TeacherPairs(train_set, space.max()["resolution"] if cfg.teacher_input == "largest" else None)
-    calibration = CalibrationSet(train_ds, cfg.calibration_images, seed=cfg.seed) if val_ds and main else None
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 autocast needs no loss scaling
-    position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0, "steps": None}
-    spent, log, opt_state, scale = 0.0, [], None, 1.0
-    per_epoch = len(ResolutionBatchSampler(len(train_ds), cfg.batch_size, (1,), rank=rank, num_replicas=world))
-    if per_epoch == 0:
-        raise PoseNASError(f"{cfg.train_ann}: too few images for one batch of {cfg.batch_size} per process")
-    ckpt_path = out / CHECKPOINT
-    if main:
-        remove_stale_temp_files(out)
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["space"] != _plain(space.spec):
-            raise PoseNASError(f"{ckpt_path}: trained on another search space than {cfg.space!r}; use a new --out")
-        net.load_state_dict(ckpt["supernet"])
-        position, spent, log, opt_state = ckpt["position"], ckpt["train_seconds"], ckpt["log"], ckpt["optimizer"]
-        scale = ckpt.get("schedule_scale", 1.0)
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        if main:
-            print(f"resuming {out} in phase {position['phase'] + 1} ({phases[min(position['phase'], len(phases) - 1)].name}),"
-                  f" epoch {position['epoch'] + 1}, batch {position['batch']} (step {position['step']})")
-    elif cfg.time_budget_min is not None and cfg.fit_budget is not None:
-        start = time.time()
-        seconds = probe_step_seconds(net, space, phases, pairs, cfg, device)
-        spent = time.time() - start
-        scale = distributed.gather(budget_scale(seconds, [p.epochs * per_epoch for p in phases],
-                                                cfg.fit_budget * cfg.time_budget_min * 60 - spent))[0]  # rank 0's
-        if main:
-            print(f"time budget {cfg.time_budget_min} min: probed seconds per step "
-                  + ", ".join(f"{p.name} {t:.2f}" for p, t in zip(phases, seconds))
-                  + f"; every phase runs {scale:.2f} of its epochs")
-    seen = {"rank": rank, "first_batch": None, "samples": 0}
+def plot_training(log: pd.DataFrame, path: Path) -> None:
+    ap = {c: c[3:] for c in log.columns if c.startswith("AP_")}
+    losses = {"loss_largest": "largest subnet", "loss_subnets": "other subnets (with distillation)"}
+    plot_curves(log, path, "step", losses, ap, "subnet (BN recalibrated)")
 
-    def save(opt: torch.optim.Optimizer | None) -> None:
-        distributed.broadcast_module(net)  # every rank's copy equals rank 0's (BN statistics included)
-        if not main:
-            return
-        state = {"supernet": net.state_dict(), "optimizer": opt.state_dict() if opt else None,
-                 "scaler": scaler.state_dict(), "position": dict(position), "train_seconds": spent,
-                 "schedule_scale": scale, "torch_rng": torch.get_rng_state(), "log": log, "config": asdict(cfg),
-                 "space": _plain(space.spec), "spec": train_ds.spec.name, "num_keypoints": k}
-        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
-        if log:
-            frame = pd.DataFrame(log)
-            write_text(out / "log.csv", frame.to_csv(index=False))
-            plot_supernet_curves(frame, out / "curves.png")
 
-    budget = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else None
-    ended = budget is not None and position.get("budget_min", -1) >= cfg.time_budget_min
-    if ended and main:
-        print(f"{out} already ended at its time budget of {position['budget_min']} min; give a larger "
-              f"time_budget_min to go on")
-    for pi in range(len(phases) if ended else position["phase"], len(phases)):
-        phase = phases[pi]
-        fresh = position["epoch"] == 0 and position["batch"] == 0
-        if fresh and "width" in phase.elastic and (pi == 0 or "width" not in phases[pi - 1].elastic):
-            sort_hidden_channels(net)  # OFA: most important hidden channels first, before widths shrink
-        opt = torch.optim.Adam(net.parameters(), lr=phase.lr, fused=True)
-        if not fresh and opt_state is not None:
-            opt.load_state_dict(opt_state)
-        sampler = ResolutionBatchSampler(len(train_ds), cfg.batch_size, phase_sizes(space, phase),
-                                         cfg.seed + 1000 * pi, rank=rank, num_replicas=world)
-        planned, lr = max(1, round(phase.epochs * scale * per_epoch)), phase.lr
-        steps = planned if fresh else (position.get("steps") or planned)  # a shortened phase keeps its length
-        warmup, epochs = int(phase.warmup_epochs * scale * per_epoch), math.ceil(planned / per_epoch)
-        loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
-        if main:
-            print(f"phase {pi + 1}/{len(phases)} {phase.name}: elastic {list(phase.elastic) or 'none'}, "
-                  f"{steps} steps ({steps / per_epoch:.3g} epochs of {per_epoch}), lr {phase.lr}")
-        first = None  # (time, step) at the end of this phase's first step here: its pace leaves out the start-up
-        for epoch in range(position["epoch"], epochs):
-            if epoch * per_epoch >= steps:
+class SupernetRun:
+    """One supernet training run: set up once, then phase by phase, epoch by epoch, resumable at
+    any checkpoint. Every rank of a distributed run holds one; rank 0 writes the folder."""
+
+    def __init__(self, cfg: SupernetConfig, out: str | Path, progress: bool, clock: Callable[[], float]):
+        self.cfg, self.out, self.progress, self.clock = cfg, Path(out), progress, clock
+        self.device = distributed.local_device(select_device(cfg.device))
+        self.rank, self.world = distributed.setup(self.device)
+        self.main = self.rank == 0
+        self.phases = cfg.parsed_phases()
+        self.space = SearchSpace.load(cfg.space)
+        self.train_ds, self.val_ds = datasets(cfg)
+        torch.manual_seed(cfg.seed)
+        net = PoseNet(self.space.max(), self.train_ds.spec.num_keypoints, spec_mask(self.train_ds.spec))
+        self.net = net.to(self.device)
+        if self.device.type == "cpu":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        distributed.broadcast_module(self.net)
+        self.train_set = PoseTrainSet(self.train_ds, (4, 2), Augment() if cfg.augment else None, cfg.seed,
+                                      cfg.tag_radius)
+        self.pairs = TeacherPairs(self.train_set,
+                                  self.space.max()["resolution"] if cfg.teacher_input == "largest" else None)
+        self.evaluator = TrainedSupernet(self.net, self.space, self.train_ds.spec.name, self.train_ds,
+                                         cfg.calibration_images, cfg.seed)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 autocast needs no loss scaling
+        self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0, "steps": None}
+        self.spent, self.log, self.opt_state, self.scale = 0.0, [], None, 1.0
+        self.per_epoch = len(ResolutionBatchSampler(len(self.train_ds), cfg.batch_size, (1,), rank=self.rank,
+                                                    num_replicas=self.world))
+        if self.per_epoch == 0:
+            raise PoseNASError(f"{cfg.train_ann}: too few images for one batch of {cfg.batch_size} per process")
+        self.folder = RunFolder(out, CHECKPOINT, plot_training, writer=self.main)
+        self.seen = {"rank": self.rank, "first_batch": None, "samples": 0}
+        self.budget = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else None
+
+    def resume(self) -> None:
+        """Go on from the last checkpoint, or (on a fresh run under ``fit_budget``) shorten every
+        phase alike from step times probed first."""
+        ckpt = self.folder.resume(self.device)
+        if ckpt is not None:
+            if ckpt["space"] != _plain(self.space.spec):
+                raise PoseNASError(f"{self.folder.checkpoint}: trained on another search space than "
+                                   f"{self.cfg.space!r}; use a new --out")
+            self.net.load_state_dict(ckpt["supernet"])
+            self.position, self.spent, self.log = ckpt["position"], ckpt["train_seconds"], ckpt["log"]
+            self.opt_state, self.scale = ckpt["optimizer"], ckpt.get("schedule_scale", 1.0)
+            self.scaler.load_state_dict(ckpt["scaler"])
+            if self.main:
+                phase = self.phases[min(self.position["phase"], len(self.phases) - 1)]
+                print(f"resuming {self.out} in phase {self.position['phase'] + 1} ({phase.name}), epoch "
+                      f"{self.position['epoch'] + 1}, batch {self.position['batch']} (step {self.position['step']})")
+        elif self.budget is not None and self.cfg.fit_budget is not None:
+            start = self.clock()
+            seconds = probe_step_seconds(self.net, self.space, self.phases, self.pairs, self.cfg, self.device,
+                                         clock=self.clock)
+            self.spent = self.clock() - start
+            planned = [p.epochs * self.per_epoch for p in self.phases]
+            self.scale = distributed.gather(budget_scale(seconds, planned, self.cfg.fit_budget * self.budget
+                                                         - self.spent))[0]  # rank 0's
+            if self.main:
+                print(f"time budget {self.cfg.time_budget_min} min: probed seconds per step "
+                      + ", ".join(f"{p.name} {t:.2f}" for p, t in zip(self.phases, seconds))
+                      + f"; every phase runs {self.scale:.2f} of its epochs")
+
+    def save(self, opt: torch.optim.Optimizer | None) -> None:
+        distributed.broadcast_module(self.net)  # every rank's copy equals rank 0's (BN statistics included)
+        if self.main:
+            k = self.train_ds.spec.num_keypoints
+            self.folder.save({"supernet": self.net.state_dict(), "optimizer": opt.state_dict() if opt else None,
+                              "scaler": self.scaler.state_dict(), "position": dict(self.position),
+                              "train_seconds": self.spent, "schedule_scale": self.scale, "config": asdict(self.cfg),
+                              "space": _plain(self.space.spec), "spec": self.train_ds.spec.name, "num_keypoints": k},
+                             self.log)
+
+    def run(self) -> list[dict]:
+        """Every phase not yet done; returns the log rows."""
+        ended = self.budget is not None and self.position.get("budget_min", -1) >= self.cfg.time_budget_min
+        if ended and self.main:
+            print(f"{self.out} already ended at its time budget of {self.position['budget_min']} min; give a larger "
+                  f"time_budget_min to go on")
+        for pi in range(len(self.phases) if ended else self.position["phase"], len(self.phases)):
+            if not self.run_phase(pi):
                 break
-            sampler.set_epoch(epoch, position["batch"])
-            train_set.epoch = 1000 * pi + epoch
-            net.train()
-            sums, count, t0 = [0.0, 0.0], 0, time.time()
-            todo = min(per_epoch, steps - epoch * per_epoch) - position["batch"]
-            rest = per_epoch - position["batch"]  # the loader may run on: a refit may give the phase steps back
-            bar = tqdm(islice(DataLoader(pairs, **loader_kw), rest), total=todo,
-                       desc=f"{phase.name} {epoch + 1}/{epochs}", disable=not (progress and main), leave=False)
-            for items in bar:
-                done = epoch * per_epoch + position["batch"]
-                if budget is not None:
-                    timed = first is not None and done - first[1] >= PACE_STEPS
-                    pace = (time.time() - first[0]) / (done - first[1]) if timed else None
-                    steps = position["steps"] = distributed.gather(
-                        steps_in_budget(steps, planned, done, pace, budget - spent - (time.time() - t0)))[0]  # rank 0's
-                if done >= steps:
-                    break
-                if seen["first_batch"] is None:
-                    seen["first_batch"] = sampler_first(sampler)
-                batch, teacher_batch = pair_to(items, device)
-                seen["samples"] += len(batch[0])
-                lr = warmup_cosine(phase.lr, done, steps, warmup * steps // planned)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                rng = random.Random(cfg.seed * 1_000_003 + position["step"])
-                losses = sandwich_step(net, sandwich(space, phase.elastic, rng, cfg.sandwich_random), batch, cfg,
-                                       device, opt, teacher_batch)
-                position["batch"] += 1
-                position["step"] += 1
-                first = first or (time.time(), done + 1)
-                sums[0] += losses[0]
-                sums[1] += sum(losses[1:]) / len(losses[1:]) if len(losses) > 1 else float("nan")
-                count += 1
-                bar.set_postfix(largest=f"{losses[0]:.2e}", lr=f"{lr:.1e}")
-                if position["step"] % cfg.checkpoint_every == 0:
-                    spent += time.time() - t0
-                    t0 = time.time()
-                    save(opt)
-            spent += time.time() - t0
-            if main and count:
-                log.append({"phase": phase.name, "epoch": epoch + 1, "step": position["step"],
-                            "train_seconds": round(spent, 1), "lr": lr,
-                            "loss_largest": sums[0] / count, "loss_subnets": sums[1] / count})
-            position["epoch"], position["batch"] = epoch + 1, 0
-            save(opt)
+        ranks = distributed.gather({**self.seen, "digest": parameter_digest(self.net)})
+        if self.main:
+            write_text(self.out / "ranks.json", pd.Series(ranks).to_json(orient="values", indent=1))
+        distributed.barrier()
+        distributed.shutdown()
+        return self.log
+
+    def run_phase(self, pi: int) -> bool:
+        """Train phase ``pi`` to its end, evaluate and save; False when the time budget ended it."""
+        phase, cfg, position = self.phases[pi], self.cfg, self.position
+        fresh = position["epoch"] == 0 and position["batch"] == 0
+        if fresh and "width" in phase.elastic and (pi == 0 or "width" not in self.phases[pi - 1].elastic):
+            sort_hidden_channels(self.net)  # OFA: most important hidden channels first, before widths shrink
+        opt = torch.optim.Adam(self.net.parameters(), lr=phase.lr, fused=True)
+        if not fresh and self.opt_state is not None:
+            opt.load_state_dict(self.opt_state)
+        sampler = ResolutionBatchSampler(len(self.train_ds), cfg.batch_size, phase_sizes(self.space, phase),
+                                         cfg.seed + 1000 * pi, rank=self.rank, num_replicas=self.world)
+        planned = max(1, round(phase.epochs * self.scale * self.per_epoch))
+        self.steps = planned if fresh else (position.get("steps") or planned)  # a shortened phase keeps its length
+        epochs = math.ceil(planned / self.per_epoch)
+        if self.main:
+            print(f"phase {pi + 1}/{len(self.phases)} {phase.name}: elastic {list(phase.elastic) or 'none'}, "
+                  f"{self.steps} steps ({self.steps / self.per_epoch:.3g} epochs of {self.per_epoch}), lr {phase.lr}")
+        self.first = None  # (time, step) at the end of this phase's first step here: its pace leaves out the start-up
+        for epoch in range(position["epoch"], epochs):
+            if epoch * self.per_epoch >= self.steps:
+                break
+            self.run_epoch(pi, epoch, epochs, planned, sampler, opt)
         position.update(phase=pi + 1, epoch=0, batch=0, steps=None)
-        if steps < planned:
+        shortened = self.steps < planned
+        if shortened:
             position["budget_min"] = cfg.time_budget_min
-            if main:
-                print(f"time budget of {cfg.time_budget_min} min: phase {phase.name} shortened to {steps} of its "
+            if self.main:
+                print(f"time budget of {cfg.time_budget_min} min: phase {phase.name} shortened to {self.steps} of its "
                       f"{planned} steps so that its learning rate anneals; later phases do not run")
-        if main and val_ds is not None and cfg.eval_archs:
-            row = {"phase": phase.name, "epoch": phase.epochs, "step": position["step"], "train_seconds": round(spent, 1)}
-            for name in cfg.eval_archs:
-                metrics = evaluate_subnet(net, space.resolve(name), calibration, val_ds, cfg.flip_test,
-                                          cfg.val_limit, device)
-                row[f"AP_{name}"] = metrics["AP"]
-                print(f"  {phase.name}: {name} AP {metrics['AP']:.3f} (BN recalibrated, "
-                      f"{cfg.val_limit or 'all'} val images)")
-            log.append(row)
-        save(None)
-        if steps < planned:
-            break
-    ranks = distributed.gather({**seen, "digest": parameter_digest(net)})
-    if main:
-        write_text(out / "ranks.json", pd.Series(ranks).to_json(orient="values", indent=1))
-    distributed.barrier()
-    distributed.shutdown()
-    return log
+        if self.main and self.val_ds is not None and cfg.eval_archs:
+            self.evaluate(phase)
+        self.save(None)
+        return not shortened
+
+    def run_epoch(self, pi: int, epoch: int, epochs: int, planned: int, sampler: ResolutionBatchSampler,
+                  opt: torch.optim.Optimizer) -> None:
+        """One epoch of phase ``pi`` from where its last checkpoint stopped, up to the phase's
+        (budget-fitted) step count; checkpoints every ``checkpoint_every`` steps and at its end."""
+        phase, cfg, position = self.phases[pi], self.cfg, self.position
+        warmup = int(phase.warmup_epochs * self.scale * self.per_epoch)
+        loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=self.device.type == "cuda")
+        sampler.set_epoch(epoch, position["batch"])
+        self.train_set.epoch = 1000 * pi + epoch
+        self.net.train()
+        sums, count, t0, lr = [0.0, 0.0], 0, self.clock(), phase.lr
+        todo = min(self.per_epoch, self.steps - epoch * self.per_epoch) - position["batch"]
+        rest = self.per_epoch - position["batch"]  # the loader may run on: a refit may give the phase steps back
+        bar = tqdm(islice(DataLoader(self.pairs, **loader_kw), rest), total=todo,
+                   desc=f"{phase.name} {epoch + 1}/{epochs}", disable=not (self.progress and self.main), leave=False)
+        for items in bar:
+            done = epoch * self.per_epoch + position["batch"]
+            if self.budget is not None:
+                timed = self.first is not None and done - self.first[1] >= PACE_STEPS
+                pace = (self.clock() - self.first[0]) / (done - self.first[1]) if timed else None
+                left = self.budget - self.spent - (self.clock() - t0)
+                self.steps = position["steps"] = distributed.gather(
+                    steps_in_budget(self.steps, planned, done, pace, left))[0]  # rank 0's
+            if done >= self.steps:
+                break
+            if self.seen["first_batch"] is None:
+                self.seen["first_batch"] = sampler_first(sampler)
+            batch, teacher_batch = pair_to(items, self.device)
+            self.seen["samples"] += len(batch[0])
+            lr = warmup_cosine(phase.lr, done, self.steps, warmup * self.steps // planned)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            rng = random.Random(cfg.seed * 1_000_003 + position["step"])
+            losses = sandwich_step(self.net, sandwich(self.space, phase.elastic, rng, cfg.sandwich_random), batch,
+                                   cfg, self.device, opt, teacher_batch)
+            position["batch"] += 1
+            position["step"] += 1
+            self.first = self.first or (self.clock(), done + 1)
+            sums[0] += losses[0]
+            sums[1] += sum(losses[1:]) / len(losses[1:]) if len(losses) > 1 else float("nan")
+            count += 1
+            bar.set_postfix(largest=f"{losses[0]:.2e}", lr=f"{lr:.1e}")
+            if position["step"] % cfg.checkpoint_every == 0:
+                self.spent += self.clock() - t0
+                t0 = self.clock()
+                self.save(opt)
+        self.spent += self.clock() - t0
+        if self.main and count:
+            self.log.append({"phase": phase.name, "epoch": epoch + 1, "step": position["step"],
+                             "train_seconds": round(self.spent, 1), "lr": lr,
+                             "loss_largest": sums[0] / count, "loss_subnets": sums[1] / count})
+        position["epoch"], position["batch"] = epoch + 1, 0
+        self.save(opt)
+
+    def evaluate(self, phase: Phase) -> None:
+        """The ``eval_archs`` subnets' AP (BN recalibrated) at a phase's end, as a log row."""
+        cfg = self.cfg
+        row = {"phase": phase.name, "epoch": phase.epochs, "step": self.position["step"],
+               "train_seconds": round(self.spent, 1)}
+        for name in cfg.eval_archs:
+            metrics = self.evaluator.evaluate(self.space.resolve(name), self.val_ds, cfg.flip_test, cfg.val_limit,
+                                              self.device)
+            row[f"AP_{name}"] = metrics["AP"]
+            print(f"  {phase.name}: {name} AP {metrics['AP']:.3f} (BN recalibrated, "
+                  f"{cfg.val_limit or 'all'} val images)")
+        self.log.append(row)
+
+
+def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True,
+                   clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+    """Train (or resume) the supernet into ``out``; returns the log rows. ``clock`` (seconds)
+    measures the time budget."""
+    run = SupernetRun(cfg, out, progress, clock)
+    run.resume()
+    return run.run()
 
 
 def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:
@@ -388,33 +421,3 @@ def _plain(spec: dict) -> dict:
     if isinstance(spec, (list, tuple)):
         return [_plain(v) for v in spec]
     return spec
-
-
-def plot_supernet_curves(log: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ap_columns = [c for c in log.columns if c.startswith("AP_")]
-    fig, axes = plt.subplots(1, 2 if ap_columns else 1, figsize=(10 if ap_columns else 5.5, 3.8), squeeze=False)
-    a = axes[0][0]
-    train = log.dropna(subset=["loss_largest"]) if "loss_largest" in log else log.iloc[0:0]
-    a.plot(train["step"], train["loss_largest"], "o-", label="largest subnet")
-    a.plot(train["step"], train["loss_subnets"], "s--", label="other subnets (with distillation)")
-    a.set_yscale("log"); a.set_xlabel("step"); a.set_ylabel("training loss (labels + distillation)")
-    a.grid(alpha=0.3)
-    for _, row in train.drop_duplicates("phase", keep="last").iterrows():  # where each phase ends
-        a.axvline(row["step"], color="grey", lw=0.5)
-        a.annotate(row["phase"], (row["step"], 0.98), xycoords=("data", "axes fraction"), fontsize=7,
-                   rotation=90, va="top", ha="right")
-    a.legend(fontsize=8, loc="lower right")
-    if ap_columns:
-        b = axes[0][1]
-        for col in ap_columns:
-            val = log.dropna(subset=[col])
-            b.plot(val["step"], val[col], "o-", label=col[3:])
-        b.legend(title="subnet (BN recalibrated)")
-        b.set_xlabel("step"); b.set_ylabel("validation COCO AP"); b.set_ylim(0, 1); b.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)

@@ -1,0 +1,124 @@
+"""Flags several commands share, each declared once: data sets, training settings, latency settings,
+and the arch config a command works on."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from nas.errors import PoseNASError
+from nas.latency.settings import BACKENDS, OPTIMIZATION_LEVELS, RuntimeSettings
+
+TRAINING_SETTINGS = ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device",
+                     "spec", "augment")
+
+
+def data_flags(p: argparse.ArgumentParser, prefix: str = "", what: str = "a set folder") -> None:
+    """``--data DIR`` (annotations.json + images/) or ``--ann GT.json --images DIR``."""
+    p.add_argument(f"--{prefix}data", help=f"{what} (annotations.json + images/)")
+    p.add_argument(f"--{prefix}ann", help="COCO-format keypoint annotations (instead of --data)")
+    p.add_argument(f"--{prefix}images", help="the folder of the annotated images (with --ann)")
+
+
+def data_paths(args: argparse.Namespace, prefix: str = "") -> tuple[str, str]:
+    """(annotations, images) from ``--data DIR`` or ``--ann`` + ``--images``."""
+    from nas.pose.dataset import set_files
+
+    data, ann, images = (getattr(args, prefix + n) for n in ("data", "ann", "images"))
+    if data:
+        return set_files(data)
+    if not ann:
+        flag = prefix.replace("_", "-")
+        raise PoseNASError(f"give --{flag}data DIR or --{flag}ann GT.json")
+    return ann, images
+
+
+def training_flags(p: argparse.ArgumentParser, space: bool = True) -> None:
+    data_flags(p, what="training set folder")
+    data_flags(p, "val-", "held-out set folder")
+    if space:
+        p.add_argument("--space", help="shipped space name or YAML path (default cpu)")
+    p.add_argument("--config", help="YAML file of training settings (flags override it)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--time-budget-min", type=float, help="a hard limit on training time")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                   help="random affine + flip (default on; off for synthetic sets, see nas/app/configs/baseline.yaml)")
+    p.add_argument("--device", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--spec", help="keypoint spec (default: detected from the annotations)")
+
+
+def training_config(args: argparse.Namespace, kind, base: dict | None = None):
+    """Training settings of ``kind`` from ``base``, then the --config YAML, then the flags given."""
+    from nas.io import read_yaml
+
+    settings = {**(base or {}), **(read_yaml(args.config, "config file") if args.config else {})}
+    if args.data or args.ann:
+        settings["train_ann"], settings["train_images"] = data_paths(args)
+    if args.val_data or args.val_ann:
+        settings["val_ann"], settings["val_images"] = data_paths(args, "val_")
+    settings.update({name: getattr(args, name) for name in TRAINING_SETTINGS if getattr(args, name, None) is not None})
+    if "train_ann" not in settings:
+        raise PoseNASError("no training data: give --data DIR, --ann GT.json, or train_ann in --config")
+    return kind.from_dict(settings, str(args.config or "command line"))
+
+
+def latency_flags(p: argparse.ArgumentParser) -> None:
+    default = RuntimeSettings()
+    p.add_argument("--backend", choices=BACKENDS, help=f"default {default.backend}")
+    p.add_argument("--threads", type=int, help=f"intra-op threads (0: runtime default; default {default.threads})")
+    p.add_argument("--optimization", choices=OPTIMIZATION_LEVELS, help=f"default {default.optimization}")
+    p.add_argument("--warmup", type=int, help=f"untimed runs first (default {default.warmup})")
+    p.add_argument("--repeats", type=int, help=f"timed runs (default {default.repeats})")
+    p.add_argument("--url", help="measure on a remote posenas latency-server (http://host:port)")
+    p.add_argument("--cache", default="results/latency-cache.sqlite", help="persistent measurement table")
+    p.add_argument("--no-cache", action="store_true")
+
+
+def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
+    from nas.config import typed
+
+    names = [f.name for f in fields(RuntimeSettings)]
+    return typed(RuntimeSettings, {n: getattr(args, n) for n in names if getattr(args, n, None) is not None},
+                 "command line")
+
+
+def meter(args: argparse.Namespace):
+    from nas.latency.meter import make_meter
+
+    return make_meter(runtime_settings(args), args.url, None if args.no_cache else args.cache)
+
+
+def arch_flags(p: argparse.ArgumentParser, file: bool = True, random: bool = False) -> None:
+    p.add_argument("--space", default="cpu", help="shipped space name (cpu, default, tiny) or YAML path")
+    p.add_argument("--keypoints", type=int, default=17, help="keypoints of the dataset (COCO: 17)")
+    if file:
+        p.add_argument("--arch", help="arch config JSON")
+    p.add_argument("--preset", help="min, max, higherhrnet_w32, litepose_xs/s/m/l")
+    if random:
+        p.add_argument("--random", action="store_true")
+        p.add_argument("--seed", type=int, default=0)
+
+
+def chosen_arch(args: argparse.Namespace):
+    """The space and the arch config named by ``--arch FILE``, ``--preset NAME`` or ``--random``."""
+    from search_spaces import SearchSpace, read_arch
+
+    space = SearchSpace.load(args.space)
+    options = {flag: getattr(args, name) for flag, name in (("--arch ARCH.json", "arch"), ("--preset NAME", "preset"),
+                                                            ("--random", "random")) if hasattr(args, name)}
+    if sum(map(bool, options.values())) != 1:
+        raise PoseNASError("give exactly one of " + ", ".join(options))
+    if getattr(args, "arch", None):
+        return space, read_arch(args.arch, space)
+    if args.preset:
+        return space, space.preset(args.preset)
+    return space, space.random(args.seed)
+
+
+def cost_row(arch: dict, keypoints: int) -> dict:
+    from search_spaces import arch_hash
+    from supernet.cost import arch_cost
+
+    cost = arch_cost(arch, keypoints)
+    return {"resolution": arch["resolution"], "macs": cost.macs, "params": cost.params, "arch_hash": arch_hash(arch)}

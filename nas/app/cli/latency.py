@@ -1,0 +1,72 @@
+"""`posenas latency measure|build-predictor` and `posenas latency-server`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.app.cli.command import Command, print_json_last
+from nas.app.cli.flags import arch_flags, chosen_arch, cost_row, latency_flags, meter
+
+
+class Measure(Command):
+    """latency of one subnet (ONNX in onnxruntime by default)"""
+
+    name = "latency measure"
+
+    def add_arguments(self, p):
+        arch_flags(p)
+        p.add_argument("--json", action="store_true")
+        latency_flags(p)
+
+    def take_action(self, args):
+        space, arch = chosen_arch(args)
+        latency = meter(args)
+        figures = latency.measure(space.canonical(arch), args.keypoints)
+        settings = latency.backend.settings
+        label = "torch eager (not a deployment latency)" if settings.backend == "torch" else settings.backend
+        print(f"{label}: median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, spread "
+              f"{figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {settings.threads} threads)")
+        if args.json:
+            print_json_last({**figures, "backend": settings.backend, **cost_row(arch, args.keypoints)})
+
+
+class BuildPredictor(Command):
+    """measure subnets, fit the predictor, report its accuracy"""
+
+    name = "latency build-predictor"
+
+    def add_arguments(self, p):
+        p.add_argument("--space", default="cpu")
+        p.add_argument("--samples", type=int, default=120)
+        p.add_argument("--passes", type=int, default=3, help="measurement passes over all subnets (median)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", required=True)
+        latency_flags(p)
+
+    def take_action(self, args):
+        from nas.latency.predictor import build_predictor
+        from search_spaces import SearchSpace
+
+        report = build_predictor(SearchSpace.load(args.space), meter(args).backend, args.out, args.samples,
+                                 passes=args.passes, seed=args.seed)
+        print(f"held-out subnets within +/-10 %: {report['within_10pct']:.1%} of {report['held_out']} "
+              f"(mean |error| {report['mean_abs_rel_error']:.1%}); device repeatability (pass 2 vs 1): "
+              f"{report['repeatability_within_10pct']:.1%} of {report['subnets']}")
+        print(f"predictor: {Path(args.out) / 'predictor.json'}")
+
+
+class Server(Command):
+    """measure ONNX models sent over HTTP on this device"""
+
+    name = "latency-server"
+
+    def add_arguments(self, p):
+        p.add_argument("--port", type=int, default=8765)
+        p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+
+    def take_action(self, args):
+        from nas.latency.server import serve
+
+        serve(args.port, args.host)
+
+
+COMMANDS = [Measure, BuildPredictor, Server]

@@ -1,0 +1,88 @@
+"""`posenas eval` and `posenas predict`: a network's COCO AP, and its skeletons drawn on an image."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.app.cli.command import Command, print_json_last
+from nas.errors import PoseNASError
+
+
+class Eval(Command):
+    """COCO keypoint AP of a results file, or of a checkpoint run on the images"""
+
+    name = "eval"
+
+    def add_arguments(self, p):
+        p.add_argument("--ann", required=True)
+        p.add_argument("--results", help="COCO keypoint results JSON")
+        p.add_argument("--checkpoint", help="a training checkpoint or an exported subnet folder to run on the --ann "
+                       "images")
+        p.add_argument("--images")
+        p.add_argument("--size", type=int, help="input resolution (default: the training one)")
+        p.add_argument("--flip-test", action="store_true")
+        p.add_argument("--save-results", help="with --checkpoint: write the detections here")
+        p.add_argument("--spec")
+        p.add_argument("--json", action="store_true")
+
+    def take_action(self, args):
+        from nas.pose.dataset import CocoPoseDataset, load_annotations
+        from nas.pose.evaluate import evaluate, evaluate_network, format_metrics, load_results, metrics_json
+
+        if bool(args.results) == bool(args.checkpoint):
+            raise PoseNASError("give exactly one of --results RESULTS.json or --checkpoint CKPT")
+        if args.results:
+            gt, spec, _ = load_annotations(args.ann, args.spec)
+            metrics = evaluate(gt, load_results(args.results, gt, spec), spec)
+        else:
+            from nas.io import write_json
+            from nas.subnet.export import load_network
+
+            net, arch, spec = load_network(args.checkpoint)
+            ds = CocoPoseDataset(args.ann, args.images, args.spec or spec)
+            metrics, results = evaluate_network(net, ds, args.size or arch["resolution"], args.flip_test,
+                                                progress=True)
+            if args.save_results:
+                write_json(args.save_results, results)
+        print(format_metrics(metrics))
+        if args.json:
+            print_json_last(metrics_json(metrics))
+
+
+class Predict(Command):
+    """draw detected skeletons on an image"""
+
+    name = "predict"
+
+    def add_arguments(self, p):
+        p.add_argument("image")
+        p.add_argument("--checkpoint", required=True, help="a training checkpoint or an exported subnet folder")
+        p.add_argument("--out", required=True)
+        p.add_argument("--size", type=int)
+        p.add_argument("--threshold", type=float, default=0.2, help="minimum person score to draw")
+        p.add_argument("--flip-test", action="store_true")
+
+    def take_action(self, args):
+        import cv2
+
+        from nas.pose.draw import draw_people
+        from nas.pose.inference import detect
+        from nas.pose.keypoints import get_spec
+        from nas.subnet.export import load_network
+
+        net, arch, spec_name = load_network(args.checkpoint)
+        spec = get_spec(spec_name)
+        image = cv2.imread(args.image, cv2.IMREAD_COLOR)
+        if image is None:
+            raise PoseNASError(f"{args.image}: not found or not a readable image")
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        (kps, scores), = detect(net, [rgb], args.size or arch["resolution"], spec, args.flip_test)
+        keep = scores >= args.threshold
+        drawn = draw_people(rgb, kps[keep], spec)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+            raise PoseNASError(f"{out}: could not write the image (unknown extension?)")
+        print(f"{int(keep.sum())} people drawn on {out}")
+
+
+COMMANDS = [Eval, Predict]

@@ -1,0 +1,55 @@
+"""`posenas search`: the Optuna search of subnets under MACs and latency budgets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.app.cli.command import Command, given
+from nas.app.cli.flags import data_flags, data_paths, latency_flags, meter
+from nas.search.config import SearchConfig
+from nas.search.strategies import STRATEGIES
+
+DEFAULT = SearchConfig.defaults()
+
+
+class Search(Command):
+    """Optuna search of subnets under MACs and latency budgets"""
+
+    name = "search"
+
+    def add_arguments(self, p):
+        p.add_argument("--supernet", required=True)
+        data_flags(p, what="held-out evaluation set folder")
+        p.add_argument("--latency-budget", type=float, required=True, metavar="MS")
+        p.add_argument("--macs-budget", help="e.g. 800M or 1.2G")
+        p.add_argument("--trials", type=int,
+                       help=f"completed trials the study should hold (default {DEFAULT['trials']})")
+        p.add_argument("--sampler", choices=list(STRATEGIES), help=f"default {DEFAULT['sampler']}")
+        p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
+        p.add_argument("--study", help=f"study name (default {DEFAULT['study']})")
+        p.add_argument("--out", help="run folder (default: search/ beside the supernet)")
+        p.add_argument("--eval-images", type=int, help=f"default {DEFAULT['eval_images']}")
+        p.add_argument("--calib-data", help="BN calibration set folder (default: the supernet's training set)")
+        p.add_argument("--calib-images", type=int, help=f"default {DEFAULT['calib_images']}")
+        p.add_argument("--flip-test", action="store_true", default=None)
+        p.add_argument("--predictor", help="predictor.json: skip measuring subnets predicted far over budget")
+        p.add_argument("--seed", type=int, help="sampler seed (give each worker its own)")
+        p.add_argument("--population", type=int,
+                       help=f"NSGA-II generation size (its first one is random; default {DEFAULT['population']})")
+        latency_flags(p)
+
+    def take_action(self, args):
+        from nas.search.study import run_search
+
+        ann, images = data_paths(args)
+        out = args.out or str(Path(args.supernet).resolve().parent / "search")
+        flags = given(args, ("macs_budget", "trials", "sampler", "storage", "study", "eval_images", "calib_data",
+                             "calib_images", "flip_test", "predictor", "seed", "population"))
+        cfg = SearchConfig.from_dict({**flags, "supernet": args.supernet, "val_ann": ann, "val_images": images,
+                                      "latency_budget_ms": args.latency_budget, "out": out}, "command line")
+        summary = run_search(cfg, meter(args))
+        print(f"{summary['trials']} trials, {summary.get('feasible', 0)} feasible, {summary.get('pareto', 0)} on the "
+              f"Pareto front (best AP {summary.get('best_ap')})")
+        print(f"trials: {Path(out) / 'trials.csv'}\npareto: {Path(out) / 'pareto.json'}\nstudy: {cfg.storage_url}")
+
+
+COMMANDS = [Search]

@@ -1,0 +1,63 @@
+"""What one search job is: the supernet, the held-out data, the budgets, the strategy and the
+storage; built and checked here for the command line and the pipeline alike."""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+from nas.config import typed
+from nas.errors import PoseNASError
+from nas.search.strategies import STRATEGIES
+
+
+@dataclass
+class SearchConfig:
+    supernet: str
+    val_ann: str
+    val_images: str
+    latency_budget_ms: float
+    out: str
+    macs_budget: float | str | None = None  # a number of MACs, or text such as 800M or 1.2G
+    trials: int = 40
+    sampler: str = "nsga2"
+    storage: str | None = None  # default: sqlite:///OUT/study.db
+    study: str = "posenas"
+    eval_images: int | None = 100
+    calib_data: str | None = None  # BN calibration set folder (default: the supernet's training set)
+    calib_images: int = 64
+    flip_test: bool = False
+    predictor: str | None = None
+    seed: int | None = None
+    population: int = 10  # NSGA-II generation size: its first generation is random, so keep it well below trials
+
+    def __post_init__(self):
+        self.macs_budget = parse_macs(self.macs_budget)
+        if self.sampler not in STRATEGIES:
+            raise PoseNASError(f"sampler {self.sampler!r} unknown; use one of {list(STRATEGIES)}")
+        if self.latency_budget_ms <= 0 or (self.macs_budget is not None and self.macs_budget <= 0):
+            raise PoseNASError("budgets must be positive")
+        if self.trials < 1:
+            raise PoseNASError("--trials must be at least 1")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "SearchConfig":
+        return typed(cls, d, source)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"
+
+
+def parse_macs(text: str | float | None) -> float | None:
+    """'800M', '1.2G', '2e9' or a number of MACs."""
+    if text is None or isinstance(text, (int, float)):
+        return text
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:].upper())
+    try:
+        return float(text[:-1]) * scale if scale else float(text)
+    except ValueError:
+        raise PoseNASError(f"--macs-budget {text!r}: give a number of MACs such as 800M or 1.2G") from None

@@ -1,0 +1,85 @@
+"""One search trial: an arch config from the space, its analytic MACs, its latency (a predictor's
+estimate when one is given, then the cached or fresh measurement), and only when both budgets
+hold, its inherited AP. Infeasible trials are recorded with AP 0 and positive constraint values,
+so NSGA-II and TPE rank them below every feasible one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import optuna
+
+from nas.errors import PoseNASError
+from nas.latency.meter import LatencyMeter
+from nas.latency.predictor import LatencyPredictor
+from nas.pose.dataset import CocoPoseDataset, set_files
+from nas.search.config import SearchConfig
+from nas.search.strategies import STRATEGIES
+from nas.subnet.inherit import TrainedSupernet
+from search_spaces import arch_hash
+from supernet.cost import arch_cost
+
+CLEARLY_OVER = 1.25  # a predicted latency this far over budget is not measured
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (several workers share a study)
+
+
+class Objective:
+    """One trial: arch config -> MACs -> latency -> (if feasible) inherited AP."""
+
+    def __init__(self, cfg: SearchConfig, meter: LatencyMeter):
+        self.cfg, self.meter = cfg, meter
+        self.supernet = TrainedSupernet.load(cfg.supernet, set_files(cfg.calib_data) if cfg.calib_data else None,
+                                             cfg.calib_images)
+        self.space, self.k = self.supernet.space, self.supernet.num_keypoints
+        self.predictor = LatencyPredictor.load(cfg.predictor) if cfg.predictor else None
+        self.dataset = CocoPoseDataset(cfg.val_ann, cfg.val_images, self.supernet.spec)
+        self.objectives = STRATEGIES[cfg.sampler].objectives
+
+    def check_budgets(self) -> dict:
+        """Refuse budgets that even the space's smallest subnet misses, before any trial runs."""
+        smallest = self.space.min()
+        cost = arch_cost(smallest, self.k)
+        if self.cfg.macs_budget is not None and cost.macs > self.cfg.macs_budget:
+            raise PoseNASError(f"MACs budget {self.cfg.macs_budget:.4g} is below the smallest subnet of space "
+                               f"{self.space.name!r} (min preset: {cost.macs:.4g} MACs); no subnet can meet it")
+        latency = self.meter.measure(smallest, self.k)["median_ms"]
+        if latency > self.cfg.latency_budget_ms:
+            raise PoseNASError(f"latency budget {self.cfg.latency_budget_ms} ms is below the smallest subnet of space "
+                               f"{self.space.name!r} (min preset: {latency:.2f} ms measured); no subnet can meet it")
+        return {"min_macs": cost.macs, "min_latency_ms": latency}
+
+    def __call__(self, trial: optuna.Trial):
+        cfg = self.cfg
+        start = time.perf_counter()
+        arch = self.space.suggest(trial)
+        cost = arch_cost(arch, self.k)
+        attrs: dict = {"arch": json.dumps(arch, separators=(",", ":")), "arch_hash": arch_hash(arch),
+                       "macs": cost.macs, "params": cost.params, "evaluated": False, "worker": WORKER}
+        macs_ok = cfg.macs_budget is None or cost.macs <= cfg.macs_budget
+        predicted = self.predictor.predict(arch) if self.predictor else None
+        attrs["latency_predicted_ms"] = predicted
+        if predicted is not None and predicted > CLEARLY_OVER * cfg.latency_budget_ms:
+            latency, attrs["latency_measured"] = predicted, False
+        else:
+            t = time.perf_counter()
+            figures = self.meter.measure(arch, self.k)
+            latency = figures["median_ms"]
+            attrs.update(latency_measured=True, latency_p90_ms=figures["p90_ms"], latency_spread=figures["spread"],
+                         latency_cached=figures["cached"], latency_s=time.perf_counter() - t)
+        attrs["latency_ms"] = latency
+        trial.set_constraint("macs", cost.macs - cfg.macs_budget if cfg.macs_budget else -1.0)
+        trial.set_constraint("latency_ms", latency - cfg.latency_budget_ms)
+        ap = 0.0
+        if macs_ok and latency <= cfg.latency_budget_ms:
+            timings: dict = {}
+            metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)
+            ap = metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0  # NaN: nobody to find
+            attrs.update({f"metric_{k}": v for k, v in metrics.items()}, evaluated=True, **timings)
+        attrs["trial_s"] = time.perf_counter() - start
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        values = {"AP": ap, "latency_ms": latency}
+        return tuple(values[name] for name in self.objectives)

@@ -1,0 +1,66 @@
+"""The layers import one way (DESIGN.md): nothing imports upward, nothing imports sideways
+between train and search, and no module takes part in an import cycle."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# lower number: lower layer; a module may import its own layer and any lower one
+LAYERS = {"search_spaces": 0, "supernet": 1, "nas.errors": 2, "nas.io": 3, "nas.config": 3, "nas.pose": 4,
+          "nas.subnet": 5, "nas.latency": 6, "nas.train": 7, "nas.search": 7, "nas.app": 8, "nas": 9}
+PACKAGES = ("nas", "supernet", "search_spaces")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> str:
+    """The longest LAYERS key that ``module`` lies in."""
+    return max((k for k in LAYERS if module == k or module.startswith(k + ".")), key=len)
+
+
+def project_imports() -> dict[str, set[str]]:
+    """Every project module and the project modules it imports (at any depth of its code)."""
+    graph = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name, found = module_name(path), set()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+                elif isinstance(node, ast.Import):
+                    found |= {a.name for a in node.names}
+            graph[name] = found
+    modules = set(graph)
+    return {name: {m for m in found if m in modules and m != name} for name, found in graph.items()}
+
+
+def test_no_module_imports_a_higher_layer_or_a_sibling_one():
+    wrong = []
+    for name, imported in project_imports().items():
+        for other in imported:
+            a, b = layer(name), layer(other)
+            if LAYERS[b] > LAYERS[a] or (LAYERS[b] == LAYERS[a] and a != b and not other.startswith(a + ".")):
+                wrong.append(f"{name} ({a}) imports {other} ({b})")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_no_import_cycles():
+    graph = project_imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)
