@@ -32,12 +32,46 @@ import yaml
 
 SHIPPED = Path(__file__).resolve().parent
 TOP_KEYS = ("resolution", "stem", "widths", "stages", "token", "head")
-BRANCH_KEYS = ("depth", "kernel", "expand")
-TOKEN_KEYS = ("depth", "width", "keep_ratio")
-HEAD_KEYS = ("width", "multi_resolution")
 TOKEN_HEAD_DIM = 16  # channels per attention head: embed widths must be multiples of it
+STEM_BLOCK = {"kernel": 3, "expand": 1}  # the fixed block after the stride-2 stem conv of every subnet
 # Elastic groups, in the order progressive shrinking opens them.
 GROUPS = ("resolution", "kernel", "depth", "width", "token")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One elastic key of a space file: where its value sits in an arch config (``scope``), its
+    type, the progressive-shrinking group that opens it, and its one choice where the space file
+    leaves it out (None: the file must give it)."""
+    scope: str  # "top", "widths" (one list per branch), "stage" (one per stage), "branch", "token", "head"
+    kind: type
+    group: str
+    default: tuple | None = None
+
+
+# Every elastic key: a new dimension is one entry here (its block reads it from the config dict).
+KEYS = {
+    "resolution": Key("top", int, "resolution"),
+    "widths": Key("widths", int, "width"),
+    "modules": Key("stage", int, "depth", (1,)),
+    "depth": Key("branch", int, "depth", (1,)),
+    "kernel": Key("branch", int, "kernel", (3,)),
+    "expand": Key("branch", int, "width", (4,)),
+    "token.depth": Key("token", int, "token", (0,)),
+    "token.width": Key("token", int, "width", (TOKEN_HEAD_DIM,)),
+    "token.keep_ratio": Key("token", float, "token", (1.0,)),
+    "head.width": Key("head", int, "width", (32,)),
+    "head.multi_resolution": Key("head", bool, "depth", (False,)),
+}
+assert all(k.group in GROUPS for k in KEYS.values())
+
+
+def scope_keys(scope: str) -> tuple[str, ...]:
+    """The config keys of one scope, e.g. ("depth", "kernel", "expand") for a branch."""
+    return tuple(name.split(".")[-1] for name, key in KEYS.items() if key.scope == scope)
+
+
+BRANCH_KEYS, TOKEN_KEYS, HEAD_KEYS = scope_keys("branch"), scope_keys("token"), scope_keys("head")
 
 
 class SpaceError(ValueError):
@@ -48,20 +82,12 @@ class SpaceError(ValueError):
 class Dimension:
     path: tuple  # where the value sits in an arch config, e.g. ("stages", 2, "branches", 0, "depth")
     choices: tuple
+    key: str  # its entry in KEYS, e.g. "depth"
 
     @property
     def group(self) -> str:
         """Which progressive-shrinking group opens this dimension (see GROUPS)."""
-        key = self.path[-1]
-        if self.path == ("token", "depth") or self.path == ("token", "keep_ratio"):
-            return "token"
-        if key in ("depth", "modules", "multi_resolution"):
-            return "depth"
-        if key == "kernel":
-            return "kernel"
-        if key == "resolution":
-            return "resolution"
-        return "width"  # branch widths, expand ratios, token and head widths
+        return KEYS[self.key].group
 
     @property
     def name(self) -> str:
@@ -98,17 +124,18 @@ class SearchSpace:
         s = self.spec
         self.name: str = s["name"]
         self.num_stages = len(s["widths"])
-        dims = [Dimension(("resolution",), s["resolution"])]
-        dims += [Dimension(("widths", b), tuple(c)) for b, c in enumerate(s["widths"])]
+        dims = [Dimension(("resolution",), s["resolution"], "resolution")]
+        dims += [Dimension(("widths", b), tuple(c), "widths") for b, c in enumerate(s["widths"])]
         for st in range(self.num_stages):
-            dims.append(Dimension(("stages", st, "modules"), tuple(s["modules"][st])))
+            dims.append(Dimension(("stages", st, "modules"), tuple(s["modules"][st]), "modules"))
             for b in range(st + 1):
-                depth = s["depth"] if b < st else tuple(d for d in s["depth"] if d > 0)
-                dims.append(Dimension(("stages", st, "branches", b, "depth"), depth))
-                dims.append(Dimension(("stages", st, "branches", b, "kernel"), s["kernel"]))
-                dims.append(Dimension(("stages", st, "branches", b, "expand"), s["expand"]))
-        dims += [Dimension(("token", k), s["token"][k]) for k in TOKEN_KEYS]
-        dims += [Dimension(("head", k), s["head"][k]) for k in HEAD_KEYS]
+                for key in BRANCH_KEYS:
+                    choices = s[key]
+                    if key == "depth" and b == st:  # the stage's newest branch needs a block
+                        choices = tuple(d for d in choices if d > 0)
+                    dims.append(Dimension(("stages", st, "branches", b, key), choices, key))
+        dims += [Dimension((scope, k), s[scope][k], f"{scope}.{k}") for scope in ("token", "head")
+                 for k in scope_keys(scope)]
         self.dimensions: tuple[Dimension, ...] = tuple(dims)
 
     # -- construction ----------------------------------------------------------------------------
@@ -198,17 +225,17 @@ class SearchSpace:
         return copy.deepcopy(config)
 
     def canonical(self, config: dict) -> dict:
-        """Inert choices set to their minimum (kernel and expand of depth-0 branches, the token
-        stage's width and keep-ratio at depth 0), so equal networks have equal configs and hashes."""
+        """Inert choices set to their minimum (every key but depth of a depth-0 branch or token
+        stage), so equal networks have equal configs and hashes."""
         config = copy.deepcopy(config)
         smallest = {d.path: min(d.choices) for d in self.dimensions}
         for s, stage in enumerate(config["stages"]):
             for b, branch in enumerate(stage["branches"]):
                 if branch["depth"] == 0:
-                    for key in ("kernel", "expand"):
+                    for key in BRANCH_KEYS[1:]:
                         branch[key] = smallest[("stages", s, "branches", b, key)]
         if config["token"]["depth"] == 0:
-            for key in ("width", "keep_ratio"):
+            for key in TOKEN_KEYS[1:]:
                 config["token"][key] = smallest[("token", key)]
         return config
 
@@ -324,8 +351,8 @@ def _check_keys(d: Any, keys: tuple, path: tuple, source: str) -> None:
 
 
 # -- the space file ----------------------------------------------------------------------------
-SPACE_KEYS = {"name": str, "description": str, "stem": int, "resolution": list, "widths": list,
-              "modules": list, "depth": list, "kernel": list, "expand": list, "token": dict, "head": dict}
+FILE_KEYS = {"name": str, "description": str, "stem": int, "token": dict, "head": dict}  # besides KEYS
+LIST_KEYS = tuple(name for name in KEYS if "." not in name)  # resolution, widths, modules and the branch keys
 
 
 def _choices(value: Any, where: str, source: str, kind=int) -> tuple:
@@ -342,24 +369,47 @@ def _choices(value: Any, where: str, source: str, kind=int) -> tuple:
     return tuple(sorted(value))
 
 
+def _given(spec: dict, name: str, source: str, stages: int = 1):
+    """The space file's choices for KEYS[name], or its one fixed default where the file has none."""
+    scope, _, key = name.rpartition(".")
+    value = spec.get(scope, {}).get(key) if scope else spec.get(name)
+    if value is not None:
+        return value
+    default = KEYS[name].default
+    if default is None:
+        raise SpaceError(f"{source}: missing dimension {name!r}")
+    return [list(default)] * stages if KEYS[name].scope == "stage" else list(default)
+
+
 def _check_space(spec: dict, source: str) -> dict:
-    unknown = sorted(set(spec) - set(SPACE_KEYS))
+    unknown = sorted(set(spec) - set(FILE_KEYS) - set(LIST_KEYS))
     if unknown:
-        raise SpaceError(f"{source}: unknown dimension {unknown[0]!r}; known: {sorted(SPACE_KEYS)}")
-    for key in SPACE_KEYS:
-        if key not in spec and key != "description":
+        raise SpaceError(f"{source}: unknown dimension {unknown[0]!r}; known: {sorted({*FILE_KEYS, *LIST_KEYS})}")
+    for key in ("name", "stem"):
+        if key not in spec:
             raise SpaceError(f"{source}: missing dimension {key!r}")
-        if key in spec and not isinstance(spec[key], SPACE_KEYS[key]):
-            raise SpaceError(f"{source}: {key} must be a {SPACE_KEYS[key].__name__}, got {spec[key]!r}")
+    for key, kind in [*FILE_KEYS.items(), *((k, list) for k in LIST_KEYS)]:
+        if key in spec and not isinstance(spec[key], kind):
+            raise SpaceError(f"{source}: {key} must be a {kind.__name__}, got {spec[key]!r}")
+    for scope in ("token", "head"):
+        unknown = sorted(set(spec.get(scope, {})) - set(scope_keys(scope)))
+        if unknown:
+            raise SpaceError(f"{source}: unknown dimension '{scope}.{unknown[0]}'; "
+                             f"{scope} has {list(scope_keys(scope))}")
     out = dict(spec)
-    stages = len(spec["widths"])
-    if stages < 1 or len(spec["modules"]) != stages:
-        raise SpaceError(f"{source}: widths lists {stages} branches but modules lists {len(spec['modules'])} "
+    widths = _given(spec, "widths", source)
+    stages = len(widths)
+    modules = _given(spec, "modules", source, stages)
+    if stages < 1 or len(modules) != stages:
+        raise SpaceError(f"{source}: widths lists {stages} branches but modules lists {len(modules)} "
                          "stages; stage s adds branch s, so they must agree")
-    out["widths"] = [_choices(w, f"widths[{b}]", source) for b, w in enumerate(spec["widths"])]
-    out["modules"] = [_choices(m, f"modules[{s}]", source) for s, m in enumerate(spec["modules"])]
-    for key in ("resolution", "depth", "kernel", "expand"):
-        out[key] = _choices(spec[key], key, source)
+    out["widths"] = [_choices(w, f"widths[{b}]", source) for b, w in enumerate(widths)]
+    out["modules"] = [_choices(m, f"modules[{s}]", source) for s, m in enumerate(modules)]
+    for key in ("resolution", *BRANCH_KEYS):
+        out[key] = _choices(_given(spec, key, source), key, source, KEYS[key].kind)
+    for scope in ("token", "head"):
+        out[scope] = {k: _choices(_given(spec, f"{scope}.{k}", source), f"{scope}.{k}", source,
+                                  KEYS[f"{scope}.{k}"].kind) for k in scope_keys(scope)}
     if min(min(m) for m in out["modules"]) < 1:
         raise SpaceError(f"{source}: modules must be >= 1 in every stage")
     if min(min(w) for w in out["widths"]) < 1:
@@ -376,14 +426,6 @@ def _check_space(spec: dict, source: str) -> dict:
     if any(r % stride for r in out["resolution"]):
         raise SpaceError(f"{source}: every resolution must be a multiple of {stride} (the lowest branch's "
                          f"stride), got {list(out['resolution'])}")
-    for key, keys, kinds in (("token", TOKEN_KEYS, (int, int, float)), ("head", HEAD_KEYS, (int, bool))):
-        unknown = sorted(set(spec[key]) - set(keys))
-        if unknown:
-            raise SpaceError(f"{source}: unknown dimension '{key}.{unknown[0]}'; {key} has {list(keys)}")
-        for k in keys:
-            if k not in spec[key]:
-                raise SpaceError(f"{source}: missing dimension '{key}.{k}'")
-        out[key] = {k: _choices(spec[key][k], f"{key}.{k}", source, kind) for k, kind in zip(keys, kinds)}
     token = out["token"]
     if min(token["depth"]) < 0 or any(w % TOKEN_HEAD_DIM or w < 1 for w in token["width"]):
         raise SpaceError(f"{source}: token.width must be positive multiples of {TOKEN_HEAD_DIM} "

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from search_spaces.space import TOKEN_HEAD_DIM
+from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM
 
 FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_deconv", "macs_matmul", "activations",
             "elementwise", "attention", "ops")
@@ -54,11 +54,11 @@ class Cost:
         self.features["elementwise"] += elements
         self.features["ops"] += 1
 
-    def mbconv(self, cin: int, cout: int, kernel: int, expand: int, pixels: int) -> None:
-        mid = cin * expand
-        if expand > 1:
+    def mbconv(self, cin: int, cout: int, block: dict, pixels: int) -> None:
+        mid = cin * block["expand"]
+        if block["expand"] > 1:
             self.conv(cin, mid, 1, pixels)
-        self.conv(mid, mid, kernel, pixels, depthwise=True)
+        self.conv(mid, mid, block["kernel"], pixels, depthwise=True)
         self.conv(mid, cout, 1, pixels)
         if cin == cout:
             self.add(cout * pixels)
@@ -77,7 +77,7 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
     stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
     side = arch["resolution"] // 2
     c.conv(3, stem, 3, side * side)
-    c.mbconv(stem, stem, 3, 1, side * side)
+    c.mbconv(stem, stem, STEM_BLOCK, side * side)
     sides = [side // 2 ** (b + 1) for b in range(len(widths))]  # stride 4, 8, ...
     for s, stage in enumerate(arch["stages"]):
         cin = stem if s == 0 else widths[s - 1]
@@ -88,7 +88,7 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
             for b in active:
                 branch = stage["branches"][b]
                 for _ in range(branch["depth"]):
-                    c.mbconv(widths[b], widths[b], branch["kernel"], branch["expand"], sides[b] ** 2)
+                    c.mbconv(widths[b], widths[b], branch, sides[b] ** 2)
             for j in active if len(active) > 1 else ():
                 for i in active:
                     if i != j:

@@ -33,21 +33,22 @@ class ConvBN(nn.Module):
 
 class MBConv(nn.Module):
     """Inverted residual with a large depthwise kernel (LitePose's block): elastic kernel (centre
-    crop), expand ratio (hidden = input channels x ratio) and output width."""
+    crop), expand ratio (hidden = input channels x ratio) and output width. ``block`` is the arch
+    config's dict for it (``kernel``, ``expand``): the block reads what it needs."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, expand: int = 4):
+    def __init__(self, cin: int, cout: int, block: dict, stride: int = 1):
         super().__init__()
-        mid = cin * expand
-        self.expand = ConvBN(cin, mid, 1) if expand > 1 else None  # a fixed ratio of 1 needs no 1x1
-        self.depthwise = ConvBN(mid, mid, kernel, stride, depthwise=True)
+        mid = cin * block["expand"]
+        self.expand = ConvBN(cin, mid, 1) if block["expand"] > 1 else None  # a fixed ratio of 1 needs no 1x1
+        self.depthwise = ConvBN(mid, mid, block["kernel"], stride, depthwise=True)
         self.project = ConvBN(mid, cout, 1, act=False)
         self.stride = stride
-        self.active_expand = expand
+        self.active_expand = block["expand"]
         self.active_out = cout
 
-    def set_active(self, cout: int, kernel: int, expand: int) -> None:
-        self.active_out, self.active_expand = cout, expand
-        self.depthwise.set_active(kernel=kernel)
+    def set_active(self, cout: int, block: dict) -> None:
+        self.active_out, self.active_expand = cout, block["expand"]
+        self.depthwise.set_active(kernel=block["kernel"])
         self.project.set_active(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,17 +62,18 @@ class MBConv(nn.Module):
 
 
 class Branch(nn.Module):
-    """The blocks of one branch in one fusion module; depth 0 passes the input on."""
+    """The blocks of one branch in one fusion module (``branch``: its arch config dict, ``depth``
+    blocks alike); depth 0 passes the input on."""
 
-    def __init__(self, width: int, depth: int, kernel: int, expand: int):
+    def __init__(self, width: int, branch: dict):
         super().__init__()
-        self.blocks = nn.ModuleList(MBConv(width, width, kernel, 1, expand) for _ in range(depth))
-        self.active_depth = depth
+        self.blocks = nn.ModuleList(MBConv(width, width, branch) for _ in range(branch["depth"]))
+        self.active_depth = branch["depth"]
 
-    def set_active(self, width: int, depth: int, kernel: int, expand: int) -> None:
-        self.active_depth = depth
-        for block in self.blocks[:depth]:
-            block.set_active(width, kernel, expand)
+    def set_active(self, width: int, branch: dict) -> None:
+        self.active_depth = branch["depth"]
+        for block in self.blocks[:self.active_depth]:
+            block.set_active(width, branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks[:self.active_depth]:
@@ -114,8 +116,7 @@ class FusionModule(nn.Module):
 
     def __init__(self, widths: list[int], branches: list[dict]):
         super().__init__()
-        self.branches = nn.ModuleList(Branch(w, b["depth"], b["kernel"], b["expand"])
-                                      for w, b in zip(widths, branches))
+        self.branches = nn.ModuleList(Branch(w, b) for w, b in zip(widths, branches))
         active = [i for i, b in enumerate(branches) if b["depth"] > 0]
         self.fuse = nn.ModuleDict({f"{i}_{j}": Resample(i, j, widths[i], widths[j])
                                    for j in active for i in active if i != j})
@@ -124,7 +125,7 @@ class FusionModule(nn.Module):
     def set_active(self, widths: list[int], branches: list[dict]) -> None:
         self.active = [i for i, b in enumerate(branches) if b["depth"] > 0]
         for branch, w, b in zip(self.branches, widths, branches):
-            branch.set_active(w, b["depth"], b["kernel"], b["expand"])
+            branch.set_active(w, b)
         for j in self.active:
             for i in self.active:
                 if i != j:

@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from search_spaces.space import STEM_BLOCK
 from supernet.layers import ConvBN, FusionUp, MBConv, Stage
 from supernet.ops import DynamicConv2d, slice_like, static_copy
 from supernet.tokens import TokenStage
@@ -24,7 +25,7 @@ class PoseNet(nn.Module):
         self.arch = copy.deepcopy(arch)
         self.num_keypoints = k = num_keypoints
         stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
-        self.stem = nn.Sequential(ConvBN(3, stem, 3, 2), MBConv(stem, stem, 3, 1, 1))
+        self.stem = nn.Sequential(ConvBN(3, stem, 3, 2), MBConv(stem, stem, STEM_BLOCK))
         self.stages = nn.ModuleList(Stage(stem if s == 0 else widths[s - 1], widths[:s + 1], stage)
                                     for s, stage in enumerate(arch["stages"]))
         token = arch["token"]

@@ -144,8 +144,9 @@ def _space_file(tmp_path, edit) -> str:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda s: s.pop("kernel"), r"missing dimension 'kernel'"),
-    (lambda s: s["token"].pop("keep_ratio"), r"missing dimension 'token\.keep_ratio'"),
+    (lambda s: s.pop("widths"), r"missing dimension 'widths'"),
+    (lambda s: s.pop("resolution"), r"missing dimension 'resolution'"),
+    (lambda s: s["token"].update(heads=[1]), r"unknown dimension 'token\.heads'"),
     (lambda s: s.update(blocks=[1]), r"unknown dimension 'blocks'"),
     (lambda s: s["modules"].pop(), r"widths lists 4 branches but modules lists 3 stages"),
     (lambda s: s.update(depth=[0]), r"depth \[0\] needs a choice >= 1"),
@@ -187,3 +188,28 @@ def test_groups_restrict_sampling_for_progressive_shrinking():
     assert {d.group for d in space.dimensions} == {"resolution", "kernel", "depth", "width", "token"}
     token = [d.name for d in space.dimensions if d.group == "token"]
     assert token == ["token.depth", "token.keep_ratio"]
+
+
+def test_a_dimension_the_space_file_leaves_out_has_one_fixed_choice(tmp_path):
+    def drop(s):
+        s.pop("kernel")
+        s["token"].pop("keep_ratio")
+        s["head"].pop("multi_resolution")
+
+    space = SearchSpace.load(_space_file(tmp_path, drop))
+    choices = {d.key: d.choices for d in space.dimensions}
+    assert choices["kernel"] == (3,) and choices["token.keep_ratio"] == (1.0,)
+    assert choices["head.multi_resolution"] == (False,)
+    assert space.random(0)["stages"][0]["branches"][0]["kernel"] == 3
+
+
+def test_every_dimension_takes_its_group_from_the_key_table():
+    from search_spaces.space import GROUPS, KEYS
+
+    space = SearchSpace.load("cpu")
+    assert {d.key for d in space.dimensions} == set(KEYS)
+    groups = {d.name: d.group for d in space.dimensions}
+    assert groups["stages.2.branches.1.kernel"] == "kernel" and groups["token.keep_ratio"] == "token"
+    assert groups["token.width"] == "width" and groups["head.multi_resolution"] == "depth"
+    assert groups["stages.3.modules"] == "depth" and groups["widths.0"] == "width"
+    assert set(groups.values()) == set(GROUPS)
