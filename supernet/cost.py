@@ -63,7 +63,8 @@ class Cost:
         if cin == cout:
             self.add(cout * pixels)
 
-    def fusion_up(self, cin: int, cskip: int, cout: int, pixels_in: int) -> None:
+    def fusion_up(self, cin: int, cskip: int, head: dict, pixels_in: int) -> None:
+        cout = head["width"]
         self.conv(cin, cout, 4, pixels_in, transposed=True)  # counted over input pixels, as ptflops does
         self.conv(cskip, cout, 1, 4 * pixels_in)
         self.add(cout * 4 * pixels_in)
@@ -117,12 +118,12 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
         c.linear(e, head, k)
     cin = widths[-1]
     for b in range(len(widths) - 2, -1, -1):
-        c.fusion_up(cin, widths[b], head, sides[b + 1] ** 2)
+        c.fusion_up(cin, widths[b], arch["head"], sides[b + 1] ** 2)
         cin = head
     c.conv(head, 2 * k, 1, sides[0] ** 2, bias=True, bn=False)
     outputs = [sides[0]]
     if arch["head"]["multi_resolution"]:
-        c.fusion_up(head, stem, head, sides[0] ** 2)
+        c.fusion_up(head, stem, arch["head"], sides[0] ** 2)
         c.conv(head, k, 1, side * side, bias=True, bn=False)
         outputs.append(side)
     if token["depth"] > 0:  # the keypoint classifiers over the head features of each output

@@ -172,19 +172,21 @@ class Stage(nn.Module):
 
 class FusionUp(nn.Module):
     """One step of LitePose's fusion deconv head: 2x deconvolution, add the projected skip
-    features of that resolution, refine with a depthwise 5x5 and a 1x1."""
+    features of that resolution, refine with a depthwise 5x5 and a 1x1. ``head`` is the arch
+    config's head dict (its ``width`` is the step's output channels)."""
 
-    def __init__(self, cin: int, cskip: int, cout: int):
+    def __init__(self, cin: int, cskip: int, head: dict):
         super().__init__()
+        cout = head["width"]
         self.deconv = DynamicConvTranspose2d(cin, cout)
         self.bn = DynamicBatchNorm2d(cout)
         self.skip = ConvBN(cskip, cout, 1, act=False)
         self.refine = nn.Sequential(ConvBN(cout, cout, 5, depthwise=True), ConvBN(cout, cout, 1))
 
-    def set_active(self, cout: int) -> None:
-        self.deconv.active_out = cout
-        self.skip.set_active(cout)
-        self.refine[1].set_active(cout)
+    def set_active(self, head: dict) -> None:
+        self.deconv.active_out = head["width"]
+        self.skip.set_active(head["width"])
+        self.refine[1].set_active(head["width"])
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.refine(F.relu(self.bn(self.deconv(x))) + self.skip(skip))

@@ -32,11 +32,11 @@ class PoseNet(nn.Module):
         self.tokens = (TokenStage(widths[-1], token["width"], token["depth"], head, k, joint_mask)
                        if token["depth"] > 0 else None)
         cins = [widths[-1]] + [head] * (len(widths) - 2)
-        self.ups = nn.ModuleList(FusionUp(cin, skip, head) for cin, skip in zip(cins, widths[-2::-1]))
+        self.ups = nn.ModuleList(FusionUp(cin, skip, arch["head"]) for cin, skip in zip(cins, widths[-2::-1]))
         self.final = DynamicConv2d(head, 2 * k, 1, bias=True)
         finals = [self.final]
         if arch["head"]["multi_resolution"]:
-            self.up_high = FusionUp(head, stem, head)
+            self.up_high = FusionUp(head, stem, arch["head"])
             self.final_high = DynamicConv2d(head, k, 1, bias=True)
             finals.append(self.final_high)
         for final in finals:  # near-zero maps at the start, as HigherHRNet initialises its final layers
@@ -52,9 +52,9 @@ class PoseNet(nn.Module):
         if self.tokens is not None and arch["token"]["depth"] > 0:
             self.tokens.set_active(widths[-1], arch["token"], head)
         for up in self.ups:
-            up.set_active(head)
+            up.set_active(arch["head"])
         if arch["head"]["multi_resolution"]:
-            self.up_high.set_active(head)
+            self.up_high.set_active(arch["head"])
         self.active = copy.deepcopy(arch)
         return self
 

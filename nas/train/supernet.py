@@ -93,27 +93,30 @@ class SupernetConfig(Settings):
         if self.fit_budget is not None and not 0 < self.fit_budget <= 1:
             raise PoseNASError(f"fit_budget must lie in (0, 1] or be null, got {self.fit_budget!r}")
 
-    def parsed_phases(self) -> list[Phase]:
-        phases = []
-        for i, p in enumerate(self.phases):
-            where = f"phases[{i}]"
-            if not isinstance(p, dict) or set(p) - set(PHASE_KEYS) or "epochs" not in p:
-                raise PoseNASError(f"{where} must be a mapping with epochs, and optionally "
-                                   f"{', '.join(PHASE_KEYS[1:])}; got {p!r}")
-            elastic = tuple(p.get("elastic", ()))
-            bad = [g for g in elastic if g not in GROUPS]
-            if bad:
-                raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
-            if not is_kind(p["epochs"], (int, float)) or not p["epochs"] > 0:
-                raise PoseNASError(f"{where}.epochs must be a positive number, got {p['epochs']!r}")
-            warmup = p.get("warmup_epochs", self.warmup_epochs if i == 0 else 0.0)
-            if not is_kind(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
-                raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
-            phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(p.get("lr", PHASE_LR)),
-                                elastic, float(warmup)))
-        if not phases:
-            raise PoseNASError("phases: give at least one phase")
-        return phases
+
+
+def parse_phases(cfg: SupernetConfig) -> list[Phase]:
+    """The config's phases, each checked, with the defaults filled in."""
+    phases = []
+    for i, p in enumerate(cfg.phases):
+        where = f"phases[{i}]"
+        if not isinstance(p, dict) or set(p) - set(PHASE_KEYS) or "epochs" not in p:
+            raise PoseNASError(f"{where} must be a mapping with epochs, and optionally "
+                               f"{', '.join(PHASE_KEYS[1:])}; got {p!r}")
+        elastic = tuple(p.get("elastic", ()))
+        bad = [g for g in elastic if g not in GROUPS]
+        if bad:
+            raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
+        if not is_kind(p["epochs"], (int, float)) or not p["epochs"] > 0:
+            raise PoseNASError(f"{where}.epochs must be a positive number, got {p['epochs']!r}")
+        warmup = p.get("warmup_epochs", cfg.warmup_epochs if i == 0 else 0.0)
+        if not is_kind(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
+            raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
+        phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(p.get("lr", PHASE_LR)),
+                            elastic, float(warmup)))
+    if not phases:
+        raise PoseNASError("phases: give at least one phase")
+    return phases
 
 
 def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_random: int) -> list[dict]:
@@ -217,7 +220,7 @@ class SupernetRun:
         self.device = distributed.local_device(select_device(cfg.device))
         self.rank, self.world = distributed.setup(self.device)
         self.main = self.rank == 0
-        self.phases = cfg.parsed_phases()
+        self.phases = parse_phases(cfg)
         self.space = SearchSpace.load(cfg.space)
         self.train_ds, self.val_ds = datasets(cfg)
         torch.manual_seed(cfg.seed)

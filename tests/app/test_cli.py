@@ -42,7 +42,7 @@ def test_eval_needs_exactly_one_source(capsys, tmp_path):
 
 def test_eval_runs_a_checkpoint_on_images(tmp_path, synth_small, capsys):
     from nas.train.static import train
-    from tests.test_train import _cfg
+    from tests.train.test_train import _cfg
 
     train(_cfg(synth_small, epochs=1), tmp_path / "run", progress=False)
     out = tmp_path / "dets.json"

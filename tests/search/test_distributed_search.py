@@ -6,12 +6,14 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 from optuna.trial import TrialState
 
 from nas.search.results import pareto_front, trial_table
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))
 TRIALS, WORKERS = 12, 3
+pytestmark = pytest.mark.slow  # three worker processes and a database server
 
 
 def _worker(tmp_path, supernet, data, storage, seed):

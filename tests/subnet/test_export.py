@@ -26,6 +26,7 @@ def _finetune(tmp_path, tiny_supernet, synth_small, *extra):
     return folder
 
 
+@pytest.mark.slow  # three finetuning runs
 def test_finetune_starts_from_inherited_weights_and_learns_from_the_teacher(tmp_path, tiny_supernet, synth_small):
     frozen = _finetune(tmp_path / "a", tiny_supernet, synth_small, "--lr", "0")
     trained = TrainedSupernet.load(tiny_supernet)

@@ -42,6 +42,7 @@ def test_train_writes_checkpoint_log_and_curves_and_resumes(tmp_path, synth_smal
     assert [tuple(o.shape) for o in outs] == [(1, 34, 16, 16), (1, 17, 32, 32)]
 
 
+@pytest.mark.slow  # 60 training steps on real images
 def test_loss_falls_on_real_coco_images(tmp_path):
     ann = shared(COCO_MINI / "annotations" / "person_keypoints_train.json")
     data = json.loads(ann.read_text())

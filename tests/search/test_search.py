@@ -56,6 +56,7 @@ def test_search_records_trials_resumes_and_writes_the_pareto_set(tmp_path, tiny_
     assert table["latency_cached"].sum() >= 0 and len(LatencyCache(tmp_path / "latency.sqlite")) >= 1
 
 
+@pytest.mark.slow  # two more searches
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_other_samplers(tmp_path, tiny_supernet, synth_small, sampler):
     summary = run_search(config(tmp_path, tiny_supernet, synth_small, sampler=sampler, trials=3), meter(tmp_path),

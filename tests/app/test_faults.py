@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import torch
 from optuna.trial import TrialState
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))
 RNG = random.Random(os.getpid())
+pytestmark = pytest.mark.slow  # each test runs three real posenas processes, one killed
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:

@@ -21,10 +21,10 @@ from nas.pose.dataset import CocoPoseDataset
 from nas.subnet.calibration import CalibrationSet, recalibrate
 from nas.train.schedule import budget_scale, steps_in_budget
 from nas.train.settings import datasets
-from nas.train.supernet import PACE_STEPS, SupernetConfig, sandwich, sandwich_step, train_supernet
+from nas.train.supernet import PACE_STEPS, SupernetConfig, parse_phases, sandwich, sandwich_step, train_supernet
 from search_spaces import SearchSpace
 from supernet.importance import sort_hidden_channels
-from tests.test_supernet import trained_like
+from tests.supernet.test_supernet import trained_like
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -38,7 +38,7 @@ def settings(data: Path, **kw) -> dict:
     return {"train_ann": str(data / "annotations.json"), "train_images": str(data / "images"),
             "val_ann": str(data / "annotations.json"), "val_images": str(data / "images"), "space": "tiny",
             "batch_size": 4, "workers": 0, "checkpoint_every": 2, "calibration_images": 8, "val_limit": 6,
-            "phases": PHASES, **kw}
+            "sandwich_random": 0, "phases": PHASES, **kw}  # sandwiches of the largest and the smallest: fast
 
 
 def test_sandwich_is_largest_smallest_and_random_subnets_of_the_open_groups():
@@ -98,6 +98,7 @@ def test_the_teacher_learns_at_the_largest_input_and_the_students_at_the_batch_s
         SupernetConfig.from_dict(settings(synth_small, teacher_input="smallest"))
 
 
+@pytest.mark.slow  # three phases with evaluations, then a resume
 def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
     out = tmp_path / "run"
     cfg = SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:2]))
@@ -161,7 +162,7 @@ class StepClock:
 def test_a_time_budget_shortens_every_phase_or_ends_the_first_annealed(tmp_path, synth_small, fit, monkeypatch):
     long = [dict(p, epochs=30) for p in PHASES]  # 180 steps a phase (24 images in batches of 4: 6 steps an epoch)
     cfg = SupernetConfig.from_dict(settings(synth_small, phases=long, eval_archs=[], checkpoint_every=1000,
-                                            time_budget_min=0.5, fit_budget=fit))  # 30 s: 30 steps of 1 s
+                                            time_budget_min=0.5 if fit else 0.2, fit_budget=fit))  # 1 s a step
     clock = StepClock(monkeypatch, 1.0)
     log = train_supernet(cfg, tmp_path / "run", progress=False, clock=clock)
     ckpt = torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)
@@ -169,16 +170,16 @@ def test_a_time_budget_shortens_every_phase_or_ends_the_first_annealed(tmp_path,
     if fit is not None:  # the probe: a warm-up step and 4 a phase (13 s); 0.6 x 30 s - 13 s fits 5 of 540 steps
         assert scale == pytest.approx(5 / 540) and ckpt["position"]["phase"] == 3
         assert steps == {p["name"]: 2 for p in PHASES}  # round(30 epochs x scale x 6 steps)
-    else:  # the first phase, shortened from its 180 steps to the 30 that fit, is the last
-        assert scale == 1 and ckpt["position"]["phase"] == 1 and steps == {"largest": 30}
-        assert PACE_STEPS < 30 and ckpt["position"]["budget_min"] == 0.5
+    else:  # the first phase, shortened from its 180 steps to the 12 that fit in 12 s, is the last
+        assert scale == 1 and ckpt["position"]["phase"] == 1 and steps == {"largest": 12}
+        assert PACE_STEPS < 12 and ckpt["position"]["budget_min"] == 0.2
         assert log[-1]["lr"] < 0.1 * long[0]["lr"]  # annealed, not cut at full rate
         assert len(train_supernet(cfg, tmp_path / "run", progress=False, clock=clock)) == len(log)  # nothing to do
         assert torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)["position"] == ckpt["position"]
-        more = SupernetConfig.from_dict({**asdict(cfg), "time_budget_min": 0.6})  # 6 s more: the next phase runs
+        more = SupernetConfig.from_dict({**asdict(cfg), "time_budget_min": 0.3})  # 6 s more: the next phase runs
         assert phase_steps(train_supernet(more, tmp_path / "run", progress=False, clock=clock)) == {
-            "largest": 30, "kernel": 6}
-    assert ckpt["train_seconds"] <= 30 + 1  # the budget, and at most one step past it
+            "largest": 12, "kernel": 6}
+    assert ckpt["train_seconds"] <= cfg.time_budget_min * 60 + 1  # the budget, and at most one step past it
 
 
 def _run_config(tmp_path, data, **kw) -> Path:
@@ -187,6 +188,7 @@ def _run_config(tmp_path, data, **kw) -> Path:
     return path
 
 
+@pytest.mark.slow  # a real process killed and resumed: minutes
 def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, synth_small):
     phases = PHASES[:2] + [dict(PHASES[2], epochs=1.5)]  # the last phase ends mid-epoch
     config = _run_config(tmp_path, synth_small, checkpoint_every=1, eval_archs=[], phases=phases)
@@ -217,6 +219,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, synth_small)
     assert phase_steps(after["log"]) == {"largest": 6, "kernel": 6, "all": 9}
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_two_processes_see_different_data_and_end_with_identical_weights(tmp_path, synth_small):
     config = _run_config(tmp_path, synth_small, phases=PHASES[1:2], eval_archs=[], val_ann=None, val_images=None)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -286,7 +289,7 @@ def test_supernet_config_names_bad_phases(synth_small):
                             ([{"epochs": 1, "warmup_epochs": 2}], r"phases\[0\]\.warmup_epochs must lie in \[0, epochs\]"),
                             ([], "at least one phase")):
         with pytest.raises(PoseNASError, match=message):
-            SupernetConfig.from_dict(settings(synth_small, phases=phases)).parsed_phases()
+            parse_phases(SupernetConfig.from_dict(settings(synth_small, phases=phases)))
     with pytest.raises(PoseNASError, match=r"fit_budget must lie in \(0, 1\] or be null, got 1.5"):
         SupernetConfig.from_dict(settings(synth_small, fit_budget=1.5))
 
