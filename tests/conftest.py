@@ -40,7 +40,7 @@ def tiny_supernet(tmp_path_factory, synth_small) -> Path:
     out = tmp_path_factory.mktemp("tiny_supernet")
     cfg = SupernetConfig.from_dict({
         "train_ann": str(synth_small / "annotations.json"), "train_images": str(synth_small / "images"),
-        "space": "tiny", "batch_size": 4, "workers": 0, "eval_archs": [],
+        "space": "tiny", "batch_size": 4, "workers": 0, "eval_archs": [], "sandwich_random": 0,
         "phases": [{"name": "all", "epochs": 1, "elastic": ["resolution", "kernel", "depth", "width", "token"]}]})
     train_supernet(cfg, out, progress=False)
     return out / "supernet.pt"

@@ -10,11 +10,11 @@ from nas.app.cli import main
 from nas.app.pipeline import STAGES
 
 TINY_RUN = {
-    "name": "t", "space": "tiny", "data": {"train_images": 16, "val_images": 8, "size": [96, 96]},
+    "name": "t", "space": "tiny", "data": {"train_images": 8, "val_images": 6, "size": [96, 96]},
     "supernet": {"batch_size": 4, "workers": 0, "eval_archs": [],
                  "phases": [{"name": "all", "epochs": 1, "elastic": ["resolution", "kernel", "depth", "width"]}]},
     "latency": {"warmup": 1, "repeats": 3},
-    "search": {"latency_budget_ms": 1000, "trials": 4, "eval_images": 8, "calib_images": 8, "seed": 0},
+    "search": {"latency_budget_ms": 1000, "trials": 3, "eval_images": 6, "calib_images": 8, "seed": 0},
     "finetune": {"top": 1, "epochs": 1, "batch_size": 4, "workers": 0, "calibration_images": 8},
     "baselines": ["min", "max"],
 }
@@ -26,6 +26,7 @@ def _config(tmp_path, cfg=TINY_RUN):
     return path
 
 
+@pytest.mark.slow  # every stage, three times: about a minute
 def test_run_writes_one_folder_and_resumes_each_stage(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(_config(tmp_path)), "--out", str(out)]) == 0
@@ -42,7 +43,7 @@ def test_run_writes_one_folder_and_resumes_each_stage(tmp_path, capsys):
     net, card = nas.load_subnet(export)
     assert card["onnx"]["max_abs_difference"] <= 1e-4 and card["resolution"] in (64, 96)
     trials = pd.read_csv(out / "search" / "trials.csv")
-    assert len(trials) == 4 and (out / "search" / "study.db").exists()
+    assert len(trials) == TINY_RUN["search"]["trials"] and (out / "search" / "study.db").exists()
 
     # a second run skips every finished stage and leaves their outputs alone
     stamp = (out / "supernet" / "supernet.pt").stat().st_mtime_ns
