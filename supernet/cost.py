@@ -4,7 +4,7 @@ MACs count what ptflops' aten backend counts on the static model: multiply-accum
 convolutions (transposed ones over their input pixels), linear layers and matrix products
 (attention, keypoint classifiers), plus one add per output for biases. Batch norm, activations,
 resampling and softmax are not MACs. The walk mirrors ``supernet.network.PoseNet`` op by op;
-``tests/test_cost.py`` holds the two to each other with ptflops.
+``tests/supernet/test_cost.py`` holds the two to each other with ptflops.
 
 ``features`` splits the work by kind (MACs of pointwise, depthwise, dense and transposed
 convolutions and of matrix products; elements written; elementwise work; op count): what a

@@ -10,6 +10,14 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread for torch here and in every process the tests start: the test networks are
+# tiny, so a second thread only adds synchronisation (one thread is faster even on an idle machine),
+# and where another process keeps a core busy each op would wait for it (12x slower, measured).
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXTURES = SHARED_DATA / "fixtures"
 COCO_MINI = SHARED_DATA / "coco-mini"
