@@ -40,8 +40,8 @@ def test_cost_grows_with_every_kind_of_dimension():
     bigger = [
         {**base, "resolution": 256},
         {**base, "widths": [32, 24, 32, 48]},
-        {**base, "head": {"width": 32, "multi_resolution": False}},
-        {**base, "token": {"depth": 1, "width": 32, "keep_ratio": 0.25}},
+        {**base, "head": {**base["head"], "width": 32, "multi_resolution": False}},
+        {**base, "token": {**base["token"], "depth": 1, "width": 32, "keep_ratio": 0.25}},
     ]
     for config in bigger:
         assert arch_cost(config).macs > macs
