@@ -41,14 +41,12 @@ class TrainedSupernet:
         state = ckpt["supernet"]
         net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask")).to(device)
         net.load_state_dict(state)
-        supernet = cls(net.eval(), space, ckpt["spec"], None, calibration_images, seed, ckpt)
-        supernet._calibration_source = calibration or supernet.train_files
-        return supernet
+        return cls(net.eval(), space, ckpt["spec"], calibration or train_files(ckpt), calibration_images, seed, ckpt)
 
     @property
     def train_files(self) -> tuple[str, str]:
         """(annotations, images) the supernet was trained on, as its checkpoint records them."""
-        return self.record["config"]["train_ann"], self.record["config"]["train_images"]
+        return train_files(self.record)
 
     @property
     def num_keypoints(self) -> int:
@@ -79,3 +77,8 @@ class TrainedSupernet:
         if timings is not None:
             timings.update(calibration_s=middle - start, evaluation_s=time.perf_counter() - middle)
         return metrics
+
+
+def train_files(record: dict) -> tuple[str, str]:
+    """(annotations, images) of a supernet checkpoint's training set."""
+    return record["config"]["train_ann"], record["config"]["train_images"]
