@@ -86,12 +86,10 @@ def bench_oracle(scale: Scale, data: Path = SHARED_DATA / "coco-mini") -> list[d
 
 def synthetic_set(work: Path, name: str, images: int, seed: int) -> Path:
     """A synthetic set at 256x256 under ``work``, made once."""
-    from nas.pose.dataset import set_files
-    from nas.pose.synth import generate
+    from nas.pose import synth
 
     folder = work / "data" / f"{name}-{images}"
-    if not Path(set_files(folder)[0]).exists():
-        generate(folder, images, seed, (256, 256))
+    synth.synthetic_set(folder, images, seed)
     return folder
 
 

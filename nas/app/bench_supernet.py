@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from nas.io import write_json, write_text
-from nas.pose.synth import generate
+from nas.pose.synth import synthetic_set
 from search_spaces import SearchSpace, arch_hash
 from supernet.cost import arch_cost
 
@@ -32,7 +32,7 @@ def spread_subnets(space: SearchSpace, count: int, seed: int = 0) -> list[dict]:
 
 def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: float = 30, train_images: int = 1000,
                            val_images: int = 200, extra_subnets: int = 4, seed: int = 0) -> dict:
-    from nas.pose.dataset import CocoPoseDataset, set_files
+    from nas.pose.dataset import CocoPoseDataset
     from nas.subnet.inherit import TrainedSupernet
     from nas.train.static import TrainConfig, train
     from nas.train.supernet import CHECKPOINT, SupernetConfig, train_supernet
@@ -40,10 +40,7 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
     out = Path(out)
     data = {}
     for name, images, data_seed in (("train", train_images, 1), ("val", val_images, 2)):
-        folder = out / "data" / name
-        data[name] = set_files(folder)
-        if not Path(data[name][0]).exists():
-            generate(folder, images, data_seed, (256, 256))
+        data[name] = synthetic_set(out / "data" / name, images, data_seed)
     common = {"train_ann": data["train"][0], "train_images": data["train"][1], "space": "cpu", "batch_size": 8,
               "workers": 1, "seed": seed, "tag_radius": 1,
               "augment": False}  # the generator randomises the scenes; see nas/app/configs/baseline.yaml

@@ -21,7 +21,7 @@ from nas.io import read_json, read_yaml, write_json, write_text
 from nas.latency.meter import make_meter
 from nas.latency.settings import RuntimeSettings
 from nas.pose.dataset import CocoPoseDataset, set_files
-from nas.pose.synth import generate
+from nas.pose.synth import synthetic_set
 from nas.search.config import SearchConfig
 from nas.search.results import pareto_winners
 from nas.search.study import run_search
@@ -103,9 +103,7 @@ class Pipeline:
         size = tuple(self.data.get("size", (256, 256)))
         for name, images, seed in (("train", self.data.get("train_images", 1000), self.data.get("train_seed", 1)),
                                    ("val", self.data.get("val_images", 100), self.data.get("val_seed", 2))):
-            folder = self.run.data(name)
-            if not Path(set_files(folder)[0]).exists():  # written last and atomically: present means whole
-                generate(folder, images, seed, size)
+            synthetic_set(self.run.data(name), images, seed, size)
 
     def stage_supernet(self) -> None:
         train_supernet(self.supernet_cfg, self.run.supernet.parent)

@@ -265,3 +265,12 @@ def generate(out: str | Path, images: int, seed: int = 0, size: tuple[int, int] 
         for a in anns:
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": 1, **a})
     return write_json(out / ANNOTATIONS, coco)
+
+
+def synthetic_set(out: str | Path, images: int, seed: int, size: tuple[int, int] = (256, 256)) -> tuple[str, str]:
+    """(annotations, images) of the set at ``out``, generated unless it is there already (the
+    annotations are written last and atomically: present means whole)."""
+    files = (str(Path(out) / ANNOTATIONS), str(Path(out) / IMAGES))
+    if not Path(files[0]).exists():
+        generate(out, images, seed, size)
+    return files
