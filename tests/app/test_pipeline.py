@@ -26,6 +26,7 @@ def _config(tmp_path, cfg=TINY_RUN):
     return path
 
 
+@pytest.mark.slow  # every stage at tiny scale, three times: about a minute
 def test_run_writes_one_folder_and_resumes_each_stage(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(_config(tmp_path)), "--out", str(out)]) == 0
