@@ -54,6 +54,26 @@ def load_run_config(path: str | None) -> dict:
     return cfg
 
 
+def data_files(run: RunLayout) -> dict:
+    """train_ann, train_images, val_ann, val_images of the run's synthetic sets."""
+    (train_ann, train_images), (val_ann, val_images) = (set_files(run.data(s)) for s in ("train", "val"))
+    return {"train_ann": train_ann, "train_images": train_images, "val_ann": val_ann, "val_images": val_images}
+
+
+def make_data(run: RunLayout, data: dict) -> None:
+    """The run's synthetic training and validation sets, generated unless they are there."""
+    size = tuple(data.get("size", (256, 256)))
+    for name, images, seed in (("train", data.get("train_images", 1000), data.get("train_seed", 1)),
+                               ("val", data.get("val_images", 100), data.get("val_seed", 2))):
+        synthetic_set(run.data(name), images, seed, size)
+
+
+def supernet_config(cfg: dict, run: RunLayout, source: str) -> SupernetConfig:
+    """The run config's supernet section, checked, on the run's data."""
+    return SupernetConfig.from_dict({**cfg.get("supernet", {}), **data_files(run), "space": cfg.get("space", "cpu")},
+                                    f"{source} (supernet)")
+
+
 class Pipeline:
     """One run folder; every stage reads what the one before it wrote."""
 
@@ -62,12 +82,11 @@ class Pipeline:
         self.source = config or DEFAULT_CONFIG
         self.run = RunLayout(Path(out or Path("results") / cfg.get("name", "nas")))
         self.data = cfg.get("data", {})
-        (train_ann, train_images), (val_ann, val_images) = (set_files(self.run.data(s)) for s in ("train", "val"))
-        data = {"train_ann": train_ann, "train_images": train_images, "val_ann": val_ann, "val_images": val_images}
+        data = data_files(self.run)
+        val_ann, val_images = data["val_ann"], data["val_images"]
         space = cfg.get("space", "cpu")
         # every section is checked before any work is done
-        self.supernet_cfg = SupernetConfig.from_dict({**cfg.get("supernet", {}), **data, "space": space},
-                                                     f"{self.source} (supernet)")
+        self.supernet_cfg = supernet_config(cfg, self.run, self.source)
         self.runtime = typed(RuntimeSettings, cfg.get("latency", {}), f"{self.source} (latency)")
         search = cfg.get("search", {})
         if "latency_budget_ms" not in search:
@@ -100,10 +119,7 @@ class Pipeline:
         return self.summary()
 
     def stage_data(self) -> None:
-        size = tuple(self.data.get("size", (256, 256)))
-        for name, images, seed in (("train", self.data.get("train_images", 1000), self.data.get("train_seed", 1)),
-                                   ("val", self.data.get("val_images", 100), self.data.get("val_seed", 2))):
-            synthetic_set(self.run.data(name), images, seed, size)
+        make_data(self.run, self.data)
 
     def stage_supernet(self) -> None:
         train_supernet(self.supernet_cfg, self.run.supernet.parent)

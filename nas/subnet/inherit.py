@@ -15,6 +15,7 @@ from torch import nn
 from nas.io import read_checkpoint
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.evaluate import evaluate_network
+from nas.subnet import zoo
 from nas.subnet.calibration import CalibrationSet, recalibrate
 from search_spaces import SearchSpace
 from supernet.network import PoseNet, extract
@@ -22,10 +23,11 @@ from supernet.network import PoseNet, extract
 
 class TrainedSupernet:
     """A supernet and its space; ``calibration`` is the dataset (or its (annotations, images)
-    files) whose ``calibration_images`` images, picked by ``seed``, recalibrate every subnet."""
+    files) whose ``calibration_images`` images, picked by ``seed``, recalibrate every subnet
+    (None: the supernet's own training set, read on first use)."""
 
     def __init__(self, net: PoseNet, space: SearchSpace, spec: str,
-                 calibration: CocoPoseDataset | tuple[str, str], calibration_images: int = 64, seed: int = 0,
+                 calibration: CocoPoseDataset | tuple[str, str] | None, calibration_images: int = 64, seed: int = 0,
                  record: dict | None = None):
         self.net, self.space, self.spec, self.record = net, space, spec, record or {}
         self._calibration_source, self._images, self._seed = calibration, calibration_images, seed
@@ -35,18 +37,29 @@ class TrainedSupernet:
     def load(cls, path: str | Path, calibration: tuple[str, str] | None = None, calibration_images: int = 64,
              seed: int = 0, device: torch.device | str = "cpu") -> "TrainedSupernet":
         """The supernet of a ``train-supernet`` checkpoint (weights-only loading: nothing is
-        unpickled), calibrated by default on its own training set."""
-        ckpt = read_checkpoint(path, ("supernet", "space", "num_keypoints"), "supernet checkpoint", device)
-        space = SearchSpace(ckpt["space"], f"{path} (space)")
-        state = ckpt["supernet"]
-        net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask")).to(device)
+        unpickled) or of a zoo entry (``zoo:NAME`` or its folder), calibrated by default on its
+        own training set (a zoo entry's regenerated from its recipe)."""
+        if zoo.is_entry(path):
+            folder = zoo.locate(path)
+            record = zoo.read_card(folder)
+            state = zoo.load_weights(folder, record, device)
+        else:
+            record = read_checkpoint(path, ("supernet", "space", "num_keypoints"), "supernet checkpoint", device)
+            state = record["supernet"]
+        space = SearchSpace(record["space"], f"{path} (space)")
+        net = PoseNet(space.max(), record["num_keypoints"], state.get("tokens.joint_mask")).to(device)
         net.load_state_dict(state)
-        return cls(net.eval(), space, ckpt["spec"], calibration or train_files(ckpt), calibration_images, seed, ckpt)
+        return cls(net.eval(), space, record["spec"], calibration, calibration_images, seed, record)
 
     @property
     def train_files(self) -> tuple[str, str]:
-        """(annotations, images) the supernet was trained on, as its checkpoint records them."""
+        """(annotations, images) the supernet was trained on (a zoo entry's regenerated)."""
         return train_files(self.record)
+
+    @property
+    def space_source(self) -> str:
+        """The space name or YAML path it was trained on (what a static trainer reads)."""
+        return self.record["space_name"] if "sha256" in self.record else self.record["config"]["space"]
 
     @property
     def num_keypoints(self) -> int:
@@ -55,7 +68,7 @@ class TrainedSupernet:
     @property
     def calibration(self) -> CalibrationSet:
         if self._calibration is None:
-            source = self._calibration_source
+            source = self._calibration_source or calibration_files(self.record, self._images)
             dataset = source if isinstance(source, CocoPoseDataset) else CocoPoseDataset(*source, self.spec)
             self._calibration = CalibrationSet(dataset, self._images, seed=self._seed)
         return self._calibration
@@ -79,6 +92,13 @@ class TrainedSupernet:
         return metrics
 
 
+def calibration_files(record: dict, images: int) -> tuple[str, str]:
+    """A checkpoint's training set, or the ``images`` images a zoo entry regenerates for calibration."""
+    return zoo.regenerated(record, images) if "sha256" in record else train_files(record)
+
+
 def train_files(record: dict) -> tuple[str, str]:
-    """(annotations, images) of a supernet checkpoint's training set."""
+    """(annotations, images) of a supernet checkpoint's or zoo card's training set."""
+    if "sha256" in record:
+        return zoo.training_files(record)
     return record["config"]["train_ann"], record["config"]["train_images"]

@@ -51,7 +51,7 @@ def finetune_subnet(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, 
                                                progress=progress)[0])
         write_json(before_path, before, indent=1)
     teacher = supernet.inherit(supernet.space.max(), resolution=arch["resolution"])
-    after = metrics_json(train(replace(cfg, arch=arch, space=supernet.record["config"]["space"]), out, progress,
+    after = metrics_json(train(replace(cfg, arch=arch, space=supernet.space_source), out, progress,
                                init=student.state_dict(), teacher=teacher))
     record = {"arch_hash": arch_hash(arch), "arch": arch, "epochs": cfg.epochs, "before": before, "after": after,
               "supernet": str(supernet_path)}

@@ -84,6 +84,7 @@ class SupernetConfig(Settings):
     # with time_budget_min: shorten every phase alike so that the schedule fills this fraction of the budget
     # (the rest absorbs checkpoints and timing noise); null: the phase in which the budget ends is the last
     fit_budget: float | None = None
+    init: str | None = None  # a supernet.pt or zoo entry (zoo:NAME) of the same space whose weights start a fresh run
 
     def __post_init__(self):
         if self.sandwich_update not in SANDWICH_UPDATES:
@@ -247,8 +248,8 @@ class SupernetRun:
         self.budget = cfg.time_budget_min * 60 if cfg.time_budget_min is not None else None
 
     def resume(self) -> None:
-        """Go on from the last checkpoint, or (on a fresh run under ``fit_budget``) shorten every
-        phase alike from step times probed first."""
+        """Go on from the last checkpoint; a fresh run starts from ``init``'s weights when given,
+        and under ``fit_budget`` shortens every phase alike from step times probed first."""
         ckpt = self.folder.resume(self.device)
         if ckpt is not None:
             if ckpt["space"] != _plain(self.space.spec):
@@ -262,7 +263,10 @@ class SupernetRun:
                 phase = self.phases[min(self.position["phase"], len(self.phases) - 1)]
                 print(f"resuming {self.out} in phase {self.position['phase'] + 1} ({phase.name}), epoch "
                       f"{self.position['epoch'] + 1}, batch {self.position['batch']} (step {self.position['step']})")
-        elif self.budget is not None and self.cfg.fit_budget is not None:
+            return
+        if self.cfg.init:
+            self.start_from(self.cfg.init)
+        if self.budget is not None and self.cfg.fit_budget is not None:
             start = self.clock()
             seconds = probe_step_seconds(self.net, self.space, self.phases, self.pairs, self.cfg, self.device,
                                          clock=self.clock)
@@ -274,6 +278,15 @@ class SupernetRun:
                 print(f"time budget {self.cfg.time_budget_min} min: probed seconds per step "
                       + ", ".join(f"{p.name} {t:.2f}" for p, t in zip(self.phases, seconds))
                       + f"; every phase runs {self.scale:.2f} of its epochs")
+
+    def start_from(self, source: str) -> None:
+        """Go on training another run's supernet (a zoo entry, say): its weights, a fresh schedule."""
+        trained = TrainedSupernet.load(source, device=self.device)
+        if _plain(trained.space.spec) != _plain(self.space.spec):
+            raise PoseNASError(f"init {source}: trained on another search space than {self.cfg.space!r}")
+        self.net.load_state_dict(trained.net.state_dict())
+        if self.main:
+            print(f"starting from the weights of {source}")
 
     def save(self, opt: torch.optim.Optimizer | None) -> None:
         distributed.broadcast_module(self.net)  # every rank's copy equals rank 0's (BN statistics included)

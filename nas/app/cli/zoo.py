@@ -1,0 +1,52 @@
+"""`posenas zoo list|build`: the supernets that ship, and the one command that makes an entry."""
+from __future__ import annotations
+
+from nas.app.cli.command import Command, print_json_last
+
+
+class List(Command):
+    """the trained supernets that ship with PoseNAS (use them as --supernet zoo:NAME)"""
+
+    name = "zoo list"
+
+    def add_arguments(self, p):
+        p.add_argument("--json", action="store_true")
+
+    def take_action(self, args):
+        from nas.subnet import zoo
+
+        cards = zoo.cards()
+        for card in cards:
+            aps = {row["subnet"]: row["AP"] for row in card.get("evaluation", {}).get("inherited", [])}
+            training = card.get("training", {})
+            print(f"zoo:{card['name']}  space {card['space_name']}, {card['data']['kind']} data, "
+                  f"{training.get('steps', '?')} steps ({training.get('train_hours', '?')} h on "
+                  f"{training.get('hardware', '?')}), {card.get('size_bytes', 0) / 1e6:.1f} MB; inherited AP "
+                  f"max {aps.get('max', '?')}, min {aps.get('min', '?')}; sha256 {card['sha256'][:12]}")
+        if not cards:
+            print("no supernet ships in this installation")
+        if args.json:
+            print_json_last({"zoo": cards})
+
+
+class Build(Command):
+    """train a supernet once (resumable), judge it and pack it as a zoo entry"""
+
+    name = "zoo build"
+
+    def add_arguments(self, p):
+        p.add_argument("config", help="run config with name, space, data and supernet sections "
+                       "(e.g. nas/app/configs/zoo-cpu-synth.yaml)")
+        p.add_argument("--out", required=True, help="run folder; resumes from what is there")
+        p.add_argument("--into", help="entry folder (default OUT/zoo/NAME; nas/zoo/NAME ships it)")
+        p.add_argument("--fp32", action="store_true", help="store float32 weights (default fp16)")
+
+    def take_action(self, args):
+        from nas.app.zoo import build_entry
+
+        card = build_entry(args.config, args.out, args.into, half=not args.fp32)
+        aps = ", ".join(f"{row['subnet']} {row['AP']:.3f}" for row in card["evaluation"]["inherited"])
+        print(f"zoo entry {card['name']}: sha256 {card['sha256']}\ninherited AP: {aps}")
+
+
+COMMANDS = [List, Build]

@@ -1,0 +1,94 @@
+"""`posenas zoo build`: train a supernet once (resumable, for as long as it takes), judge it, and
+pack it as a zoo entry whose card a user can check with `posenas eval-subnet`.
+
+The card's APs are measured on the packed (fp16) weights, recalibrated on the images a user's
+`zoo:NAME` regenerates, so they are exactly what the user gets; the largest subnet is also
+evaluated in fp32 to show that fp16 storage changes nothing.
+"""
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from nas.app.pipeline import load_run_config, make_data, supernet_config
+from nas.app.runs import RunLayout
+from nas.errors import PoseNASError
+from nas.io import read_checkpoint
+from nas.pose.dataset import CocoPoseDataset, set_files
+from nas.subnet import zoo
+from nas.subnet.inherit import TrainedSupernet
+from nas.train.supernet import train_supernet
+from search_spaces import SearchSpace, arch_hash
+from supernet.cost import arch_cost
+from supernet.network import PoseNet
+
+CALIBRATION_IMAGES = 64  # what TrainedSupernet.load and every search recalibrate on by default
+
+
+def hardware() -> str:
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads{gpu}"
+
+
+def commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def build_entry(config: str, out: str | Path, into: str | Path | None = None, half: bool = True) -> dict:
+    """Train (or resume) the run config's supernet into ``out``, then write the entry to ``into``
+    (default ``out/zoo/NAME``); returns its card."""
+    cfg = load_run_config(config)
+    if "name" not in cfg or "/" in str(cfg["name"]):
+        raise PoseNASError(f"{config}: a zoo config needs a name (one word: the entry is zoo:NAME)")
+    run = RunLayout(Path(out))
+    supernet_cfg = supernet_config(cfg, run, config)
+    data = cfg.get("data", {})
+    make_data(run, data)
+    log = train_supernet(supernet_cfg, run.supernet.parent)
+    ckpt = read_checkpoint(run.supernet, ("supernet", "space", "position"), "supernet checkpoint")
+    card = {"name": cfg["name"], "space_name": supernet_cfg.space, "space": ckpt["space"], "spec": ckpt["spec"],
+            "num_keypoints": ckpt["num_keypoints"],
+            "data": {"kind": "synthetic", "train_images": data.get("train_images", 1000),
+                     "train_seed": data.get("train_seed", 1), "size": list(data.get("size", (256, 256))),
+                     "val_images": data.get("val_images", 100), "val_seed": data.get("val_seed", 2)},
+            "training": {"config": str(config), "command": f"posenas zoo build {config} --out {out}",
+                         "steps": ckpt["position"]["step"], "phases_done": ckpt["position"]["phase"],
+                         "train_hours": round(ckpt["train_seconds"] / 3600, 2), "hardware": hardware(),
+                         "commit": commit(), "settings": ckpt["config"]}}
+    card["evaluation"] = evaluate_entry(ckpt, card, run, half)
+    folder = Path(into) if into else run.root / "zoo" / cfg["name"]
+    return zoo.write_entry(folder, ckpt["supernet"], card, pd.DataFrame(log).to_csv(index=False), half)
+
+
+def evaluate_entry(ckpt: dict, card: dict, run: RunLayout, half: bool) -> dict:
+    """Inherited AP of min, max and every preset on the run's validation set, with the weights as
+    they will ship, BN recalibrated on the images ``zoo:NAME`` regenerates."""
+    space = SearchSpace(ckpt["space"], "supernet checkpoint (space)")
+    val = CocoPoseDataset(*set_files(run.data("val")))
+
+    def supernet(dtype: torch.dtype) -> TrainedSupernet:
+        state = {k: v.to(dtype).float() if v.is_floating_point() else v for k, v in ckpt["supernet"].items()}
+        net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask"))
+        net.load_state_dict(state)
+        return TrainedSupernet(net.eval(), space, ckpt["spec"], zoo.regenerated(card, CALIBRATION_IMAGES))
+
+    shipped = supernet(torch.float16 if half else torch.float32)
+    rows = []
+    for name in tqdm(["min", "max", *space.preset_names()], desc="inherited AP"):
+        arch = space.canonical(space.resolve(name))
+        rows.append({"subnet": name, "AP": round(shipped.evaluate(arch, val)["AP"], 4),
+                     "macs": arch_cost(arch, ckpt["num_keypoints"]).macs, "resolution": arch["resolution"],
+                     "arch_hash": arch_hash(arch)})
+    evaluation = {"val_images": len(val), "calibration_images": CALIBRATION_IMAGES, "inherited": rows}
+    if half:
+        evaluation["max_fp32_AP"] = round(supernet(torch.float32).evaluate(space.max(), val)["AP"], 4)
+    return evaluation

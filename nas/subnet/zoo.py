@@ -1,0 +1,121 @@
+"""The model zoo: trained supernets shipped inside the package, found as ``zoo:NAME`` from anywhere.
+
+Train once, search many (OFA): a user searches a shipped supernet for their own device in minutes
+instead of training one for hours. An entry is a folder, nothing in it pickled:
+``supernet.safetensors`` (the weights, fp16 when that leaves the inherited APs unchanged),
+``card.json`` (space, keypoints, the data recipe, how it was trained, its inherited APs and the
+weights' SHA-256) and ``train-log.csv``. An entry trained on synthetic data ships no images: its
+BN calibration and finetuning images are regenerated from the card's recipe into a cache folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from nas.errors import PoseNASError
+from nas.io import atomic_write, read_json, write_json, write_text
+from nas.pose.synth import synthetic_set
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo"
+PREFIX = "zoo:"
+WEIGHTS, CARD, LOG = "supernet.safetensors", "card.json", "train-log.csv"
+CARD_KEYS = ("name", "space", "space_name", "spec", "num_keypoints", "data", "sha256")
+
+
+def is_entry(ref: str | Path) -> bool:
+    """``zoo:NAME`` or a folder holding an entry's card."""
+    return str(ref).startswith(PREFIX) or (Path(ref) / CARD).is_file()
+
+
+def locate(ref: str | Path) -> Path:
+    """The folder of ``zoo:NAME`` (shipped) or of an entry folder given as a path."""
+    if not str(ref).startswith(PREFIX):
+        return Path(ref)
+    name = str(ref)[len(PREFIX):]
+    folder = ZOO / name
+    if not name or "/" in name or not (folder / CARD).is_file():
+        raise PoseNASError(f"{ref}: no such zoo supernet; shipped: {[c['name'] for c in cards()] or 'none'} "
+                           f"(posenas zoo list)")
+    return folder
+
+
+def cards() -> list[dict]:
+    """The card of every shipped entry, by name."""
+    return [read_card(path.parent) for path in sorted(ZOO.glob(f"*/{CARD}"))]
+
+
+def read_card(folder: str | Path) -> dict:
+    card = read_json(Path(folder) / CARD, "zoo card")
+    missing = [k for k in CARD_KEYS if not isinstance(card, dict) or k not in card]
+    if missing:
+        raise PoseNASError(f"{Path(folder) / CARD}: not a zoo card (missing {', '.join(missing)})")
+    return card
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_weights(folder: str | Path, card: dict, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The entry's state dict in float32, after checking the file against the card's SHA-256."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        raise PoseNASError(f"{path}: the zoo entry's weights are missing")
+    if sha256(path) != card["sha256"]:
+        raise PoseNASError(f"{path}: SHA-256 does not match its card ({card['sha256'][:12]}...): the file is "
+                           f"damaged or was replaced")
+    try:
+        state = load_file(path, device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise PoseNASError(f"{path}: not a readable safetensors file ({e})") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def write_entry(folder: str | Path, state: dict[str, torch.Tensor], card: dict, log_csv: str,
+                half: bool = True) -> dict:
+    """Write the weights (floats as fp16 when ``half``), the log, then the card with the weights'
+    SHA-256 and size; the card goes last, so a folder with a card is whole. Returns the card."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    write_text(folder / LOG, log_csv)
+    card = {**card, "weights_dtype": str(dtype).removeprefix("torch."), "sha256": sha256(folder / WEIGHTS),
+            "size_bytes": (folder / WEIGHTS).stat().st_size}
+    write_json(folder / CARD, card, indent=1)
+    return card
+
+
+def cache_folder() -> Path:
+    """Where regenerated images live: $POSENAS_CACHE, else ~/.cache/posenas."""
+    return Path(os.environ.get("POSENAS_CACHE") or Path.home() / ".cache" / "posenas")
+
+
+def regenerated(card: dict, images: int) -> tuple[str, str]:
+    """(annotations, images) of the first ``images`` images of the entry's synthetic training set,
+    generated into the cache once (image i depends only on the seed and i)."""
+    data = card["data"]
+    if data.get("kind") != "synthetic":
+        raise PoseNASError(f"zoo:{card['name']} was trained on {data.get('kind')!r} data; give --calib-data "
+                           f"and --data for calibration and finetuning")
+    w, h = data["size"]
+    return synthetic_set(cache_folder() / f"synthetic-seed{data['train_seed']}-{w}x{h}-{images}", images,
+                         data["train_seed"], (w, h))
+
+
+def training_files(card: dict) -> tuple[str, str]:
+    """The whole training set of the recipe (finetuning reads it)."""
+    return regenerated(card, card["data"]["train_images"])

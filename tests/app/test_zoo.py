@@ -1,0 +1,91 @@
+"""`posenas zoo build|list` and `--supernet zoo:NAME`: an entry made by the one recorded command
+loads anywhere, is checked against its SHA-256, and reproduces its card's APs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.app.cli import main
+from nas.errors import PoseNASError
+from nas.pose.dataset import CocoPoseDataset, set_files
+from nas.subnet import zoo
+from nas.subnet.inherit import TrainedSupernet
+
+TINY_ZOO = {
+    "name": "tiny-synth", "space": "tiny",
+    "data": {"train_images": 12, "val_images": 6, "size": [96, 96], "train_seed": 5, "val_seed": 6},
+    "supernet": {"batch_size": 4, "workers": 0, "eval_archs": [], "sandwich_random": 0, "augment": False,
+                 "phases": [{"name": "all", "epochs": 1,
+                             "elastic": ["resolution", "kernel", "depth", "width", "token"]}]},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_entry(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("zoo")
+    (root / "tiny-zoo.yaml").write_text(yaml.safe_dump(TINY_ZOO))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POSENAS_CACHE", str(root / "cache"))
+        assert main(["zoo", "build", str(root / "tiny-zoo.yaml"), "--out", str(root / "run"),
+                     "--into", str(root / "entry")]) == 0
+    return root
+
+
+def test_entry_holds_weights_card_and_log_without_pickles(tiny_entry):
+    entry = tiny_entry / "entry"
+    assert sorted(p.name for p in entry.iterdir()) == sorted([zoo.WEIGHTS, zoo.CARD, zoo.LOG])
+    card = json.loads((entry / zoo.CARD).read_text())
+    assert card["sha256"] == zoo.sha256(entry / zoo.WEIGHTS)
+    assert card["weights_dtype"] == "float16" and card["training"]["steps"] == 3
+    assert {row["subnet"] for row in card["evaluation"]["inherited"]} >= {"min", "max", "litepose_xs"}
+    assert (entry / zoo.LOG).read_text().startswith("phase,")
+
+
+def test_entry_reproduces_its_card(tiny_entry, monkeypatch):
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_entry / "cache"))
+    entry = tiny_entry / "entry"
+    card = zoo.read_card(entry)
+    supernet = TrainedSupernet.load(entry)  # calibrated on images regenerated from the card's recipe
+    val = CocoPoseDataset(*set_files(tiny_entry / "run" / "data" / "val"))
+    for row in card["evaluation"]["inherited"][:2]:
+        assert supernet.evaluate(supernet.space.resolve(row["subnet"]), val)["AP"] == pytest.approx(row["AP"],
+                                                                                                    abs=1e-4)
+
+
+def test_damaged_weights_are_refused(tiny_entry, tmp_path):
+    copy = tmp_path / "entry"
+    copy.mkdir()
+    for p in (tiny_entry / "entry").iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    data = bytearray((copy / zoo.WEIGHTS).read_bytes())
+    data[-1] ^= 0xFF
+    (copy / zoo.WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(PoseNASError, match="SHA-256 does not match"):
+        TrainedSupernet.load(copy)
+
+
+def test_unknown_zoo_name_is_one_line(capsys):
+    assert main(["eval-subnet", "--supernet", "zoo:nope", "--arch", "max", "--data", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "zoo:nope: no such zoo supernet" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_goes_on_training_a_zoo_entry(tiny_entry, monkeypatch):
+    from nas.train.supernet import SupernetConfig, train_supernet
+
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_entry / "cache"))
+    ann, images = set_files(tiny_entry / "run" / "data" / "train")
+    cfg = SupernetConfig.from_dict({**TINY_ZOO["supernet"], "train_ann": ann, "train_images": images,
+                                    "space": "tiny", "init": str(tiny_entry / "entry"),
+                                    "phases": [{"name": "largest", "epochs": 0.3, "lr": 0.0, "warmup_epochs": 0}]})
+    start = TrainedSupernet.load(tiny_entry / "entry").net.state_dict()
+    out = tiny_entry / "continued"
+    train_supernet(cfg, out, progress=False)
+    after = TrainedSupernet.load(out / "supernet.pt").net.state_dict()
+    learned = [k for k in start if start[k].is_floating_point() and "running" not in k]
+    assert all(start[k].equal(after[k]) for k in learned)  # at lr 0 the weights stay the entry's
+    fresh = TrainedSupernet.load(tiny_entry / "run" / "supernet" / "supernet.pt").net.state_dict()
+    assert not all(fresh[k].equal(after[k]) for k in learned)  # the entry is fp16: not the fp32 checkpoint
