@@ -9,7 +9,6 @@ AP, and Kendall's tau between the two rankings. Every stage resumes from what it
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pandas as pd
@@ -17,17 +16,11 @@ from scipy.stats import kendalltau
 
 from nas.io import write_json, write_text
 from nas.pose.synth import synthetic_set
-from search_spaces import SearchSpace, arch_hash
+from nas.search.predictor_build import spread_subnets
+from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
 PRESETS = ("max", "min", "litepose_xs", "litepose_s")
-
-
-def spread_subnets(space: SearchSpace, count: int, seed: int = 0) -> list[dict]:
-    """``count`` random subnets whose MACs sit at evenly spaced quantiles of 400 random draws."""
-    rng = random.Random(seed)
-    pool = sorted((space.canonical(space.random(rng)) for _ in range(400)), key=lambda a: arch_cost(a).macs)
-    return [pool[int((i + 0.5) * len(pool) / count)] for i in range(count)]
 
 
 def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: float = 30, train_images: int = 1000,

@@ -29,6 +29,9 @@ class SearchConfig:
     predictor: str | None = None
     seed: int | None = None
     population: int = 10  # NSGA-II generation size: its first generation is random, so keep it well below trials
+    accuracy_predictor: str | None = None  # predictor.json: search on predicted AP, then verify the front for real
+    predicted_trials: int = 2000  # trials of a search on predicted AP
+    verify: int = 8  # candidates of the predicted front measured and evaluated for real
 
     def __post_init__(self):
         self.macs_budget = parse_macs(self.macs_budget)
@@ -36,8 +39,9 @@ class SearchConfig:
             raise PoseNASError(f"sampler {self.sampler!r} unknown; use one of {list(STRATEGIES)}")
         if self.latency_budget_ms <= 0 or (self.macs_budget is not None and self.macs_budget <= 0):
             raise PoseNASError("budgets must be positive")
-        if self.trials < 1:
-            raise PoseNASError("--trials must be at least 1")
+        for name in ("trials", "predicted_trials", "verify"):
+            if getattr(self, name) < 1:
+                raise PoseNASError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "SearchConfig":

@@ -17,6 +17,7 @@ from nas.latency.meter import LatencyMeter
 from nas.latency.predictor import LatencyPredictor
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.config import SearchConfig
+from nas.search.predictor_build import evaluation_key
 from nas.search.strategies import STRATEGIES
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import arch_hash
@@ -37,6 +38,7 @@ class Objective:
         self.predictor = LatencyPredictor.load(cfg.predictor) if cfg.predictor else None
         self.dataset = CocoPoseDataset(cfg.val_ann, cfg.val_images, self.supernet.spec)
         self.objectives = STRATEGIES[cfg.sampler].objectives
+        self.evaluation = evaluation_key(self.supernet, cfg.val_ann, cfg.eval_images, cfg.calib_images, cfg.flip_test)
 
     def check_budgets(self) -> dict:
         """Refuse budgets that even the space's smallest subnet misses, before any trial runs."""
@@ -52,16 +54,27 @@ class Objective:
         return {"min_macs": cost.macs, "min_latency_ms": latency}
 
     def __call__(self, trial: optuna.Trial):
+        arch = self.space.suggest(trial)
+        attrs = self.assess(arch)
+        trial.set_constraint("macs", attrs["macs_over"])
+        trial.set_constraint("latency_ms", attrs["latency_ms"] - self.cfg.latency_budget_ms)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        values = {"AP": attrs["AP"], "latency_ms": attrs["latency_ms"]}
+        return tuple(values[name] for name in self.objectives)
+
+    def assess(self, arch: dict, measure: bool = False) -> dict:
+        """MACs, latency and (within both budgets) inherited AP of ``arch``; the latency is
+        measured unless the latency predictor puts it clearly over budget (``measure``: always)."""
         cfg = self.cfg
         start = time.perf_counter()
-        arch = self.space.suggest(trial)
         cost = arch_cost(arch, self.k)
         attrs: dict = {"arch": json.dumps(arch, separators=(",", ":")), "arch_hash": arch_hash(arch),
-                       "macs": cost.macs, "params": cost.params, "evaluated": False, "worker": WORKER}
-        macs_ok = cfg.macs_budget is None or cost.macs <= cfg.macs_budget
+                       "macs": cost.macs, "params": cost.params, "evaluated": False, "worker": WORKER,
+                       "macs_over": cost.macs - cfg.macs_budget if cfg.macs_budget else -1.0}
         predicted = self.predictor.predict(arch) if self.predictor else None
         attrs["latency_predicted_ms"] = predicted
-        if predicted is not None and predicted > CLEARLY_OVER * cfg.latency_budget_ms:
+        if not measure and predicted is not None and predicted > CLEARLY_OVER * cfg.latency_budget_ms:
             latency, attrs["latency_measured"] = predicted, False
         else:
             t = time.perf_counter()
@@ -70,16 +83,12 @@ class Objective:
             attrs.update(latency_measured=True, latency_p90_ms=figures["p90_ms"], latency_spread=figures["spread"],
                          latency_cached=figures["cached"], latency_s=time.perf_counter() - t)
         attrs["latency_ms"] = latency
-        trial.set_constraint("macs", cost.macs - cfg.macs_budget if cfg.macs_budget else -1.0)
-        trial.set_constraint("latency_ms", latency - cfg.latency_budget_ms)
         ap = 0.0
-        if macs_ok and latency <= cfg.latency_budget_ms:
+        if attrs["macs_over"] <= 0 and latency <= cfg.latency_budget_ms:
             timings: dict = {}
             metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)
             ap = metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0  # NaN: nobody to find
             attrs.update({f"metric_{k}": v for k, v in metrics.items()}, evaluated=True, **timings)
+        attrs["AP"] = ap
         attrs["trial_s"] = time.perf_counter() - start
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        values = {"AP": ap, "latency_ms": latency}
-        return tuple(values[name] for name in self.objectives)
+        return attrs

@@ -23,6 +23,7 @@ from nas.io import remove_stale_temp_files, write_json
 from nas.latency.meter import LatencyMeter
 from nas.search.config import SearchConfig
 from nas.search.objective import Objective
+from nas.search.predicted import run_predicted_search
 from nas.search.results import write_outputs
 from nas.search.strategies import DIRECTIONS, STRATEGIES
 
@@ -55,12 +56,16 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
 
 
 def run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) -> dict:
+    """Fill the study (or, with an accuracy predictor, search on predictions and verify); write the outputs."""
+    if cfg.accuracy_predictor:
+        return run_predicted_search(cfg, meter, progress)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(cfg.out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objective = Objective(cfg, meter)
     floor = objective.check_budgets()
     study = open_study(cfg)
+    study.set_user_attr("evaluation", objective.evaluation)  # lets an accuracy predictor reuse these trials
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done:
         print(f"resuming study {cfg.study!r}: {done} of {cfg.trials} trials complete")

@@ -6,6 +6,7 @@ re-estimate them per subnet before using it. The calibration images are read on 
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class TrainedSupernet:
         self.net, self.space, self.spec, self.record = net, space, spec, record or {}
         self._calibration_source, self._images, self._seed = calibration, calibration_images, seed
         self._calibration: CalibrationSet | None = None
+        self._identity: str | None = None
 
     @classmethod
     def load(cls, path: str | Path, calibration: tuple[str, str] | None = None, calibration_images: int = 64,
@@ -57,9 +59,17 @@ class TrainedSupernet:
         return train_files(self.record)
 
     @property
+    def identity(self) -> str:
+        """SHA-256 of the weights as loaded (a zoo entry's card holds it): what evaluations of
+        its subnets are keyed by, so that they are reused only for the same weights."""
+        if self._identity is None:
+            self._identity = self.record["sha256"] if zoo.is_card(self.record) else parameter_digest(self.net)
+        return self._identity
+
+    @property
     def space_source(self) -> str:
         """The space name or YAML path it was trained on (what a static trainer reads)."""
-        return self.record["space_name"] if "sha256" in self.record else self.record["config"]["space"]
+        return self.record["space_name"] if zoo.is_card(self.record) else self.record["config"]["space"]
 
     @property
     def num_keypoints(self) -> int:
@@ -94,11 +104,19 @@ class TrainedSupernet:
 
 def calibration_files(record: dict, images: int) -> tuple[str, str]:
     """A checkpoint's training set, or the ``images`` images a zoo entry regenerates for calibration."""
-    return zoo.regenerated(record, images) if "sha256" in record else train_files(record)
+    return zoo.regenerated(record, images) if zoo.is_card(record) else train_files(record)
 
 
 def train_files(record: dict) -> tuple[str, str]:
     """(annotations, images) of a supernet checkpoint's or zoo card's training set."""
-    if "sha256" in record:
+    if zoo.is_card(record):
         return zoo.training_files(record)
     return record["config"]["train_ann"], record["config"]["train_images"]
+
+
+def parameter_digest(net: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes: equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for p in net.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -21,8 +21,9 @@ from nas.pose.synth import synthetic_set
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
 PREFIX = "zoo:"
+FORMAT = "posenas-zoo/1"
 WEIGHTS, CARD, LOG = "supernet.safetensors", "card.json", "train-log.csv"
-CARD_KEYS = ("name", "space", "space_name", "spec", "num_keypoints", "data", "sha256")
+CARD_KEYS = ("format", "name", "space", "space_name", "spec", "num_keypoints", "data", "sha256")
 
 
 def is_entry(ref: str | Path) -> bool:
@@ -53,6 +54,11 @@ def read_card(folder: str | Path) -> dict:
     if missing:
         raise PoseNASError(f"{Path(folder) / CARD}: not a zoo card (missing {', '.join(missing)})")
     return card
+
+
+def is_card(record: dict) -> bool:
+    """Whether a loaded supernet's record is a zoo card (else a training checkpoint)."""
+    return record.get("format") == FORMAT
 
 
 def sha256(path: str | Path) -> str:
@@ -93,7 +99,7 @@ def write_entry(folder: str | Path, state: dict[str, torch.Tensor], card: dict, 
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()}
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     write_text(folder / LOG, log_csv)
-    card = {**card, "weights_dtype": str(dtype).removeprefix("torch."), "sha256": sha256(folder / WEIGHTS),
+    card = {"format": FORMAT, **card, "weights_dtype": str(dtype).removeprefix("torch."), "sha256": sha256(folder / WEIGHTS),
             "size_bytes": (folder / WEIGHTS).stat().st_size}
     write_json(folder / CARD, card, indent=1)
     return card

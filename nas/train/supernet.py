@@ -15,7 +15,6 @@ phase, epoch, batch and step, so a killed run resumes where its last checkpoint 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import random
 import time
@@ -36,7 +35,7 @@ from nas.io import write_text
 from nas.pose.losses import distillation_loss, heatmaps, pose_loss
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
 from nas.pose.transforms import Augment
-from nas.subnet.inherit import TrainedSupernet
+from nas.subnet.inherit import TrainedSupernet, parameter_digest
 from nas.train import distributed
 from nas.train.checkpoint import RunFolder
 from nas.train.curves import plot_curves
@@ -198,14 +197,6 @@ def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pa
     return seconds
 
 
-def parameter_digest(net: torch.nn.Module) -> str:
-    """A hash of every parameter's bytes: equal digests mean identical weights."""
-    h = hashlib.sha256()
-    for p in net.parameters():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def plot_training(log: pd.DataFrame, path: Path) -> None:
     ap = {c: c[3:] for c in log.columns if c.startswith("AP_")}
     losses = {"loss_largest": "largest subnet", "loss_subnets": "other subnets (with distillation)"}
@@ -307,7 +298,7 @@ class SupernetRun:
         for pi in range(len(self.phases) if ended else self.position["phase"], len(self.phases)):
             if not self.run_phase(pi):
                 break
-        ranks = distributed.gather({**self.seen, "digest": parameter_digest(self.net)})
+        ranks = distributed.gather({**self.seen, "digest": parameter_digest(self.net)[:16]})
         if self.main:
             write_text(self.out / "ranks.json", pd.Series(ranks).to_json(orient="values", indent=1))
         distributed.barrier()

@@ -31,7 +31,12 @@ class Search(Command):
         p.add_argument("--calib-data", help="BN calibration set folder (default: the supernet's training set)")
         p.add_argument("--calib-images", type=int, help=f"default {DEFAULT['calib_images']}")
         p.add_argument("--flip-test", action="store_true", default=None)
-        p.add_argument("--predictor", help="predictor.json: skip measuring subnets predicted far over budget")
+        p.add_argument("--predictor", help="latency predictor.json: skip measuring subnets predicted far over budget")
+        p.add_argument("--accuracy-predictor", metavar="PREDICTOR",
+                       help="accuracy predictor.json (posenas predictor build): NSGA-II on predicted AP and latency "
+                            "(needs --predictor), then the predicted front verified by real measurement")
+        p.add_argument("--predicted-trials", type=int, help=f"default {DEFAULT['predicted_trials']}")
+        p.add_argument("--verify", type=int, help=f"candidates verified for real (default {DEFAULT['verify']})")
         p.add_argument("--seed", type=int, help="sampler seed (give each worker its own)")
         p.add_argument("--population", type=int,
                        help=f"NSGA-II generation size (its first one is random; default {DEFAULT['population']})")
@@ -41,15 +46,25 @@ class Search(Command):
         from nas.search.study import run_search
 
         ann, images = data_paths(args)
-        out = args.out or str(Path(args.supernet).resolve().parent / "search")
+        zoo_name = args.supernet.removeprefix("zoo:") if args.supernet.startswith("zoo:") else None
+        out = args.out or (f"search-{zoo_name}" if zoo_name else str(Path(args.supernet).resolve().parent / "search"))
         flags = given(args, ("macs_budget", "trials", "sampler", "storage", "study", "eval_images", "calib_data",
-                             "calib_images", "flip_test", "predictor", "seed", "population"))
+                             "calib_images", "flip_test", "predictor", "seed", "population",
+                             "accuracy_predictor", "predicted_trials", "verify"))
         cfg = SearchConfig.from_dict({**flags, "supernet": args.supernet, "val_ann": ann, "val_images": images,
                                       "latency_budget_ms": args.latency_budget, "out": out}, "command line")
         summary = run_search(cfg, meter(args))
-        print(f"{summary['trials']} trials, {summary.get('feasible', 0)} feasible, {summary.get('pareto', 0)} on the "
-              f"Pareto front (best AP {summary.get('best_ap')})")
-        print(f"trials: {Path(out) / 'trials.csv'}\npareto: {Path(out) / 'pareto.json'}\nstudy: {cfg.storage_url}")
+        if cfg.accuracy_predictor:
+            print(f"{summary['trials']} predicted trials in {summary['search_s']:.1f} s; {summary['verified']} "
+                  f"candidates verified ({summary['verified_feasible']} within budget when measured), "
+                  f"{summary['pareto']} on the verified Pareto front (best AP {summary['best_ap']}); "
+                  f"{summary['total_s']:.0f} s in all")
+        else:
+            print(f"{summary['trials']} trials, {summary.get('feasible', 0)} feasible, {summary.get('pareto', 0)} on "
+                  f"the Pareto front (best AP {summary.get('best_ap')})")
+        print(f"trials: {Path(out) / 'trials.csv'}\npareto: {Path(out) / 'pareto.json'}")
+        if not cfg.accuracy_predictor:
+            print(f"study: {cfg.storage_url}")
 
 
 COMMANDS = [Search]

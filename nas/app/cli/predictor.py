@@ -1,0 +1,44 @@
+"""`posenas predictor build`: the accuracy predictor of a supernet, judged on held-out subnets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.app.cli.command import Command, print_json_last
+from nas.app.cli.flags import data_flags, data_paths
+from nas.errors import PoseNASError
+
+
+class Build(Command):
+    """evaluate subnets spread over the space, fit the accuracy predictor, report it"""
+
+    name = "predictor build"
+
+    def add_arguments(self, p):
+        p.add_argument("--supernet", required=True, help="supernet.pt or zoo:NAME")
+        data_flags(p, what="held-out evaluation set folder (the one searches score subnets on)")
+        p.add_argument("--samples", type=int, default=200, help="subnets to evaluate (presets included)")
+        p.add_argument("--eval-images", type=int, default=100)
+        p.add_argument("--calib-images", type=int, default=64)
+        p.add_argument("--flip-test", action="store_true")
+        p.add_argument("--studies", nargs="+", default=[], metavar="STORAGE",
+                       help="Optuna storage URLs whose trials on the same supernet and data are reused")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", required=True, help="folder; a killed build resumes from its samples.csv")
+        p.add_argument("--json", action="store_true")
+
+    def take_action(self, args):
+        from nas.search.predictor_build import PREDICTOR, build_accuracy_predictor
+
+        if args.samples < 10:
+            raise PoseNASError(f"--samples {args.samples}: give at least 10")
+        report = build_accuracy_predictor(args.supernet, data_paths(args), args.out, args.samples, args.eval_images,
+                                          args.calib_images, args.flip_test, args.studies, seed=args.seed)
+        held = report["held_out_scores"]
+        print(f"{report['model']} on {report['fitted_on']} subnets; held-out {report['held_out']}: Kendall tau "
+              f"{held['kendall_tau']}, Spearman {held['spearman']}, RMSE {held['rmse']:.4f}")
+        print(f"predictor: {Path(args.out) / PREDICTOR}")
+        if args.json:
+            print_json_last(report)
+
+
+COMMANDS = [Build]

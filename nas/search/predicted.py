@@ -1,0 +1,114 @@
+"""A new budget in seconds: NSGA-II on predicted AP and predicted latency, then the predicted front
+verified by real measurement.
+
+Thousands of predicted trials cost less than one real one, so the search itself runs in an
+in-memory study in seconds (OFA's accuracy predictor plus a latency model). Predictions are not
+results: the predicted Pareto front's candidates, spread over latency, each get a real measured
+latency and a real inherited AP through the same ``Objective.assess`` a direct search uses, and
+only those verified figures make ``pareto.json``'s front (the predicted ones stand beside them).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from tqdm import tqdm
+
+from nas.errors import PoseNASError
+from nas.io import remove_stale_temp_files, write_json, write_text
+from nas.latency.meter import LatencyMeter
+from nas.search.accuracy import AccuracyPredictor
+from nas.search.config import SearchConfig
+from nas.search.objective import Objective
+from nas.search.results import hypervolume, pareto_front
+from search_spaces import arch_hash
+from supernet.cost import arch_cost
+
+GENERATION = 50  # NSGA-II population of the predicted search
+
+
+def predicted_trials(objective: Objective, accuracy: AccuracyPredictor, trials: int, seed: int | None,
+                     progress: bool) -> pd.DataFrame:
+    """NSGA-II over ``trials`` predicted subnets, one generation asked and predicted at a time."""
+    cfg, space = objective.cfg, objective.space
+    sampler = optuna.samplers.NSGAIISampler(population_size=GENERATION, seed=seed)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    rows = []
+    with tqdm(total=trials, desc="predicted trials", disable=not progress) as bar:
+        while len(rows) < trials:
+            asked = [study.ask() for _ in range(min(GENERATION, trials - len(rows)))]
+            archs = [space.suggest(t) for t in asked]
+            aps = accuracy.predict(archs)
+            for trial, arch, ap in zip(asked, archs, aps):
+                macs = arch_cost(arch, objective.k).macs
+                latency = objective.predictor.predict(arch)
+                macs_over = macs - cfg.macs_budget if cfg.macs_budget else -1.0
+                trial.set_constraint("macs", macs_over)
+                trial.set_constraint("latency_ms", latency - cfg.latency_budget_ms)
+                study.tell(trial, (float(ap), latency))
+                rows.append({"number": trial.number, "AP": float(ap), "latency_ms": latency, "macs": macs,
+                             "arch_hash": arch_hash(arch), "arch": json.dumps(arch, separators=(",", ":")),
+                             "feasible": macs_over <= 0 and latency <= cfg.latency_budget_ms, "evaluated": True})
+            bar.update(len(asked))
+    return pd.DataFrame(rows).drop_duplicates("arch_hash")
+
+
+def candidates(front: pd.DataFrame, count: int) -> pd.DataFrame:
+    """``count`` points of a predicted front spread evenly over its latency range, best AP included."""
+    front = front.sort_values("latency_ms")
+    if len(front) <= count:
+        return front
+    picks = np.unique(np.round(np.linspace(0, len(front) - 1, count)).astype(int))
+    return front.iloc[picks]
+
+
+def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out)
+    objective = Objective(cfg, meter)
+    if objective.predictor is None:
+        raise PoseNASError("--accuracy-predictor needs a latency model too: give --predictor LATENCY.json "
+                           "(posenas latency build-predictor)")
+    accuracy = AccuracyPredictor.load(cfg.accuracy_predictor)
+    if accuracy.space.spec != objective.space.spec:
+        raise PoseNASError(f"{cfg.accuracy_predictor}: fitted on space {accuracy.space.name!r}, not on this "
+                           f"supernet's space {objective.space.name!r}")
+    fitted_for = accuracy.info.get("evaluation", {}).get("supernet")
+    if fitted_for != objective.supernet.identity:
+        raise PoseNASError(f"{cfg.accuracy_predictor}: fitted for other supernet weights than {cfg.supernet}; "
+                           f"build one for it (posenas predictor build)")
+    floor = objective.check_budgets()
+    start = time.perf_counter()
+    table = predicted_trials(objective, accuracy, cfg.predicted_trials, cfg.seed, progress)
+    search_s = time.perf_counter() - start
+    chosen = candidates(pareto_front(table), cfg.verify)
+    verified = []
+    for _, row in tqdm(list(chosen.iterrows()), desc="verifying the predicted front", disable=not progress):
+        attrs = objective.assess(json.loads(row["arch"]), measure=True)
+        feasible = attrs["macs_over"] <= 0 and attrs["latency_ms"] <= cfg.latency_budget_ms
+        verified.append({**attrs, "number": int(row["number"]), "predicted_AP": row["AP"],
+                         "predicted_latency_ms": row["latency_ms"], "feasible": feasible})
+    checked = pd.DataFrame(verified)
+    front = pareto_front(checked)
+    pareto = [{"number": int(r["number"]), "AP": r["AP"], "latency_ms": r["latency_ms"],
+               "predicted_AP": r["predicted_AP"], "predicted_latency_ms": r["predicted_latency_ms"],
+               "macs": int(r["macs"]), "params": int(r["params"]), "arch_hash": r["arch_hash"],
+               "arch": json.loads(r["arch"])} for _, r in front.iterrows()]
+    write_text(out / "trials.csv", table.to_csv(index=False))
+    write_text(out / "verified.csv", checked.to_csv(index=False))
+    write_json(out / "pareto.json", {"strategy": "predicted", "accuracy_predictor": cfg.accuracy_predictor,
+                                     "latency_predictor": cfg.predictor, "latency_budget_ms": cfg.latency_budget_ms,
+                                     "macs_budget": cfg.macs_budget, "pareto": pareto}, indent=1)
+    summary = {"trials": len(table), "predicted_feasible": int(table["feasible"].sum()), "verified": len(checked),
+               "verified_feasible": int(checked["feasible"].sum()),
+               "feasible_share": float(checked["feasible"].mean()) if len(checked) else None,
+               "pareto": len(pareto), "best_ap": max((p["AP"] for p in pareto), default=None),
+               "hypervolume": hypervolume(front, cfg.latency_budget_ms), "search_s": search_s,
+               "total_s": time.perf_counter() - start, **floor}
+    write_json(out / "search.json", summary, indent=1)
+    return summary

@@ -1,0 +1,143 @@
+"""`posenas predictor build`: evaluate subnets spread over the space, fit the accuracy predictor,
+and judge it on held-out subnets.
+
+Every evaluation is one inherited subnet, BN recalibrated, on the same images a search scores it
+on; rows are written as they come (``samples.csv``), so a killed build resumes, and trials that
+searches of the same supernet on the same data already evaluated are taken instead of re-run.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+from tqdm import tqdm
+
+from nas.errors import PoseNASError
+from nas.io import atomic_write, read_json, write_json, write_text
+from nas.pose.dataset import CocoPoseDataset
+from nas.search.accuracy import AccuracyPredictor, choose_model, encode, scores
+from nas.subnet.inherit import TrainedSupernet
+from search_spaces import SearchSpace, arch_hash
+from supernet.cost import arch_cost
+
+SAMPLES, EVALUATION, PREDICTOR, REPORT = "samples.csv", "evaluation.json", "predictor.json", "report.json"
+PLOT = "predicted_vs_measured.png"
+
+
+def spread_subnets(space: SearchSpace, count: int, seed: int = 0) -> list[dict]:
+    """``count`` random subnets whose MACs sit at evenly spaced quantiles of 400 random draws."""
+    rng = random.Random(seed)
+    pool = sorted((space.canonical(space.random(rng)) for _ in range(max(400, 4 * count))),
+                  key=lambda a: arch_cost(a).macs)
+    return [pool[int((i + 0.5) * len(pool) / count)] for i in range(count)]
+
+
+def evaluation_key(supernet: TrainedSupernet, val_ann: str, eval_images: int | None, calib_images: int,
+                   flip_test: bool) -> dict:
+    """What makes two inherited APs comparable: the same weights, scored the same way."""
+    return {"supernet": supernet.identity, "val_ann": str(Path(val_ann).resolve()), "eval_images": eval_images,
+            "calib_images": calib_images, "flip_test": flip_test}
+
+
+def study_rows(storages: list[str], key: dict) -> list[dict]:
+    """Evaluated trials of every study in ``storages`` whose evaluation matches ``key``."""
+    rows = []
+    for url in storages:
+        try:
+            summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
+        except Exception as e:  # noqa: BLE001 - any unusable storage is the same user error
+            raise PoseNASError(f"--studies {url}: not a readable Optuna storage ({type(e).__name__})") from None
+        for summary in summaries:
+            if summary.user_attrs.get("evaluation") != key:
+                continue
+            study = optuna.load_study(study_name=summary.study_name, storage=url)
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                if t.user_attrs.get("evaluated") and "metric_AP" in t.user_attrs:
+                    rows.append({"arch_hash": t.user_attrs["arch_hash"], "AP": t.user_attrs["metric_AP"],
+                                 "arch": t.user_attrs["arch"], "source": f"study {summary.study_name}"})
+    return rows
+
+
+def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str | Path, samples: int = 200,
+                             eval_images: int | None = 100, calib_images: int = 64, flip_test: bool = False,
+                             studies: list[str] = (), holdout: float = 0.2, seed: int = 0,
+                             progress: bool = True) -> dict:
+    out = Path(out)
+    supernet = TrainedSupernet.load(supernet_ref, calibration_images=calib_images)
+    space, k = supernet.space, supernet.num_keypoints
+    key = evaluation_key(supernet, val[0], eval_images, calib_images, flip_test)
+    if (out / EVALUATION).exists() and read_json(out / EVALUATION) != key:
+        raise PoseNASError(f"{out}: its samples were evaluated for another supernet or data; use a new --out")
+    write_json(out / EVALUATION, key, indent=1)
+    rows = pd.read_csv(out / SAMPLES).to_dict("records") if (out / SAMPLES).exists() else []
+    done = {r["arch_hash"] for r in rows}
+    for r in study_rows(list(studies), key):
+        if r["arch_hash"] not in done:
+            rows.append(r)
+            done.add(r["arch_hash"])
+    wanted = [space.canonical(space.resolve(p)) for p in space.preset_names()]
+    wanted += spread_subnets(space, max(0, samples - len(wanted)), seed)
+    todo = [a for a in dict((arch_hash(a), a) for a in wanted).values() if arch_hash(a) not in done]
+    dataset = CocoPoseDataset(*val, supernet.spec)
+    for arch in tqdm(todo, desc="evaluating subnets", disable=not progress):
+        ap = supernet.evaluate(arch, dataset, flip_test, eval_images)["AP"]
+        rows.append({"arch_hash": arch_hash(arch), "AP": ap if ap == ap else 0.0,
+                     "arch": json.dumps(arch, separators=(",", ":")), "source": "sampled"})
+        write_text(out / SAMPLES, pd.DataFrame(rows).to_csv(index=False))
+    if len(rows) < 10:
+        raise PoseNASError(f"--samples {samples}: at least 10 evaluated subnets are needed to fit and judge a "
+                           f"predictor, have {len(rows)}")
+    return fit_and_report(space, k, pd.DataFrame(rows), key, out, holdout, seed)
+
+
+def fit_and_report(space: SearchSpace, k: int, table: pd.DataFrame, key: dict, out: Path, holdout: float,
+                   seed: int) -> dict:
+    """Choose a model by cross-validation on the fitting split, judge it on the held-out split."""
+    archs = [json.loads(a) for a in table["arch"]]
+    y = table["AP"].to_numpy(dtype=float)
+    order = np.random.default_rng(seed).permutation(len(archs))
+    test = np.sort(order[:max(3, int(len(archs) * holdout))])
+    fit = np.setdiff1d(np.arange(len(archs)), test)
+    x = np.stack([encode(space, a, k) for a in archs])
+    kind, cv = choose_model(x[fit], y[fit], seed)
+    predictor = AccuracyPredictor.fit(space, k, [archs[i] for i in fit], y[fit], kind, {}, seed)
+    predicted = predictor.predict(archs)
+    report = {"model": kind, "subnets": len(archs), "fitted_on": len(fit), "held_out": len(test),
+              "held_out_scores": scores(predicted[test], y[test]), "cross_validation": cv,
+              "ap_range": [float(y.min()), float(y.max())], "evaluation": key}
+    predictor.info = {"evaluation": key, "report": report}
+    predictor.save(out / PREDICTOR)
+    write_json(out / REPORT, report, indent=1)
+    table = table.assign(predicted_AP=predicted, split=["held-out" if i in set(test.tolist()) else "fit"
+                                                        for i in range(len(archs))])
+    write_text(out / SAMPLES.replace(".csv", "-predicted.csv"), table.drop(columns="arch").to_csv(index=False))
+    _plot(table, report, out / PLOT)
+    return report
+
+
+def _plot(table: pd.DataFrame, report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for split, marker in (("fit", "o"), ("held-out", "s")):
+        part = table[table["split"] == split]
+        ax.scatter(part["AP"], part["predicted_AP"], marker=marker, s=18, label=split, alpha=0.7)
+    lo, hi = float(min(table["AP"].min(), table["predicted_AP"].min())), float(
+        max(table["AP"].max(), table["predicted_AP"].max()))
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    held = report["held_out_scores"]
+    ax.set_xlabel("measured AP (inherited, BN recalibrated)")
+    ax.set_ylabel(f"predicted AP ({report['model']})")
+    ax.set_title(f"held-out: Kendall tau {held['kendall_tau'] or 0:.2f}, Spearman {held['spearman'] or 0:.2f}, "
+                 f"RMSE {held['rmse']:.3f}", fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

@@ -1,0 +1,109 @@
+"""The accuracy predictor: plain-data models that predict what scikit-learn fitted, a resumable
+build that reuses a search's trials, and a report on held-out subnets."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nas.app.cli import main
+from nas.pose.dataset import CocoPoseDataset
+from nas.search.accuracy import FITTERS, AccuracyPredictor, encode, predict_model
+from nas.search.study import run_search
+from nas.subnet.inherit import TrainedSupernet
+from search_spaces import SearchSpace
+from tests.search.test_search import config, meter
+
+
+def test_plain_models_predict_what_scikit_learn_fitted():
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.neural_network import MLPRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 7))
+    y = x @ rng.random(7) + 0.3 * np.sin(5 * x[:, 0])
+    grid = rng.random((20, 7))
+    trees = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                      random_state=0).fit(x, y)
+    assert np.allclose(predict_model(FITTERS["trees"](x, y, 0), grid), trees.predict(grid))
+    ridge = RidgeCV(alphas=np.logspace(-3, 2, 12)).fit(x, y)
+    assert np.allclose(predict_model(FITTERS["ridge"](x, y, 0), grid), ridge.predict(grid))
+    mlp = FITTERS["mlp"](x, y, 0)
+    reference = MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, learning_rate_init=3e-3, max_iter=3000, random_state=0).fit(
+        (x - np.asarray(mlp["mean"])) / np.asarray(mlp["std"]), y)
+    assert np.allclose(predict_model(mlp, grid), reference.predict((grid - np.asarray(mlp["mean"]))
+                                                                  / np.asarray(mlp["std"])))
+
+
+def test_encoding_is_one_hot_per_dimension_plus_macs():
+    space = SearchSpace.load("tiny")
+    x = encode(space, space.max(), 17)
+    assert len(x) == sum(len(d.choices) for d in space.dimensions) + 1
+    assert x[:-1].sum() == len(space.dimensions) and set(np.unique(x[:-1])) == {0.0, 1.0}
+    assert not np.array_equal(x, encode(space, space.min(), 17))
+
+
+def test_build_reuses_search_trials_resumes_and_reports_held_out(tmp_path, tiny_supernet, synth_small, monkeypatch):
+    cfg = config(tmp_path, tiny_supernet, synth_small, trials=3, eval_images=4)
+    run_search(cfg, meter(tmp_path), progress=False)
+    searched = pd.read_csv(tmp_path / "search" / "trials.csv")
+    evaluated = set(searched.loc[searched["evaluated"], "arch_hash"])
+    calls = []
+    original = TrainedSupernet.evaluate
+    monkeypatch.setattr(TrainedSupernet, "evaluate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    out = tmp_path / "predictor"
+    argv = ["predictor", "build", "--supernet", str(tiny_supernet), "--data", str(synth_small), "--samples", "14",
+            "--eval-images", "4", "--calib-images", "8", "--studies", cfg.storage_url, "--out", str(out), "--json"]
+    assert main(argv) == 0
+    samples = pd.read_csv(out / "samples.csv")
+    reused = set(samples.loc[samples["source"] == "study posenas", "arch_hash"])
+    assert reused == evaluated and len(evaluated) >= 1
+    assert len(calls) == len(samples) - len(reused)  # reused trials were not evaluated again
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] in FITTERS and report["held_out"] >= 3
+    assert {"kendall_tau", "spearman", "rmse"} <= set(report["held_out_scores"])
+    assert (out / "predicted_vs_measured.png").stat().st_size > 0
+    # saved as plain data: loaded anew it predicts what the build recorded
+    predictor = AccuracyPredictor.load(out / "predictor.json")
+    table = pd.read_csv(out / "samples-predicted.csv")
+    archs = [json.loads(a) for a in samples["arch"]]
+    assert np.allclose(predictor.predict(archs), table["predicted_AP"])
+    # a second build evaluates nothing: it resumes from samples.csv
+    calls.clear()
+    assert main(argv) == 0 and calls == []
+
+
+def test_an_unfit_predictor_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "predictor.json"
+    bad.write_text(json.dumps({"format": "something else"}))
+    from nas.errors import PoseNASError
+    with pytest.raises(PoseNASError, match="not an accuracy predictor"):
+        AccuracyPredictor.load(bad)
+
+
+def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_supernet, synth_small):
+    """The verified front holds real measurements: its latencies are the meter's (the cache holds
+    them) and its APs are the supernet's, neither the predicted figures beside them."""
+    from nas.latency.predictor import NAMES, LatencyPredictor
+    from nas.search.predictor_build import build_accuracy_predictor
+
+    build_accuracy_predictor(str(tiny_supernet), (str(synth_small / "annotations.json"), str(synth_small / "images")),
+                             tmp_path / "accuracy", samples=12, eval_images=4, calib_images=8, progress=False)
+    # a latency model on purpose far from this machine: 1 ms per MMAC
+    latency = LatencyPredictor([0.0] * len(NAMES), {}, {})
+    latency.coefficients[NAMES.index("macs_pointwise")] = 1.0
+    latency.save(tmp_path / "latency.json")
+    cfg = config(tmp_path, tiny_supernet, synth_small, eval_images=4, calib_images=8, predictor=str(tmp_path / "latency.json"),
+                 accuracy_predictor=str(tmp_path / "accuracy" / "predictor.json"), predicted_trials=300, verify=3)
+    lat = meter(tmp_path)
+    summary = run_search(cfg, lat, progress=False)
+    assert summary["trials"] >= 100 and summary["verified"] >= 1
+    pareto = json.loads((tmp_path / "search" / "pareto.json").read_text())["pareto"]
+    supernet = TrainedSupernet.load(tiny_supernet, calibration_images=8)
+    data = CocoPoseDataset(str(synth_small / "annotations.json"), str(synth_small / "images"))
+    for p in pareto:
+        assert p["latency_ms"] == lat.measure(p["arch"], 17)["median_ms"] != p["predicted_latency_ms"]
+        assert p["AP"] == pytest.approx(supernet.evaluate(p["arch"], data, limit=4)["AP"], abs=1e-9)
+    verified = pd.read_csv(tmp_path / "search" / "verified.csv")
+    assert verified["latency_measured"].all() and len(verified) == summary["verified"] <= 3
