@@ -1,9 +1,12 @@
 """The whole NAS pipeline in one command and one run folder, resumable at each stage.
 
 Stages: data (synthetic sets) -> supernet training -> baselines (presets with inherited weights)
--> search under the budgets -> finetune and export the winners -> Pareto plot and summary table.
-A finished stage is recorded in ``stages.json`` and skipped when the command runs again; a stage
-cut short resumes from its own checkpoints (supernet, Optuna study, finetuning runs).
+-> latency model -> search under the budgets -> finetune and export the winners -> Pareto plot and
+summary table. ``supernet: zoo:NAME`` (or a supernet.pt) instead of a training section searches a
+supernet trained once (train once, search many); the latency stage then adapts the shipped
+latency model to this machine for a search on predicted AP. A finished stage is recorded in
+``stages.json`` and skipped when the command runs again; a stage cut short resumes from its own
+checkpoints (supernet, Optuna study, finetuning runs).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from nas.config import typed
 from nas.errors import PoseNASError
 from nas.io import read_json, read_yaml, write_json, write_text
 from nas.latency.meter import make_meter
+from nas.latency.predictor import REFERENCE, LatencyPredictor
 from nas.latency.settings import RuntimeSettings
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.synth import synthetic_set
@@ -35,7 +39,8 @@ from supernet.cost import arch_cost
 DEFAULT_CONFIG = "nas.yaml"
 SECTIONS = {"name", "space", "data", "supernet", "latency", "search", "finetune", "baselines"}
 DATA_KEYS = {"train_images", "val_images", "size", "train_seed", "val_seed"}
-STAGES = ("data", "supernet", "baselines", "search", "finetune", "report")
+STAGES = ("data", "supernet", "baselines", "latency", "search", "finetune", "report")
+ANCHORS = ("min", "litepose_xs", "litepose_s")  # measured here to adapt the shipped latency model
 
 
 def load_run_config(path: str | None) -> dict:
@@ -46,8 +51,9 @@ def load_run_config(path: str | None) -> dict:
     if unknown:
         raise PoseNASError(f"{source}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
     for section in SECTIONS - {"name", "space", "baselines"}:
-        if not isinstance(cfg.get(section, {}), dict):
-            raise PoseNASError(f"{source}: section {section!r} must be a mapping")
+        if not isinstance(cfg.get(section, {}), dict) and not (section == "supernet" and isinstance(cfg[section], str)):
+            raise PoseNASError(f"{source}: section {section!r} must be a mapping"
+                               + (" (or zoo:NAME or a supernet.pt to search)" if section == "supernet" else ""))
     unknown = sorted(set(cfg.get("data", {})) - DATA_KEYS)
     if unknown:
         raise PoseNASError(f"{source}: unknown data setting(s) {unknown}; known: {sorted(DATA_KEYS)}")
@@ -68,8 +74,10 @@ def make_data(run: RunLayout, data: dict) -> None:
         synthetic_set(run.data(name), images, seed, size)
 
 
-def supernet_config(cfg: dict, run: RunLayout, source: str) -> SupernetConfig:
-    """The run config's supernet section, checked, on the run's data."""
+def supernet_config(cfg: dict, run: RunLayout, source: str) -> SupernetConfig | None:
+    """The run config's supernet section, checked, on the run's data (None: a trained one is given)."""
+    if isinstance(cfg.get("supernet"), str):
+        return None
     return SupernetConfig.from_dict({**cfg.get("supernet", {}), **data_files(run), "space": cfg.get("space", "cpu")},
                                     f"{source} (supernet)")
 
@@ -87,11 +95,14 @@ class Pipeline:
         space = cfg.get("space", "cpu")
         # every section is checked before any work is done
         self.supernet_cfg = supernet_config(cfg, self.run, self.source)
+        self.supernet = cfg["supernet"] if self.supernet_cfg is None else str(self.run.supernet)
         self.runtime = typed(RuntimeSettings, cfg.get("latency", {}), f"{self.source} (latency)")
         search = cfg.get("search", {})
         if "latency_budget_ms" not in search:
             raise PoseNASError(f"{self.source}: search.latency_budget_ms is required")
-        self.search_cfg = SearchConfig.from_dict({**search, "supernet": str(self.run.supernet), "val_ann": val_ann,
+        if search.get("accuracy_predictor") and not search.get("predictor"):
+            search = {**search, "predictor": str(self.run.latency_predictor)}  # the latency stage adapts one
+        self.search_cfg = SearchConfig.from_dict({**search, "supernet": self.supernet, "val_ann": val_ann,
                                                   "val_images": val_images, "out": str(self.run.search)},
                                                  f"{self.source} (search)")
         finetune = dict(cfg.get("finetune", {}))
@@ -122,11 +133,27 @@ class Pipeline:
         make_data(self.run, self.data)
 
     def stage_supernet(self) -> None:
+        if self.supernet_cfg is None:
+            print(f"searching {self.supernet}: trained once, nothing to train")
+            return
         train_supernet(self.supernet_cfg, self.run.supernet.parent)
+
+    def stage_latency(self) -> None:
+        """For a search on predictions: the shipped latency model, adapted to this machine by
+        measuring a few anchor subnets."""
+        if self.search_cfg.predictor != str(self.run.latency_predictor):
+            return
+        reference = LatencyPredictor.load(REFERENCE)
+        space, meter = TrainedSupernet.load(self.supernet).space, self.meter()
+        archs = [space.canonical(space.resolve(name)) for name in ANCHORS]
+        measured = [meter.measure(a, reference.num_keypoints)["median_ms"] for a in tqdm(archs, desc="anchors")]
+        adapted = reference.adapted(archs, measured, meter.backend.fingerprint)
+        adapted.save(self.run.latency_predictor)
+        print(f"latency model adapted to this machine: x{adapted.settings['factor']:.2f} of the shipped one")
 
     def stage_baselines(self) -> None:
         """The presets with inherited weights, on the search's evaluation images: labelled baselines."""
-        supernet = TrainedSupernet.load(self.run.supernet, calibration_images=self.search_cfg.calib_images)
+        supernet = TrainedSupernet.load(self.supernet, calibration_images=self.search_cfg.calib_images)
         meter, k, space = self.meter(), supernet.num_keypoints, supernet.space
         val = CocoPoseDataset(self.search_cfg.val_ann, self.search_cfg.val_images)
         rows = []
@@ -146,7 +173,7 @@ class Pipeline:
         meter = self.meter()
         for i, arch in enumerate(winners):
             print(f"winner {i + 1}/{len(winners)} ({arch_hash(arch)})")
-            finetune_subnet(self.run.supernet, arch, self.finetune_cfg, self.run.winner(i + 1, arch_hash(arch)), meter)
+            finetune_subnet(self.supernet, arch, self.finetune_cfg, self.run.winner(i + 1, arch_hash(arch)), meter)
 
     def stage_report(self) -> None:
         plot_run(self.run.root)

@@ -14,6 +14,7 @@ import pandas as pd
 from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
 from nas.io import atomic_write, read_json, write_text
+from nas.search.predicted import VERIFIED
 from nas.search.results import pareto_front
 from nas.subnet.export import CARD
 from nas.train.finetune import EXPORT, RECORD
@@ -72,6 +73,9 @@ def plot_run(run: str | Path) -> list[Path]:
     run = RunLayout(Path(run))
     folder = search_folder(run)
     trials = pd.read_csv(folder / "trials.csv")
+    predicted = None
+    if (folder / VERIFIED).is_file():  # a search on predictions: its measured points are the verified ones
+        predicted, trials = trials, pd.read_csv(folder / VERIFIED)
     budget = read_json(folder / "pareto.json")["latency_budget_ms"]
     baselines = pd.read_csv(run.baselines) if run.baselines.is_file() else pd.DataFrame()
     winners = finetuned(run)
@@ -81,10 +85,14 @@ def plot_run(run: str | Path) -> list[Path]:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     for ax, x, xlabel in ((axes[0], "latency_ms", "latency (ms, onnxruntime, median)"), (axes[1], "gmacs", "GMACs")):
+        if predicted is not None:
+            px = predicted[x] if x == "latency_ms" else predicted["macs"] / 1e9
+            ax.scatter(px, predicted["AP"], s=6, color="tab:cyan", alpha=0.25,
+                       label="predicted trial (predicted AP and latency)")
         ax.scatter(trials.loc[~feasible, x], trials.loc[~feasible, "AP"], s=18, color="0.78",
                    label="infeasible trial (not evaluated)")
         ax.scatter(trials.loc[feasible, x], trials.loc[feasible, "AP"], s=22, color="tab:blue", alpha=0.7,
-                   label="feasible trial (inherited AP)")
+                   label="feasible trial (inherited AP, measured)")
         ax.plot(front[x] if x != "gmacs" else front["macs"] / 1e9, front["AP"], "-o", color="tab:red", ms=5,
                 label="Pareto set")
         labels = []

@@ -48,6 +48,11 @@ class RunLayout:
         return self.root / "stages.json"
 
     @property
+    def latency_predictor(self) -> Path:
+        """The latency model adapted to this machine (a search on predictions reads it)."""
+        return self.root / "latency-predictor.json"
+
+    @property
     def latency_cache(self) -> Path:
         return self.root / "latency-cache.sqlite"
 

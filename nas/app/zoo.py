@@ -18,8 +18,9 @@ from tqdm import tqdm
 from nas.app.pipeline import load_run_config, make_data, supernet_config
 from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
-from nas.io import read_checkpoint
+from nas.io import read_checkpoint, write_json, write_text
 from nas.pose.dataset import CocoPoseDataset, set_files
+from nas.search.predictor_build import PREDICTOR, build_accuracy_predictor
 from nas.subnet import zoo
 from nas.subnet.inherit import TrainedSupernet
 from nas.train.supernet import train_supernet
@@ -43,9 +44,11 @@ def commit() -> str | None:
         return None
 
 
-def build_entry(config: str, out: str | Path, into: str | Path | None = None, half: bool = True) -> dict:
-    """Train (or resume) the run config's supernet into ``out``, then write the entry to ``into``
-    (default ``out/zoo/NAME``); returns its card."""
+def build_entry(config: str, out: str | Path, into: str | Path | None = None, half: bool = True,
+                predictor_samples: int = 200) -> dict:
+    """Train (or resume) the run config's supernet into ``out``, write the entry to ``into``
+    (default ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets
+    of the validation set (0: none); returns its card."""
     cfg = load_run_config(config)
     if "name" not in cfg or "/" in str(cfg["name"]):
         raise PoseNASError(f"{config}: a zoo config needs a name (one word: the entry is zoo:NAME)")
@@ -66,7 +69,14 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
                          "commit": commit(), "settings": ckpt["config"]}}
     card["evaluation"] = evaluate_entry(ckpt, card, run, half)
     folder = Path(into) if into else run.root / "zoo" / cfg["name"]
-    return zoo.write_entry(folder, ckpt["supernet"], card, pd.DataFrame(log).to_csv(index=False), half)
+    card = zoo.write_entry(folder, ckpt["supernet"], card, pd.DataFrame(log).to_csv(index=False), half)
+    if predictor_samples:
+        report = build_accuracy_predictor(str(folder), set_files(run.data("val")), run.root / "predictor",
+                                          predictor_samples)
+        write_text(folder / zoo.PREDICTOR, (run.root / "predictor" / PREDICTOR).read_text(encoding="utf-8"))
+        card = {**card, "accuracy_predictor": {k: report[k] for k in ("model", "subnets", "held_out_scores")}}
+        write_json(folder / zoo.CARD, card, indent=1)
+    return card
 
 
 def evaluate_entry(ckpt: dict, card: dict, run: RunLayout, half: bool) -> dict:

@@ -19,6 +19,7 @@ from nas.errors import PoseNASError
 from nas.io import write_json
 from supernet.cost import FEATURES, arch_cost
 
+REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # fitted on a 2-core x86 server, 126 subnets
 SCALE = {"ops": 1.0}  # features are scaled to comparable magnitudes before fitting
 
 
@@ -50,6 +51,14 @@ class LatencyPredictor:
 
     def predict(self, arch: dict) -> float:
         return float(feature_vector(arch, self.num_keypoints) @ np.asarray(self.coefficients))
+
+    def adapted(self, archs: list[dict], measured_ms: list[float], device: dict) -> "LatencyPredictor":
+        """This predictor moved to another device: every price scaled by the median ratio of measured
+        to predicted latency on a few anchor subnets (a device factor; the verification of a
+        search measures its candidates for real anyway)."""
+        factor = float(np.median(np.asarray(measured_ms) / np.array([self.predict(a) for a in archs])))
+        return LatencyPredictor([c * factor for c in self.coefficients], device,
+                                {**self.settings, "adapted_from": self.device, "factor": factor}, self.num_keypoints)
 
     def save(self, path: str | Path) -> None:
         write_json(path, {"features": NAMES, "coefficients": self.coefficients,

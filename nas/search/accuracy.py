@@ -16,6 +16,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from nas.errors import PoseNASError
 from nas.io import read_json, write_json
+from nas.subnet import zoo
 from search_spaces import SearchSpace
 from supernet.cost import arch_cost
 
@@ -139,6 +140,9 @@ class AccuracyPredictor:
 
     @classmethod
     def load(cls, path) -> "AccuracyPredictor":
+        """A predictor.json, or ``zoo:NAME``: the one that ships with a zoo entry."""
+        if zoo.is_entry(path):
+            path = zoo.locate(path) / zoo.PREDICTOR
         d = read_json(path, "accuracy predictor")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise PoseNASError(f"{path}: not an accuracy predictor of posenas predictor build "

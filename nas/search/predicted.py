@@ -29,6 +29,7 @@ from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
 GENERATION = 50  # NSGA-II population of the predicted search
+VERIFIED = "verified.csv"  # the candidates with their measured figures beside the predicted ones
 
 
 def predicted_trials(objective: Objective, accuracy: AccuracyPredictor, trials: int, seed: int | None,
@@ -100,7 +101,7 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
                "macs": int(r["macs"]), "params": int(r["params"]), "arch_hash": r["arch_hash"],
                "arch": json.loads(r["arch"])} for _, r in front.iterrows()]
     write_text(out / "trials.csv", table.to_csv(index=False))
-    write_text(out / "verified.csv", checked.to_csv(index=False))
+    write_text(out / VERIFIED, checked.to_csv(index=False))
     write_json(out / "pareto.json", {"strategy": "predicted", "accuracy_predictor": cfg.accuracy_predictor,
                                      "latency_predictor": cfg.predictor, "latency_budget_ms": cfg.latency_budget_ms,
                                      "macs_budget": cfg.macs_budget, "pareto": pareto}, indent=1)

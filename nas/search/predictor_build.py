@@ -79,9 +79,9 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
         if r["arch_hash"] not in done:
             rows.append(r)
             done.add(r["arch_hash"])
-    wanted = [space.canonical(space.resolve(p)) for p in space.preset_names()]
-    wanted += spread_subnets(space, max(0, samples - len(wanted)), seed)
-    todo = [a for a in dict((arch_hash(a), a) for a in wanted).values() if arch_hash(a) not in done]
+    wanted = [space.canonical(space.resolve(p)) for p in space.preset_names()] + spread_subnets(space, samples, seed)
+    wanted = list(dict((arch_hash(a), a) for a in wanted).values())[:samples]  # presets, then spread, distinct
+    todo = [a for a in wanted if arch_hash(a) not in done]
     dataset = CocoPoseDataset(*val, supernet.spec)
     for arch in tqdm(todo, desc="evaluating subnets", disable=not progress):
         ap = supernet.evaluate(arch, dataset, flip_test, eval_images)["AP"]

@@ -4,7 +4,7 @@ Train once, search many (OFA): a user searches a shipped supernet for their own 
 instead of training one for hours. An entry is a folder, nothing in it pickled:
 ``supernet.safetensors`` (the weights, fp16 when that leaves the inherited APs unchanged),
 ``card.json`` (space, keypoints, the data recipe, how it was trained, its inherited APs and the
-weights' SHA-256) and ``train-log.csv``. An entry trained on synthetic data ships no images: its
+weights' SHA-256), ``train-log.csv`` and its accuracy predictor. An entry trained on synthetic data ships no images: its
 BN calibration and finetuning images are regenerated from the card's recipe into a cache folder.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ ZOO = Path(__file__).resolve().parents[1] / "zoo"
 PREFIX = "zoo:"
 FORMAT = "posenas-zoo/1"
 WEIGHTS, CARD, LOG = "supernet.safetensors", "card.json", "train-log.csv"
+PREDICTOR = "accuracy-predictor.json"  # optional: searches of this entry on predicted AP read it
 CARD_KEYS = ("format", "name", "space", "space_name", "spec", "num_keypoints", "data", "sha256")
 
 

@@ -11,6 +11,7 @@ import yaml
 from nas.app.cli import main
 from nas.errors import PoseNASError
 from nas.pose.dataset import CocoPoseDataset, set_files
+from nas.search.accuracy import AccuracyPredictor
 from nas.subnet import zoo
 from nas.subnet.inherit import TrainedSupernet
 
@@ -30,18 +31,21 @@ def tiny_entry(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POSENAS_CACHE", str(root / "cache"))
         assert main(["zoo", "build", str(root / "tiny-zoo.yaml"), "--out", str(root / "run"),
-                     "--into", str(root / "entry")]) == 0
+                     "--into", str(root / "entry"), "--predictor-samples", "10"]) == 0
     return root
 
 
 def test_entry_holds_weights_card_and_log_without_pickles(tiny_entry):
     entry = tiny_entry / "entry"
-    assert sorted(p.name for p in entry.iterdir()) == sorted([zoo.WEIGHTS, zoo.CARD, zoo.LOG])
+    assert sorted(p.name for p in entry.iterdir()) == sorted([zoo.WEIGHTS, zoo.CARD, zoo.LOG, zoo.PREDICTOR])
     card = json.loads((entry / zoo.CARD).read_text())
     assert card["sha256"] == zoo.sha256(entry / zoo.WEIGHTS)
     assert card["weights_dtype"] == "float16" and card["training"]["steps"] == 3
     assert {row["subnet"] for row in card["evaluation"]["inherited"]} >= {"min", "max", "litepose_xs"}
     assert (entry / zoo.LOG).read_text().startswith("phase,")
+    predictor = AccuracyPredictor.load(entry)  # the entry's own: fitted for exactly these weights
+    assert predictor.info["evaluation"]["supernet"] == card["sha256"]
+    assert card["accuracy_predictor"]["subnets"] >= 10
 
 
 def test_entry_reproduces_its_card(tiny_entry, monkeypatch):
@@ -89,3 +93,28 @@ def test_a_run_goes_on_training_a_zoo_entry(tiny_entry, monkeypatch):
     assert all(start[k].equal(after[k]) for k in learned)  # at lr 0 the weights stay the entry's
     fresh = TrainedSupernet.load(tiny_entry / "run" / "supernet" / "supernet.pt").net.state_dict()
     assert not all(fresh[k].equal(after[k]) for k in learned)  # the entry is fp16: not the fp32 checkpoint
+
+
+@pytest.mark.slow  # the whole main job, small
+def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_entry, tmp_path, monkeypatch):
+    from nas.app.pipeline import run_pipeline
+
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_entry / "cache"))
+    entry = str(tiny_entry / "entry")
+    config = {"name": "main", "supernet": entry,
+              "data": {"train_images": 8, "val_images": 6, "size": [96, 96], "train_seed": 5, "val_seed": 6},
+              "latency": {"warmup": 1, "repeats": 5},
+              "search": {"latency_budget_ms": 1000, "accuracy_predictor": entry, "predicted_trials": 200, "verify": 2,
+                         "eval_images": 4},
+              "finetune": {"top": 1, "epochs": 1, "batch_size": 4, "workers": 0, "augment": False},
+              "baselines": ["min", "max"]}
+    (tmp_path / "main.yaml").write_text(yaml.safe_dump(config))
+    summary = run_pipeline(str(tmp_path / "main.yaml"), str(tmp_path / "run"))
+    run = tmp_path / "run"
+    assert not (run / "supernet").exists()  # nothing was trained
+    adapted = json.loads((run / "latency-predictor.json").read_text())
+    assert adapted["settings"]["factor"] > 0 and adapted["settings"]["adapted_from"]
+    pareto = json.loads((run / "search" / "pareto.json").read_text())
+    assert pareto["strategy"] == "predicted" and pareto["pareto"]
+    assert all({"predicted_AP", "predicted_latency_ms", "AP", "latency_ms"} <= set(p) for p in pareto["pareto"])
+    assert len(summary["exports"]) == 1 and Path(summary["pareto_plot"]).exists()

@@ -40,13 +40,17 @@ class Build(Command):
         p.add_argument("--out", required=True, help="run folder; resumes from what is there")
         p.add_argument("--into", help="entry folder (default OUT/zoo/NAME; nas/zoo/NAME ships it)")
         p.add_argument("--fp32", action="store_true", help="store float32 weights (default fp16)")
+        p.add_argument("--predictor-samples", type=int, default=200,
+                       help="subnets evaluated to fit the entry's accuracy predictor (0: none)")
 
     def take_action(self, args):
         from nas.app.zoo import build_entry
 
-        card = build_entry(args.config, args.out, args.into, half=not args.fp32)
+        card = build_entry(args.config, args.out, args.into, not args.fp32, args.predictor_samples)
         aps = ", ".join(f"{row['subnet']} {row['AP']:.3f}" for row in card["evaluation"]["inherited"])
         print(f"zoo entry {card['name']}: sha256 {card['sha256']}\ninherited AP: {aps}")
+        if "accuracy_predictor" in card:
+            print(f"accuracy predictor: {card['accuracy_predictor']}")
 
 
 COMMANDS = [List, Build]
