@@ -15,7 +15,7 @@ from torch import nn
 
 from search_spaces.space import STEM_BLOCK
 from supernet.layers import ConvBN, FusionUp, MBConv, Stage
-from supernet.ops import DynamicConv2d, slice_like, static_copy
+from supernet.ops import DynamicConv2d, make_static, slice_like
 from supernet.tokens import TokenStage
 
 
@@ -93,12 +93,12 @@ def extract(supernet: PoseNet, arch: dict) -> nn.Module:
     sub = PoseNet(arch, supernet.num_keypoints, joint_mask)
     big = supernet.state_dict()
     sub.load_state_dict({name: slice_like(big[name], t.shape) for name, t in sub.state_dict().items()})
-    return static_copy(sub).train(supernet.training)
+    return make_static(sub).train(supernet.training)
 
 
 def new_static(arch: dict, num_keypoints: int = 17, joint_mask: torch.Tensor | None = None) -> nn.Module:
     """A freshly initialised static network of ``arch`` (plain torch ops), e.g. to train alone."""
-    return static_copy(PoseNet(arch, num_keypoints, joint_mask))
+    return make_static(PoseNet(arch, num_keypoints, joint_mask))
 
 
 def build_static(arch: dict, state_dict: dict[str, torch.Tensor]) -> nn.Module:

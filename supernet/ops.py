@@ -4,11 +4,9 @@ Input channels always come from the input tensor; output channels and kernel siz
 block that owns the op (``active_out``, ``active_kernel``). Channels are prefixes and kernels are
 centre crops, so a subnet's weights are the matching slices of the supernet's (``slice_like``),
 and every op hands out its plain torch twin with ``to_static`` (mmrazor's one generic walk:
-``static_copy``).
+``make_static``).
 """
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -125,10 +123,10 @@ def _loaded(plain: nn.Module, dynamic: nn.Module) -> nn.Module:
     return plain.train(dynamic.training)
 
 
-def static_copy(net: nn.Module) -> nn.Module:
-    """A deep copy of ``net`` with every dynamic op replaced by its plain torch twin. Call it on a
-    network built at exactly the subnet's size (``extract`` does), where slicing is the identity."""
-    net = copy.deepcopy(net)
+def make_static(net: nn.Module) -> nn.Module:
+    """``net`` with every dynamic op replaced, in place, by its plain torch twin; for a network
+    nobody else holds, built at exactly the subnet's size (``extract`` does), where slicing is the
+    identity. (A deep copy first cost most of an extraction: the blocks hold their config dicts.)"""
     for name, module in list(net.named_modules()):
         if isinstance(module, DYNAMIC):
             parent_name, _, child = name.rpartition(".")

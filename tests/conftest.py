@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 # One intra-op thread for torch here and in every process the tests start: the test networks are
 # tiny, so a second thread only adds synchronisation (one thread is faster even on an idle machine),
@@ -52,6 +53,30 @@ def tiny_supernet(tmp_path_factory, synth_small) -> Path:
         "phases": [{"name": "all", "epochs": 1, "elastic": ["resolution", "kernel", "depth", "width", "token"]}]})
     train_supernet(cfg, out, progress=False)
     return out / "supernet.pt"
+
+
+TINY_ZOO = {
+    "name": "tiny-synth", "space": "tiny",
+    "data": {"train_images": 12, "val_images": 6, "size": [96, 96], "train_seed": 5, "val_seed": 6},
+    "supernet": {"batch_size": 4, "workers": 0, "eval_archs": [], "sandwich_random": 0, "augment": False,
+                 "phases": [{"name": "all", "epochs": 1,
+                             "elastic": ["resolution", "kernel", "depth", "width", "token"]}]},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> Path:
+    """A zoo entry of the tiny space made by `posenas zoo build` (root/entry; its run in root/run,
+    its regenerated images in root/cache)."""
+    from nas.app.cli import main
+
+    root = tmp_path_factory.mktemp("zoo")
+    (root / "tiny-zoo.yaml").write_text(yaml.safe_dump(TINY_ZOO))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POSENAS_CACHE", str(root / "cache"))
+        assert main(["zoo", "build", str(root / "tiny-zoo.yaml"), "--out", str(root / "run"),
+                     "--into", str(root / "entry"), "--predictor-samples", "10"]) == 0
+    return root
 
 
 def _postgres_bin() -> Path | None:

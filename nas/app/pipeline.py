@@ -22,7 +22,7 @@ from nas.config import typed
 from nas.errors import PoseNASError
 from nas.io import read_json, read_yaml, write_json, write_text
 from nas.latency.meter import make_meter
-from nas.latency.predictor import REFERENCE, LatencyPredictor
+from nas.latency.predictor import adapted_reference
 from nas.latency.settings import RuntimeSettings
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.synth import synthetic_set
@@ -40,7 +40,6 @@ DEFAULT_CONFIG = "nas.yaml"
 SECTIONS = {"name", "space", "data", "supernet", "latency", "search", "finetune", "baselines"}
 DATA_KEYS = {"train_images", "val_images", "size", "train_seed", "val_seed"}
 STAGES = ("data", "supernet", "baselines", "latency", "search", "finetune", "report")
-ANCHORS = ("min", "litepose_xs", "litepose_s")  # measured here to adapt the shipped latency model
 
 
 def load_run_config(path: str | None) -> dict:
@@ -143,11 +142,7 @@ class Pipeline:
         measuring a few anchor subnets."""
         if self.search_cfg.predictor != str(self.run.latency_predictor):
             return
-        reference = LatencyPredictor.load(REFERENCE)
-        space, meter = TrainedSupernet.load(self.supernet).space, self.meter()
-        archs = [space.canonical(space.resolve(name)) for name in ANCHORS]
-        measured = [meter.measure(a, reference.num_keypoints)["median_ms"] for a in tqdm(archs, desc="anchors")]
-        adapted = reference.adapted(archs, measured, meter.backend.fingerprint)
+        adapted = adapted_reference(self.meter(), TrainedSupernet.load(self.supernet).space)
         adapted.save(self.run.latency_predictor)
         print(f"latency model adapted to this machine: x{adapted.settings['factor']:.2f} of the shipped one")
 

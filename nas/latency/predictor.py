@@ -20,6 +20,7 @@ from nas.io import write_json
 from supernet.cost import FEATURES, arch_cost
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # fitted on a 2-core x86 server, 126 subnets
+ANCHORS = ("min", "litepose_xs", "litepose_s")  # presets measured to move it to another device
 SCALE = {"ops": 1.0}  # features are scaled to comparable magnitudes before fitting
 
 
@@ -77,6 +78,18 @@ class LatencyPredictor:
             raise PoseNASError(f"latency predictor not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise PoseNASError(f"{path}: not a latency predictor ({type(e).__name__}: {e})") from None
+
+
+def adapted_reference(meter, space, anchors: tuple[str, ...] = ANCHORS, progress: bool = True) -> LatencyPredictor:
+    """The shipped latency model moved to ``meter``'s device by measuring a few anchor presets of
+    ``space`` there (seconds, where building a predictor takes minutes)."""
+    from tqdm import tqdm
+
+    reference = LatencyPredictor.load(REFERENCE)
+    archs = [space.canonical(space.resolve(name)) for name in anchors]
+    measured = [meter.measure(a, reference.num_keypoints)["median_ms"]
+                for a in tqdm(archs, desc="latency anchors", disable=not progress)]
+    return reference.adapted(archs, measured, meter.backend.fingerprint)
 
 
 def within(predicted: np.ndarray, measured: np.ndarray, tolerance: float = 0.10) -> float:

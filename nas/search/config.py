@@ -29,6 +29,7 @@ class SearchConfig:
     predictor: str | None = None
     seed: int | None = None
     population: int = 10  # NSGA-II generation size: its first generation is random, so keep it well below trials
+    timeout_min: float | None = None  # stop adding trials after this long (the study keeps what finished)
     accuracy_predictor: str | None = None  # predictor.json: search on predicted AP, then verify the front for real
     predicted_trials: int = 2000  # trials of a search on predicted AP
     verify: int = 8  # candidates of the predicted front measured and evaluated for real
@@ -37,6 +38,8 @@ class SearchConfig:
         self.macs_budget = parse_macs(self.macs_budget)
         if self.sampler not in STRATEGIES:
             raise PoseNASError(f"sampler {self.sampler!r} unknown; use one of {list(STRATEGIES)}")
+        if self.timeout_min is not None and self.timeout_min <= 0:
+            raise PoseNASError(f"--timeout-min must be positive, got {self.timeout_min}")
         if self.latency_budget_ms <= 0 or (self.macs_budget is not None and self.macs_budget <= 0):
             raise PoseNASError("budgets must be positive")
         for name in ("trials", "predicted_trials", "verify"):

@@ -71,6 +71,7 @@ def run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) ->
         print(f"resuming study {cfg.study!r}: {done} of {cfg.trials} trials complete")
     if done < cfg.trials:
         study.optimize(objective, n_trials=cfg.trials - done, show_progress_bar=progress,
+                       timeout=cfg.timeout_min * 60 if cfg.timeout_min else None,
                        callbacks=[MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE,))])
     summary = {**write_outputs(study, cfg), **floor}
     write_json(Path(cfg.out) / "search.json", summary, indent=1)

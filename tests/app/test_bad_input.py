@@ -23,6 +23,7 @@ def world(tmp_path_factory, tiny_supernet, synth_small):
     w = {"root": root, "supernet": tiny_supernet, "data": synth_small, "ann": synth_small / "annotations.json"}
     (root / "broken.json").write_text('{"resolution": 64,')
     (root / "broken-config.yaml").write_text("phases: [1, 2\n")
+    (root / "nameless-zoo.yaml").write_text("space: tiny\n")
     (root / "not-a-checkpoint.pt").write_bytes(b"\x00not torch\x00" * 10)
     (root / "text.jpg").write_text("this is not an image")
     cpu_arch = SearchSpace.load("cpu").max()
@@ -102,17 +103,26 @@ def cases(w):
         (["arch", "macs", "--space", "tiny", "--arch", str(w["cpu-arch"])], "cpu-arch.json:", None),
         (["arch", "macs", "--space", str(r / "missing-space.yaml"), "--preset", "min"], "missing-space.yaml", None),
         (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),
+        (["zoo", "build", str(r / "missing.yaml"), "--out", str(r / "z")], "run config not found", None),
+        (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z")], "a zoo config needs a name", None),
+        (["eval-subnet", "--supernet", "zoo:nope", "--arch", "min", "--data", data], "zoo:nope: no such zoo", None),
+        (["predictor", "build", "--supernet", sup, "--data", data, "--samples", "3", "--out", str(r / "acc")],
+         "--samples 3: give at least 10", None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--accuracy-predictor",
+          str(w["broken"]), "--predictor", str(w["broken"]), "--out", str(run_dir)], "broken.json", run_dir),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--verify", "0"],
+         "--verify must be at least 1", None),
     ]
 
 
-CASES = 33
+CASES = 39
 
 
 def test_the_suite_covers_every_command(world):
     assert len(cases(world)) == CASES
     commands = {c[0][0] for c in cases(world)}
     assert commands >= {"data", "eval", "train", "train-supernet", "eval-subnet", "search", "finetune", "export",
-                        "predict", "plot", "run", "latency", "arch", "bench"}
+                        "predict", "plot", "run", "latency", "arch", "bench", "zoo", "predictor"}
 
 
 @pytest.mark.parametrize("index", range(CASES))

@@ -14,29 +14,11 @@ from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import AccuracyPredictor
 from nas.subnet import zoo
 from nas.subnet.inherit import TrainedSupernet
-
-TINY_ZOO = {
-    "name": "tiny-synth", "space": "tiny",
-    "data": {"train_images": 12, "val_images": 6, "size": [96, 96], "train_seed": 5, "val_seed": 6},
-    "supernet": {"batch_size": 4, "workers": 0, "eval_archs": [], "sandwich_random": 0, "augment": False,
-                 "phases": [{"name": "all", "epochs": 1,
-                             "elastic": ["resolution", "kernel", "depth", "width", "token"]}]},
-}
+from tests.conftest import TINY_ZOO
 
 
-@pytest.fixture(scope="module")
-def tiny_entry(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("zoo")
-    (root / "tiny-zoo.yaml").write_text(yaml.safe_dump(TINY_ZOO))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("POSENAS_CACHE", str(root / "cache"))
-        assert main(["zoo", "build", str(root / "tiny-zoo.yaml"), "--out", str(root / "run"),
-                     "--into", str(root / "entry"), "--predictor-samples", "10"]) == 0
-    return root
-
-
-def test_entry_holds_weights_card_and_log_without_pickles(tiny_entry):
-    entry = tiny_entry / "entry"
+def test_entry_holds_weights_card_and_log_without_pickles(tiny_zoo):
+    entry = tiny_zoo / "entry"
     assert sorted(p.name for p in entry.iterdir()) == sorted([zoo.WEIGHTS, zoo.CARD, zoo.LOG, zoo.PREDICTOR])
     card = json.loads((entry / zoo.CARD).read_text())
     assert card["sha256"] == zoo.sha256(entry / zoo.WEIGHTS)
@@ -48,21 +30,21 @@ def test_entry_holds_weights_card_and_log_without_pickles(tiny_entry):
     assert card["accuracy_predictor"]["subnets"] >= 10
 
 
-def test_entry_reproduces_its_card(tiny_entry, monkeypatch):
-    monkeypatch.setenv("POSENAS_CACHE", str(tiny_entry / "cache"))
-    entry = tiny_entry / "entry"
+def test_entry_reproduces_its_card(tiny_zoo, monkeypatch):
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    entry = tiny_zoo / "entry"
     card = zoo.read_card(entry)
     supernet = TrainedSupernet.load(entry)  # calibrated on images regenerated from the card's recipe
-    val = CocoPoseDataset(*set_files(tiny_entry / "run" / "data" / "val"))
+    val = CocoPoseDataset(*set_files(tiny_zoo / "run" / "data" / "val"))
     for row in card["evaluation"]["inherited"][:2]:
         assert supernet.evaluate(supernet.space.resolve(row["subnet"]), val)["AP"] == pytest.approx(row["AP"],
                                                                                                     abs=1e-4)
 
 
-def test_damaged_weights_are_refused(tiny_entry, tmp_path):
+def test_damaged_weights_are_refused(tiny_zoo, tmp_path):
     copy = tmp_path / "entry"
     copy.mkdir()
-    for p in (tiny_entry / "entry").iterdir():
+    for p in (tiny_zoo / "entry").iterdir():
         (copy / p.name).write_bytes(p.read_bytes())
     data = bytearray((copy / zoo.WEIGHTS).read_bytes())
     data[-1] ^= 0xFF
@@ -77,30 +59,31 @@ def test_unknown_zoo_name_is_one_line(capsys):
     assert "zoo:nope: no such zoo supernet" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_run_goes_on_training_a_zoo_entry(tiny_entry, monkeypatch):
+@pytest.mark.slow  # a second, short training run
+def test_a_run_goes_on_training_a_zoo_entry(tiny_zoo, monkeypatch):
     from nas.train.supernet import SupernetConfig, train_supernet
 
-    monkeypatch.setenv("POSENAS_CACHE", str(tiny_entry / "cache"))
-    ann, images = set_files(tiny_entry / "run" / "data" / "train")
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    ann, images = set_files(tiny_zoo / "run" / "data" / "train")
     cfg = SupernetConfig.from_dict({**TINY_ZOO["supernet"], "train_ann": ann, "train_images": images,
-                                    "space": "tiny", "init": str(tiny_entry / "entry"),
+                                    "space": "tiny", "init": str(tiny_zoo / "entry"),
                                     "phases": [{"name": "largest", "epochs": 0.3, "lr": 0.0, "warmup_epochs": 0}]})
-    start = TrainedSupernet.load(tiny_entry / "entry").net.state_dict()
-    out = tiny_entry / "continued"
+    start = TrainedSupernet.load(tiny_zoo / "entry").net.state_dict()
+    out = tiny_zoo / "continued"
     train_supernet(cfg, out, progress=False)
     after = TrainedSupernet.load(out / "supernet.pt").net.state_dict()
     learned = [k for k in start if start[k].is_floating_point() and "running" not in k]
     assert all(start[k].equal(after[k]) for k in learned)  # at lr 0 the weights stay the entry's
-    fresh = TrainedSupernet.load(tiny_entry / "run" / "supernet" / "supernet.pt").net.state_dict()
+    fresh = TrainedSupernet.load(tiny_zoo / "run" / "supernet" / "supernet.pt").net.state_dict()
     assert not all(fresh[k].equal(after[k]) for k in learned)  # the entry is fp16: not the fp32 checkpoint
 
 
 @pytest.mark.slow  # the whole main job, small
-def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_entry, tmp_path, monkeypatch):
+def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, monkeypatch):
     from nas.app.pipeline import run_pipeline
 
-    monkeypatch.setenv("POSENAS_CACHE", str(tiny_entry / "cache"))
-    entry = str(tiny_entry / "entry")
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    entry = str(tiny_zoo / "entry")
     config = {"name": "main", "supernet": entry,
               "data": {"train_images": 8, "val_images": 6, "size": [96, 96], "train_seed": 5, "val_seed": 6},
               "latency": {"warmup": 1, "repeats": 5},

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from nas.app.cli import main
-from nas.pose.dataset import CocoPoseDataset
+from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import FITTERS, AccuracyPredictor, encode, predict_model
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
@@ -44,6 +44,7 @@ def test_encoding_is_one_hot_per_dimension_plus_macs():
     assert not np.array_equal(x, encode(space, space.min(), 17))
 
 
+@pytest.mark.slow  # a search, then a build twice
 def test_build_reuses_search_trials_resumes_and_reports_held_out(tmp_path, tiny_supernet, synth_small, monkeypatch):
     cfg = config(tmp_path, tiny_supernet, synth_small, trials=3, eval_images=4)
     run_search(cfg, meter(tmp_path), progress=False)
@@ -82,26 +83,24 @@ def test_an_unfit_predictor_file_is_one_line(tmp_path, capsys):
         AccuracyPredictor.load(bad)
 
 
-def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_supernet, synth_small):
+def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, monkeypatch):
     """The verified front holds real measurements: its latencies are the meter's (the cache holds
     them) and its APs are the supernet's, neither the predicted figures beside them."""
     from nas.latency.predictor import NAMES, LatencyPredictor
-    from nas.search.predictor_build import build_accuracy_predictor
 
-    build_accuracy_predictor(str(tiny_supernet), (str(synth_small / "annotations.json"), str(synth_small / "images")),
-                             tmp_path / "accuracy", samples=12, eval_images=4, calib_images=8, progress=False)
-    # a latency model on purpose far from this machine: 1 ms per MMAC
-    latency = LatencyPredictor([0.0] * len(NAMES), {}, {})
-    latency.coefficients[NAMES.index("macs_pointwise")] = 1.0
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    entry, val = tiny_zoo / "entry", tiny_zoo / "run" / "data" / "val"
+    latency = LatencyPredictor([0.0] * len(NAMES), {}, {})  # a latency model far from this machine on purpose:
+    latency.coefficients[NAMES.index("macs_pointwise")] = 1.0  # 1 ms per pointwise MMAC
     latency.save(tmp_path / "latency.json")
-    cfg = config(tmp_path, tiny_supernet, synth_small, eval_images=4, calib_images=8, predictor=str(tmp_path / "latency.json"),
-                 accuracy_predictor=str(tmp_path / "accuracy" / "predictor.json"), predicted_trials=300, verify=3)
+    cfg = config(tmp_path, entry, val, eval_images=4, calib_images=64, predictor=str(tmp_path / "latency.json"),
+                 accuracy_predictor=str(entry), predicted_trials=300, verify=3)
     lat = meter(tmp_path)
     summary = run_search(cfg, lat, progress=False)
     assert summary["trials"] >= 100 and summary["verified"] >= 1
     pareto = json.loads((tmp_path / "search" / "pareto.json").read_text())["pareto"]
-    supernet = TrainedSupernet.load(tiny_supernet, calibration_images=8)
-    data = CocoPoseDataset(str(synth_small / "annotations.json"), str(synth_small / "images"))
+    supernet = TrainedSupernet.load(entry)
+    data = CocoPoseDataset(*set_files(val))
     for p in pareto:
         assert p["latency_ms"] == lat.measure(p["arch"], 17)["median_ms"] != p["predicted_latency_ms"]
         assert p["AP"] == pytest.approx(supernet.evaluate(p["arch"], data, limit=4)["AP"], abs=1e-9)

@@ -32,6 +32,11 @@ def data_paths(args: argparse.Namespace, prefix: str = "") -> tuple[str, str]:
     return ann, images
 
 
+def supernet_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--supernet", required=True, help="supernet.pt of train-supernet, a zoo entry folder, or zoo:NAME "
+                   "(posenas zoo list)")
+
+
 def training_flags(p: argparse.ArgumentParser, space: bool = True) -> None:
     data_flags(p, what="training set folder")
     data_flags(p, "val-", "held-out set folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
-from nas.app.cli.flags import data_flags, data_paths
+from nas.app.cli.flags import data_flags, data_paths, supernet_flag
 from nas.errors import PoseNASError
 
 
@@ -14,7 +14,7 @@ class Build(Command):
     name = "predictor build"
 
     def add_arguments(self, p):
-        p.add_argument("--supernet", required=True, help="supernet.pt or zoo:NAME")
+        supernet_flag(p)
         data_flags(p, what="held-out evaluation set folder (the one searches score subnets on)")
         p.add_argument("--samples", type=int, default=200, help="subnets to evaluate (presets included)")
         p.add_argument("--eval-images", type=int, default=100)

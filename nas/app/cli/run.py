@@ -46,7 +46,7 @@ class Bench(Command):
         p.add_argument("--quick", action="store_true", help="small scale, under 10 minutes; full-scale targets not "
                        "judged")
         p.add_argument("--only", nargs="+", metavar="FIGURE", help="run these figures only (synth, oracle, baseline, "
-                       "cost, largest, overhead, supernet, predictor, runtime, decode, search)")
+                       "cost, largest, overhead, supernet, predictor, runtime, decode, search, new-budget)")
         p.add_argument("--out", default="results/bench")
 
     def take_action(self, args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, given
-from nas.app.cli.flags import data_flags, data_paths, latency_flags, meter
+from nas.app.cli.flags import data_flags, data_paths, latency_flags, meter, supernet_flag
 from nas.search.config import SearchConfig
 from nas.search.strategies import STRATEGIES
 
@@ -17,7 +17,7 @@ class Search(Command):
     name = "search"
 
     def add_arguments(self, p):
-        p.add_argument("--supernet", required=True)
+        supernet_flag(p)
         data_flags(p, what="held-out evaluation set folder")
         p.add_argument("--latency-budget", type=float, required=True, metavar="MS")
         p.add_argument("--macs-budget", help="e.g. 800M or 1.2G")
@@ -31,6 +31,7 @@ class Search(Command):
         p.add_argument("--calib-data", help="BN calibration set folder (default: the supernet's training set)")
         p.add_argument("--calib-images", type=int, help=f"default {DEFAULT['calib_images']}")
         p.add_argument("--flip-test", action="store_true", default=None)
+        p.add_argument("--timeout-min", type=float, help="stop adding trials after this many minutes")
         p.add_argument("--predictor", help="latency predictor.json: skip measuring subnets predicted far over budget")
         p.add_argument("--accuracy-predictor", metavar="PREDICTOR",
                        help="accuracy predictor.json (posenas predictor build): NSGA-II on predicted AP and latency "
@@ -50,7 +51,7 @@ class Search(Command):
         out = args.out or (f"search-{zoo_name}" if zoo_name else str(Path(args.supernet).resolve().parent / "search"))
         flags = given(args, ("macs_budget", "trials", "sampler", "storage", "study", "eval_images", "calib_data",
                              "calib_images", "flip_test", "predictor", "seed", "population",
-                             "accuracy_predictor", "predicted_trials", "verify"))
+                             "accuracy_predictor", "predicted_trials", "verify", "timeout_min"))
         cfg = SearchConfig.from_dict({**flags, "supernet": args.supernet, "val_ann": ann, "val_images": images,
                                       "latency_budget_ms": args.latency_budget, "out": out}, "command line")
         summary = run_search(cfg, meter(args))

@@ -4,7 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
-from nas.app.cli.flags import data_flags, data_paths, latency_flags, meter, training_config, training_flags
+from nas.app.cli.flags import (
+    data_flags,
+    data_paths,
+    latency_flags,
+    meter,
+    supernet_flag,
+    training_config,
+    training_flags,
+)
 from nas.errors import PoseNASError
 
 
@@ -14,7 +22,7 @@ class EvalSubnet(Command):
     name = "eval-subnet"
 
     def add_arguments(self, p):
-        p.add_argument("--supernet", required=True, help="supernet.pt from train-supernet")
+        supernet_flag(p)
         p.add_argument("--arch", required=True, help="arch config JSON or a preset name of the supernet's space")
         data_flags(p, what="evaluation set folder")
         p.add_argument("--calib-data", help="BN calibration images (default: the supernet's training set)")
@@ -44,7 +52,7 @@ class Finetune(Command):
     name = "finetune"
 
     def add_arguments(self, p):
-        p.add_argument("--supernet", required=True)
+        supernet_flag(p)
         p.add_argument("--arch", help="arch config JSON or a preset name")
         p.add_argument("--pareto", help="pareto.json of a search: finetune its --top best")
         p.add_argument("--top", type=int, default=2)
@@ -80,7 +88,7 @@ class Export(Command):
     name = "export"
 
     def add_arguments(self, p):
-        p.add_argument("--supernet", required=True)
+        supernet_flag(p)
         p.add_argument("--arch", required=True, help="arch config JSON or a preset name")
         p.add_argument("--out", required=True)
         data_flags(p, what="the set whose AP the card records")
