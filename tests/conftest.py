@@ -75,7 +75,7 @@ def tiny_zoo(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POSENAS_CACHE", str(root / "cache"))
         assert main(["zoo", "build", str(root / "tiny-zoo.yaml"), "--out", str(root / "run"),
-                     "--into", str(root / "entry"), "--predictor-samples", "10"]) == 0
+                     "--into", str(root / "entry"), "--predictor-samples", "10", "--standalone", "0"]) == 0
     return root
 
 

@@ -23,11 +23,37 @@ from supernet.cost import arch_cost
 PRESETS = ("max", "min", "litepose_xs", "litepose_s")
 
 
+def inherited_vs_standalone(supernet, archs: dict[str, dict], settings: dict, epochs: float,
+                            out: Path) -> pd.DataFrame:
+    """Each subnet's inherited AP beside its AP trained alone for ``epochs`` on the same data
+    (static trainer ``settings``); one record per subnet in ``out/subnets``, so it resumes."""
+    from nas.pose.dataset import CocoPoseDataset
+    from nas.train.static import TrainConfig, train
+
+    val = CocoPoseDataset(settings["val_ann"], settings["val_images"])
+    rows = []
+    for name, arch in archs.items():
+        record = out / "subnets" / f"{name}.json"
+        if record.exists():
+            rows.append(json.loads(record.read_text()))
+            continue
+        inherited = supernet.evaluate(arch, val)["AP"]
+        alone = TrainConfig.from_dict({**settings, "arch": arch, "epochs": epochs, "val_every": epochs, "lr": 4e-3})
+        standalone = train(alone, out / "standalone" / name)["AP"]
+        cost = arch_cost(arch)
+        row = {"subnet": name, "arch_hash": arch_hash(arch), "macs": cost.macs, "params": cost.params,
+               "resolution": arch["resolution"], "inherited_AP": inherited, "standalone_AP": standalone,
+               "epochs": epochs}
+        write_json(record, row, indent=1)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    write_text(out / "subnets.csv", table.to_csv(index=False))
+    return table
+
+
 def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: float = 30, train_images: int = 1000,
                            val_images: int = 200, extra_subnets: int = 4, seed: int = 0) -> dict:
-    from nas.pose.dataset import CocoPoseDataset
     from nas.subnet.inherit import TrainedSupernet
-    from nas.train.static import TrainConfig, train
     from nas.train.supernet import CHECKPOINT, SupernetConfig, train_supernet
 
     out = Path(out)
@@ -47,25 +73,8 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
     epochs = max(1, round(ckpt["position"]["step"] / steps_per_epoch))
     archs = {name: space.preset(name) for name in PRESETS}
     archs.update({f"random{i}": a for i, a in enumerate(spread_subnets(space, extra_subnets, seed))})
-    val = CocoPoseDataset(*data["val"])
-    rows = []
-    for name, arch in archs.items():
-        record = out / "subnets" / f"{name}.json"
-        if record.exists():
-            rows.append(json.loads(record.read_text()))
-            continue
-        inherited = supernet.evaluate(arch, val)["AP"]
-        alone = TrainConfig.from_dict({**common, "val_ann": data["val"][0], "val_images": data["val"][1],
-                                       "arch": arch, "epochs": epochs, "val_every": epochs, "lr": 4e-3})
-        standalone = train(alone, out / "standalone" / name)["AP"]
-        cost = arch_cost(arch)
-        row = {"subnet": name, "arch_hash": arch_hash(arch), "macs": cost.macs, "params": cost.params,
-               "resolution": arch["resolution"], "inherited_AP": inherited, "standalone_AP": standalone,
-               "epochs": epochs}
-        write_json(record, row, indent=1)
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    write_text(out / "subnets.csv", table.to_csv(index=False))
+    table = inherited_vs_standalone(supernet, archs, {**common, "val_ann": data["val"][0],
+                                                      "val_images": data["val"][1]}, epochs, out)
     tau = kendalltau(table["inherited_AP"], table["standalone_AP"]).statistic
     presets = table[table["subnet"].isin(PRESETS)]
     wins = int((presets["inherited_AP"] >= presets["standalone_AP"]).sum())

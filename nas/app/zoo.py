@@ -45,10 +45,11 @@ def commit() -> str | None:
 
 
 def build_entry(config: str, out: str | Path, into: str | Path | None = None, half: bool = True,
-                predictor_samples: int = 200) -> dict:
-    """Train (or resume) the run config's supernet into ``out``, write the entry to ``into``
-    (default ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets
-    of the validation set (0: none); returns its card."""
+                predictor_samples: int = 200, standalone: int = 8, standalone_epochs: int = 1) -> dict:
+    """Train (or resume) the run config's supernet into ``out``, rank ``standalone`` subnets
+    against the same subnets trained alone (0: skip), write the entry to ``into`` (default
+    ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets of the
+    validation set (0: none); returns its card."""
     cfg = load_run_config(config)
     if "name" not in cfg or "/" in str(cfg["name"]):
         raise PoseNASError(f"{config}: a zoo config needs a name (one word: the entry is zoo:NAME)")
@@ -67,7 +68,13 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
                          "steps": ckpt["position"]["step"], "phases_done": ckpt["position"]["phase"],
                          "train_hours": round(ckpt["train_seconds"] / 3600, 2), "hardware": hardware(),
                          "commit": commit(), "settings": ckpt["config"]}}
-    card["evaluation"] = evaluate_entry(ckpt, card, run, half)
+    shipped = shipped_supernet(ckpt, card, torch.float16 if half else torch.float32)
+    card["evaluation"] = evaluate_entry(shipped, run)
+    if half:  # fp16 storage is fine if the inherited APs do not change
+        card["evaluation"]["max_fp32_AP"] = evaluate_entry(shipped_supernet(ckpt, card, torch.float32), run,
+                                                           ["max"])["inherited"][0]["AP"]
+    if standalone:
+        card["standalone"] = rank_against_standalone(shipped, run, supernet_cfg, standalone, standalone_epochs)
     folder = Path(into) if into else run.root / "zoo" / cfg["name"]
     card = zoo.write_entry(folder, ckpt["supernet"], card, pd.DataFrame(log).to_csv(index=False), half)
     if predictor_samples:
@@ -79,26 +86,41 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
     return card
 
 
-def evaluate_entry(ckpt: dict, card: dict, run: RunLayout, half: bool) -> dict:
-    """Inherited AP of min, max and every preset on the run's validation set, with the weights as
-    they will ship, BN recalibrated on the images ``zoo:NAME`` regenerates."""
+def shipped_supernet(ckpt: dict, card: dict, dtype: torch.dtype) -> TrainedSupernet:
+    """The checkpoint's supernet with its weights stored as ``dtype`` and read back, recalibrated as
+    ``zoo:NAME`` will be."""
     space = SearchSpace(ckpt["space"], "supernet checkpoint (space)")
-    val = CocoPoseDataset(*set_files(run.data("val")))
+    state = {k: v.to(dtype).float() if v.is_floating_point() else v for k, v in ckpt["supernet"].items()}
+    net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask"))
+    net.load_state_dict(state)
+    return TrainedSupernet(net.eval(), space, ckpt["spec"], zoo.regenerated(card, CALIBRATION_IMAGES))
 
-    def supernet(dtype: torch.dtype) -> TrainedSupernet:
-        state = {k: v.to(dtype).float() if v.is_floating_point() else v for k, v in ckpt["supernet"].items()}
-        net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask"))
-        net.load_state_dict(state)
-        return TrainedSupernet(net.eval(), space, ckpt["spec"], zoo.regenerated(card, CALIBRATION_IMAGES))
 
-    shipped = supernet(torch.float16 if half else torch.float32)
+def evaluate_entry(shipped: TrainedSupernet, run: RunLayout, names: list[str] | None = None) -> dict:
+    """Inherited AP of ``names`` (default min, max and every preset) on the run's validation set."""
+    space, val = shipped.space, CocoPoseDataset(*set_files(run.data("val")))
     rows = []
-    for name in tqdm(space.preset_names(), desc="inherited AP"):  # min, max and the published models
+    for name in tqdm(names or space.preset_names(), desc="inherited AP"):
         arch = space.canonical(space.resolve(name))
         rows.append({"subnet": name, "AP": round(shipped.evaluate(arch, val)["AP"], 4),
-                     "macs": arch_cost(arch, ckpt["num_keypoints"]).macs, "resolution": arch["resolution"],
+                     "macs": arch_cost(arch, shipped.num_keypoints).macs, "resolution": arch["resolution"],
                      "arch_hash": arch_hash(arch)})
-    evaluation = {"val_images": len(val), "calibration_images": CALIBRATION_IMAGES, "inherited": rows}
-    if half:
-        evaluation["max_fp32_AP"] = round(supernet(torch.float32).evaluate(space.max(), val)["AP"], 4)
-    return evaluation
+    return {"val_images": len(val), "calibration_images": CALIBRATION_IMAGES, "inherited": rows}
+
+
+def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_cfg, count: int, epochs: int) -> dict:
+    """Kendall's tau between inherited APs and stand-alone APs of the presets and subnets spread
+    over the MACs range (``count`` in all), each trained alone for ``epochs`` on the run's data."""
+    from scipy.stats import kendalltau
+
+    from nas.app.bench_supernet import inherited_vs_standalone
+    from nas.search.predictor_build import spread_subnets
+
+    space = shipped.space
+    archs = {name: space.canonical(space.resolve(name)) for name in space.preset_names()[:count]}
+    archs.update({f"spread{i}": a for i, a in enumerate(spread_subnets(space, max(0, count - len(archs))))})
+    settings = {k: getattr(supernet_cfg, k) for k in ("train_ann", "train_images", "val_ann", "val_images", "space",
+                                                       "batch_size", "workers", "seed", "tag_radius", "augment")}
+    table = inherited_vs_standalone(shipped, archs, settings, epochs, run.root / "ranking")
+    return {"kendall_tau": float(kendalltau(table["inherited_AP"], table["standalone_AP"]).statistic),
+            "subnets": len(table), "epochs": epochs, "table": table.round(4).to_dict("records")}

@@ -59,6 +59,18 @@ def test_unknown_zoo_name_is_one_line(capsys):
     assert "zoo:nope: no such zoo supernet" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # subnets trained alone
+def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypatch):
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    config, entry = tiny_zoo / "tiny-zoo.yaml", tiny_zoo / "ranked"
+    assert main(["zoo", "build", str(config), "--out", str(tiny_zoo / "run"), "--into", str(entry),
+                 "--predictor-samples", "0", "--standalone", "3"]) == 0  # the run resumes: nothing to train
+    standalone = zoo.read_card(entry)["standalone"]
+    assert standalone["subnets"] == 3 and len(standalone["table"]) == 3 and standalone["epochs"] == 1
+    assert all(row["standalone_AP"] >= 0 for row in standalone["table"])
+    assert (tiny_zoo / "run" / "ranking" / "standalone" / "min" / "checkpoint.pt").exists()
+
+
 @pytest.mark.slow  # a second, short training run
 def test_a_run_goes_on_training_a_zoo_entry(tiny_zoo, monkeypatch):
     from nas.train.supernet import SupernetConfig, train_supernet

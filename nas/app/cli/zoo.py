@@ -40,15 +40,22 @@ class Build(Command):
         p.add_argument("--out", required=True, help="run folder; resumes from what is there")
         p.add_argument("--into", help="entry folder (default OUT/zoo/NAME; nas/zoo/NAME ships it)")
         p.add_argument("--fp32", action="store_true", help="store float32 weights (default fp16)")
+        p.add_argument("--standalone", type=int, default=8, metavar="N",
+                       help="subnets also trained alone, for the card's Kendall's tau (0: skip)")
+        p.add_argument("--standalone-epochs", type=int, default=1)
         p.add_argument("--predictor-samples", type=int, default=200,
                        help="subnets evaluated to fit the entry's accuracy predictor (0: none)")
 
     def take_action(self, args):
         from nas.app.zoo import build_entry
 
-        card = build_entry(args.config, args.out, args.into, not args.fp32, args.predictor_samples)
+        card = build_entry(args.config, args.out, args.into, not args.fp32, args.predictor_samples, args.standalone,
+                           args.standalone_epochs)
         aps = ", ".join(f"{row['subnet']} {row['AP']:.3f}" for row in card["evaluation"]["inherited"])
         print(f"zoo entry {card['name']}: sha256 {card['sha256']}\ninherited AP: {aps}")
+        if "standalone" in card:
+            print(f"Kendall's tau against {card['standalone']['subnets']} subnets trained alone: "
+                  f"{card['standalone']['kendall_tau']:.3f}")
         if "accuracy_predictor" in card:
             print(f"accuracy predictor: {card['accuracy_predictor']}")
 
