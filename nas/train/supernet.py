@@ -349,7 +349,9 @@ class SupernetRun:
         sampler.set_epoch(epoch, position["batch"])
         self.train_set.epoch = 1000 * pi + epoch
         self.net.train()
-        sums, count, t0, lr = [0.0, 0.0], 0, self.clock(), phase.lr
+        # the epoch's running loss sums live in the checkpoint, so an epoch resumed anywhere (even after
+        # its last step, before its row was saved) logs its row whole
+        sums, t0, lr = position.setdefault("sums", [0.0, 0.0, 0]), self.clock(), phase.lr
         todo = min(self.per_epoch, self.steps - epoch * self.per_epoch) - position["batch"]
         rest = self.per_epoch - position["batch"]  # the loader may run on: a refit may give the phase steps back
         bar = tqdm(islice(DataLoader(self.pairs, **loader_kw), rest), total=todo,
@@ -379,18 +381,18 @@ class SupernetRun:
             self.first = self.first or (self.clock(), done + 1)
             sums[0] += losses[0]
             sums[1] += sum(losses[1:]) / len(losses[1:]) if len(losses) > 1 else float("nan")
-            count += 1
+            sums[2] += 1
             bar.set_postfix(largest=f"{losses[0]:.2e}", lr=f"{lr:.1e}")
             if position["step"] % cfg.checkpoint_every == 0:
                 self.spent += self.clock() - t0
                 t0 = self.clock()
                 self.save(opt)
         self.spent += self.clock() - t0
-        if self.main and count:
+        if self.main and sums[2]:
             self.log.append({"phase": phase.name, "epoch": epoch + 1, "step": position["step"],
                              "train_seconds": round(self.spent, 1), "lr": lr,
-                             "loss_largest": sums[0] / count, "loss_subnets": sums[1] / count})
-        position["epoch"], position["batch"] = epoch + 1, 0
+                             "loss_largest": sums[0] / sums[2], "loss_subnets": sums[1] / sums[2]})
+        position["epoch"], position["batch"], position["sums"] = epoch + 1, 0, [0.0, 0.0, 0]
         self.save(opt)
 
     def evaluate(self, phase: Phase) -> None:

@@ -1,4 +1,5 @@
 """Supernet training: sandwich rule, phases, BN recalibration, resume after SIGKILL, two-process DDP."""
+import io
 import json
 import math
 import os
@@ -303,3 +304,28 @@ def test_load_supernet_refuses_other_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"\x00junk")
     with pytest.raises(PoseNASError, match=r"junk\.pt: not a readable PoseNAS supernet checkpoint"):
         TrainedSupernet.load(tmp_path / "junk.pt")
+
+
+@pytest.mark.slow  # a training run, then its resume
+def test_an_epoch_resumed_after_its_last_step_logs_its_row_whole(tmp_path, synth_small, monkeypatch):
+    """A kill between an epoch's last step checkpoint and its end-of-epoch save: the resumed run
+    must still log that epoch's row with every step's loss (the sums live in the checkpoint)."""
+    from nas.train.checkpoint import RunFolder
+
+    cfg = SupernetConfig.from_dict(settings(synth_small, checkpoint_every=1, eval_archs=[],
+                                            phases=[PHASES[0]]))
+    snapshots = []
+    save = RunFolder.save
+    monkeypatch.setattr(RunFolder, "save", lambda self, state, log: (save(self, state, log),
+                                                                      snapshots.append(self.checkpoint.read_bytes())))
+    done = train_supernet(cfg, tmp_path / "whole", progress=False)
+    per_epoch = done[0]["step"]
+    last_step = [s for s in snapshots
+                 if (p := torch.load(io.BytesIO(s), weights_only=True)["position"])["epoch"] == 0
+                 and p["batch"] == per_epoch]
+    assert last_step  # the state a kill leaves between the last step's save and the epoch's
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / "supernet.pt").write_bytes(last_step[0])
+    resumed = train_supernet(cfg, tmp_path / "killed", progress=False)
+    assert [(r["epoch"], r["step"], r["loss_largest"]) for r in resumed] == \
+        [(r["epoch"], r["step"], r["loss_largest"]) for r in done]
