@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+from torch import nn
 
 from nas.pose.keypoints import KeypointSpec
 
@@ -58,11 +59,12 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
 
 
 def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
-    """Where ``heat`` (K, H, W) is the maximum of its (2r+1)^2 window. Of equal values in a window
+    """Where ``heat`` (..., H, W) is the maximum of its (2r+1)^2 window. Of equal values in a window
     only the first in raster order counts (a peak midway between two pixels survives once), as
-    max-pooling with indices decides, but built from shifted maxima, which are many times faster."""
+    max-pooling with indices decides, but built from shifted maxima, which are many times faster
+    (and export to ONNX as plain slices and maxima)."""
     r, (h, w) = radius, heat.shape[-2:]
-    padded = F.pad(heat, (r, r, r, r), value=float("-inf"))
+    padded = F.pad(heat, (r, r, r, r), value=-1e30)
 
     def most(view, offsets):
         out = view(offsets[0])
@@ -70,9 +72,9 @@ def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
             out = torch.maximum(out, view(d))
         return out
 
-    rows = most(lambda dx: padded[:, :, r + dx:r + dx + w], range(-r, r + 1))  # (K, H+2r, W) row-window maxima
-    same_row = lambda dx: padded[:, r:r + h, r + dx:r + dx + w]  # noqa: E731
-    other_row = lambda dy: rows[:, r + dy:r + dy + h]  # noqa: E731
+    rows = most(lambda dx: padded[..., r + dx:r + dx + w], range(-r, r + 1))  # (..., H+2r, W) row-window maxima
+    same_row = lambda dx: padded[..., r:r + h, r + dx:r + dx + w]  # noqa: E731
+    other_row = lambda dy: rows[..., r + dy:r + dy + h, :]  # noqa: E731
     before = torch.maximum(most(same_row, range(-r, 0)), most(other_row, range(-r, 0)))
     after = torch.maximum(most(same_row, range(1, r + 1)), most(other_row, range(1, r + 1)))
     return (heat > before) & (heat >= after)
@@ -164,6 +166,30 @@ def _refine(heat: torch.Tensor, tags: torch.Tensor, people: np.ndarray) -> np.nd
     return out
 
 
+def candidates(heat: torch.Tensor, tags: torch.Tensor, radius: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` strongest NMS peaks of every joint's map: (B, K, M, 3) x, y, score and their
+    tags (B, K, M, D), from heat (B, K, H, W) and tags (B, K, H, W, D)."""
+    h, w = heat.shape[-2:]
+    vals, idx = (heat * peaks(heat, radius)).flatten(2).topk(min(count, h * w), dim=2)
+    tag_k = tags.flatten(2, 3).gather(2, idx[..., None].expand(-1, -1, -1, tags.shape[-1]))
+    return torch.stack([(idx % w).float(), torch.div(idx, w, rounding_mode="floor").float(), vals], dim=-1), tag_k
+
+
+class Candidates(nn.Module):
+    """The decoding that belongs in the exported graph: heatmaps aggregated across resolutions,
+    NMS, the top candidates of every joint and their tags. Its inputs are a network's outputs;
+    ``group_candidates`` finishes the job outside the graph."""
+
+    def __init__(self, num_keypoints: int, stride: int, cfg: DecodeConfig = DecodeConfig()):
+        super().__init__()
+        self.k, self.radius, self.count = num_keypoints, max(1, round(cfg.nms_radius / stride)), cfg.max_people
+
+    def forward(self, *outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        heat, tags = aggregate(list(outputs), self.k)
+        joints, joint_tags = candidates(heat, tags, self.radius, self.count)
+        return heat, tags[..., 0], joints, joint_tags[..., 0]
+
+
 def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: int,
           cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
     """People of one image from heat (K, H, W) and tags (K, H, W, D) at output ``stride``.
@@ -171,12 +197,16 @@ def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: in
     Returns keypoints (P, K, 3) in that map's pixel coordinates with a score per joint, and
     a score per person (mean joint score before refinement, as HigherHRNet ranks people).
     """
-    k, h, w = heat.shape
-    suppressed = heat * peaks(heat, max(1, round(cfg.nms_radius / stride)))
-    vals, idx = suppressed.view(k, -1).topk(min(cfg.max_people, h * w), dim=1)
-    tag_k = tags.reshape(k, h * w, -1).gather(1, idx[..., None].expand(-1, -1, tags.shape[-1]))
-    joints = torch.stack([(idx % w).float(), (idx // w).float(), vals], dim=-1).numpy()
-    people = _match(joints, tag_k.numpy(), spec, cfg)
+    joints, joint_tags = candidates(heat[None], tags[None], max(1, round(cfg.nms_radius / stride)), cfg.max_people)
+    return group_candidates(heat, tags, joints[0].numpy(), joint_tags[0].numpy(), spec, cfg)
+
+
+def group_candidates(heat: torch.Tensor, tags: torch.Tensor, joints: np.ndarray, joint_tags: np.ndarray,
+                     spec: KeypointSpec, cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """``group`` after its candidates: tag matching, refinement of missing joints on the maps,
+    sub-pixel peaks. joints (K, M, 3) and joint_tags (K, M, D) as ``candidates`` gives them."""
+    k = heat.shape[0]
+    people = _match(joints, joint_tags, spec, cfg)
     if len(people) == 0:
         return np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32)
     scores = people[:, :, 2].mean(1)

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from nas.pose.decode import DecodeConfig, aggregate, group
+from nas.pose.decode import DecodeConfig, aggregate, group, group_candidates
 from nas.pose.keypoints import KeypointSpec
 from nas.pose.transforms import apply_to_points, invert, letterbox_matrix, normalize, warp_image
 
@@ -34,6 +34,18 @@ def decode_batch(outputs: list[torch.Tensor], matrices: Sequence[np.ndarray], si
         kps[..., :2] = apply_to_points(invert(matrix), (kps[..., :2] + 0.5) * stride - 0.5)
         people.append((kps, scores))
     return people
+
+
+def people_from_candidates(outputs: Sequence[np.ndarray], matrix: np.ndarray, size: int, spec: KeypointSpec,
+                           cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """People of one image from a deployed model's outputs (heatmaps, tags, candidates, candidate
+    tags: ``nas.subnet.onnx.OUTPUTS``): the grouping that runs outside the graph."""
+    heat, tags, joints, joint_tags = (np.asarray(o)[0] for o in outputs)
+    stride = size / heat.shape[-1]
+    kps, scores = group_candidates(torch.from_numpy(heat), torch.from_numpy(tags)[..., None], joints,
+                                   joint_tags[..., None], spec, cfg)
+    kps[..., :2] = apply_to_points(invert(matrix), (kps[..., :2] + 0.5) * stride - 0.5)
+    return kps, scores
 
 
 @torch.no_grad()

@@ -8,13 +8,15 @@ last: a folder with a card is a whole export.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from nas.errors import PoseNASError
 from nas.io import atomic_write, read_checkpoint, read_json, write_json
-from nas.subnet.onnx import OPSET, max_abs_difference, to_onnx
+from nas.pose.decode import DecodeConfig
+from nas.subnet.onnx import OPSET, OUTPUTS, finest_stride, max_abs_difference, to_onnx
 from search_spaces import arch_hash, write_arch
 from supernet.cost import arch_cost
 from supernet.network import build_static
@@ -48,7 +50,9 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
     cost = arch_cost(arch, k)
     card = {"arch_hash": arch_hash(arch), "spec": spec, "num_keypoints": k, "resolution": arch["resolution"],
             "macs": cost.macs, "params": cost.params, "metrics": metrics,
-            "onnx": {"opset": OPSET, "max_abs_difference": difference}, "weights_sha256": _sha256(out / WEIGHTS),
+            "onnx": {"opset": OPSET, "max_abs_difference": difference, "outputs": list(OUTPUTS),
+                     "decode": asdict(DecodeConfig()), "stride": finest_stride(arch)},
+            "weights_sha256": _sha256(out / WEIGHTS),
             "source": source or {}}
     if latency is not None:
         card["latency"] = latency

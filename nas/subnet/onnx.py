@@ -7,24 +7,64 @@ import warnings
 import numpy as np
 import onnxruntime as ort
 import torch
+from torch import nn
+
+from nas.pose.decode import Candidates, DecodeConfig
 
 OPSET = 17
 INPUT = "image"
+OUTPUTS = ("heatmaps", "tags", "candidates", "candidate_tags")  # a deployed model's, in this order
 
 
-def to_onnx(net: torch.nn.Module, resolution: int) -> bytes:
-    """The network as an ONNX model with a fixed (1, 3, R, R) input, as deployment runs it.
+class Deployed(nn.Module):
+    """A network with the decoding that lives in its graph (``Candidates``: heatmaps aggregated
+    across resolutions, NMS, each joint's top candidates and their tags): what ``model.onnx`` holds
+    and what deployment latency times. ``group_candidates`` turns its outputs into people."""
+
+    def __init__(self, net: nn.Module, cfg: DecodeConfig = DecodeConfig()):
+        super().__init__()
+        self.net, self.arch = net, net.arch
+        self.candidates = Candidates(net.num_keypoints, finest_stride(net.arch), cfg)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.candidates(*self.net(x))
+
+
+def finest_stride(arch: dict) -> int:
+    """The stride of a network's finest output, where decoding works."""
+    return 2 if arch["head"]["multi_resolution"] else 4
+
+
+def to_onnx(net: nn.Module, resolution: int, decode: bool = True) -> bytes:
+    """The network (with its in-graph decoding unless ``decode`` is False) as an ONNX model with a
+    fixed (1, 3, R, R) input, as deployment runs it.
 
     Uses the TorchScript exporter: it needs no extra package and handles the token stage's top-k
     with a constant k, which a fixed resolution makes possible."""
-    buffer = io.BytesIO()
     was_training = net.training
-    outputs = ["stride4", "stride2"] if net.arch["head"]["multi_resolution"] else ["stride4"]
+    module = Deployed(net.cpu().eval()) if decode else net.cpu().eval()
+    outputs = list(OUTPUTS) if decode else ["stride4", "stride2"][:1 + net.arch["head"]["multi_resolution"]]
+    model = _export(module, (torch.zeros(1, 3, resolution, resolution),), [INPUT], outputs)
+    net.train(was_training)
+    return model
+
+
+def candidates_onnx(num_keypoints: int, resolution: int, multi_resolution: bool) -> bytes:
+    """The in-graph decoding alone, fed a network's outputs: its share of a deployed model's time."""
+    shapes = [(1, 2 * num_keypoints, resolution // 4, resolution // 4)]
+    if multi_resolution:
+        shapes.append((1, num_keypoints, resolution // 2, resolution // 2))
+    module = Candidates(num_keypoints, 2 if multi_resolution else 4)
+    return _export(module, tuple(torch.rand(s) for s in shapes), [f"out{i}" for i in range(len(shapes))],
+                   list(OUTPUTS))
+
+
+def _export(module: nn.Module, inputs: tuple, input_names: list[str], output_names: list[str]) -> bytes:
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
-        torch.onnx.export(net.cpu().eval(), torch.zeros(1, 3, resolution, resolution), buffer, dynamo=False,
-                          opset_version=OPSET, input_names=[INPUT], output_names=outputs)
-    net.train(was_training)
+        torch.onnx.export(module, inputs, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names)
     return buffer.getvalue()
 
 
@@ -39,10 +79,26 @@ def session(model: bytes, threads: int = 0, optimization: str = "all",
     return ort.InferenceSession(model, options, providers=[provider])
 
 
-def max_abs_difference(net: torch.nn.Module, model: bytes, resolution: int, seed: int = 0) -> float:
-    """Largest |onnxruntime - torch| over all outputs for one random input."""
+def max_abs_difference(net: nn.Module, model: bytes, resolution: int, seed: int = 0) -> float:
+    """Largest |onnxruntime - torch| over all outputs for one random input (of a deployed model:
+    over candidates that are peaks; the order of the zero-score rest is arbitrary)."""
     x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(seed))
+    sess = session(model)
+    deployed = [o.name for o in sess.get_outputs()] == list(OUTPUTS)
     with torch.no_grad():
-        expected = net.eval()(x)
-    outputs = session(model).run(None, {INPUT: x.numpy()})
-    return max(float(np.abs(o - e.numpy()).max()) for o, e in zip(outputs, expected))
+        expected = [e.numpy() for e in (Deployed(net) if deployed else net).eval()(x)]
+    outputs = sess.run(None, {INPUT: x.numpy()})
+    if deployed:
+        outputs, expected = comparable(outputs), comparable(expected)
+    return max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected))
+
+
+def comparable(outputs: list[np.ndarray], floor: float = 1e-3) -> list[np.ndarray]:
+    """A deployed model's outputs with candidate rows scoring below ``floor`` zeroed and the rest in
+    one order (score to 1e-4, then y, then x): top-k orders ties (non-peaks score 0, equal peaks,
+    far heatmap tails) differently in each runtime, and their scores differ by rounding."""
+    heat, tags, joints, joint_tags = outputs
+    peak = joints[..., 2:] >= floor
+    joints, joint_tags = joints * peak, joint_tags * peak[..., 0]
+    order = np.lexsort((joints[..., 0], joints[..., 1], -np.round(joints[..., 2], 4)), axis=-1)  # ties up to 1e-4
+    return [heat, tags, np.take_along_axis(joints, order[..., None], -2), np.take_along_axis(joint_tags, order, -1)]

@@ -1,0 +1,43 @@
+"""The decoding that lives in the exported graph: onnxruntime's candidates equal torch's, and the
+people grouped from them equal the torch decoder's, on real COCO people."""
+import numpy as np
+import pytest
+
+from nas.pose.datacheck import oracle_outputs
+from nas.pose.dataset import CocoPoseDataset
+from nas.pose.decode import Candidates
+from nas.pose.inference import decode_batch, people_from_candidates
+from nas.pose.transforms import letterbox_matrix, warp_keypoints
+from nas.subnet.onnx import candidates_onnx, comparable, session
+from tests.conftest import COCO_MINI, shared
+
+
+@pytest.mark.parametrize("size,strides", [(256, (4, 2)), (512, (4,))])
+def test_graph_candidates_and_people_equal_the_torch_decoders_on_coco_mini(size, strides):
+    ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
+    graph = session(candidates_onnx(17, size, len(strides) == 2))
+    names = [i.name for i in graph.get_inputs()]
+    checked = 0
+    for image_id in ds.image_ids[:12]:
+        kps, _ = ds.people(image_id)
+        if len(kps) == 0:
+            continue
+        info = ds.coco.imgs[image_id]
+        matrix = letterbox_matrix(info["width"], info["height"], size)
+        outputs = oracle_outputs(warp_keypoints(kps, matrix, size), size, 17, strides)
+        got = graph.run(None, dict(zip(names, [o.numpy() for o in outputs])))
+        expected = [t.numpy() for t in Candidates(17, strides[-1])(*outputs)]
+        for g, e in zip(comparable(got), comparable(expected)):
+            assert np.abs(g - e).max() <= 1e-5
+        (ref, ref_scores), = decode_batch(outputs, [matrix], size, ds.spec)
+        people, scores = people_from_candidates(got, matrix, size, ds.spec)
+        assert people.shape == ref.shape
+        assert np.abs(ordered(people, scores) - ordered(ref, ref_scores)).max() <= 1e-3
+        assert np.abs(np.sort(scores) - np.sort(ref_scores)).max() <= 1e-5
+        checked += len(ref)
+    assert checked >= 10
+
+
+def ordered(people: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """People in one order (score, then mean x): equal scores may come in either order."""
+    return people[np.lexsort((people[:, :, 0].mean(1), -np.round(scores, 5)))]
