@@ -112,10 +112,12 @@ def cases(w):
           str(w["broken"]), "--predictor", str(w["broken"]), "--out", str(run_dir)], "broken.json", run_dir),
         (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--verify", "0"],
          "--verify must be at least 1", None),
+        (["latency", "measure", "--preset", "min", "--latency-of", "total", "--people", "99", "--no-cache"],
+         "--people 99: give 0 to 30", None),
     ]
 
 
-CASES = 39
+CASES = 40
 
 
 def test_the_suite_covers_every_command(world):

@@ -88,3 +88,31 @@ def test_latency_measure_cli(tmp_path, capsys):
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not first["cached"] and second["cached"] and second["macs"] == first["macs"] > 0
+
+
+def test_total_latency_adds_post_processing_for_a_stated_crowd_and_is_cached_apart(tmp_path, capsys):
+    space = SearchSpace.load("tiny")
+    arch = space.canonical(space.random(4))
+    cache = LatencyCache(tmp_path / "latency.sqlite")
+    network = LatencyMeter(LocalBackend(RuntimeSettings(**FAST)), cache).measure(arch)
+    assert not network["cached"] and "postprocess_ms" not in network
+    for people in (0, 20):
+        total = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, latency_of="total", people=people)), cache)
+        first = total.measure(arch)
+        assert not first["cached"] and first["people"] == people  # not served the network-only figure
+        assert first["postprocess_ms"] == pytest.approx(first["in_graph_decode_ms"] + first["grouping_ms"])
+        assert first["median_ms"] > first["grouping_ms"] > 0 and first["network_ms"] >= 0
+        assert total.measure(arch)["cached"]
+    assert len(cache) == 3
+    assert main(["latency", "measure", "--space", "tiny", "--preset", "min", "--latency-of", "total", "--people",
+                 "5", "--no-cache", "--warmup", "1", "--repeats", "5"]) == 0
+    assert "grouping 5 people" in capsys.readouterr().out
+    with pytest.raises(PoseNASError, match="--people 31"):
+        RuntimeSettings(people=31)
+
+
+def test_grouping_times_the_crowd_it_was_given():
+    from nas.latency.postprocess import time_grouping
+
+    assert time_grouping(17, 128, True, 7, 0, 3)["people_found"] == 7
+    assert time_grouping(17, 128, False, 0, 0, 3)["people_found"] == 0

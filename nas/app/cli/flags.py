@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 
 from nas.errors import PoseNASError
-from nas.latency.settings import BACKENDS, OPTIMIZATION_LEVELS, RuntimeSettings
+from nas.latency.settings import BACKENDS, LATENCY_OF, OPTIMIZATION_LEVELS, RuntimeSettings
 
 TRAINING_SETTINGS = ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device",
                      "spec", "augment")
@@ -75,6 +75,11 @@ def latency_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimization", choices=OPTIMIZATION_LEVELS, help=f"default {default.optimization}")
     p.add_argument("--warmup", type=int, help=f"untimed runs first (default {default.warmup})")
     p.add_argument("--repeats", type=int, help=f"timed runs (default {default.repeats})")
+    p.add_argument("--latency-of", choices=LATENCY_OF,
+                   help=f"time the network alone, or the total from image to people with post-processing "
+                        f"(default {default.latency_of})")
+    p.add_argument("--people", type=int, help=f"with --latency-of total: the crowd grouping is timed on "
+                                              f"(default {default.people})")
     p.add_argument("--url", help="measure on a remote posenas latency-server (http://host:port)")
     p.add_argument("--cache", default="results/latency-cache.sqlite", help="persistent measurement table")
     p.add_argument("--no-cache", action="store_true")

@@ -23,8 +23,13 @@ class Measure(Command):
         figures = latency.measure(space.canonical(arch), args.keypoints)
         settings = latency.backend.settings
         label = "torch eager (not a deployment latency)" if settings.backend == "torch" else settings.backend
-        print(f"{label}: median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, spread "
-              f"{figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {settings.threads} threads)")
+        print(f"{label}: {settings.latency_of} median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, "
+              f"spread {figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {settings.threads} "
+              f"threads)")
+        if settings.latency_of == "total":
+            print(f"  network {figures['network_ms']:.2f} ms + post-processing {figures['postprocess_ms']:.2f} ms "
+                  f"(in the graph {figures['in_graph_decode_ms']:.2f} ms, grouping {figures['people']} people "
+                  f"{figures['grouping_ms']:.2f} ms)")
         if args.json:
             print_json_last({**figures, "backend": settings.backend, **cost_row(arch, args.keypoints)})
 

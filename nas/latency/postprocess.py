@@ -1,0 +1,61 @@
+"""The post-processing that runs outside the graph, timed for a stated crowd: grouping candidates
+into people, refining missing joints, sub-pixel peaks.
+
+Its cost grows with the people in the image, not with the network, so it is timed on perfect
+network outputs of ``people`` people laid out on a grid at the subnet's resolution (with ideal
+tags, every candidate a real joint) and shared by every subnet of that resolution and head.
+"""
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from nas.pose.datacheck import oracle_outputs
+from nas.pose.decode import Candidates, group_candidates
+from nas.pose.keypoints import SPECS, KeypointSpec
+
+
+def spec_of(num_keypoints: int) -> KeypointSpec:
+    """The first shipped keypoint spec with this many joints (grouping reads its joint order)."""
+    return next(s for s in SPECS.values() if s.num_keypoints == num_keypoints)
+
+
+def crowd(people: int, size: int, num_keypoints: int, seed: int = 0) -> np.ndarray:
+    """(people, K, 3) keypoints in input pixels: one person per cell of a square grid, each joint
+    at a fixed random place in its cell."""
+    side = max(1, math.ceil(math.sqrt(people)))
+    cell = size / side
+    rng = np.random.default_rng(seed)
+    out = np.zeros((people, num_keypoints, 3), np.float32)
+    for p in range(people):
+        row, col = divmod(p, side)
+        out[p, :, 0] = (col + rng.uniform(0.1, 0.9, num_keypoints)) * cell
+        out[p, :, 1] = (row + rng.uniform(0.1, 0.9, num_keypoints)) * cell
+        out[p, :, 2] = 2
+    return out
+
+
+@lru_cache(maxsize=64)
+def time_grouping(num_keypoints: int, resolution: int, multi_resolution: bool, people: int, warmup: int,
+                  repeats: int) -> dict:
+    """Median and p90 milliseconds of ``group_candidates`` on a crowd of ``people``."""
+    strides = (4, 2) if multi_resolution else (4,)
+    outputs = oracle_outputs(crowd(people, resolution, num_keypoints), resolution, num_keypoints, strides)
+    with torch.no_grad():
+        heat, tags, joints, joint_tags = Candidates(num_keypoints, strides[-1])(*outputs)
+    spec = spec_of(num_keypoints)
+    args = (heat[0], tags[0][..., None], joints[0].numpy(), joint_tags[0][..., None].numpy(), spec)
+    found = 0
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        kps, _ = group_candidates(*args)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+        found = len(kps)
+    median, p90 = np.percentile(times, [50, 90])
+    return {"median_ms": float(median), "p90_ms": float(p90), "people_found": found}
