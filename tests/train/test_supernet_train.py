@@ -159,7 +159,7 @@ class StepClock:
         return self.now
 
 
-@pytest.mark.parametrize("fit", [0.6, None])
+@pytest.mark.parametrize("fit", [pytest.param(0.6, marks=pytest.mark.slow), None])  # fit_budget: slow run
 def test_a_time_budget_shortens_every_phase_or_ends_the_first_annealed(tmp_path, synth_small, fit, monkeypatch):
     long = [dict(p, epochs=30) for p in PHASES]  # 180 steps a phase (24 images in batches of 4: 6 steps an epoch)
     cfg = SupernetConfig.from_dict(settings(synth_small, phases=long, eval_archs=[], checkpoint_every=1000,
