@@ -77,43 +77,39 @@ def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: Decode
     """HigherHRNet's greedy-by-joint grouping with an optimal assignment at each joint type.
 
     joints: (K, M, 3) x, y, score of the top-M candidates per joint; tags: (K, M, D).
-    Returns (P, K, 3 + D) people.
+    Returns (P, K, 3 + D) people. Each joint type is one assignment and a few array operations
+    (no Python loop per candidate): joined candidates extend their person, the rest start new ones.
     """
     k_total, _, d = tags.shape
-    people: list[np.ndarray] = []  # each (K, 3 + D)
-    tag_sums, counts = np.zeros((0, d)), np.zeros(0)  # per person: sum and number of its joints' tags
+    most = int((joints[..., 2] > cfg.detection_threshold).sum())  # at most one person per candidate
+    people = np.zeros((most, k_total, 3 + d), dtype=np.float32)
+    tag_sums, counts, found = np.zeros((most, d)), np.zeros(most), 0  # per person: the sum and count of its tags
     for k in spec.group_order:
         keep = joints[k, :, 2] > cfg.detection_threshold
         cand = np.concatenate([joints[k][keep], tags[k][keep]], axis=1)
         if len(cand) == 0:
             continue
-        grouped = min(len(people), cfg.max_people)
-        if grouped == 0:
-            pairs = [(r, grouped) for r in range(len(cand))]
-            diff_saved = None
-        else:
+        grouped = min(found, cfg.max_people)
+        rows, joined = np.arange(len(cand)), np.zeros(len(cand), dtype=bool)
+        if grouped:
             means = tag_sums[:grouped] / counts[:grouped, None]
-            diff_saved = np.linalg.norm(cand[:, None, 3:] - means[None], axis=2)
-            cost = np.round(diff_saved) * 100 - cand[:, 2:3] if cfg.use_detection_val else diff_saved.copy()
+            diff = np.linalg.norm(cand[:, None, 3:] - means[None], axis=2)
+            cost = np.round(diff) * 100 - cand[:, 2:3] if cfg.use_detection_val else diff.copy()
             if len(cand) > grouped:
                 cost = np.concatenate([cost, np.full((len(cand), len(cand) - grouped), 1e10)], axis=1)
             rows, cols = linear_sum_assignment(cost)
-            pairs = list(zip(rows, cols))
-        new = []
-        for r, c in pairs:
-            if diff_saved is not None and c < grouped and diff_saved[r, c] < cfg.tag_threshold:
-                people[c][k] = cand[r]
-                tag_sums[c] += cand[r, 3:]
-                counts[c] += 1
-            else:
-                person = np.zeros((k_total, 3 + d), dtype=np.float32)
-                person[k] = cand[r]
-                people.append(person)
-                new.append(cand[r, 3:])
-        if new:
-            tag_sums = np.concatenate([tag_sums, np.array(new)])
-            counts = np.concatenate([counts, np.ones(len(new))])
-    return np.array(people, dtype=np.float32).reshape(-1, k_total, 3 + d)
+            joined = cols < grouped
+            joined[joined] = diff[rows[joined], cols[joined]] < cfg.tag_threshold
+            to = cols[joined]
+            people[to, k] = cand[rows[joined]]
+            tag_sums[to] += cand[rows[joined], 3:]
+            counts[to] += 1
+        fresh = rows[~joined]
+        people[found:found + len(fresh), k] = cand[fresh]
+        tag_sums[found:found + len(fresh)] = cand[fresh, 3:]
+        counts[found:found + len(fresh)] = 1
+        found += len(fresh)
+    return people[:found]
 
 
 def _subpixel(heat: np.ndarray, k: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
