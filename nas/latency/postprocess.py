@@ -48,7 +48,7 @@ def time_grouping(num_keypoints: int, resolution: int, multi_resolution: bool, p
     with torch.no_grad():
         heat, tags, joints, joint_tags = Candidates(num_keypoints, strides[-1])(*outputs)
     spec = spec_of(num_keypoints)
-    args = (heat[0], tags[0][..., None], joints[0].numpy(), joint_tags[0][..., None].numpy(), spec)
+    args = (heat[0], tags[0][..., None], joints[0].numpy(), joint_tags[0][..., None].numpy(), spec, strides[-1])
     found = 0
     times = []
     for i in range(warmup + repeats):

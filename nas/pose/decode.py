@@ -59,18 +59,26 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
 
 
 def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
-    """Where ``heat`` (..., H, W) is the maximum of its (2r+1)^2 window; of equal maxima within a
-    window only the first in raster order counts (a peak midway between two pixels survives once).
-    Two max-pools, one of the values and one of the negated raster index among the maxima: a few
-    fused operators in an exported graph, where shifted slices were many copies (3x slower in
-    onnxruntime). Equal to the shifted-maxima rule it replaced everywhere but on flat zero areas,
-    which score 0 and are never joints."""
-    size = 2 * radius + 1
-    is_max = heat == F.max_pool2d(heat, size, 1, radius)
-    h, w = heat.shape[-2:]
-    first = -torch.arange(h * w, dtype=heat.dtype, device=heat.device).reshape(h, w)  # earlier is larger
-    ranked = torch.where(is_max, first, -1e30)
-    return is_max & (ranked == F.max_pool2d(ranked, size, 1, radius))
+    """Where ``heat`` (..., H, W) is the maximum of its (2r+1)^2 window: one max-pool, a single
+    fused operator in an exported graph. Equal neighbouring maxima all pass here; ``equal_peaks``
+    keeps the first of them in raster order among the candidates (a peak midway between two
+    pixels counts once), where a second max-pool over the whole map cost more than the first."""
+    return heat == F.max_pool2d(heat, 2 * radius + 1, 1, radius)
+
+
+def equal_peaks(joints: np.ndarray, radius: int) -> np.ndarray:
+    """``joints`` (K, M, 3) with the score of every candidate zeroed that has an equal, earlier
+    (raster order) candidate of its joint within ``radius``: of two equal peaks one survives."""
+    x, y, score = joints[..., 0], joints[..., 1], joints[..., 2]
+    near = (np.abs(x[:, :, None] - x[:, None]) <= radius) & (np.abs(y[:, :, None] - y[:, None]) <= radius)
+    raster = y.astype(np.float64) * 1e6 + x
+    earlier = raster[:, :, None] < raster[:, None]  # [k, i, j]: candidate i comes before candidate j
+    shadowed = (near & earlier & (score[:, :, None] == score[:, None]) & (score[:, :, None] > 0)).any(1)
+    if not shadowed.any():
+        return joints
+    out = joints.copy()
+    out[..., 2][shadowed] = 0
+    return out
 
 
 def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: DecodeConfig) -> np.ndarray:
@@ -171,7 +179,7 @@ class Candidates(nn.Module):
 
     def __init__(self, num_keypoints: int, stride: int, cfg: DecodeConfig = DecodeConfig()):
         super().__init__()
-        self.k, self.radius, self.count = num_keypoints, max(1, round(cfg.nms_radius / stride)), cfg.max_people
+        self.k, self.radius, self.count = num_keypoints, nms_radius(cfg, stride), cfg.max_people
 
     def forward(self, *outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         heat, tags = aggregate(list(outputs), self.k)
@@ -186,16 +194,23 @@ def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: in
     Returns keypoints (P, K, 3) in that map's pixel coordinates with a score per joint, and
     a score per person (mean joint score before refinement, as HigherHRNet ranks people).
     """
-    joints, joint_tags = candidates(heat[None], tags[None], max(1, round(cfg.nms_radius / stride)), cfg.max_people)
-    return group_candidates(heat, tags, joints[0].numpy(), joint_tags[0].numpy(), spec, cfg)
+    joints, joint_tags = candidates(heat[None], tags[None], nms_radius(cfg, stride), cfg.max_people)
+    return group_candidates(heat, tags, joints[0].numpy(), joint_tags[0].numpy(), spec, stride, cfg)
+
+
+def nms_radius(cfg: DecodeConfig, stride: int) -> int:
+    """The NMS window's radius in map pixels at output ``stride``."""
+    return max(1, round(cfg.nms_radius / stride))
 
 
 def group_candidates(heat: torch.Tensor, tags: torch.Tensor, joints: np.ndarray, joint_tags: np.ndarray,
-                     spec: KeypointSpec, cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """``group`` after its candidates: tag matching, refinement of missing joints on the maps,
-    sub-pixel peaks. joints (K, M, 3) and joint_tags (K, M, D) as ``candidates`` gives them."""
+                     spec: KeypointSpec, stride: int, cfg: DecodeConfig = DecodeConfig()
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``group`` after its candidates: equal peaks counted once, tag matching, refinement of
+    missing joints on the maps, sub-pixel peaks. joints (K, M, 3) and joint_tags (K, M, D) as
+    ``candidates`` gives them, from maps at output ``stride``."""
     k = heat.shape[0]
-    people = _match(joints, joint_tags, spec, cfg)
+    people = _match(equal_peaks(joints, nms_radius(cfg, stride)), joint_tags, spec, cfg)
     if len(people) == 0:
         return np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32)
     scores = people[:, :, 2].mean(1)

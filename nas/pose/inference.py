@@ -43,7 +43,7 @@ def people_from_candidates(outputs: Sequence[np.ndarray], matrix: np.ndarray, si
     heat, tags, joints, joint_tags = (np.asarray(o)[0] for o in outputs)
     stride = size / heat.shape[-1]
     kps, scores = group_candidates(torch.from_numpy(heat), torch.from_numpy(tags)[..., None], joints,
-                                   joint_tags[..., None], spec, cfg)
+                                   joint_tags[..., None], spec, int(round(stride)), cfg)
     kps[..., :2] = apply_to_points(invert(matrix), (kps[..., :2] + 0.5) * stride - 0.5)
     return kps, scores
 
