@@ -61,6 +61,7 @@ def test_export_round_trip_onnx_eval_and_predict(tmp_path, tiny_supernet, synth_
                  str(synth_small), "--repeats", "3", "--warmup", "1", "--no-cache"]) == 0
     card = json.loads((out / "card.json").read_text())
     assert card["onnx"]["max_abs_difference"] <= 1e-4 and card["metrics"]["AP"] is not None
+    assert card["onnx"]["outputs"] == ["heatmaps", "tags", "candidates", "candidate_tags"]
     assert card["latency"]["median_ms"] > 0 and card["latency"]["device"]["cores"] >= 1
     assert card["latency"]["runtime"]["threads"] == 2 and card["macs"] > 0
     net, loaded_card = nas.load_subnet(out)
