@@ -57,7 +57,7 @@ def tiny_supernet(tmp_path_factory, synth_small) -> Path:
 
 TINY_ZOO = {
     "name": "tiny-synth", "space": "tiny",
-    "data": {"train_images": 12, "val_images": 6, "size": [96, 96], "train_seed": 5, "val_seed": 6},
+    "data": {"train_images": 12, "val_images": 4, "size": [96, 96], "train_seed": 5, "val_seed": 6},
     "supernet": {"batch_size": 4, "workers": 0, "eval_archs": [], "sandwich_random": 0, "augment": False,
                  "phases": [{"name": "all", "epochs": 1,
                              "elastic": ["resolution", "kernel", "depth", "width", "token"]}]},
