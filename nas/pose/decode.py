@@ -49,7 +49,7 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
             if i == 0:
                 tags = o[:, num_keypoints:2 * num_keypoints]
                 tags = tags[:, flip_index] if flip else tags
-        return sum(heats) / len(heats), tags  # not stack().mean(): one ReduceMean cost more than the sums in onnxruntime
+        return sum(heats) / len(heats), tags  # not stack().mean(): a ReduceMean costs more in onnxruntime
 
     heat, tag = one_pass(outputs, False)
     if flipped is None:

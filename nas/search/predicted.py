@@ -88,6 +88,9 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     table = predicted_trials(objective, accuracy, cfg.predicted_trials, cfg.seed, progress)
     search_s = time.perf_counter() - start
     chosen = candidates(pareto_front(table), cfg.verify)
+    if chosen.empty:
+        raise PoseNASError(f"no subnet of {cfg.predicted_trials} predicted trials meets the budgets by the latency "
+                           f"model {cfg.predictor}; check that it was built for this device")
     verified = []
     for _, row in tqdm(list(chosen.iterrows()), desc="verifying the predicted front", disable=not progress):
         attrs = objective.assess(json.loads(row["arch"]), measure=True)

@@ -4,8 +4,9 @@ Train once, search many (OFA): a user searches a shipped supernet for their own 
 instead of training one for hours. An entry is a folder, nothing in it pickled:
 ``supernet.safetensors`` (the weights, fp16 when that leaves the inherited APs unchanged),
 ``card.json`` (space, keypoints, the data recipe, how it was trained, its inherited APs and the
-weights' SHA-256), ``train-log.csv`` and its accuracy predictor. An entry trained on synthetic data ships no images: its
-BN calibration and finetuning images are regenerated from the card's recipe into a cache folder.
+weights' SHA-256), ``train-log.csv`` and its accuracy predictor. An entry trained on synthetic
+data ships no images: its BN calibration and finetuning images are regenerated from the card's
+recipe into a cache folder.
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def write_entry(folder: str | Path, state: dict[str, torch.Tensor], card: dict, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if half else torch.float32
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in state.items()}
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in state.items()}
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     write_text(folder / LOG, log_csv)
     card = {"format": FORMAT, **card, "weights_dtype": str(dtype).removeprefix("torch."), "sha256": sha256(folder / WEIGHTS),
