@@ -102,8 +102,8 @@ def write_entry(folder: str | Path, state: dict[str, torch.Tensor], card: dict, 
                for k, v in state.items()}
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     write_text(folder / LOG, log_csv)
-    card = {"format": FORMAT, **card, "weights_dtype": str(dtype).removeprefix("torch."), "sha256": sha256(folder / WEIGHTS),
-            "size_bytes": (folder / WEIGHTS).stat().st_size}
+    card = {"format": FORMAT, **card, "weights_dtype": str(dtype).removeprefix("torch."),
+            "sha256": sha256(folder / WEIGHTS), "size_bytes": (folder / WEIGHTS).stat().st_size}
     write_json(folder / CARD, card, indent=1)
     return card
 
