@@ -105,7 +105,8 @@ def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
     cfg = SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:2]))
     log = train_supernet(cfg, out, progress=False)
     ckpt = torch.load(out / "supernet.pt", weights_only=True)
-    assert ckpt["position"] == {"phase": 2, "epoch": 0, "batch": 0, "step": 12, "steps": None}
+    assert ckpt["position"] == {"phase": 2, "epoch": 0, "batch": 0, "step": 12, "steps": None,
+                                "sums": [0.0, 0.0, 0]}  # the next epoch's running loss sums, not begun
     assert [r["phase"] for r in log if "loss_largest" in r] == ["largest", "kernel"]
     evals = [r for r in log if "AP_max" in r]
     assert len(evals) == 2 and all(0 <= r["AP_min"] <= 1 for r in evals)
