@@ -22,13 +22,10 @@ from nas.io import read_checkpoint, write_json, write_text
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.predictor_build import PREDICTOR, build_accuracy_predictor
 from nas.subnet import zoo
-from nas.subnet.inherit import TrainedSupernet
+from nas.subnet.inherit import CALIBRATION_IMAGES, TrainedSupernet
 from nas.train.supernet import train_supernet
-from search_spaces import SearchSpace, arch_hash
+from search_spaces import arch_hash
 from supernet.cost import arch_cost
-from supernet.network import PoseNet
-
-CALIBRATION_IMAGES = 64  # what TrainedSupernet.load and every search recalibrate on by default
 
 
 def hardware() -> str:
@@ -89,11 +86,9 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
 def shipped_supernet(ckpt: dict, card: dict, dtype: torch.dtype) -> TrainedSupernet:
     """The checkpoint's supernet with its weights stored as ``dtype`` and read back, recalibrated as
     ``zoo:NAME`` will be."""
-    space = SearchSpace(ckpt["space"], "supernet checkpoint (space)")
     state = {k: v.to(dtype).float() if v.is_floating_point() else v for k, v in ckpt["supernet"].items()}
-    net = PoseNet(space.max(), ckpt["num_keypoints"], state.get("tokens.joint_mask"))
-    net.load_state_dict(state)
-    return TrainedSupernet(net.eval(), space, ckpt["spec"], zoo.regenerated(card, CALIBRATION_IMAGES))
+    return TrainedSupernet.from_state(ckpt, state, zoo.regenerated(card, CALIBRATION_IMAGES),
+                                      source="supernet checkpoint")
 
 
 def evaluate_entry(shipped: TrainedSupernet, run: RunLayout, names: list[str] | None = None) -> dict:

@@ -27,6 +27,7 @@ import onnxruntime as ort
 from nas.errors import PoseNASError
 from nas.latency.postprocess import time_grouping
 from nas.latency.settings import RuntimeSettings
+from nas.latency.timing import time_runs
 from nas.subnet.onnx import INPUT, candidates_onnx, session, to_onnx
 from search_spaces import arch_hash
 from supernet.network import new_static
@@ -48,19 +49,6 @@ def device_fingerprint() -> dict:
 
 def fingerprint_key(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def time_runs(run, warmup: int, repeats: int) -> dict:
-    """Median, p90 and spread (p90 / p10) of ``run()`` in milliseconds."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    p10, median, p90 = np.percentile(times, [10, 50, 90])
-    return {"median_ms": float(median), "p90_ms": float(p90), "spread": float(p90 / p10), "runs": repeats}
 
 
 def time_onnx(model: bytes, resolution: int, settings: RuntimeSettings) -> dict:

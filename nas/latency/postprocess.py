@@ -8,12 +8,13 @@ tags, every candidate a real joint) and shared by every subnet of that resolutio
 from __future__ import annotations
 
 import math
-import time
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from nas.errors import PoseNASError
+from nas.latency.timing import time_runs
 from nas.pose.datacheck import oracle_outputs
 from nas.pose.decode import Candidates, group_candidates
 from nas.pose.keypoints import SPECS, KeypointSpec
@@ -21,7 +22,11 @@ from nas.pose.keypoints import SPECS, KeypointSpec
 
 def spec_of(num_keypoints: int) -> KeypointSpec:
     """The first shipped keypoint spec with this many joints (grouping reads its joint order)."""
-    return next(s for s in SPECS.values() if s.num_keypoints == num_keypoints)
+    for spec in SPECS.values():
+        if spec.num_keypoints == num_keypoints:
+            return spec
+    raise PoseNASError(f"--keypoints {num_keypoints}: no keypoint spec has that many joints to time grouping on; "
+                       f"shipped: {sorted({s.num_keypoints for s in SPECS.values()})}")
 
 
 def crowd(people: int, size: int, num_keypoints: int, seed: int = 0) -> np.ndarray:
@@ -49,13 +54,5 @@ def time_grouping(num_keypoints: int, resolution: int, multi_resolution: bool, p
         heat, tags, joints, joint_tags = Candidates(num_keypoints, strides[-1])(*outputs)
     spec = spec_of(num_keypoints)
     args = (heat[0], tags[0][..., None], joints[0].numpy(), joint_tags[0][..., None].numpy(), spec, strides[-1])
-    found = 0
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        kps, _ = group_candidates(*args)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-        found = len(kps)
-    median, p90 = np.percentile(times, [50, 90])
-    return {"median_ms": float(median), "p90_ms": float(p90), "people_found": found}
+    found = len(group_candidates(*args)[0])
+    return {**time_runs(lambda: group_candidates(*args), warmup, repeats), "people_found": found}

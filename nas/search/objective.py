@@ -84,7 +84,8 @@ class Objective:
                          latency_cached=figures["cached"], latency_s=time.perf_counter() - t)
         attrs["latency_ms"] = latency
         ap = 0.0
-        if attrs["macs_over"] <= 0 and latency <= cfg.latency_budget_ms:
+        attrs["feasible"] = attrs["macs_over"] <= 0 and latency <= cfg.latency_budget_ms
+        if attrs["feasible"]:
             timings: dict = {}
             metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)
             ap = metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0  # NaN: nobody to find

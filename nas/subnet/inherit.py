@@ -21,6 +21,8 @@ from nas.subnet.calibration import CalibrationSet, recalibrate
 from search_spaces import SearchSpace
 from supernet.network import PoseNet, extract
 
+CALIBRATION_IMAGES = 64  # training images that recalibrate a subnet's BN, by default
+
 
 class TrainedSupernet:
     """A supernet and its space; ``calibration`` is the dataset (or its (annotations, images)
@@ -28,16 +30,17 @@ class TrainedSupernet:
     (None: the supernet's own training set, read on first use)."""
 
     def __init__(self, net: PoseNet, space: SearchSpace, spec: str,
-                 calibration: CocoPoseDataset | tuple[str, str] | None, calibration_images: int = 64, seed: int = 0,
-                 record: dict | None = None):
+                 calibration: CocoPoseDataset | tuple[str, str] | None,
+                 calibration_images: int = CALIBRATION_IMAGES, seed: int = 0, record: dict | None = None):
         self.net, self.space, self.spec, self.record = net, space, spec, record or {}
         self._calibration_source, self._images, self._seed = calibration, calibration_images, seed
         self._calibration: CalibrationSet | None = None
         self._identity: str | None = None
 
     @classmethod
-    def load(cls, path: str | Path, calibration: tuple[str, str] | None = None, calibration_images: int = 64,
-             seed: int = 0, device: torch.device | str = "cpu") -> "TrainedSupernet":
+    def load(cls, path: str | Path, calibration: tuple[str, str] | None = None,
+             calibration_images: int = CALIBRATION_IMAGES, seed: int = 0,
+             device: torch.device | str = "cpu") -> "TrainedSupernet":
         """The supernet of a ``train-supernet`` checkpoint (weights-only loading: nothing is
         unpickled) or of a zoo entry (``zoo:NAME`` or its folder), calibrated by default on its
         own training set (a zoo entry's regenerated from its recipe)."""
@@ -48,7 +51,15 @@ class TrainedSupernet:
         else:
             record = read_checkpoint(path, ("supernet", "space", "num_keypoints"), "supernet checkpoint", device)
             state = record["supernet"]
-        space = SearchSpace(record["space"], f"{path} (space)")
+        return cls.from_state(record, state, calibration, calibration_images, seed, device, str(path))
+
+    @classmethod
+    def from_state(cls, record: dict, state: dict[str, torch.Tensor], calibration=None,
+                   calibration_images: int = CALIBRATION_IMAGES, seed: int = 0,
+                   device: torch.device | str = "cpu", source: str = "supernet") -> "TrainedSupernet":
+        """The supernet that ``record`` (a checkpoint or zoo card: space, keypoints, spec) describes,
+        with the weights ``state``."""
+        space = SearchSpace(record["space"], f"{source} (space)")
         net = PoseNet(space.max(), record["num_keypoints"], state.get("tokens.joint_mask")).to(device)
         net.load_state_dict(state)
         return cls(net.eval(), space, record["spec"], calibration, calibration_images, seed, record)

@@ -1,0 +1,19 @@
+"""Timing a call: warm-up runs, then repeated timed runs; median, p90 and spread."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def time_runs(run, warmup: int, repeats: int) -> dict:
+    """Median, p90 and spread (p90 / p10) of ``run()`` in milliseconds."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    p10, median, p90 = np.percentile(times, [10, 50, 90])
+    return {"median_ms": float(median), "p90_ms": float(p90), "spread": float(p90 / p10), "runs": repeats}
