@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from nas.pose import grouping
 from nas.pose.keypoints import KeypointSpec
 
 
@@ -60,84 +60,10 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
 
 def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
     """Where ``heat`` (..., H, W) is the maximum of its (2r+1)^2 window: one max-pool, a single
-    fused operator in an exported graph. Equal neighbouring maxima all pass here; ``equal_peaks``
+    fused operator in an exported graph. Equal neighbouring maxima all pass here; ``grouping.drop_equal_peaks``
     keeps the first of them in raster order among the candidates (a peak midway between two
     pixels counts once), where a second max-pool over the whole map cost more than the first."""
     return heat == F.max_pool2d(heat, 2 * radius + 1, 1, radius)
-
-
-def equal_peaks(joints: np.ndarray, radius: int) -> np.ndarray:
-    """``joints`` (K, M, 3) with the score of every candidate zeroed that has an equal, earlier
-    (raster order) candidate of its joint within ``radius``: of two equal peaks one survives."""
-    x, y, score = joints[..., 0], joints[..., 1], joints[..., 2]
-    near = (np.abs(x[:, :, None] - x[:, None]) <= radius) & (np.abs(y[:, :, None] - y[:, None]) <= radius)
-    raster = y.astype(np.float64) * 1e6 + x
-    earlier = raster[:, :, None] < raster[:, None]  # [k, i, j]: candidate i comes before candidate j
-    shadowed = (near & earlier & (score[:, :, None] == score[:, None]) & (score[:, :, None] > 0)).any(1)
-    if not shadowed.any():
-        return joints
-    out = joints.copy()
-    out[..., 2][shadowed] = 0
-    return out
-
-
-def _match(joints: np.ndarray, tags: np.ndarray, spec: KeypointSpec, cfg: DecodeConfig) -> np.ndarray:
-    """HigherHRNet's greedy-by-joint grouping with an optimal assignment at each joint type.
-
-    joints: (K, M, 3) x, y, score of the top-M candidates per joint; tags: (K, M, D).
-    Returns (P, K, 3 + D) people. Each joint type is one assignment and a few array operations
-    (no Python loop per candidate): joined candidates extend their person, the rest start new ones.
-    """
-    k_total, _, d = tags.shape
-    most = int((joints[..., 2] > cfg.detection_threshold).sum())  # at most one person per candidate
-    people = np.zeros((most, k_total, 3 + d), dtype=np.float32)
-    tag_sums, counts, found = np.zeros((most, d)), np.zeros(most), 0  # per person: the sum and count of its tags
-    for k in spec.group_order:
-        keep = joints[k, :, 2] > cfg.detection_threshold
-        cand = np.concatenate([joints[k][keep], tags[k][keep]], axis=1)
-        if len(cand) == 0:
-            continue
-        grouped = min(found, cfg.max_people)
-        rows, joined = np.arange(len(cand)), np.zeros(len(cand), dtype=bool)
-        if grouped:
-            means = tag_sums[:grouped] / counts[:grouped, None]
-            diff = np.linalg.norm(cand[:, None, 3:] - means[None], axis=2)
-            cost = np.round(diff) * 100 - cand[:, 2:3] if cfg.use_detection_val else diff.copy()
-            if len(cand) > grouped:
-                cost = np.concatenate([cost, np.full((len(cand), len(cand) - grouped), 1e10)], axis=1)
-            rows, cols = linear_sum_assignment(cost)
-            joined = cols < grouped
-            joined[joined] = diff[rows[joined], cols[joined]] < cfg.tag_threshold
-            to = cols[joined]
-            people[to, k] = cand[rows[joined]]
-            tag_sums[to] += cand[rows[joined], 3:]
-            counts[to] += 1
-        fresh = rows[~joined]
-        people[found:found + len(fresh), k] = cand[fresh]
-        tag_sums[found:found + len(fresh)] = cand[fresh, 3:]
-        counts[found:found + len(fresh)] = 1
-        found += len(fresh)
-    return people[:found]
-
-
-def _subpixel(heat: np.ndarray, k: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Refine integer peaks by a parabola through the log-heatmap (exact for a Gaussian peak)."""
-    _, h, w = heat.shape
-    xi, yi = x.astype(int), y.astype(int)
-    xl, xr = np.clip(xi - 1, 0, w - 1), np.clip(xi + 1, 0, w - 1)
-    yu, yd = np.clip(yi - 1, 0, h - 1), np.clip(yi + 1, 0, h - 1)
-
-    def logh(yy, xx):  # log of just the five pixels each peak needs
-        return np.log(np.maximum(heat[k, yy, xx], 1e-10))
-
-    c = logh(yi, xi)
-
-    def offset(lo, hi):
-        curvature = 2 * c - lo - hi
-        safe = np.where(curvature > 1e-6, curvature, 1.0)
-        return np.where(curvature > 1e-6, np.clip((hi - lo) / (2 * safe), -0.5, 0.5), 0.0)
-
-    return x + offset(logh(yi, xl), logh(yi, xr)), y + offset(logh(yu, xi), logh(yd, xi))
 
 
 def _refine(heat: torch.Tensor, tags: torch.Tensor, people: np.ndarray) -> np.ndarray:
@@ -210,15 +136,14 @@ def group_candidates(heat: torch.Tensor, tags: torch.Tensor, joints: np.ndarray,
     missing joints on the maps, sub-pixel peaks. joints (K, M, 3) and joint_tags (K, M, D) as
     ``candidates`` gives them, from maps at output ``stride``."""
     k = heat.shape[0]
-    people = _match(equal_peaks(joints, nms_radius(cfg, stride)), joint_tags, spec, cfg)
+    people = grouping.match(grouping.drop_equal_peaks(joints, nms_radius(cfg, stride)), joint_tags,
+                            np.asarray(spec.group_order), cfg.detection_threshold, cfg.tag_threshold,
+                            cfg.max_people, cfg.use_detection_val)
     if len(people) == 0:
         return np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32)
     scores = people[:, :, 2].mean(1)
     if cfg.refine:
         people = _refine(heat, tags, people)
-    heat_np = heat.numpy()
-    kk = np.broadcast_to(np.arange(k), people.shape[:2])
-    x, y = _subpixel(heat_np, kk, people[:, :, 0], people[:, :, 1])
-    out = np.stack([x, y, people[:, :, 2]], axis=-1).astype(np.float32)
+    out = grouping.subpixel(heat.numpy(), people)
     order = np.argsort(-scores)[:cfg.max_people]
     return out[order], scores[order]

@@ -9,7 +9,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from nas.pose.decode import Candidates, DecodeConfig, equal_peaks, nms_radius
+from nas.pose.decode import Candidates, DecodeConfig, nms_radius
+from nas.pose.grouping import drop_equal_peaks
 
 OPSET = 17
 INPUT = "image"
@@ -96,12 +97,12 @@ def max_abs_difference(net: nn.Module, model: bytes, resolution: int, seed: int 
 
 def comparable(outputs: list[np.ndarray], radius: int, floor: float = 0.05) -> list[np.ndarray]:
     """A deployed model's outputs as grouping sees them (equal peaks counted once:
-    ``equal_peaks``), candidate rows scoring below ``floor`` (far below any detection threshold)
+    ``drop_equal_peaks``), candidate rows scoring below ``floor`` (far below any detection threshold)
     zeroed and the rest in one order (score to 1e-4, then y, then x): top-k orders ties (non-peaks
     score 0, equal peaks, the many small peaks of heatmap tails competing for the last places)
     differently in each runtime, and their scores differ by rounding."""
     heat, tags, joints, joint_tags = outputs
-    joints = equal_peaks(joints[0], radius)[None]
+    joints = drop_equal_peaks(joints[0], radius)[None]
     peak = joints[..., 2:] >= floor
     joints, joint_tags = joints * peak, joint_tags * peak[..., 0]
     order = np.lexsort((joints[..., 0], joints[..., 1], -np.round(joints[..., 2], 4)), axis=-1)  # ties up to 1e-4

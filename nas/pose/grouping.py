@@ -1,0 +1,169 @@
+"""Grouping joint candidates into people, compiled (numba): what remains of bottom-up decoding
+outside the exported graph, at a fraction of the network's time.
+
+HigherHRNet's greedy-by-joint grouping: joint types in the spec's order, each one an optimal
+assignment of its candidates to the people found so far (cost: rounded tag distance, ties broken
+by score), the candidates left over starting new people. Interpreted, the per-joint loop and
+SciPy's assignment cost milliseconds of call overhead for a handful of candidates; here the whole
+walk is one compiled call. ``assign`` is SciPy's ``linear_sum_assignment`` algorithm (Crouse's
+shortest augmenting path) step for step, so that ties resolve the same way.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def assign(cost: np.ndarray) -> np.ndarray:
+    """The column of each row in a minimum-cost assignment of a (rows <= columns) cost matrix,
+    as ``scipy.optimize.linear_sum_assignment`` chooses it, ties included."""
+    nr, nc = cost.shape
+    u, v = np.zeros(nr), np.zeros(nc)
+    shortest = np.empty(nc)
+    path = np.full(nc, -1)
+    col4row, row4col = np.full(nr, -1), np.full(nc, -1)
+    seen_rows, seen_cols = np.zeros(nr, np.bool_), np.zeros(nc, np.bool_)
+    remaining = np.empty(nc, np.int64)
+    for row in range(nr):
+        for it in range(nc):  # reversed: a constant matrix gives the identity, as in SciPy
+            remaining[it] = nc - it - 1
+        seen_rows[:] = False
+        seen_cols[:] = False
+        shortest[:] = np.inf
+        left, i, sink, low = nc, row, -1, 0.0
+        while sink == -1:  # the shortest augmenting path from ``row``
+            index, lowest = -1, np.inf
+            seen_rows[i] = True
+            for it in range(left):
+                j = remaining[it]
+                r = low + cost[i, j] - u[i] - v[j]
+                if r < shortest[j]:
+                    path[j], shortest[j] = i, r
+                if shortest[j] < lowest or (shortest[j] == lowest and row4col[j] == -1):
+                    lowest, index = shortest[j], it
+            low = lowest
+            j = remaining[index]
+            if row4col[j] == -1:
+                sink = j
+            else:
+                i = row4col[j]
+            seen_cols[j] = True
+            left -= 1
+            remaining[index] = remaining[left]
+        u[row] += low
+        for i in range(nr):
+            if seen_rows[i] and i != row:
+                u[i] += low - shortest[col4row[i]]
+        for j in range(nc):
+            if seen_cols[j]:
+                v[j] -= low - shortest[j]
+        j = sink
+        while True:  # augment along the path
+            i = path[j]
+            row4col[j] = i
+            col4row[i], j = j, col4row[i]
+            if i == row:
+                break
+    return col4row
+
+
+@numba.njit(cache=True)
+def drop_equal_peaks(joints: np.ndarray, radius: int) -> np.ndarray:
+    """``joints`` (K, M, 3) with the score zeroed of every candidate that has an equal, earlier
+    (raster order) candidate of its joint within ``radius``: of two equal peaks one survives."""
+    out = joints.copy()
+    for k in range(joints.shape[0]):
+        for j in range(joints.shape[1]):
+            xj, yj, sj = joints[k, j, 0], joints[k, j, 1], joints[k, j, 2]
+            for i in range(joints.shape[1]):
+                xi, yi, si = joints[k, i, 0], joints[k, i, 1], joints[k, i, 2]
+                if (si == sj and si > 0 and abs(xi - xj) <= radius and abs(yi - yj) <= radius
+                        and yi * 1e6 + xi < yj * 1e6 + xj):
+                    out[k, j, 2] = 0
+                    break
+    return out
+
+
+@numba.njit(cache=True)
+def match(joints: np.ndarray, tags: np.ndarray, order: np.ndarray, detection_threshold: float,
+          tag_threshold: float, max_people: int, use_detection_val: bool) -> np.ndarray:
+    """People (P, K, 3 + D) x, y, score and tag of each joint, from the candidates ``joints``
+    (K, M, 3) and their ``tags`` (K, M, D), joint types taken in ``order``."""
+    k_total, m, d = tags.shape
+    most = 0
+    for k in range(k_total):
+        for j in range(m):
+            if joints[k, j, 2] > detection_threshold:
+                most += 1
+    people = np.zeros((most, k_total, 3 + d), np.float32)
+    tag_sums, counts, found = np.zeros((most, d)), np.zeros(most), 0
+    cand = np.empty((m, 3 + d), np.float32)
+    for k in order:
+        n = 0
+        for j in range(m):
+            if joints[k, j, 2] > detection_threshold:
+                cand[n, :3] = joints[k, j]
+                cand[n, 3:] = tags[k, j]
+                n += 1
+        if n == 0:
+            continue
+        grouped = min(found, max_people)
+        col = np.full(n, grouped)  # a column >= grouped: not joined
+        if grouped:
+            diff = np.empty((n, grouped))
+            cost = np.full((n, max(n, grouped)), 1e10)
+            for r in range(n):
+                for p in range(grouped):
+                    squares = 0.0
+                    for t in range(d):
+                        squares += (cand[r, 3 + t] - tag_sums[p, t] / counts[p]) ** 2
+                    diff[r, p] = np.sqrt(squares)
+                    cost[r, p] = np.rint(diff[r, p]) * 100 - cand[r, 2] if use_detection_val else diff[r, p]
+            col = assign(cost)
+            for r in range(n):
+                p = col[r]
+                if p < grouped and diff[r, p] < tag_threshold:
+                    people[p, k] = cand[r]
+                    tag_sums[p] += cand[r, 3:]
+                    counts[p] += 1
+                else:
+                    col[r] = grouped
+        for r in range(n):
+            if col[r] == grouped:
+                people[found, k] = cand[r]
+                tag_sums[found] = cand[r, 3:]
+                counts[found] = 1
+                found += 1
+    return people[:found]
+
+
+@numba.njit(cache=True)
+def _offset(centre: np.float32, low: np.float32, high: np.float32) -> np.float32:
+    """The vertex of the parabola through three log-heatmap values one pixel apart."""
+    curvature = np.float32(2) * centre - low - high
+    if curvature > np.float32(1e-6):
+        return min(max((high - low) / (np.float32(2) * curvature), np.float32(-0.5)), np.float32(0.5))
+    return np.float32(0)
+
+
+@numba.njit(cache=True)
+def subpixel(heat: np.ndarray, people: np.ndarray) -> np.ndarray:
+    """People (P, K, 3) with each joint moved from its integer peak on ``heat`` (K, H, W) by a
+    parabola through the log-heatmap (exact for a Gaussian peak)."""
+    _, h, w = heat.shape
+    out = np.empty((people.shape[0], people.shape[1], 3), np.float32)
+    floor = np.float32(1e-10)
+    for p in range(people.shape[0]):
+        for k in range(people.shape[1]):
+            x, y = people[p, k, 0], people[p, k, 1]
+            xi, yi = int(x), int(y)
+            centre = np.log(max(heat[k, yi, xi], floor))
+            left = np.log(max(heat[k, yi, max(xi - 1, 0)], floor))
+            right = np.log(max(heat[k, yi, min(xi + 1, w - 1)], floor))
+            up = np.log(max(heat[k, max(yi - 1, 0), xi], floor))
+            down = np.log(max(heat[k, min(yi + 1, h - 1), xi], floor))
+            out[p, k, 0] = x + _offset(centre, left, right)
+            out[p, k, 1] = y + _offset(centre, up, down)
+            out[p, k, 2] = people[p, k, 2]
+    return out
