@@ -31,24 +31,24 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Average every resolution's heatmaps at the finest one (and with the flipped pass, if any).
 
-    Returns heatmaps (B, K, H, W) and tags (B, K, H, W, D), D = 2 with flip test, else 1.
+    Returns heatmaps (B, K, H, W) and the tags at the coarsest resolution, where the network makes
+    them (B, K, h, w, D), D = 2 with flip test, else 1: ``tags_at`` reads them at heatmap pixels,
+    which costs a fraction of resizing whole maps.
     """
     def one_pass(outs: list[torch.Tensor], flip: bool):
         size = outs[-1].shape[-2:]
-        heats, tags = [], None
-        for i, o in enumerate(outs):
+        heats = []
+        for o in outs:
             o = o.float()
             if flip:
                 o = torch.flip(o, dims=[3])
-            if o.shape[-2:] != size:
-                o = F.interpolate(o, size=size, mode="bilinear", align_corners=False)
             h = o[:, :num_keypoints]
-            if flip:
-                h = h[:, flip_index]
-            heats.append(h)
-            if i == 0:
-                tags = o[:, num_keypoints:2 * num_keypoints]
-                tags = tags[:, flip_index] if flip else tags
+            if h.shape[-2:] != size:
+                h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+            heats.append(h[:, flip_index] if flip else h)
+        tags = outs[0][:, num_keypoints:2 * num_keypoints].float()
+        if flip:
+            tags = torch.flip(tags, dims=[3])[:, flip_index]
         return sum(heats) / len(heats), tags  # not stack().mean(): a ReduceMean costs more in onnxruntime
 
     heat, tag = one_pass(outputs, False)
@@ -56,6 +56,31 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
         return heat, tag.unsqueeze(-1)
     heat_f, tag_f = one_pass(flipped, True)
     return (heat + heat_f) / 2, torch.stack([tag, tag_f], dim=-1)
+
+
+def tags_at(tags: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Tags (B, K, h, w, D) read at pixels ``x``, ``y`` (B, K, M) of maps of ``size`` (H, W): the
+    values that bilinear resizing of the tag maps to that size (``F.interpolate``, half-pixel
+    centres) would hold there, without resizing them. Returns (B, K, M, D)."""
+    (h, w), d = tags.shape[2:4], tags.shape[-1]
+    flat = tags.flatten(2, 3)
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (yy * w + xx)[..., None].expand(-1, -1, -1, d))
+
+    if (h, w) == tuple(size):
+        return at(y, x)
+
+    def axis(v: torch.Tensor, n: int, big: int):
+        src = ((v.float() + 0.5) * (n / big) - 0.5).clamp(min=0)
+        low = src.floor()
+        high_weight = (src - low)[..., None]
+        low = low.long()
+        return low, (low + 1).clamp(max=n - 1), 1 - high_weight, high_weight
+
+    x0, x1, wx0, wx1 = axis(x, w, size[1])
+    y0, y1, wy0, wy1 = axis(y, h, size[0])
+    return wy0 * (wx0 * at(y0, x0) + wx1 * at(y0, x1)) + wy1 * (wx0 * at(y1, x0) + wx1 * at(y1, x1))
 
 
 def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
@@ -66,36 +91,24 @@ def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
     return heat == F.max_pool2d(heat, 2 * radius + 1, 1, radius)
 
 
-def _refine(heat: torch.Tensor, tags: torch.Tensor, people: np.ndarray) -> np.ndarray:
-    """Fill each person's missing joints at the best heatmap location close in tag (HigherHRNet):
-    maximise heat - round(|tag - the person's mean tag|) over the joint's map."""
-    found = torch.from_numpy(people[:, :, 2] > 0)
-    person, joint = (~found).nonzero(as_tuple=True)
-    if len(person) == 0:
-        return people
-    p = torch.from_numpy(people)
-    mean_tag = (p[:, :, 3:] * found[..., None]).sum(1) / found.sum(1, keepdim=True).clamp(min=1)  # (P, D)
-    if tags.shape[-1] == 1:  # |tag - mean| without the general norm's extra passes
-        dist = tags[joint, ..., 0].sub_(mean_tag[person][:, None]).abs_()  # (M, H, W)
-    else:
-        dist = torch.linalg.vector_norm(tags[joint] - mean_tag[person][:, None, None], dim=-1)
-    maps = heat[joint]
-    best = dist.round_().neg_().add_(maps).flatten(1).argmax(1)
-    w = heat.shape[-1]
-    out, where = people.copy(), (person.numpy(), joint.numpy())
-    out[where + (0,)] = (best % w).numpy()
-    out[where + (1,)] = (best // w).numpy()
-    out[where + (2,)] = maps.flatten(1).gather(1, best[:, None])[:, 0].numpy()
-    return out
-
-
 def candidates(heat: torch.Tensor, tags: torch.Tensor, radius: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``count`` strongest NMS peaks of every joint's map: (B, K, M, 3) x, y, score and their
-    tags (B, K, M, D), from heat (B, K, H, W) and tags (B, K, H, W, D)."""
+    tags (B, K, M, D), from heat (B, K, H, W) and tags as ``aggregate`` gives them.
+
+    Two peaks never share a 2x2 block unless they are equal (each is the maximum of a window
+    holding the other; ``grouping.drop_equal_peaks`` keeps the first of equals anyway), so the top-k
+    runs over block maxima, a quarter of the pixels, and the block's first maximum is the peak."""
     h, w = heat.shape[-2:]
-    vals, idx = (heat * peaks(heat, radius)).flatten(2).topk(min(count, h * w), dim=2)
-    tag_k = tags.flatten(2, 3).gather(2, idx[..., None].expand(-1, -1, -1, tags.shape[-1]))
-    return torch.stack([(idx % w).float(), torch.div(idx, w, rounding_mode="floor").float(), vals], dim=-1), tag_k
+    peak = heat * peaks(heat, radius)
+    blocks = F.max_pool2d(peak, 2, 2, ceil_mode=True)
+    bw = blocks.shape[-1]
+    vals, block = blocks.flatten(2).topk(min(count, blocks.shape[-2] * bw), dim=2)
+    x0, y0 = (block % bw) * 2, torch.div(block, bw, rounding_mode="floor") * 2
+    xs = torch.stack([x0, (x0 + 1).clamp(max=w - 1)] * 2, dim=-1)  # the block's pixels in raster order
+    ys = torch.stack([y0, y0, (y0 + 1).clamp(max=h - 1), (y0 + 1).clamp(max=h - 1)], dim=-1)
+    first = peak.flatten(2).gather(2, (ys * w + xs).flatten(2)).unflatten(2, xs.shape[2:]).argmax(-1, keepdim=True)
+    x, y = xs.gather(3, first)[..., 0], ys.gather(3, first)[..., 0]
+    return torch.stack([x.float(), y.float(), vals], dim=-1), tags_at(tags, x, y, (h, w))
 
 
 class Candidates(nn.Module):
@@ -115,7 +128,8 @@ class Candidates(nn.Module):
 
 def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: int,
           cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """People of one image from heat (K, H, W) and tags (K, H, W, D) at output ``stride``.
+    """People of one image from heat (K, H, W) and tags (K, h, w, D) as ``aggregate`` gives them,
+    at output ``stride``.
 
     Returns keypoints (P, K, 3) in that map's pixel coordinates with a score per joint, and
     a score per person (mean joint score before refinement, as HigherHRNet ranks people).
@@ -143,7 +157,7 @@ def group_candidates(heat: torch.Tensor, tags: torch.Tensor, joints: np.ndarray,
         return np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32)
     scores = people[:, :, 2].mean(1)
     if cfg.refine:
-        people = _refine(heat, tags, people)
+        people = grouping.refine(heat.numpy(), tags.numpy(), people)
     out = grouping.subpixel(heat.numpy(), people)
     order = np.argsort(-scores)[:cfg.max_people]
     return out[order], scores[order]

@@ -1,5 +1,6 @@
 """Grouping joint candidates into people, compiled (numba): what remains of bottom-up decoding
-outside the exported graph, at a fraction of the network's time.
+outside the exported graph (equal peaks, grouping, refinement of missing joints, sub-pixel
+peaks), at a fraction of the network's time.
 
 HigherHRNet's greedy-by-joint grouping: joint types in the spec's order, each one an optimal
 assignment of its candidates to the people found so far (cost: rounded tag distance, ties broken
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+BLOCK = 8  # refinement searches a joint's map block by block, the blocks of highest heat first
 
 
 @numba.njit(cache=True)
@@ -166,4 +169,122 @@ def subpixel(heat: np.ndarray, people: np.ndarray) -> np.ndarray:
             out[p, k, 0] = x + _offset(centre, left, right)
             out[p, k, 1] = y + _offset(centre, up, down)
             out[p, k, 2] = people[p, k, 2]
+    return out
+
+
+@numba.njit(cache=True)
+def _sources(coarse: int, fine: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For every pixel along one axis of a map resized from ``coarse`` to ``fine`` pixels, its two
+    source pixels and their weights, as ``F.interpolate`` (bilinear, half-pixel centres) takes them."""
+    low, high = np.empty(fine, np.int64), np.empty(fine, np.int64)
+    low_weight, high_weight = np.empty(fine, np.float32), np.empty(fine, np.float32)
+    scale = np.float32(coarse / fine)
+    for i in range(fine):
+        src = max((np.float32(i) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+        low[i] = int(src)
+        high[i] = min(low[i] + 1, coarse - 1)
+        high_weight[i] = src - np.float32(low[i])
+        low_weight[i] = np.float32(1) - high_weight[i]
+    return low, high, low_weight, high_weight
+
+
+@numba.njit(cache=True)
+def _resize(tags: np.ndarray, k: int, rows: np.ndarray, fine: np.ndarray, y_sources: tuple,
+            x_sources: tuple) -> None:
+    """Joint ``k``'s tag maps (h, w, D) into ``fine`` (D, H, W), as ``F.interpolate`` resizes
+    them (bilinear, half-pixel centres): along rows into ``rows`` (D, h, W), then along columns."""
+    y0, y1, wy0, wy1 = y_sources
+    x0, x1, wx0, wx1 = x_sources
+    for t in range(fine.shape[0]):
+        for r in range(rows.shape[1]):
+            for x in range(rows.shape[2]):
+                rows[t, r, x] = wx0[x] * tags[k, r, x0[x], t] + wx1[x] * tags[k, r, x1[x], t]
+        for y in range(fine.shape[1]):
+            above, below, out = rows[t, y0[y]], rows[t, y1[y]], fine[t, y]
+            for x in range(fine.shape[2]):
+                out[x] = wy0[y] * above[x] + wy1[y] * below[x]
+
+
+@numba.njit(cache=True, fastmath=True)  # min and max only, of finite values: exact
+def _block_ranges(heat: np.ndarray, fine: np.ndarray, tops: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Per ``BLOCK``-square block of a joint's maps: its highest heat and the range of its tags."""
+    height, width = heat.shape
+    blocks_x = -(-width // BLOCK)
+    for b in range(len(tops)):
+        top, left = (b // blocks_x) * BLOCK, (b % blocks_x) * BLOCK
+        bottom, right = min(top + BLOCK, height), min(left + BLOCK, width)
+        highest = -np.inf
+        for y in range(top, bottom):
+            for x in range(left, right):
+                highest = max(highest, heat[y, x])
+        tops[b] = highest
+        for t in range(fine.shape[0]):
+            lo, hi = np.inf, -np.inf
+            for y in range(top, bottom):
+                for x in range(left, right):
+                    lo, hi = min(lo, fine[t, y, x]), max(hi, fine[t, y, x])
+            low[b, t], high[b, t] = lo, hi
+
+
+@numba.njit(cache=True)
+def refine(heat: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray:
+    """Each person's missing joints filled at the best place of the joint's map close in tag
+    (HigherHRNet): the first maximum of heat - round(|tag - the person's mean tag|) in raster order.
+
+    Tags (K, h, w, D) at the network's coarser resolution are resized here, for missing joints
+    only. The map is searched in blocks of ``BLOCK`` pixels, highest heat first; a block is skipped
+    when its highest heat less the rounded distance of its nearest tag is below the best score so
+    far, and the search ends at the first block whose highest heat is: the same answer, most of
+    the map unread."""
+    out = people.copy()
+    k_total, height, width = heat.shape
+    h, w, d = tags.shape[1], tags.shape[2], tags.shape[3]
+    mean = np.zeros((people.shape[0], d), np.float32)
+    for p in range(people.shape[0]):
+        found = 0
+        for k in range(k_total):
+            if people[p, k, 2] > 0:
+                mean[p] += people[p, k, 3:]
+                found += 1
+        mean[p] /= np.float32(max(found, 1))
+    y_sources, x_sources = _sources(h, height), _sources(w, width)
+    rows, fine = np.empty((d, h, width), np.float32), np.empty((d, height, width), np.float32)
+    blocks_x = -(-width // BLOCK)
+    blocks = -(-height // BLOCK) * blocks_x
+    tops, low, high = np.empty(blocks, np.float32), np.empty((blocks, d), np.float32), np.empty((blocks, d), np.float32)
+    for k in range(k_total):
+        missing = np.nonzero(people[:, k, 2] <= 0)[0]
+        if len(missing) == 0:
+            continue
+        _resize(tags, k, rows, fine, y_sources, x_sources)
+        _block_ranges(heat[k], fine, tops, low, high)
+        order = np.argsort(-tops)
+        for p in missing:
+            best, first = -np.inf, height * width
+            for b in order:
+                if tops[b] < best:
+                    break
+                squares = np.float32(0)  # the nearest the block's tags come to the person's
+                for t in range(d):
+                    gap = max(np.float32(0), low[b, t] - mean[p, t], mean[p, t] - high[b, t])
+                    squares += gap * gap
+                if tops[b] - np.rint(np.sqrt(squares)) < best:
+                    continue
+                top, left = (b // blocks_x) * BLOCK, (b % blocks_x) * BLOCK
+                for y in range(top, min(top + BLOCK, height)):
+                    for x in range(left, min(left + BLOCK, width)):
+                        if heat[k, y, x] < best:
+                            continue
+                        if d == 1:  # as the reference: |tag - mean| without a square root
+                            distance = abs(fine[0, y, x] - mean[p, 0])
+                        else:
+                            squares = np.float32(0)
+                            for t in range(d):
+                                squares += (fine[t, y, x] - mean[p, t]) * (fine[t, y, x] - mean[p, t])
+                            distance = np.sqrt(squares)
+                        score, index = heat[k, y, x] - np.rint(distance), y * width + x
+                        if score > best or (score == best and index < first):
+                            best, first = score, index
+            by, bx = first // width, first % width
+            out[p, k, 0], out[p, k, 1], out[p, k, 2] = bx, by, heat[k, by, bx]
     return out

@@ -1,8 +1,10 @@
-"""The grouping as it was before it was compiled (NumPy and SciPy, a Python loop per joint type):
-the reference that ``nas.pose.grouping`` must agree with exactly."""
+"""The grouping as it was before it was compiled (NumPy, SciPy and torch, a Python loop per joint
+type): the reference that ``nas.pose.grouping`` must agree with exactly."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from nas.pose.decode import DecodeConfig
@@ -81,3 +83,33 @@ def subpixel(heat: np.ndarray, k: np.ndarray, x: np.ndarray, y: np.ndarray) -> t
         return np.where(curvature > 1e-6, np.clip((hi - lo) / (2 * safe), -0.5, 0.5), 0.0)
 
     return x + offset(logh(yi, xl), logh(yi, xr)), y + offset(logh(yu, xi), logh(yd, xi))
+
+
+def refine(heat: torch.Tensor, tags: torch.Tensor, people: np.ndarray) -> np.ndarray:
+    """Fill each person's missing joints at the best heatmap location close in tag (HigherHRNet):
+    maximise heat - round(|tag - the person's mean tag|) over the joint's map (tags as
+    ``aggregate`` gives them, resized here for the missing joints only)."""
+    found = torch.from_numpy(people[:, :, 2] > 0)
+    person, joint = (~found).nonzero(as_tuple=True)
+    if len(person) == 0:
+        return people
+    p = torch.from_numpy(people)
+    mean_tag = (p[:, :, 3:] * found[..., None]).sum(1) / found.sum(1, keepdim=True).clamp(min=1)  # (P, D)
+    needed, slot = joint.unique(return_inverse=True)
+    fine = tags[needed]  # the missing joints' tag maps, at the heatmaps' resolution
+    if fine.shape[1:3] != heat.shape[1:]:
+        fine = F.interpolate(fine.permute(3, 0, 1, 2), size=heat.shape[1:], mode="bilinear",
+                             align_corners=False).permute(1, 2, 3, 0)
+    fine = fine[slot]  # (M, H, W, D)
+    if tags.shape[-1] == 1:  # |tag - mean| without the general norm's extra passes
+        dist = fine[..., 0].sub_(mean_tag[person][:, None]).abs_()  # (M, H, W)
+    else:
+        dist = torch.linalg.vector_norm(fine - mean_tag[person][:, None, None], dim=-1)
+    maps = heat[joint]
+    best = dist.round_().neg_().add_(maps).flatten(1).argmax(1)
+    w = heat.shape[-1]
+    out, where = people.copy(), (person.numpy(), joint.numpy())
+    out[where + (0,)] = (best % w).numpy()
+    out[where + (1,)] = (best // w).numpy()
+    out[where + (2,)] = maps.flatten(1).gather(1, best[:, None])[:, 0].numpy()
+    return out

@@ -6,7 +6,7 @@ from scipy.optimize import linear_sum_assignment
 from nas.pose.datacheck import oracle_outputs
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import Candidates, DecodeConfig, nms_radius
-from nas.pose.grouping import assign, drop_equal_peaks, match, subpixel
+from nas.pose.grouping import assign, drop_equal_peaks, match, refine, subpixel
 from nas.pose.transforms import letterbox_matrix, warp_keypoints
 from tests.conftest import COCO_MINI, shared
 from tests.pose import reference_grouping
@@ -25,9 +25,10 @@ def test_assignment_is_scipys_ties_included():
 @pytest.mark.parametrize("size", [256, 512])
 def test_compiled_grouping_finds_the_reference_people_on_coco_mini(size):
     """Oracle outputs of real coco-mini crowds, blurred with noise so that tags collide and scores
-    tie: the compiled grouping returns exactly the people of the NumPy/SciPy reference."""
+    tie: the compiled grouping returns exactly the people of the NumPy/SciPy reference; the
+    compiled refinement fills in the joints the reference fills in (those detected too weakly)."""
     ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
-    rng, cfg, people_seen = np.random.default_rng(size), DecodeConfig(), 0
+    rng, cfg, people_seen, filled = np.random.default_rng(size), DecodeConfig(), 0, 0
     order = np.asarray(ds.spec.group_order)
     for image_id in ds.image_ids[:30]:
         info = ds.coco.imgs[image_id]
@@ -36,8 +37,9 @@ def test_compiled_grouping_finds_the_reference_people_on_coco_mini(size):
         outputs[0][:, 17:] += torch.from_numpy(rng.normal(0, 0.5, outputs[0][:, 17:].shape).astype(np.float32))
         outputs[-1][:, :17] += torch.from_numpy(rng.uniform(0, 0.5, outputs[-1][:, :17].shape).astype(np.float32))
         with torch.no_grad():
-            heat, _, joints, tags = Candidates(17, 2)(*outputs)
-        heat, joints, tags = heat[0].numpy(), joints[0].numpy(), tags[0, ..., None].numpy()
+            heat, tag_maps, joints, tags = Candidates(17, 2)(*outputs)
+        heat, tag_maps = heat[0], tag_maps[0, ..., None]
+        joints, tags = joints[0].numpy(), tags[0, ..., None].numpy()
         radius = nms_radius(cfg, 2)
         assert np.array_equal(drop_equal_peaks(joints, radius), reference_grouping.equal_peaks(joints, radius))
         for threshold in (0.4, 0.8):
@@ -46,10 +48,14 @@ def test_compiled_grouping_finds_the_reference_people_on_coco_mini(size):
                              c.max_people, c.use_detection_val)
             reference = reference_grouping.match(reference_grouping.equal_peaks(joints, radius), tags, ds.spec, c)
             assert np.array_equal(compiled, reference), image_id
-            x, y = reference_grouping.subpixel(heat, np.arange(17)[None], reference[..., 0], reference[..., 1])
-            assert np.allclose(subpixel(heat, compiled)[..., :2], np.stack([x, y], -1), atol=1e-5)
+            refined = refine(heat.numpy(), tag_maps.numpy(), compiled)
+            expected = reference_grouping.refine(heat, tag_maps, reference)
+            assert np.array_equal(refined[..., :3], expected[..., :3]), image_id
+            x, y = reference_grouping.subpixel(heat.numpy(), np.arange(17)[None], expected[..., 0], expected[..., 1])
+            assert np.allclose(subpixel(heat.numpy(), refined)[..., :2], np.stack([x, y], -1), atol=1e-5)
+            filled += int((compiled[..., 2] <= 0).sum())
             people_seen += len(compiled)
-    assert people_seen > 100
+    assert people_seen > 100 and filled > 100
 
 
 def test_equal_neighbouring_peaks_count_once():
