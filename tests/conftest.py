@@ -31,6 +31,15 @@ def shared(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The user's cache folder (latency calibrations, regenerated images) of this test session
+    only, shared by the posenas processes the tests start."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POSENAS_CACHE", str(tmp_path_factory.mktemp("user-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
     """24 synthetic images at 160x160: a folder with annotations.json and images/."""

@@ -39,10 +39,12 @@ class Scale:
     predictor_passes: int
     search_trials: int
     eval_images: int
+    repeat_subnets: int  # re-measured by a fresh process (repeatability)
+    repeat_pause_s: float  # between the two measurements
 
 
-FULL = Scale(False, 1000, 14000, 20, 20, 30, 1000, 200, 4, 120, 3, 40, 100)
-QUICK = Scale(True, 200, 240, 0.75, 6, 1.5, 120, 30, 1, 16, 2, 6, 10)
+FULL = Scale(False, 1000, 14000, 20, 20, 30, 1000, 200, 4, 120, 3, 40, 100, 24, 180)
+QUICK = Scale(True, 200, 240, 0.75, 6, 1.5, 120, 30, 1, 16, 2, 6, 10, 4, 5)
 
 
 def figure(name: str, value, unit: str, target: str, ok: bool | None, scale: Scale | None = None) -> dict:
@@ -205,6 +207,38 @@ def bench_predictor(scale: Scale, work: Path) -> list[dict]:
                    "report", None)]
 
 
+def bench_repeatability(scale: Scale, work: Path) -> list[dict]:
+    """Random cpu.yaml subnets measured by a fresh ``posenas latency table`` process, then again by
+    another one minutes later: the share whose second figure lands within +/-10 % of the first,
+    timed alone with two threads (before) and against the calibrated reference with one thread
+    (the default), the two ways interleaved so that both meet the same machine."""
+    import subprocess
+    import sys
+
+    ways = {"alone, 2 threads (before)": ["--threads", "2", "--no-reference"],
+            "against the reference network, 1 thread (default)": []}
+    folder = work / "repeatability"
+    tables: dict[str, list[pd.DataFrame]] = {way: [] for way in ways}
+    for attempt in ("first", "second"):
+        for i, (way, flags) in enumerate(ways.items()):
+            out = folder / f"way{i}-{attempt}.csv"
+            subprocess.run([str(Path(sys.executable).with_name("posenas")), "latency", "table", "--space", "cpu",
+                            "--random", str(scale.repeat_subnets), "--seed", "100", "--no-cache", "--out", str(out),
+                            *flags], check=True)
+            tables[way].append(pd.read_csv(out))
+        if attempt == "first":
+            time.sleep(scale.repeat_pause_s)
+    rows = []
+    for i, (way, (first, second)) in enumerate(tables.items()):
+        change = (second["median_ms"] / first["median_ms"] - 1).abs()
+        load = f"load {first['load'].mean():.1f} then {second['load'].mean():.1f}"
+        rows.append(figure(f"latency re-measured by a fresh process {scale.repeat_pause_s / 60:.3g} min later within "
+                           f"+/-10 %, {way} ({len(change)} subnets; within 5 %: {(change <= 0.05).mean():.0%}; {load})",
+                           round(float((change <= 0.10).mean()), 3), "share", ">= 0.95" if i else "report",
+                           bool((change <= 0.10).mean() >= 0.95) if i else None, scale))
+    return rows
+
+
 def bench_runtime_speedup(scale: Scale) -> list[dict]:
     """onnxruntime against torch eager on the same subnets: why deployment latency means ONNX."""
     from nas.latency.meter import LocalBackend
@@ -222,25 +256,23 @@ def bench_runtime_speedup(scale: Scale) -> list[dict]:
     return rows
 
 
-def bench_decode(scale: Scale, work: Path, size: int = 256) -> list[dict]:
+def bench_decode(scale: Scale, work: Path) -> list[dict]:
     """Post-processing (the in-graph decoding and the grouping outside it) against the network's
     onnxruntime latency of `litepose_xs`, measured in one run, for 1, 5, 10 and 20 people."""
+    from dataclasses import replace
+
     from nas.latency.meter import LocalBackend
-    from nas.latency.postprocess import time_grouping
     from nas.latency.settings import RuntimeSettings
     from search_spaces import SearchSpace
 
     arch = SearchSpace.load("cpu").preset("litepose_xs")
-    settings = RuntimeSettings(latency_of="total", people=10)
-    f = LocalBackend(settings).measure(arch)
-    rows = []
+    rows, settings = [], RuntimeSettings(latency_of="total")
     for people in (1, 5, 10, 20):
-        grouping = time_grouping(17, size, arch["head"]["multi_resolution"], people, settings.warmup,
-                                 settings.repeats)["median_ms"]
-        post = f["in_graph_decode_ms"] + grouping
-        share = post / f["network_ms"]
-        name = (f"post-processing / network latency, {people} people at {size} px ({post:.2f} ms: in the graph "
-                f"{f['in_graph_decode_ms']:.2f}, grouping {grouping:.2f}; litepose_xs network {f['network_ms']:.2f} ms)")
+        f = LocalBackend(replace(settings, people=people)).measure(arch)
+        share = f["postprocess_ms"] / f["network_ms"]
+        name = (f"post-processing / network latency, {people} people at {arch['resolution']} px ({f['postprocess_ms']:.2f} ms: in the "
+                f"graph {f['in_graph_decode_ms']:.2f}, grouping {f['grouping_ms']:.2f}; litepose_xs network "
+                f"{f['network_ms']:.2f} ms)")
         rows.append(figure(name, round(share, 3), "share", "<= 0.25" if people == 10 else "report",
                            share <= 0.25 if people == 10 else None))
     return rows
@@ -329,9 +361,10 @@ def bench_new_budget(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: 
 FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench_baseline, "cost": bench_cost_speed,
            "largest": bench_largest_latency, "overhead": bench_supernet_overhead, "supernet": bench_supernet,
            "predictor": bench_predictor,
-           "runtime": bench_runtime_speedup, "decode": bench_decode, "search": bench_search,
+           "repeatability": bench_repeatability, "runtime": bench_runtime_speedup, "decode": bench_decode,
+           "search": bench_search,
            "new-budget": bench_new_budget}
-NEEDS_WORK = {"baseline", "supernet", "predictor", "decode", "search", "new-budget"}
+NEEDS_WORK = {"baseline", "supernet", "predictor", "repeatability", "decode", "search", "new-budget"}
 
 
 def run_benchmarks(out: str | Path = "results/bench", quick: bool = False, only: list[str] | None = None) -> list[dict]:

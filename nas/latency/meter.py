@@ -1,11 +1,12 @@
 """Measured latency of a subnet on a device, cached by (device, runtime settings, arch).
 
 The deployment latency is the static subnet exported to ONNX at its input resolution and timed in
-an onnxruntime session: warm-up runs, then repeated single-image runs; the figures are the median,
-the 90th percentile and the spread (p90 / p10). Weights do not change the time of these networks,
-so a measurement needs the arch config only. ``torch`` times eager PyTorch for comparison: it is
-not a deployment latency. ``RemoteBackend`` sends the ONNX model to ``posenas latency-server`` on
-the target device.
+an onnxruntime session: warm-up runs, then single-image runs in rounds interleaved with a reference
+network, scaled by the reference's calibrated latency (``Stopwatch``); the figures are the median,
+the 90th percentile and the spread (p90 / p10), with the machine's load and the reference's
+slowdown. Weights do not change the time of these networks, so a measurement needs the arch config
+only. ``torch`` times eager PyTorch for comparison: it is not a deployment latency.
+``RemoteBackend`` sends the ONNX model to ``posenas latency-server`` on the target device.
 """
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ import platform
 import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from nas.errors import PoseNASError
-from nas.latency.postprocess import time_grouping
+from nas.latency.postprocess import grouping_run
 from nas.latency.settings import RuntimeSettings
+from nas.latency.stopwatch import Stopwatch
 from nas.latency.timing import time_runs
 from nas.subnet.onnx import INPUT, candidates_onnx, session, to_onnx
 from search_spaces import arch_hash
@@ -51,10 +53,36 @@ def fingerprint_key(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def time_onnx(model: bytes, resolution: int, settings: RuntimeSettings) -> dict:
+def measure_model(model: bytes, resolution: int, multi_resolution: bool, num_keypoints: int,
+                  settings: RuntimeSettings, watch: Stopwatch) -> dict:
+    """A model's latency in onnxruntime on this device: a network alone (``latency_of`` network),
+    or a deployed model (``to_onnx`` with decoding) and the grouping outside it for
+    ``settings.people`` people: the total from a letterboxed image to people, with the in-graph
+    decoding also timed alone so that network and post-processing are reported apart. The one
+    measurement of this machine and of a latency server."""
     sess = session(model, settings.threads, settings.optimization, settings.provider)
     x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
-    return time_runs(lambda: sess.run(None, {INPUT: x}), settings.warmup, settings.repeats)
+    timed = watch.time(lambda: sess.run(None, {INPUT: x}))
+    if settings.latency_of == "network":
+        return {**timed, "network_ms": timed["median_ms"]}
+    in_graph = watch.once(("in_graph", num_keypoints, resolution, multi_resolution),
+                          lambda: candidates_run(num_keypoints, resolution, multi_resolution, settings))
+    grouping = watch.once(("grouping", num_keypoints, resolution, multi_resolution, settings.people),
+                          lambda: grouping_run(num_keypoints, resolution, multi_resolution, settings.people))
+    return {**timed, "median_ms": timed["median_ms"] + grouping["median_ms"],
+            "p90_ms": timed["p90_ms"] + grouping["p90_ms"],
+            "network_ms": max(timed["median_ms"] - in_graph["median_ms"], 0.0),
+            "postprocess_ms": in_graph["median_ms"] + grouping["median_ms"],
+            "in_graph_decode_ms": in_graph["median_ms"], "grouping_ms": grouping["median_ms"],
+            "people": settings.people}
+
+
+def candidates_run(num_keypoints: int, resolution: int, multi_resolution: bool, settings: RuntimeSettings):
+    """A call of the in-graph decoding alone in onnxruntime (the same for every subnet of this shape)."""
+    model = candidates_onnx(num_keypoints, resolution, multi_resolution)
+    sess = session(model, settings.threads, settings.optimization, settings.provider)
+    feeds = {i.name: np.random.default_rng(0).random(i.shape, dtype=np.float32) for i in sess.get_inputs()}
+    return lambda: sess.run(None, feeds)
 
 
 def time_torch(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dict:
@@ -72,36 +100,9 @@ def time_torch(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dic
         torch.set_num_threads(threads)
 
 
-def time_deployment(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dict:
-    """A subnet's latency in onnxruntime: its network alone (``latency_of`` network, today's
-    default), or the total from a letterboxed image to people: the exported model (network and
-    in-graph decoding) plus grouping outside it for ``settings.people`` people, with the in-graph
-    decoding also timed alone so that network and post-processing are reported apart."""
-    r, multi = arch["resolution"], arch["head"]["multi_resolution"]
-    if settings.latency_of == "network":
-        network = time_onnx(to_onnx(new_static(arch, num_keypoints), r, decode=False), r, settings)
-        return {**network, "network_ms": network["median_ms"]}
-    deployed = time_onnx(to_onnx(new_static(arch, num_keypoints), r), r, settings)
-    in_graph = time_candidates(num_keypoints, r, multi, settings)
-    grouping = time_grouping(num_keypoints, r, multi, settings.people, settings.warmup, settings.repeats)
-    return {**deployed, "median_ms": deployed["median_ms"] + grouping["median_ms"],
-            "p90_ms": deployed["p90_ms"] + grouping["p90_ms"],
-            "network_ms": max(deployed["median_ms"] - in_graph["median_ms"], 0.0),
-            "postprocess_ms": in_graph["median_ms"] + grouping["median_ms"],
-            "in_graph_decode_ms": in_graph["median_ms"], "grouping_ms": grouping["median_ms"],
-            "people": settings.people}
-
-
-@lru_cache(maxsize=64)
-def time_candidates(num_keypoints: int, resolution: int, multi_resolution: bool, settings: RuntimeSettings) -> dict:
-    """The in-graph decoding alone in onnxruntime (the same for every subnet of this shape)."""
-    model = candidates_onnx(num_keypoints, resolution, multi_resolution)
-    sess = session(model, settings.threads, settings.optimization, settings.provider)
-    feeds = {i.name: np.random.default_rng(0).random(i.shape, dtype=np.float32) for i in sess.get_inputs()}
-    return time_runs(lambda: sess.run(None, feeds), settings.warmup, settings.repeats)
-
-
-TIMERS = {"onnxruntime": time_deployment, "torch": time_torch}  # by RuntimeSettings.backend (settings.BACKENDS)
+def export_for(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> bytes:
+    """What is timed of a subnet: its network, or its deployed model (with in-graph decoding)."""
+    return to_onnx(new_static(arch, num_keypoints), arch["resolution"], decode=settings.latency_of == "total")
 
 
 class LocalBackend:
@@ -110,24 +111,29 @@ class LocalBackend:
     def __init__(self, settings: RuntimeSettings = RuntimeSettings()):
         self.settings = settings
         self.fingerprint = device_fingerprint()
+        self.watch = None
 
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
-        return TIMERS[self.settings.backend](arch, num_keypoints, self.settings)
+        if self.settings.backend == "torch":
+            return time_torch(arch, num_keypoints, self.settings)
+        if self.watch is None:  # calibrates the reference network on first use
+            self.watch = Stopwatch(self.settings, fingerprint_key(self.fingerprint))
+        return measure_model(export_for(arch, num_keypoints, self.settings), arch["resolution"],
+                             arch["head"]["multi_resolution"], num_keypoints, self.settings, self.watch)
 
 
 class RemoteBackend:
-    """Measures on the device that runs ``posenas latency-server`` at ``url``."""
+    """Measures on the device that runs ``posenas latency-server`` at ``url``: the same
+    ``measure_model``, calibrated there."""
 
     def __init__(self, url: str, settings: RuntimeSettings = RuntimeSettings(), timeout: float = 600):
         if settings.backend != "onnxruntime":
             raise PoseNASError("a latency server measures ONNX models: use the onnxruntime backend")
-        if settings.latency_of != "network":
-            raise PoseNASError("a latency server measures the network alone so far: use --latency-of network")
         self.url, self.settings, self.timeout = url.rstrip("/"), settings, timeout
         self.fingerprint = self._request("/fingerprint")
 
     def _request(self, path: str, body: bytes | None = None, query: dict | None = None) -> dict:
-        url = self.url + path + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+        url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         try:
             with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=self.timeout) as r:
                 return json.loads(r.read())
@@ -137,11 +143,9 @@ class RemoteBackend:
             raise PoseNASError(f"latency server {self.url} unreachable ({getattr(e, 'reason', e)})") from None
 
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
-        model = to_onnx(new_static(arch, num_keypoints), arch["resolution"], decode=False)
-        s = self.settings
-        return self._request("/measure", model, {"resolution": arch["resolution"], "threads": s.threads,
-                                                 "optimization": s.optimization, "provider": s.provider,
-                                                 "warmup": s.warmup, "repeats": s.repeats})
+        query = {**asdict(self.settings), "resolution": arch["resolution"],
+                 "multi_resolution": arch["head"]["multi_resolution"], "keypoints": num_keypoints}
+        return self._request("/measure", export_for(arch, num_keypoints, self.settings), query)
 
 
 class LatencyCache:
@@ -194,10 +198,11 @@ class LatencyMeter:
         return {**figures, "cached": False}
 
     def card_entry(self, arch: dict, num_keypoints: int = 17) -> dict:
-        """What an export card records of a subnet's latency: the figures, the device, the settings."""
+        """What an export card records of a subnet's latency: the figures (network and
+        post-processing apart where the total was measured), the device, the settings."""
         figures = self.measure(arch, num_keypoints)
-        return {"median_ms": figures["median_ms"], "p90_ms": figures["p90_ms"], "spread": figures["spread"],
-                "device": self.backend.fingerprint, "runtime": asdict(self.backend.settings)}
+        return {**{k: v for k, v in figures.items() if k != "cached"}, "device": self.backend.fingerprint,
+                "runtime": asdict(self.backend.settings)}
 
 
 def make_meter(settings: RuntimeSettings, url: str | None = None, cache: str | Path | None = None) -> LatencyMeter:

@@ -9,13 +9,11 @@ joints is timed too) and shared by every subnet of that resolution and head.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from nas.errors import PoseNASError
-from nas.latency.timing import time_runs
 from nas.pose.datacheck import oracle_outputs
 from nas.pose.decode import Candidates, group_candidates
 from nas.pose.keypoints import SPECS, KeypointSpec
@@ -47,15 +45,12 @@ def crowd(people: int, size: int, num_keypoints: int, seed: int = 0) -> np.ndarr
     return out
 
 
-@lru_cache(maxsize=64)
-def time_grouping(num_keypoints: int, resolution: int, multi_resolution: bool, people: int, warmup: int,
-                  repeats: int) -> dict:
-    """Median and p90 milliseconds of ``group_candidates`` on a crowd of ``people``."""
+def grouping_run(num_keypoints: int, resolution: int, multi_resolution: bool, people: int):
+    """A call of ``group_candidates`` on a crowd of ``people`` (it returns the people found)."""
     strides = (4, 2) if multi_resolution else (4,)
     outputs = oracle_outputs(crowd(people, resolution, num_keypoints), resolution, num_keypoints, strides)
     with torch.no_grad():
         heat, tags, joints, joint_tags = Candidates(num_keypoints, strides[-1])(*outputs)
     spec = spec_of(num_keypoints)
     args = (heat[0], tags[0][..., None], joints[0].numpy(), joint_tags[0][..., None].numpy(), spec, strides[-1])
-    found = len(group_candidates(*args)[0])
-    return {**time_runs(lambda: group_candidates(*args), warmup, repeats), "people_found": found}
+    return lambda: group_candidates(*args)

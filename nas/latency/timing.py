@@ -6,14 +6,24 @@ import time
 import numpy as np
 
 
-def time_runs(run, warmup: int, repeats: int) -> dict:
-    """Median, p90 and spread (p90 / p10) of ``run()`` in milliseconds."""
-    for _ in range(warmup):
-        run()
+def run_times(run, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``run()``."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    """Median, p90 and spread (p90 / p10) of times in milliseconds."""
     p10, median, p90 = np.percentile(times, [10, 50, 90])
-    return {"median_ms": float(median), "p90_ms": float(p90), "spread": float(p90 / p10), "runs": repeats}
+    return {"median_ms": float(median), "p90_ms": float(p90), "spread": float(p90 / p10), "runs": len(times)}
+
+
+def time_runs(run, warmup: int, repeats: int) -> dict:
+    """``summary`` of ``repeats`` calls of ``run()`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    return summary(run_times(run, repeats))

@@ -35,7 +35,7 @@ def test_cache_measures_a_config_once_per_device_and_settings(tmp_path):
     assert not first["cached"] and second["cached"] and first["median_ms"] == second["median_ms"]
     reopened = LatencyMeter(LocalBackend(RuntimeSettings(**FAST)), LatencyCache(tmp_path / "lat.sqlite"))
     assert reopened.measure(arch)["cached"], "a new process finds the measurement"
-    other = LatencyMeter(LocalBackend(RuntimeSettings(threads=1, **FAST)), LatencyCache(tmp_path / "lat.sqlite"))
+    other = LatencyMeter(LocalBackend(RuntimeSettings(threads=2, **FAST)), LatencyCache(tmp_path / "lat.sqlite"))
     assert not other.measure(arch)["cached"], "other runtime settings are another measurement"
     assert not meter.measure(space.max())["cached"]
     assert len(LatencyCache(tmp_path / "lat.sqlite")) == 3
@@ -55,7 +55,17 @@ def test_latency_server_measures_over_loopback():
         remote = RemoteBackend(url, RuntimeSettings(**FAST))
         assert remote.fingerprint == json.loads(json.dumps(device_fingerprint()))
         figures = remote.measure(SearchSpace.load("tiny").min())
-        assert 0 < figures["median_ms"] <= figures["p90_ms"] and figures["runs"] == 5
+        assert 0 < figures["median_ms"] <= figures["p90_ms"] and figures["runs"] == 5 and figures["slowdown"] > 0
+        total = RemoteBackend(url, RuntimeSettings(**FAST, latency_of="total", people=3)).measure(
+            SearchSpace.load("tiny").max())
+        assert total["people"] == 3 and total["grouping_ms"] > 0 and total["network_ms"] >= 0
+        for query, message in (({"resolution": 64, "people": 99}, "--people 99"),
+                               ({"resolution": 64, "repeats": 10**9}, "repeats 3 to 10000"),
+                               ({"resolution": 64, "reference": "maybe"}, "reference must be true or false"),
+                               ({"resolution": 64, "keypoints": 5}, "--keypoints 5"),
+                               ({"resolution": 10**6}, "resolution 1000000")):
+            with pytest.raises(PoseNASError, match=message):
+                remote._request("/measure", b"model", query)
         with pytest.raises(PoseNASError, match="model not runnable"):
             remote._request("/measure", b"not an onnx model", {"resolution": 64})
     finally:
@@ -112,7 +122,36 @@ def test_total_latency_adds_post_processing_for_a_stated_crowd_and_is_cached_apa
 
 
 def test_grouping_times_the_crowd_it_was_given():
-    from nas.latency.postprocess import time_grouping
+    from nas.latency.postprocess import crowd, grouping_run
 
-    assert time_grouping(17, 128, True, 7, 0, 3)["people_found"] == 7
-    assert time_grouping(17, 128, False, 0, 0, 3)["people_found"] == 0
+    assert len(grouping_run(17, 128, True, 7)()[0]) == 7
+    assert len(grouping_run(17, 128, False, 0)()[0]) == 0
+    assert 0 < (crowd(20, 256, 17)[..., 2] == 0).mean() < 0.4, "some joints hidden, so that refinement is timed"
+
+
+def test_timing_against_the_calibrated_reference(tmp_path, capsys):
+    from nas.latency.stopwatch import CALIBRATIONS, Stopwatch
+
+    settings = RuntimeSettings(**FAST)
+    watch = Stopwatch(settings, "device-a", tmp_path)
+    calibrations = json.loads((tmp_path / CALIBRATIONS).read_text())
+    (entry,) = calibrations.values()
+    assert entry["reference_ms"] == watch.reference_ms > 0 and "load" in entry
+    again = Stopwatch(settings, "device-a", tmp_path)
+    assert again.reference_ms == watch.reference_ms, "calibrated once per device: every process scales alike"
+    Stopwatch(settings, "device-b", tmp_path)
+    assert len(json.loads((tmp_path / CALIBRATIONS).read_text())) == 2
+    figures = watch.time(lambda: sum(range(2000)))
+    assert figures["median_ms"] == pytest.approx(figures["raw_median_ms"] / figures["slowdown"], rel=0.5)
+    assert figures["runs"] == 5 and figures["load"] >= 0
+    assert "busy" not in capsys.readouterr().err or figures["slowdown"] > 1.5
+    calibrations = {k: {**v, "reference_ms": v["reference_ms"] / 100} for k, v in calibrations.items()}
+    (tmp_path / CALIBRATIONS).write_text(json.dumps(calibrations))  # as if calibrated on a 100x faster day
+    busy = Stopwatch(settings, "device-a", tmp_path)
+    scaled = busy.time(lambda: sum(range(2000)))
+    assert scaled["slowdown"] > 10 and scaled["median_ms"] < scaled["raw_median_ms"] / 10, "scaled by the reference"
+    assert busy.time(lambda: None)["slowdown"] > 1.5
+    assert capsys.readouterr().err.count("warning: the machine is busy") == 1, "warned once"
+    alone = Stopwatch(RuntimeSettings(reference=False, **FAST), "device-a", tmp_path).time(lambda: None)
+    assert "slowdown" not in alone and alone["runs"] == 5
+    assert RuntimeSettings().key() != RuntimeSettings(reference=False).key()

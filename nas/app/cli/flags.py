@@ -80,6 +80,8 @@ def latency_flags(p: argparse.ArgumentParser) -> None:
                         f"(default {default.latency_of})")
     p.add_argument("--people", type=int, help=f"with --latency-of total: the crowd grouping is timed on "
                                               f"(default {default.people})")
+    p.add_argument("--no-reference", dest="reference", action="store_false", default=None,
+                   help="time alone, not against the reference network scaled by its calibrated latency")
     p.add_argument("--url", help="measure on a remote posenas latency-server (http://host:port)")
     p.add_argument("--cache", default="results/latency-cache.sqlite", help="persistent measurement table")
     p.add_argument("--no-cache", action="store_true")

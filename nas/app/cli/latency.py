@@ -5,6 +5,7 @@ from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
 from nas.app.cli.flags import arch_flags, chosen_arch, cost_row, latency_flags, meter
+from nas.latency.settings import REFERENCE_NETWORK
 
 
 class Measure(Command):
@@ -26,12 +27,50 @@ class Measure(Command):
         print(f"{label}: {settings.latency_of} median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, "
               f"spread {figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {settings.threads} "
               f"threads)")
+        if "slowdown" in figures:
+            print(f"  timed against the reference network {'/'.join(REFERENCE_NETWORK)}: it ran {figures['slowdown']:.2f}x "
+                  f"its calibrated latency; load {figures['load']:.2f}")
         if settings.latency_of == "total":
             print(f"  network {figures['network_ms']:.2f} ms + post-processing {figures['postprocess_ms']:.2f} ms "
                   f"(in the graph {figures['in_graph_decode_ms']:.2f} ms, grouping {figures['people']} people "
                   f"{figures['grouping_ms']:.2f} ms)")
         if args.json:
             print_json_last({**figures, "backend": settings.backend, **cost_row(arch, args.keypoints)})
+
+
+class Table(Command):
+    """measure many subnets (random ones, or the space's presets) into a CSV table"""
+
+    name = "latency table"
+
+    def add_arguments(self, p):
+        p.add_argument("--space", default="cpu", help="shipped space name (cpu, default, tiny) or YAML path")
+        p.add_argument("--keypoints", type=int, default=17)
+        p.add_argument("--random", type=int, default=0, help="this many random subnets (seeds --seed, --seed+1, ...)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--presets", action="store_true", help="the space's presets (min, max, LitePose-like, ...)")
+        p.add_argument("--out", required=True, help="CSV file")
+        latency_flags(p)
+
+    def take_action(self, args):
+        import pandas as pd
+        from tqdm import tqdm
+
+        from nas.errors import PoseNASError
+        from nas.io import write_text
+        from search_spaces import SearchSpace
+
+        space = SearchSpace.load(args.space)
+        if args.random < 0 or not (args.random or args.presets):
+            raise PoseNASError(f"--random {args.random}: give a positive count of subnets, or --presets")
+        archs = {name: space.preset(name) for name in space.preset_names()} if args.presets else {}
+        archs.update({f"random-{args.seed + i}": space.random(args.seed + i) for i in range(args.random)})
+        latency, rows = meter(args), []
+        for name, arch in tqdm(archs.items(), desc="latency", unit="subnet"):
+            figures = latency.measure(space.canonical(arch), args.keypoints)
+            rows.append({"subnet": name, **cost_row(arch, args.keypoints), **figures})
+        write_text(args.out, pd.DataFrame(rows).to_csv(index=False))
+        print(f"{len(rows)} subnets: {args.out}")
 
 
 class BuildPredictor(Command):
@@ -74,4 +113,4 @@ class Server(Command):
         serve(args.port, args.host)
 
 
-COMMANDS = [Measure, BuildPredictor, Server]
+COMMANDS = [Measure, Table, BuildPredictor, Server]

@@ -1,0 +1,129 @@
+"""Timing that repeats on a shared, drifting machine: every call timed against a fixed reference
+network in the same rounds, and scaled by the reference's calibrated latency on this device.
+
+On a machine that other processes share, clock speed and contention move a measurement by tens
+of percent within minutes; they move the reference alike. Measured on two cores with one kept
+busy (results/README.md), re-measuring 16 subnets in a fresh process landed within +/-10 % for
+75 % of them timed alone and for 94 % timed relative to the reference. The reference's latency is
+calibrated once per device and runtime settings (the fastest of many short rounds, the machine at
+its quietest) and kept in the user's cache, so that every process, run and search on this device
+scales by the same figure. Each measurement records the machine's load and the slowdown the
+reference saw, and a slowdown beyond ``BUSY`` is worth a warning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from nas.io import read_json, write_json
+from nas.latency.settings import REFERENCE_NETWORK, RuntimeSettings
+from nas.latency.timing import run_times, summary, time_runs
+
+ROUND = 5  # runs of the measured call, then of the reference, per round
+CALIBRATION_ROUNDS = 20
+BUSY = 1.5  # the reference this much slower than calibrated: the machine is busy
+CALIBRATIONS = "latency-reference.json"  # in the user's cache folder
+
+
+@lru_cache(maxsize=1)
+def reference_model() -> tuple[bytes, int]:
+    """The reference network's ONNX model and input size (weights do not change its time)."""
+    import torch
+
+    from nas.subnet.onnx import to_onnx
+    from search_spaces import SearchSpace
+    from supernet.network import new_static
+
+    arch = SearchSpace.load(REFERENCE_NETWORK[0]).resolve(REFERENCE_NETWORK[1])
+    torch.manual_seed(0)
+    return to_onnx(new_static(arch, 17), arch["resolution"], decode=False), arch["resolution"]
+
+
+def reference_run(settings: RuntimeSettings) -> Callable[[], object]:
+    from nas.subnet.onnx import INPUT, session
+
+    model, size = reference_model()
+    sess = session(model, settings.threads, settings.optimization, settings.provider)
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+    return lambda: sess.run(None, {INPUT: x})
+
+
+def calibration_key(settings: RuntimeSettings, device: str) -> str:
+    """What the reference's latency depends on: the device and how onnxruntime runs."""
+    return json.dumps({"device": device, "reference": list(REFERENCE_NETWORK), "threads": settings.threads,
+                       "optimization": settings.optimization, "provider": settings.provider}, sort_keys=True)
+
+
+def calibrate(run: Callable[[], object], warmup: int) -> float:
+    """The reference's latency on this device: the fastest median of many short rounds, taken
+    when the machine was quietest."""
+    for _ in range(warmup):
+        run()
+    return min(float(np.median(run_times(run, 2 * ROUND))) for _ in range(CALIBRATION_ROUNDS))
+
+
+class Stopwatch:
+    """Times calls on this device: alone, or (``settings.reference``) interleaved with the
+    reference network and scaled by its calibrated latency, stored under ``folder``."""
+
+    def __init__(self, settings: RuntimeSettings, device: str, folder=None, recalibrate: bool = False):
+        self.settings = settings
+        self.reference = reference_run(settings) if settings.reference else None
+        self.reference_ms = None
+        if self.reference is not None:
+            self.reference_ms = self._calibrated(device, folder, recalibrate)
+        self.warned, self.timed = False, {}
+
+    def _calibrated(self, device: str, folder, recalibrate: bool) -> float:
+        if folder is None:
+            from nas.subnet.zoo import cache_folder
+            folder = cache_folder()
+        path, key = os.path.join(folder, CALIBRATIONS), calibration_key(self.settings, device)
+        table = read_json(path, "latency calibration") if os.path.exists(path) else {}
+        if recalibrate or key not in table:
+            table[key] = {"reference_ms": calibrate(self.reference, self.settings.warmup), "measured_at": time.time(),
+                          "load": os.getloadavg()[0]}
+            write_json(path, table, indent=1)
+        return float(table[key]["reference_ms"])
+
+    def time(self, run: Callable[[], object]) -> dict:
+        """Median, p90 and spread of ``run`` in milliseconds (scaled by the reference when there is
+        one: then also its raw median, the reference's slowdown and the machine's load)."""
+        s = self.settings
+        if self.reference is None:
+            return {**time_runs(run, s.warmup, s.repeats), "load": os.getloadavg()[0]}
+        for _ in range(s.warmup):
+            run()
+            self.reference()
+        scaled, raw, slowdowns = [], [], []
+        for _ in range(max(1, s.repeats // ROUND)):  # each round scaled by the reference's round beside it
+            own = run_times(run, ROUND)
+            slowdowns.append(float(np.median(run_times(self.reference, ROUND))) / self.reference_ms)
+            raw += own
+            scaled += [t / slowdowns[-1] for t in own]
+        figures = summary(scaled)
+        rounds = [float(np.median(scaled[i:i + ROUND])) for i in range(0, len(scaled), ROUND)]
+        slowdown = float(np.median(slowdowns))
+        self._warn(slowdown)
+        return {**figures, "median_ms": float(np.median(rounds)), "raw_median_ms": float(np.median(raw)),
+                "slowdown": slowdown, "load": os.getloadavg()[0]}
+
+    def once(self, key, make_run: Callable[[], Callable[[], object]]) -> dict:
+        """``time`` of a call that many measurements share (the decoding of one shape), timed once
+        in this process."""
+        if key not in self.timed:
+            self.timed[key] = self.time(make_run())
+        return self.timed[key]
+
+    def _warn(self, slowdown: float) -> None:
+        if slowdown > BUSY and not self.warned:
+            self.warned = True
+            print(f"warning: the machine is busy (the reference network runs {slowdown:.1f}x slower than calibrated, "
+                  f"load {os.getloadavg()[0]:.1f}); latencies are scaled by it, but re-measure on a quiet machine "
+                  f"for the best figures", file=sys.stderr)
