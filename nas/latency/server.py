@@ -9,13 +9,12 @@ each other's timings.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from nas.errors import PoseNASError
-from dataclasses import fields
-
 from nas.config import typed
+from nas.errors import PoseNASError
 from nas.latency.meter import device_fingerprint, fingerprint_key, measure_model
 from nas.latency.postprocess import spec_of
 from nas.latency.settings import RuntimeSettings
