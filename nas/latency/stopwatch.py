@@ -72,21 +72,23 @@ class Stopwatch:
     """Times calls on this device: alone, or (``settings.reference``) interleaved with the
     reference network and scaled by its calibrated latency, stored under ``folder``."""
 
-    def __init__(self, settings: RuntimeSettings, device: str, folder=None, recalibrate: bool = False):
+    def __init__(self, settings: RuntimeSettings, device: str, folder=None):
         self.settings = settings
         self.reference = reference_run(settings) if settings.reference else None
         self.reference_ms = None
         if self.reference is not None:
-            self.reference_ms = self._calibrated(device, folder, recalibrate)
+            self.reference_ms = self._calibrated(device, folder)
         self.warned, self.timed = False, {}
 
-    def _calibrated(self, device: str, folder, recalibrate: bool) -> float:
+    def _calibrated(self, device: str, folder) -> float:
+        """The stored calibration of this device and settings, made on first use (delete the
+        file to calibrate again, after a change of hardware, say)."""
         if folder is None:
             from nas.subnet.zoo import cache_folder
             folder = cache_folder()
         path, key = os.path.join(folder, CALIBRATIONS), calibration_key(self.settings, device)
         table = read_json(path, "latency calibration") if os.path.exists(path) else {}
-        if recalibrate or key not in table:
+        if key not in table:
             table[key] = {"reference_ms": calibrate(self.reference, self.settings.warmup), "measured_at": time.time(),
                           "load": os.getloadavg()[0]}
             write_json(path, table, indent=1)
