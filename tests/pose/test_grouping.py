@@ -24,13 +24,13 @@ def test_assignment_is_scipys_ties_included():
 
 @pytest.mark.parametrize("size", [256, 512])
 def test_compiled_grouping_finds_the_reference_people_on_coco_mini(size):
-    """Oracle outputs of real coco-mini crowds, blurred with noise so that tags collide and scores
+    """Oracle outputs of real coco-mini crowds (20 images), blurred with noise so that tags collide and scores
     tie: the compiled grouping returns exactly the people of the NumPy/SciPy reference; the
     compiled refinement fills in the joints the reference fills in (those detected too weakly)."""
     ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
     rng, cfg, people_seen, filled = np.random.default_rng(size), DecodeConfig(), 0, 0
     order = np.asarray(ds.spec.group_order)
-    for image_id in ds.image_ids[:30]:
+    for image_id in ds.image_ids[:20]:
         info = ds.coco.imgs[image_id]
         keypoints = warp_keypoints(ds.people(image_id)[0], letterbox_matrix(info["width"], info["height"], size), size)
         outputs = oracle_outputs(keypoints, size, 17, (4, 2))
@@ -55,7 +55,7 @@ def test_compiled_grouping_finds_the_reference_people_on_coco_mini(size):
             assert np.allclose(subpixel(heat.numpy(), refined)[..., :2], np.stack([x, y], -1), atol=1e-5)
             filled += int((compiled[..., 2] <= 0).sum())
             people_seen += len(compiled)
-    assert people_seen > 100 and filled > 100
+    assert people_seen > 60 and filled > 60
 
 
 def test_equal_neighbouring_peaks_count_once():
