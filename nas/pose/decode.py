@@ -85,9 +85,10 @@ def tags_at(tags: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: tuple[in
 
 def peaks(heat: torch.Tensor, radius: int) -> torch.Tensor:
     """Where ``heat`` (..., H, W) is the maximum of its (2r+1)^2 window: one max-pool, a single
-    fused operator in an exported graph. Equal neighbouring maxima all pass here; ``grouping.drop_equal_peaks``
-    keeps the first of them in raster order among the candidates (a peak midway between two
-    pixels counts once), where a second max-pool over the whole map cost more than the first."""
+    fused operator in an exported graph. Equal neighbouring maxima all pass here;
+    ``grouping.drop_equal_peaks`` keeps the first of them in raster order among the candidates (a
+    peak midway between two pixels counts once), where a second max-pool over the whole map cost
+    more than the first."""
     return heat == F.max_pool2d(heat, 2 * radius + 1, 1, radius)
 
 
