@@ -270,9 +270,9 @@ def bench_decode(scale: Scale, work: Path) -> list[dict]:
     for people in (1, 5, 10, 20):
         f = LocalBackend(replace(settings, people=people)).measure(arch)
         share = f["postprocess_ms"] / f["network_ms"]
-        name = (f"post-processing / network latency, {people} people at {arch['resolution']} px ({f['postprocess_ms']:.2f} ms: in the "
-                f"graph {f['in_graph_decode_ms']:.2f}, grouping {f['grouping_ms']:.2f}; litepose_xs network "
-                f"{f['network_ms']:.2f} ms)")
+        name = (f"post-processing / network latency, {people} people at {arch['resolution']} px "
+                f"({f['postprocess_ms']:.2f} ms: in the graph {f['in_graph_decode_ms']:.2f}, grouping "
+                f"{f['grouping_ms']:.2f}; litepose_xs network {f['network_ms']:.2f} ms)")
         rows.append(figure(name, round(share, 3), "share", "<= 0.25" if people == 10 else "report",
                            share <= 0.25 if people == 10 else None))
     return rows

@@ -22,7 +22,6 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from nas.errors import PoseNASError
@@ -30,7 +29,7 @@ from nas.latency.postprocess import grouping_run
 from nas.latency.settings import RuntimeSettings
 from nas.latency.stopwatch import Stopwatch
 from nas.latency.timing import time_runs
-from nas.subnet.onnx import INPUT, candidates_onnx, session, to_onnx
+from nas.subnet.onnx import candidates_onnx, runner, to_onnx
 from search_spaces import arch_hash
 from supernet.network import new_static
 
@@ -60,13 +59,12 @@ def measure_model(model: bytes, resolution: int, multi_resolution: bool, num_key
     ``settings.people`` people: the total from a letterboxed image to people, with the in-graph
     decoding also timed alone so that network and post-processing are reported apart. The one
     measurement of this machine and of a latency server."""
-    sess = session(model, settings.threads, settings.optimization, settings.provider)
-    x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
-    timed = watch.time(lambda: sess.run(None, {INPUT: x}))
+    timed = watch.time(runner(model, settings.threads, settings.optimization, settings.provider))
     if settings.latency_of == "network":
         return {**timed, "network_ms": timed["median_ms"]}
     in_graph = watch.once(("in_graph", num_keypoints, resolution, multi_resolution),
-                          lambda: candidates_run(num_keypoints, resolution, multi_resolution, settings))
+                          lambda: runner(candidates_onnx(num_keypoints, resolution, multi_resolution),
+                                         settings.threads, settings.optimization, settings.provider))
     grouping = watch.once(("grouping", num_keypoints, resolution, multi_resolution, settings.people),
                           lambda: grouping_run(num_keypoints, resolution, multi_resolution, settings.people))
     return {**timed, "median_ms": timed["median_ms"] + grouping["median_ms"],
@@ -75,14 +73,6 @@ def measure_model(model: bytes, resolution: int, multi_resolution: bool, num_key
             "postprocess_ms": in_graph["median_ms"] + grouping["median_ms"],
             "in_graph_decode_ms": in_graph["median_ms"], "grouping_ms": grouping["median_ms"],
             "people": settings.people}
-
-
-def candidates_run(num_keypoints: int, resolution: int, multi_resolution: bool, settings: RuntimeSettings):
-    """A call of the in-graph decoding alone in onnxruntime (the same for every subnet of this shape)."""
-    model = candidates_onnx(num_keypoints, resolution, multi_resolution)
-    sess = session(model, settings.threads, settings.optimization, settings.provider)
-    feeds = {i.name: np.random.default_rng(0).random(i.shape, dtype=np.float32) for i in sess.get_inputs()}
-    return lambda: sess.run(None, feeds)
 
 
 def time_torch(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dict:

@@ -24,7 +24,7 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024
 MAX_SETTINGS = 32  # stopwatches kept (one per runtime settings a client asked for)
 
 
-SETTINGS = {f.name: f.type for f in fields(RuntimeSettings)}
+SETTINGS = {f.name: f.type for f in fields(RuntimeSettings)}  # name: "str", "int" or "bool"
 
 
 def flag(value: str, name: str) -> bool:
@@ -39,8 +39,7 @@ def measurement_settings(q: dict) -> RuntimeSettings:
     for name, kind in SETTINGS.items():
         if name in q:
             value = q[name]
-            given[name] = flag(value, name) if kind in (bool, "bool") else (
-                int(value) if kind in (int, "int") else value)
+            given[name] = flag(value, name) if kind == "bool" else int(value) if kind == "int" else value
     return typed(RuntimeSettings, given, "query")
 
 

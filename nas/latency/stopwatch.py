@@ -20,10 +20,15 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
+import torch
 
 from nas.io import read_json, write_json
 from nas.latency.settings import REFERENCE_NETWORK, RuntimeSettings
 from nas.latency.timing import run_times, summary, time_runs
+from nas.subnet.onnx import runner, to_onnx
+from nas.subnet.zoo import cache_folder
+from search_spaces import SearchSpace
+from supernet.network import new_static
 
 ROUND = 5  # runs of the measured call, then of the reference, per round
 CALIBRATION_ROUNDS = 20
@@ -32,26 +37,11 @@ CALIBRATIONS = "latency-reference.json"  # in the user's cache folder
 
 
 @lru_cache(maxsize=1)
-def reference_model() -> tuple[bytes, int]:
-    """The reference network's ONNX model and input size (weights do not change its time)."""
-    import torch
-
-    from nas.subnet.onnx import to_onnx
-    from search_spaces import SearchSpace
-    from supernet.network import new_static
-
+def reference_model() -> bytes:
+    """The reference network's ONNX model (weights do not change its time)."""
     arch = SearchSpace.load(REFERENCE_NETWORK[0]).resolve(REFERENCE_NETWORK[1])
     torch.manual_seed(0)
-    return to_onnx(new_static(arch, 17), arch["resolution"], decode=False), arch["resolution"]
-
-
-def reference_run(settings: RuntimeSettings) -> Callable[[], object]:
-    from nas.subnet.onnx import INPUT, session
-
-    model, size = reference_model()
-    sess = session(model, settings.threads, settings.optimization, settings.provider)
-    x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
-    return lambda: sess.run(None, {INPUT: x})
+    return to_onnx(new_static(arch, 17), arch["resolution"], decode=False)
 
 
 def calibration_key(settings: RuntimeSettings, device: str) -> str:
@@ -74,7 +64,8 @@ class Stopwatch:
 
     def __init__(self, settings: RuntimeSettings, device: str, folder=None):
         self.settings = settings
-        self.reference = reference_run(settings) if settings.reference else None
+        self.reference = (runner(reference_model(), settings.threads, settings.optimization, settings.provider)
+                          if settings.reference else None)
         self.reference_ms = None
         if self.reference is not None:
             self.reference_ms = self._calibrated(device, folder)
@@ -83,10 +74,7 @@ class Stopwatch:
     def _calibrated(self, device: str, folder) -> float:
         """The stored calibration of this device and settings, made on first use (delete the
         file to calibrate again, after a change of hardware, say)."""
-        if folder is None:
-            from nas.subnet.zoo import cache_folder
-            folder = cache_folder()
-        path, key = os.path.join(folder, CALIBRATIONS), calibration_key(self.settings, device)
+        path, key = os.path.join(folder or cache_folder(), CALIBRATIONS), calibration_key(self.settings, device)
         table = read_json(path, "latency calibration") if os.path.exists(path) else {}
         if key not in table:
             table[key] = {"reference_ms": calibrate(self.reference, self.settings.warmup), "measured_at": time.time(),

@@ -157,8 +157,9 @@ def group_candidates(heat: torch.Tensor, tags: torch.Tensor, joints: np.ndarray,
     if len(people) == 0:
         return np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32)
     scores = people[:, :, 2].mean(1)
+    heat = heat.numpy()
     if cfg.refine:
-        people = grouping.refine(heat.numpy(), tags.numpy(), people)
-    out = grouping.subpixel(heat.numpy(), people)
+        people = grouping.refine(heat, tags.numpy(), people)
+    out = grouping.subpixel(heat, people)
     order = np.argsort(-scores)[:cfg.max_people]
     return out[order], scores[order]

@@ -80,6 +80,15 @@ def session(model: bytes, threads: int = 0, optimization: str = "all",
     return ort.InferenceSession(model, options, providers=[provider])
 
 
+def runner(model: bytes, threads: int = 0, optimization: str = "all", provider: str = "CPUExecutionProvider"):
+    """A call of ``model`` in a session of its own on fixed random inputs of every input's (static)
+    shape: what latency times (the values do not change the time of these models)."""
+    sess = session(model, threads, optimization, provider)
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rng.random(i.shape, dtype=np.float32) for i in sess.get_inputs()}
+    return lambda: sess.run(None, feeds)
+
+
 def max_abs_difference(net: nn.Module, model: bytes, resolution: int, seed: int = 0) -> float:
     """Largest |onnxruntime - torch| over all outputs for one random input (of a deployed model:
     over candidates that are peaks; the order of the zero-score rest is arbitrary)."""
