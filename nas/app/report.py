@@ -76,7 +76,8 @@ def plot_run(run: str | Path) -> list[Path]:
     predicted = None
     if (folder / VERIFIED).is_file():  # a search on predictions: its measured points are the verified ones
         predicted, trials = trials, pd.read_csv(folder / VERIFIED)
-    budget = read_json(folder / "pareto.json")["latency_budget_ms"]
+    pareto = read_json(folder / "pareto.json")
+    budget, latency_of = pareto["latency_budget_ms"], pareto.get("latency_of", "network")
     baselines = pd.read_csv(run.baselines) if run.baselines.is_file() else pd.DataFrame()
     winners = finetuned(run)
     trials["gmacs"] = trials["macs"] / 1e9
@@ -84,7 +85,7 @@ def plot_run(run: str | Path) -> list[Path]:
     front = pareto_front(trials)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for ax, x, xlabel in ((axes[0], "latency_ms", "latency (ms, onnxruntime, median)"), (axes[1], "gmacs", "GMACs")):
+    for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {latency_of}, onnxruntime, median)"), (axes[1], "gmacs", "GMACs")):
         if predicted is not None:
             px = predicted[x] if x == "latency_ms" else predicted["macs"] / 1e9
             ax.scatter(px, predicted["AP"], s=6, color="tab:cyan", alpha=0.25,

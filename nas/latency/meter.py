@@ -85,7 +85,8 @@ def time_torch(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dic
         torch.set_num_threads(settings.threads)
     try:
         with torch.inference_mode():
-            return time_runs(lambda: net(x), settings.warmup, settings.repeats)
+            timed = time_runs(lambda: net(x), settings.warmup, settings.repeats)
+        return {**timed, "network_ms": timed["median_ms"]}
     finally:
         torch.set_num_threads(threads)
 
@@ -176,6 +177,10 @@ class LatencyMeter:
     def __init__(self, backend: LocalBackend | RemoteBackend, cache: LatencyCache | None = None):
         self.backend, self.cache = backend, cache
         self.device = fingerprint_key(backend.fingerprint)
+
+    @property
+    def settings(self) -> RuntimeSettings:
+        return self.backend.settings
 
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
         key = (self.device, self.backend.settings.key(), f"{arch_hash(arch)}-k{num_keypoints}")

@@ -1,15 +1,18 @@
-"""A latency predictor fitted to measurements on one device: a non-negative linear model over the
-analytic per-kind cost features (``supernet.cost.FEATURES``), fitted for relative error.
+"""A latency predictor fitted to measurements on one device: a non-negative linear model of the
+network over the analytic per-kind cost features (``supernet.cost.FEATURES``), fitted for relative
+error, plus, for end-to-end latency, a measured post-processing term per input resolution and head.
 
 Per-kind weights play the part of nn-Meter's kernel lookup table: a depthwise MAC, a pointwise MAC
 and a written activation each get their own price on this device, and ``ops`` prices the fixed
 cost of launching an operator. Non-negative least squares on rows scaled by 1 / measurement
-minimises the relative error, which is what "within +/-10 %" judges.
+minimises the relative error, which is what "within +/-10 %" judges. Post-processing (in-graph
+decoding and grouping) depends on the output maps' size and the crowd, not on the backbone, so it
+is a lookup table measured once per resolution and head.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from scipy.optimize import nnls
 
 from nas.errors import PoseNASError
 from nas.io import write_json
+from nas.latency.settings import measured_for
 from supernet.cost import FEATURES, arch_cost
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # fitted on a 2-core x86 server, 126 subnets
@@ -35,34 +39,53 @@ def feature_vector(arch: dict, num_keypoints: int = 17) -> np.ndarray:
                                                                      for name in FEATURES])
 
 
+def postprocess_key(arch: dict) -> str:
+    """What the post-processing's cost depends on in an arch config: its resolution and head."""
+    return f"{arch['resolution']}px/{'two' if arch['head']['multi_resolution'] else 'one'}-resolution head"
+
+
 @dataclass
 class LatencyPredictor:
-    coefficients: list[float]
+    coefficients: list[float]  # the network's prices, one per NAMES
     device: dict
-    settings: dict
+    settings: dict  # the RuntimeSettings measured with (latency_of, people: what ``predict`` times)
     num_keypoints: int = 17
+    postprocess_ms: dict[str, float] = field(default_factory=dict)  # postprocess_key -> ms; empty: network only
 
     @classmethod
-    def fit(cls, archs: list[dict], latencies_ms: list[float], device: dict, settings: dict,
-            num_keypoints: int = 17) -> "LatencyPredictor":
+    def fit(cls, archs: list[dict], network_ms: list[float], device: dict, settings: dict, num_keypoints: int = 17,
+            postprocess_ms: dict[str, float] | None = None) -> "LatencyPredictor":
         x = np.stack([feature_vector(a, num_keypoints) for a in archs])
-        y = np.asarray(latencies_ms, dtype=float)
+        y = np.asarray(network_ms, dtype=float)
         coef, _ = nnls(x / y[:, None], np.ones(len(y)))
-        return cls(coef.tolist(), device, settings, num_keypoints)
+        return cls(coef.tolist(), device, settings, num_keypoints, dict(postprocess_ms or {}))
 
-    def predict(self, arch: dict) -> float:
+    def network(self, arch: dict) -> float:
         return float(feature_vector(arch, self.num_keypoints) @ np.asarray(self.coefficients))
 
-    def adapted(self, archs: list[dict], measured_ms: list[float], device: dict) -> "LatencyPredictor":
-        """This predictor moved to another device: every price scaled by the median ratio of measured
-        to predicted latency on a few anchor subnets (a device factor; the verification of a
-        search measures its candidates for real anyway)."""
-        factor = float(np.median(np.asarray(measured_ms) / np.array([self.predict(a) for a in archs])))
+    def predict(self, arch: dict) -> float:
+        """The latency its settings measure: the network, plus post-processing for the total."""
+        if measured_for(self.settings) == "network":
+            return self.network(arch)
+        key = postprocess_key(arch)
+        if key not in self.postprocess_ms:
+            raise PoseNASError(f"latency predictor: no post-processing measured for {key} "
+                               f"(it has {sorted(self.postprocess_ms)}); rebuild it for this space")
+        return self.network(arch) + self.postprocess_ms[key]
+
+    def adapted(self, archs: list[dict], network_ms: list[float], device: dict, settings: dict,
+                postprocess_ms: dict[str, float]) -> "LatencyPredictor":
+        """This predictor moved to another device and settings: the network's prices scaled by the
+        median ratio of measured to predicted network latency on a few anchor subnets (a device
+        factor; the verification of a search measures its candidates for real anyway), the
+        post-processing measured there."""
+        factor = float(np.median(np.asarray(network_ms) / np.array([self.network(a) for a in archs])))
         return LatencyPredictor([c * factor for c in self.coefficients], device,
-                                {**self.settings, "adapted_from": self.device, "factor": factor}, self.num_keypoints)
+                                {**settings, "adapted_from": self.device, "factor": factor}, self.num_keypoints,
+                                postprocess_ms)
 
     def save(self, path: str | Path) -> None:
-        write_json(path, {"features": NAMES, "coefficients": self.coefficients,
+        write_json(path, {"features": NAMES, "coefficients": self.coefficients, "postprocess_ms": self.postprocess_ms,
                           "device": self.device, "settings": self.settings, "num_keypoints": self.num_keypoints},
                    indent=1)
 
@@ -73,23 +96,42 @@ class LatencyPredictor:
             d = json.loads(path.read_text(encoding="utf-8"))
             if d["features"] != NAMES:
                 raise PoseNASError(f"{path}: built for other features {d['features']}; rebuild it")
-            return cls(d["coefficients"], d["device"], d["settings"], d["num_keypoints"])
+            return cls(d["coefficients"], d["device"], d["settings"], d["num_keypoints"], d.get("postprocess_ms", {}))
         except FileNotFoundError:
             raise PoseNASError(f"latency predictor not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise PoseNASError(f"{path}: not a latency predictor ({type(e).__name__}: {e})") from None
 
 
+def postprocess_terms(meter, space, num_keypoints: int = 17, progress: bool = True) -> dict[str, float]:
+    """The post-processing of every resolution and head of ``space`` on ``meter``'s device, each
+    measured on the smallest subnet (nothing for a network-only meter)."""
+    from tqdm import tqdm
+
+    if meter.settings.latency_of != "total":
+        return {}
+    archs = []
+    for resolution in space.spec["resolution"]:
+        for multi in space.spec["head"]["multi_resolution"]:
+            arch = space.min()
+            arch["resolution"], arch["head"]["multi_resolution"] = resolution, multi
+            archs.append(space.canonical(arch))
+    return {postprocess_key(a): meter.measure(a, num_keypoints)["postprocess_ms"]
+            for a in tqdm(archs, desc="post-processing", disable=not progress)}
+
+
 def adapted_reference(meter, space, anchors: tuple[str, ...] = ANCHORS, progress: bool = True) -> LatencyPredictor:
-    """The shipped latency model moved to ``meter``'s device by measuring a few anchor presets of
-    ``space`` there (seconds, where building a predictor takes minutes)."""
+    """The shipped latency model moved to ``meter``'s device and settings by measuring a few anchor
+    presets of ``space`` there, and the post-processing of each resolution and head (seconds,
+    where building a predictor takes minutes)."""
     from tqdm import tqdm
 
     reference = LatencyPredictor.load(REFERENCE)
     archs = [space.canonical(space.resolve(name)) for name in anchors]
-    measured = [meter.measure(a, reference.num_keypoints)["median_ms"]
-                for a in tqdm(archs, desc="latency anchors", disable=not progress)]
-    return reference.adapted(archs, measured, meter.backend.fingerprint)
+    network = [meter.measure(a, reference.num_keypoints)["network_ms"]
+               for a in tqdm(archs, desc="latency anchors", disable=not progress)]
+    return reference.adapted(archs, network, meter.backend.fingerprint, asdict(meter.settings),
+                             postprocess_terms(meter, space, reference.num_keypoints, progress))
 
 
 def within(predicted: np.ndarray, measured: np.ndarray, tolerance: float = 0.10) -> float:
@@ -100,9 +142,10 @@ def within(predicted: np.ndarray, measured: np.ndarray, tolerance: float = 0.10)
 def build_predictor(space, backend, out: str | Path, samples: int = 120, holdout: float = 0.25, passes: int = 3,
                     seed: int = 0, progress: bool = True) -> dict:
     """Measure random subnets (and the presets) in ``passes`` separate passes over the whole set,
-    each measurement a fresh session; judge every subnet by the median over passes. Fit on most,
-    report accuracy on the held-out rest beside the device's repeatability (pass 2 against pass 1).
-    Writes predictor.json, report.json, measurements.csv and predicted_vs_measured.png."""
+    each measurement a fresh session; judge every subnet by the median over passes. Fit the network
+    on most (post-processing, for the total, is measured per resolution and head), report accuracy
+    on the held-out rest beside the device's repeatability (pass 2 against pass 1). Writes
+    predictor.json, report.json, measurements.csv and predicted_vs_measured.png."""
     import random
 
     import pandas as pd
@@ -119,18 +162,20 @@ def build_predictor(space, backend, out: str | Path, samples: int = 120, holdout
         if arch_hash(arch) not in seen:
             seen.add(arch_hash(arch))
             archs.append(arch)
-    runs = np.array([[backend.measure(a)["median_ms"] for a in tqdm(archs, desc=f"pass {p + 1}/{passes}",
-                                                                      disable=not progress)]
-                     for p in range(passes)])
+    figures = [[backend.measure(a) for a in tqdm(archs, desc=f"pass {p + 1}/{passes}", disable=not progress)]
+               for p in range(passes)]
+    runs = np.array([[f["median_ms"] for f in run] for run in figures])
     measured = np.median(runs, axis=0)
+    network = np.median([[f["network_ms"] for f in run] for run in figures], axis=0)
     order = np.random.default_rng(seed).permutation(len(archs))
     test = sorted(order[:int(len(archs) * holdout)].tolist())
     train = sorted(set(range(len(archs))) - set(test))
-    predictor = LatencyPredictor.fit([archs[i] for i in train], measured[train], backend.fingerprint,
-                                     backend.settings.__dict__)
+    settings = asdict(backend.settings)
+    predictor = LatencyPredictor.fit([archs[i] for i in train], network[train], backend.fingerprint, settings,
+                                     postprocess_ms=postprocess_terms(backend, space, progress=progress))
     predicted = np.array([predictor.predict(a) for a in archs])
     report = {
-        "device": backend.fingerprint, "settings": backend.settings.__dict__, "passes": passes,
+        "device": backend.fingerprint, "settings": settings, "latency_of": measured_for(settings), "passes": passes,
         "subnets": len(archs), "fitted_on": len(train), "held_out": len(test),
         "within_10pct": within(predicted[test], measured[test]),
         "within_5pct": within(predicted[test], measured[test], 0.05),
@@ -141,7 +186,7 @@ def build_predictor(space, backend, out: str | Path, samples: int = 120, holdout
     predictor.save(out / "predictor.json")
     write_json(out / "report.json", report, indent=1)
     table = pd.DataFrame({"arch_hash": [arch_hash(a) for a in archs], "resolution": [a["resolution"] for a in archs],
-                          "macs": [arch_cost(a).macs for a in archs], "measured_ms": measured,
+                          "macs": [arch_cost(a).macs for a in archs], "measured_ms": measured, "network_ms": network,
                           **{f"pass{p + 1}_ms": runs[p] for p in range(passes)}, "predicted_ms": predicted,
                           "split": ["held-out" if i in set(test) else "fit" for i in range(len(archs))]})
     write_text(out / "measurements.csv", table.to_csv(index=False))
@@ -164,7 +209,7 @@ def _plot(table, report: dict, path: Path) -> None:
     xs = np.linspace(0, hi, 50)
     ax.plot(xs, xs, "k-", lw=0.8)
     ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="grey", alpha=0.2, label="+/-10 %")
-    ax.set_xlabel(f"measured latency (ms, median of {report['passes']} passes)")
+    ax.set_xlabel(f"measured {report['latency_of']} latency (ms, median of {report['passes']} passes)")
     ax.set_ylabel("predicted latency (ms)")
     repeat = report["repeatability_within_10pct"]
     ax.set_title(f"held-out within 10 %: {report['within_10pct']:.0%}"

@@ -7,12 +7,17 @@ from dataclasses import asdict, dataclass
 
 from nas.errors import PoseNASError
 
-BACKENDS = ("onnxruntime", "torch")  # torch: eager PyTorch, for comparison only (not a deployment latency)
+BACKENDS = ("onnxruntime", "torch")  # torch: eager PyTorch network, for comparison only (not a deployment latency)
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 MEASURES = "deployed/2"  # total: the exported model with its in-graph decoding, plus grouping outside it
 LATENCY_OF = ("network", "total")
 REFERENCE_NETWORK = ("cpu", "litepose_xs")  # (space, preset): the network every measurement is timed against
 MAX_PEOPLE = 30  # the decoder's candidates per joint (DecodeConfig.max_people)
+
+
+def measured_for(settings: dict) -> str:
+    """What figures taken with these settings time: the network, or the total for a stated crowd."""
+    return f"total, {settings['people']} people" if settings.get("latency_of") == "total" else "network"
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,7 @@ class RuntimeSettings:
     optimization: str = "all"  # onnxruntime's graph optimization level
     warmup: int = 10
     repeats: int = 50
-    latency_of: str = "network"  # what median_ms and p90_ms time: the network, or the total from image to people
+    latency_of: str = "total"  # what median_ms and p90_ms time: the total from image to people, or the network
     people: int = 10  # with latency_of total: the crowd that grouping (outside the graph) is timed on
     reference: bool = True  # onnxruntime: time against the reference network, scaled by its calibrated latency
 
@@ -38,8 +43,15 @@ class RuntimeSettings:
                                f"needed, got {self.repeats}, {self.warmup} and {self.threads}")
         if self.latency_of not in LATENCY_OF:
             raise PoseNASError(f"latency_of {self.latency_of!r} unknown; use one of {list(LATENCY_OF)}")
+        if self.backend == "torch" and self.latency_of == "total":
+            raise PoseNASError("the torch backend times the network alone (eager, for comparison): "
+                               "give --latency-of network with it")
         if not 0 <= self.people <= MAX_PEOPLE:
             raise PoseNASError(f"--people {self.people}: give 0 to {MAX_PEOPLE}")
+
+    @property
+    def measures(self) -> str:
+        return measured_for(asdict(self))
 
     def key(self) -> str:
         """The settings and what is measured: a cache never serves figures of another kind."""

@@ -15,6 +15,7 @@ import optuna
 from nas.errors import PoseNASError
 from nas.latency.meter import LatencyMeter
 from nas.latency.predictor import LatencyPredictor
+from nas.latency.settings import measured_for
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.config import SearchConfig
 from nas.search.predictor_build import evaluation_key
@@ -36,6 +37,10 @@ class Objective:
                                              cfg.calib_images)
         self.space, self.k = self.supernet.space, self.supernet.num_keypoints
         self.predictor = LatencyPredictor.load(cfg.predictor) if cfg.predictor else None
+        if self.predictor and measured_for(self.predictor.settings) != meter.settings.measures:
+            raise PoseNASError(f"{cfg.predictor}: predicts {measured_for(self.predictor.settings)} latency, but the "
+                               f"search measures {meter.settings.measures} latency; build or adapt one with the "
+                               f"same --latency-of and --people")
         self.dataset = CocoPoseDataset(cfg.val_ann, cfg.val_images, self.supernet.spec)
         self.objectives = STRATEGIES[cfg.sampler].objectives
         self.evaluation = evaluation_key(self.supernet, cfg.val_ann, cfg.eval_images, cfg.calib_images, cfg.flip_test)

@@ -47,7 +47,7 @@ def hypervolume(front: pd.DataFrame, latency_ref: float) -> float:
     return area
 
 
-def write_outputs(study: optuna.Study, cfg: SearchConfig) -> dict:
+def write_outputs(study: optuna.Study, cfg: SearchConfig, latency_of: str) -> dict:
     out = Path(cfg.out)
     table = trial_table(study)
     if table.empty:
@@ -58,8 +58,8 @@ def write_outputs(study: optuna.Study, cfg: SearchConfig) -> dict:
                "params": int(r["params"]), "arch_hash": r["arch_hash"], "arch": json.loads(r["arch"])}
               for _, r in front.iterrows()]
     write_json(out / "pareto.json", {"study": cfg.study, "storage": cfg.storage_url,
-                                     "latency_budget_ms": cfg.latency_budget_ms, "macs_budget": cfg.macs_budget,
-                                     "pareto": pareto}, indent=1)
+                                     "latency_of": latency_of, "latency_budget_ms": cfg.latency_budget_ms,
+                                     "macs_budget": cfg.macs_budget, "pareto": pareto}, indent=1)
     return {"trials": len(table), "feasible": int(table["feasible"].sum()), "pareto": len(pareto),
             "best_ap": max((p["AP"] for p in pareto), default=None),
             "hypervolume": hypervolume(front, cfg.latency_budget_ms)}

@@ -73,6 +73,6 @@ def run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) ->
         study.optimize(objective, n_trials=cfg.trials - done, show_progress_bar=progress,
                        timeout=cfg.timeout_min * 60 if cfg.timeout_min else None,
                        callbacks=[MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE,))])
-    summary = {**write_outputs(study, cfg), **floor}
+    summary = {**write_outputs(study, cfg, meter.settings.measures), **floor}
     write_json(Path(cfg.out) / "search.json", summary, indent=1)
     return summary

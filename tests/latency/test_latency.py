@@ -11,31 +11,32 @@ import pytest
 from nas.app.cli import main
 from nas.errors import PoseNASError
 from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, RemoteBackend, device_fingerprint
-from nas.latency.predictor import LatencyPredictor, feature_vector, within
+from nas.latency.predictor import LatencyPredictor, adapted_reference, feature_vector, within
 from nas.latency.settings import RuntimeSettings
 from search_spaces import SearchSpace
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))
 FAST = dict(warmup=1, repeats=5)
+NETWORK = dict(FAST, latency_of="network")  # quicker where what is measured does not matter
 
 
 def test_onnxruntime_and_torch_backends_report_median_p90_and_spread():
     arch = SearchSpace.load("tiny").max()
     for backend in ("onnxruntime", "torch"):
-        figures = LocalBackend(RuntimeSettings(backend=backend, **FAST)).measure(arch)
+        figures = LocalBackend(RuntimeSettings(backend=backend, latency_of="network", **FAST)).measure(arch)
         assert 0 < figures["median_ms"] <= figures["p90_ms"] and figures["spread"] >= 1.0
-        assert figures["runs"] == 5
+        assert figures["runs"] == 5 and figures["network_ms"] == figures["median_ms"]
 
 
 def test_cache_measures_a_config_once_per_device_and_settings(tmp_path):
     space = SearchSpace.load("tiny")
     arch = space.min()
-    meter = LatencyMeter(LocalBackend(RuntimeSettings(**FAST)), LatencyCache(tmp_path / "lat.sqlite"))
+    meter = LatencyMeter(LocalBackend(RuntimeSettings(**NETWORK)), LatencyCache(tmp_path / "lat.sqlite"))
     first, second = meter.measure(arch), meter.measure(arch)
     assert not first["cached"] and second["cached"] and first["median_ms"] == second["median_ms"]
-    reopened = LatencyMeter(LocalBackend(RuntimeSettings(**FAST)), LatencyCache(tmp_path / "lat.sqlite"))
+    reopened = LatencyMeter(LocalBackend(RuntimeSettings(**NETWORK)), LatencyCache(tmp_path / "lat.sqlite"))
     assert reopened.measure(arch)["cached"], "a new process finds the measurement"
-    other = LatencyMeter(LocalBackend(RuntimeSettings(threads=2, **FAST)), LatencyCache(tmp_path / "lat.sqlite"))
+    other = LatencyMeter(LocalBackend(RuntimeSettings(threads=2, **NETWORK)), LatencyCache(tmp_path / "lat.sqlite"))
     assert not other.measure(arch)["cached"], "other runtime settings are another measurement"
     assert not meter.measure(space.max())["cached"]
     assert len(LatencyCache(tmp_path / "lat.sqlite")) == 3
@@ -46,17 +47,20 @@ def test_bad_runtime_settings_are_named():
         RuntimeSettings(optimization="fast")
     with pytest.raises(PoseNASError, match="latency backend 'tflite' unknown"):
         RuntimeSettings(backend="tflite")
+    with pytest.raises(PoseNASError, match="give --latency-of network"):
+        RuntimeSettings(backend="torch")  # eager torch times no post-processing: not a total
 
 
 def test_latency_server_measures_over_loopback():
     server = subprocess.Popen([POSENAS, "latency-server", "--port", "0"], stdout=subprocess.PIPE, text=True)
     try:
         url = re.search(r"http://\S+", server.stdout.readline()).group(0)
-        remote = RemoteBackend(url, RuntimeSettings(**FAST))
+        remote = RemoteBackend(url, RuntimeSettings(**FAST, latency_of="network"))
         assert remote.fingerprint == json.loads(json.dumps(device_fingerprint()))
         figures = remote.measure(SearchSpace.load("tiny").min())
         assert 0 < figures["median_ms"] <= figures["p90_ms"] and figures["runs"] == 5 and figures["slowdown"] > 0
-        total = RemoteBackend(url, RuntimeSettings(**FAST, latency_of="total", people=3)).measure(
+        assert "grouping_ms" not in figures
+        total = RemoteBackend(url, RuntimeSettings(**FAST, people=3)).measure(
             SearchSpace.load("tiny").max())
         assert total["people"] == 3 and total["grouping_ms"] > 0 and total["network_ms"] >= 0
         for query, message in (({"resolution": 64, "people": 99}, "--people 99"),
@@ -90,6 +94,25 @@ def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):
         LatencyPredictor.load(tmp_path / "bad.json")
 
 
+def test_total_latency_model_adds_the_measured_post_processing_of_each_resolution_and_head(tmp_path):
+    space = SearchSpace.load("tiny")
+    meter = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, people=3)))
+    model = adapted_reference(meter, space, progress=False)
+    heads = space.spec["head"]["multi_resolution"]
+    assert len(model.postprocess_ms) == len(space.spec["resolution"]) * len(heads) > 1
+    assert model.settings["latency_of"] == "total" and model.settings["people"] == 3
+    arch = space.max()
+    figures = meter.measure(arch)  # the same process times each resolution and head's post-processing once
+    assert model.predict(arch) == pytest.approx(model.network(arch) + figures["postprocess_ms"])
+    model.save(tmp_path / "total.json")
+    again = LatencyPredictor.load(tmp_path / "total.json")
+    assert again.predict(arch) == pytest.approx(model.predict(arch))
+    assert again.predict(arch) > again.network(arch)
+    arch["resolution"] = 320
+    with pytest.raises(PoseNASError, match="no post-processing measured for 320px"):
+        again.predict(arch)
+
+
 def test_latency_measure_cli(tmp_path, capsys):
     args = ["latency", "measure", "--space", "tiny", "--preset", "min", "--cache", str(tmp_path / "c.sqlite"),
             "--warmup", "1", "--repeats", "5", "--json"]
@@ -104,10 +127,10 @@ def test_total_latency_adds_post_processing_for_a_stated_crowd_and_is_cached_apa
     space = SearchSpace.load("tiny")
     arch = space.canonical(space.random(4))
     cache = LatencyCache(tmp_path / "latency.sqlite")
-    network = LatencyMeter(LocalBackend(RuntimeSettings(**FAST)), cache).measure(arch)
+    network = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, latency_of="network")), cache).measure(arch)
     assert not network["cached"] and "postprocess_ms" not in network
     for people in (0, 20):
-        total = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, latency_of="total", people=people)), cache)
+        total = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, people=people)), cache)  # total: the default
         first = total.measure(arch)
         assert not first["cached"] and first["people"] == people  # not served the network-only figure
         assert first["postprocess_ms"] == pytest.approx(first["in_graph_decode_ms"] + first["grouping_ms"])

@@ -1,6 +1,7 @@
 """The accuracy predictor: plain-data models that predict what scikit-learn fitted, a resumable
 build that reuses a search's trials, and a report on held-out subnets."""
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from nas.search.accuracy import FITTERS, AccuracyPredictor, encode, predict_mode
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace
-from tests.search.test_search import config, meter
+from tests.search.test_search import FAST, config, meter
 
 
 def test_plain_models_predict_what_scikit_learn_fitted():
@@ -86,12 +87,17 @@ def test_an_unfit_predictor_file_is_one_line(tmp_path, capsys):
 def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, monkeypatch):
     """The verified front holds real measurements: its latencies are the meter's (the cache holds
     them) and its APs are the supernet's, neither the predicted figures beside them."""
-    from nas.latency.predictor import NAMES, LatencyPredictor
+    from nas.latency.predictor import NAMES, LatencyPredictor, postprocess_key
 
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
     entry, val = tiny_zoo / "entry", tiny_zoo / "run" / "data" / "val"
-    latency = LatencyPredictor([0.0] * len(NAMES), {}, {})  # a latency model far from this machine on purpose:
-    latency.coefficients[NAMES.index("macs_pointwise")] = 1.0  # 1 ms per pointwise MMAC
+    space = SearchSpace.load("tiny")
+    heads = [{**space.min(), "resolution": r, "head": {**space.min()["head"], "multi_resolution": m}}
+             for r in space.spec["resolution"] for m in space.spec["head"]["multi_resolution"]]
+    # a latency model far from this machine on purpose: 1 ms per pointwise MMAC, 0.5 ms post-processing
+    latency = LatencyPredictor([0.0] * len(NAMES), {}, asdict(FAST), postprocess_ms={postprocess_key(a): 0.5
+                                                                                   for a in heads})
+    latency.coefficients[NAMES.index("macs_pointwise")] = 1.0
     latency.save(tmp_path / "latency.json")
     cfg = config(tmp_path, entry, val, eval_images=4, calib_images=64, predictor=str(tmp_path / "latency.json"),
                  accuracy_predictor=str(entry), predicted_trials=300, verify=2)

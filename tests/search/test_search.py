@@ -1,6 +1,7 @@
 """The Optuna search on a real SQLite storage: trials, constraints, resume, outputs, dashboard."""
 import json
 import sys
+from dataclasses import asdict, replace
 
 import optuna
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 from nas.app.cli import main
 from nas.errors import PoseNASError
 from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
+from nas.latency.predictor import NAMES, LatencyPredictor
 from nas.latency.settings import RuntimeSettings
 from nas.search.config import SearchConfig
 from nas.search.results import hypervolume, pareto_front
@@ -69,6 +71,11 @@ def test_budgets_no_subnet_meets_fail_before_searching(tmp_path, tiny_supernet, 
         run_search(config(tmp_path, tiny_supernet, synth_small, macs_budget=1000), meter(tmp_path), progress=False)
     with pytest.raises(PoseNASError, match=r"latency budget 0.0001 ms is below the smallest subnet"):
         run_search(config(tmp_path, tiny_supernet, synth_small, latency_budget_ms=0.0001), meter(tmp_path),
+                   progress=False)
+    network_model = tmp_path / "network.json"
+    LatencyPredictor([0.01] * len(NAMES), {}, asdict(replace(FAST, latency_of="network"))).save(network_model)
+    with pytest.raises(PoseNASError, match="predicts network latency, but the search measures total, 10 people"):
+        run_search(config(tmp_path, tiny_supernet, synth_small, predictor=str(network_model)), meter(tmp_path),
                    progress=False)
     assert not (tmp_path / "search" / "study.db").exists(), "no study was created"
 

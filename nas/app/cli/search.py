@@ -19,7 +19,8 @@ class Search(Command):
     def add_arguments(self, p):
         supernet_flag(p)
         data_flags(p, what="held-out evaluation set folder")
-        p.add_argument("--latency-budget", type=float, required=True, metavar="MS")
+        p.add_argument("--latency-budget", type=float, required=True, metavar="MS",
+                       help="of the total from image to people by default (--latency-of network: the network's)")
         p.add_argument("--macs-budget", help="e.g. 800M or 1.2G")
         p.add_argument("--trials", type=int,
                        help=f"completed trials the study should hold (default {DEFAULT['trials']})")
