@@ -85,7 +85,8 @@ def plot_run(run: str | Path) -> list[Path]:
     front = pareto_front(trials)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {latency_of}, onnxruntime, median)"), (axes[1], "gmacs", "GMACs")):
+    for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {latency_of}, onnxruntime)"),
+                          (axes[1], "gmacs", "GMACs")):
         if predicted is not None:
             px = predicted[x] if x == "latency_ms" else predicted["macs"] / 1e9
             ax.scatter(px, predicted["AP"], s=6, color="tab:cyan", alpha=0.25,

@@ -3,8 +3,8 @@ network in the same rounds, and scaled by the reference's calibrated latency on 
 
 On a machine that other processes share, clock speed and contention move a measurement by tens
 of percent within minutes; they move the reference alike. Measured on two cores with one kept
-busy (results/README.md), re-measuring 16 subnets in a fresh process landed within +/-10 % for
-75 % of them timed alone and for 94 % timed relative to the reference. The reference's latency is
+busy (results/README.md), re-measuring 24 subnets in a fresh process minutes later landed within
++/-10 % for 29 % of them timed alone and for 96 % timed relative to the reference. The reference's latency is
 calibrated once per device and runtime settings (the fastest of many short rounds, the machine at
 its quietest) and kept in the user's cache, so that every process, run and search on this device
 scales by the same figure. Each measurement records the machine's load and the slowdown the
@@ -83,26 +83,30 @@ class Stopwatch:
         return float(table[key]["reference_ms"])
 
     def time(self, run: Callable[[], object]) -> dict:
-        """Median, p90 and spread of ``run`` in milliseconds (scaled by the reference when there is
-        one: then also its raw median, the reference's slowdown and the machine's load)."""
+        """The latency of ``run`` in milliseconds with its p90 and spread; against the reference,
+        also its raw median, the reference's slowdown and the machine's load.
+
+        Against the reference, ``median_ms`` is the median over rounds of the round's fastest run
+        relative to the reference's fastest run beside it, times the reference's calibrated
+        latency: of the estimators compared on the same recordings (results/README.md), the one
+        that repeats best across fresh processes, and the same at 5 or 20 rounds."""
         s = self.settings
         if self.reference is None:
             return {**time_runs(run, s.warmup, s.repeats), "load": os.getloadavg()[0]}
         for _ in range(s.warmup):
             run()
             self.reference()
-        scaled, raw, slowdowns = [], [], []
-        for _ in range(max(1, s.repeats // ROUND)):  # each round scaled by the reference's round beside it
-            own = run_times(run, ROUND)
-            slowdowns.append(float(np.median(run_times(self.reference, ROUND))) / self.reference_ms)
+        ratios, scaled, raw, slowdowns = [], [], [], []
+        for _ in range(max(1, s.repeats // ROUND)):  # each round set against the reference's round beside it
+            own, reference = run_times(run, ROUND), run_times(self.reference, ROUND)
+            ratios.append(min(own) / min(reference))
+            slowdowns.append(float(np.median(reference)) / self.reference_ms)
             raw += own
             scaled += [t / slowdowns[-1] for t in own]
-        figures = summary(scaled)
-        rounds = [float(np.median(scaled[i:i + ROUND])) for i in range(0, len(scaled), ROUND)]
         slowdown = float(np.median(slowdowns))
         self._warn(slowdown)
-        return {**figures, "median_ms": float(np.median(rounds)), "raw_median_ms": float(np.median(raw)),
-                "slowdown": slowdown, "load": os.getloadavg()[0]}
+        return {**summary(scaled), "median_ms": float(np.median(ratios)) * self.reference_ms,
+                "raw_median_ms": float(np.median(raw)), "slowdown": slowdown, "load": os.getloadavg()[0]}
 
     def once(self, key, make_run: Callable[[], Callable[[], object]]) -> dict:
         """``time`` of a call that many measurements share (the decoding of one shape), timed once

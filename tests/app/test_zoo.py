@@ -113,3 +113,19 @@ def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, mo
     assert pareto["strategy"] == "predicted" and pareto["pareto"]
     assert all({"predicted_AP", "predicted_latency_ms", "AP", "latency_ms"} <= set(p) for p in pareto["pareto"])
     assert len(summary["exports"]) == 1 and Path(summary["pareto_plot"]).exists()
+
+
+@pytest.mark.slow  # two searches on predictions, verified
+def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from nas.app.bench import QUICK, bench_deployed_budget
+
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    rows = bench_deployed_budget(QUICK, tmp_path, budget_ms=1000, zoo_ref=str(tiny_zoo / "entry"))
+    table = pd.read_csv(tmp_path / "deployed-budget.csv")
+    assert set(table["front"]) == {"network", "total"}
+    assert (table["total_ms"] > table["network_ms"]).all(), "post-processing counted end to end"
+    network = table[table["front"] == "network"]
+    assert rows[0]["value"] == round(float((network["total_ms"] > 1000).mean()), 3) == 0.0
+    assert rows[2]["value"] == round(float((network["total_ms"] / network["network_ms"]).median()), 2) > 1
