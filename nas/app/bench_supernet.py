@@ -38,7 +38,9 @@ def inherited_vs_standalone(supernet, archs: dict[str, dict], settings: dict, ep
             rows.append(json.loads(record.read_text()))
             continue
         inherited = supernet.evaluate(arch, val)["AP"]
-        alone = TrainConfig.from_dict({**settings, "arch": arch, "epochs": epochs, "val_every": epochs, "lr": 4e-3})
+        warmup = 1.0 if epochs >= 1 else epochs / 4  # a fraction of an epoch still anneals
+        alone = TrainConfig.from_dict({**settings, "arch": arch, "epochs": epochs, "val_every": max(1, round(epochs)),
+                                       "lr": 4e-3, "warmup_epochs": warmup})
         standalone = train(alone, out / "standalone" / name)["AP"]
         cost = arch_cost(arch)
         row = {"subnet": name, "arch_hash": arch_hash(arch), "macs": cost.macs, "params": cost.params,

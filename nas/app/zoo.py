@@ -42,7 +42,7 @@ def commit() -> str | None:
 
 
 def build_entry(config: str, out: str | Path, into: str | Path | None = None, half: bool = True,
-                predictor_samples: int = 200, standalone: int = 8, standalone_epochs: int = 1) -> dict:
+                predictor_samples: int = 200, standalone: int = 8, standalone_epochs: float = 1) -> dict:
     """Train (or resume) the run config's supernet into ``out``, rank ``standalone`` subnets
     against the same subnets trained alone (0: skip), write the entry to ``into`` (default
     ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets of the
@@ -103,7 +103,8 @@ def evaluate_entry(shipped: TrainedSupernet, run: RunLayout, names: list[str] | 
     return {"val_images": len(val), "calibration_images": CALIBRATION_IMAGES, "inherited": rows}
 
 
-def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_cfg, count: int, epochs: int) -> dict:
+def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_cfg, count: int,
+                            epochs: float) -> dict:
     """Kendall's tau between inherited APs and stand-alone APs of the presets and subnets spread
     over the MACs range (``count`` in all), each trained alone for ``epochs`` on the run's data."""
     from scipy.stats import kendalltau

@@ -86,26 +86,25 @@ class Stopwatch:
         """The latency of ``run`` in milliseconds with its p90 and spread; against the reference,
         also its raw median, the reference's slowdown and the machine's load.
 
-        Against the reference, ``median_ms`` is the median over rounds of the round's fastest run
-        relative to the reference's fastest run beside it, times the reference's calibrated
-        latency: of the estimators compared on the same recordings (results/README.md), the one
-        that repeats best across fresh processes, and the same at 5 or 20 rounds."""
+        Against the reference, each round's runs are scaled by the reference's calibrated latency
+        over its fastest run beside them, and ``median_ms`` is the median of the rounds' fastest
+        scaled runs: of the estimators compared on the same recordings (results/README.md), the
+        one that repeats best across fresh processes, and alike at 5 or 20 rounds."""
         s = self.settings
         if self.reference is None:
             return {**time_runs(run, s.warmup, s.repeats), "load": os.getloadavg()[0]}
         for _ in range(s.warmup):
             run()
             self.reference()
-        ratios, scaled, raw, slowdowns = [], [], [], []
-        for _ in range(max(1, s.repeats // ROUND)):  # each round set against the reference's round beside it
+        rounds, raw, slowdowns = [], [], []
+        for _ in range(max(1, s.repeats // ROUND)):
             own, reference = run_times(run, ROUND), run_times(self.reference, ROUND)
-            ratios.append(min(own) / min(reference))
+            rounds.append([t * self.reference_ms / min(reference) for t in own])
             slowdowns.append(float(np.median(reference)) / self.reference_ms)
             raw += own
-            scaled += [t / slowdowns[-1] for t in own]
         slowdown = float(np.median(slowdowns))
         self._warn(slowdown)
-        return {**summary(scaled), "median_ms": float(np.median(ratios)) * self.reference_ms,
+        return {**summary([t for r in rounds for t in r]), "median_ms": float(np.median([min(r) for r in rounds])),
                 "raw_median_ms": float(np.median(raw)), "slowdown": slowdown, "load": os.getloadavg()[0]}
 
     def once(self, key, make_run: Callable[[], Callable[[], object]]) -> dict:

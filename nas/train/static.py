@@ -1,6 +1,7 @@
 """Train one static network of an arch config alone: checkpoints every epoch, exact resume, CSV log, curves."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ CHECKPOINT = "checkpoint.pt"
 @dataclass
 class TrainConfig(Settings):
     arch: str | dict = "litepose_xs"  # a preset name of the space, an arch JSON path, or the config itself
-    epochs: int = 7
+    epochs: float = 7  # a fraction ends the last epoch early (a short stand-alone ranking, say)
     lr: float = 4e-3
     warmup_epochs: float = 1.0
     val_every: int = 2
@@ -94,7 +95,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
         return cfg.time_budget_min is not None and spent + extra >= cfg.time_budget_min * 60
 
     final: dict = {}
-    for epoch in range(start_epoch, cfg.epochs):
+    total_steps = max(1, round(cfg.epochs * len(sampler)))
+    for epoch in range(start_epoch, math.ceil(cfg.epochs)):
         if budget_spent():
             print(f"time budget of {cfg.time_budget_min} min spent; stopping before epoch {epoch + 1}")
             break
@@ -103,12 +105,12 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
         train_set.epoch = epoch
         sums, batches = np.zeros(4), 0
         t0 = clock()
-        bar = tqdm(DataLoader(train_set, **loader_kw), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
+        bar = tqdm(DataLoader(train_set, **loader_kw), desc=f"epoch {epoch + 1}/{cfg.epochs:g}",
+                   disable=not progress, leave=False, total=min(len(sampler), total_steps - step))
         warmup = max(1, int(cfg.warmup_epochs * len(sampler)))
         for batch in bar:
             for g in opt.param_groups:
-                g["lr"] = warmup_cosine(cfg.lr, step, cfg.epochs * len(sampler), warmup)
+                g["lr"] = warmup_cosine(cfg.lr, step, total_steps, warmup)
             images, heats, masks, joints = batch_to(batch, device)
             with autocast(device):
                 outputs = net(images)
@@ -126,13 +128,15 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
             batches += 1
             sums += [loss.item(), h_loss.item(), pull.item(), push.item()]
             bar.set_postfix(loss=f"{loss.item():.2e}", lr=f"{opt.param_groups[0]['lr']:.1e}")
+            if step >= total_steps:
+                break
             if budget_spent(clock() - t0):  # checked every step: the budget is a hard limit
                 print(f"time budget of {cfg.time_budget_min} min spent in epoch {epoch + 1} (step {step})")
                 break
         spent += clock() - t0
         row = {"epoch": epoch + 1, "step": step, "train_seconds": round(spent, 1), "lr": opt.param_groups[0]["lr"],
                **dict(zip(("loss", "heatmap", "pull", "push"), (sums / max(1, batches)).tolist()))}
-        last = epoch + 1 == cfg.epochs or budget_spent()
+        last = step >= total_steps or budget_spent()
         if val_ds is not None and ((epoch + 1) % cfg.val_every == 0 or last):
             metrics, _ = evaluate_network(net, val_ds, size, cfg.flip_test,
                                           None if last else cfg.val_limit, device=device)

@@ -31,8 +31,11 @@ def test_train_writes_checkpoint_log_and_curves_and_resumes(tmp_path, synth_smal
     metrics = train(_cfg(synth_small, epochs=2), out, progress=False)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 6, "resumed at step 3, not from scratch"
+    train(_cfg(synth_small, epochs=2.5), out, progress=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["step"] == 8, "half an epoch more: 2 of its 3 batches (rounded)"
     log = pd.read_csv(out / "log.csv")
-    assert log["epoch"].tolist() == [1, 2] and "AP" in log
+    assert log["epoch"].tolist() == [1, 2, 3] and "AP" in log
     assert set(metrics) >= {"AP", "AP50", "AR"}
     assert (out / "curves.png").stat().st_size > 5000
     assert not list(out.glob(".*.tmp")), "no temporary file left behind"

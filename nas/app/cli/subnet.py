@@ -57,7 +57,7 @@ class Finetune(Command):
         p.add_argument("--pareto", help="pareto.json of a search: finetune its --top best")
         p.add_argument("--top", type=int, default=2)
         training_flags(p, space=False)  # training data defaults to the supernet's; --val-data: AP before and after
-        p.add_argument("--epochs", type=int)
+        p.add_argument("--epochs", type=float)
         p.add_argument("--lr", type=float)
         p.add_argument("--out", required=True, help="one folder per subnet inside; each resumes")
         latency_flags(p)

@@ -16,7 +16,7 @@ class Train(Command):
         training_flags(p)
         p.add_argument("--out", required=True, help="run folder; resumes from its checkpoint.pt when present")
         p.add_argument("--arch", help="preset name (default litepose_xs) or arch config JSON")
-        p.add_argument("--epochs", type=int)
+        p.add_argument("--epochs", type=float)
         p.add_argument("--lr", type=float)
 
     def take_action(self, args):

@@ -42,7 +42,8 @@ class Build(Command):
         p.add_argument("--fp32", action="store_true", help="store float32 weights (default fp16)")
         p.add_argument("--standalone", type=int, default=8, metavar="N",
                        help="subnets also trained alone, for the card's Kendall's tau (0: skip)")
-        p.add_argument("--standalone-epochs", type=int, default=1)
+        p.add_argument("--standalone-epochs", type=float, default=1,
+                       help="epochs each of those trains alone (a fraction is fine: 0.25)")
         p.add_argument("--predictor-samples", type=int, default=200,
                        help="subnets evaluated to fit the entry's accuracy predictor (0: none)")
 
