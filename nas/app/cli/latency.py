@@ -92,9 +92,11 @@ class BuildPredictor(Command):
 
         report = build_predictor(SearchSpace.load(args.space), meter(args).backend, args.out, args.samples,
                                  passes=args.passes, seed=args.seed)
+        repeat = report["repeatability_within_10pct"]
         print(f"held-out subnets within +/-10 %: {report['within_10pct']:.1%} of {report['held_out']} "
-              f"(mean |error| {report['mean_abs_rel_error']:.1%}); device repeatability (pass 2 vs 1): "
-              f"{report['repeatability_within_10pct']:.1%} of {report['subnets']}")
+              f"(mean |error| {report['mean_abs_rel_error']:.1%}), {report['cross_validated_within_10pct']:.1%} of all "
+              f"{report['subnets']} by {report['cross_validation_folds']}-fold cross-validation"
+              + (f"; device repeatability (pass 2 vs 1): {repeat:.1%}" if repeat is not None else ""))
         print(f"predictor: {Path(args.out) / 'predictor.json'}")
 
 
