@@ -25,7 +25,7 @@ EXPORT = "export"
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    epochs: int = 2
+    epochs: float = 2
     lr: float = 1e-3
     warmup_epochs: float = 0.2
     calibration_images: int = 64
