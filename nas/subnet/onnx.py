@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from functools import lru_cache
 
 import numpy as np
 import onnxruntime as ort
@@ -50,8 +51,10 @@ def to_onnx(net: nn.Module, resolution: int, decode: bool = True) -> bytes:
     return model
 
 
+@lru_cache(maxsize=32)
 def candidates_onnx(num_keypoints: int, resolution: int, multi_resolution: bool) -> bytes:
-    """The in-graph decoding alone, fed a network's outputs: its share of a deployed model's time."""
+    """The in-graph decoding alone, fed a network's outputs: its share of a deployed model's time
+    (exported once per process and shape)."""
     shapes = [(1, 2 * num_keypoints, resolution // 4, resolution // 4)]
     if multi_resolution:
         shapes.append((1, num_keypoints, resolution // 2, resolution // 2))

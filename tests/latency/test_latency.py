@@ -21,7 +21,7 @@ NETWORK = dict(FAST, latency_of="network")  # quicker where what is measured doe
 
 
 def test_onnxruntime_and_torch_backends_report_median_p90_and_spread():
-    arch = SearchSpace.load("tiny").max()
+    arch = SearchSpace.load("tiny").resolve("litepose_xs")
     for backend in ("onnxruntime", "torch"):
         figures = LocalBackend(RuntimeSettings(backend=backend, latency_of="network", **FAST)).measure(arch)
         assert 0 < figures["median_ms"] <= figures["p90_ms"] and figures["spread"] >= 1.0
@@ -38,7 +38,7 @@ def test_cache_measures_a_config_once_per_device_and_settings(tmp_path):
     assert reopened.measure(arch)["cached"], "a new process finds the measurement"
     other = LatencyMeter(LocalBackend(RuntimeSettings(threads=2, **NETWORK)), LatencyCache(tmp_path / "lat.sqlite"))
     assert not other.measure(arch)["cached"], "other runtime settings are another measurement"
-    assert not meter.measure(space.max())["cached"]
+    assert not meter.measure(space.resolve("litepose_xs"))["cached"]
     assert len(LatencyCache(tmp_path / "lat.sqlite")) == 3
 
 
@@ -96,13 +96,13 @@ def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):
 
 def test_total_latency_model_adds_the_measured_post_processing_of_each_resolution_and_head(tmp_path):
     space = SearchSpace.load("tiny")
-    meter = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, people=3)))
+    meter = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, people=3)), LatencyCache(tmp_path / "lat.sqlite"))
     model = adapted_reference(meter, space, progress=False)
     heads = space.spec["head"]["multi_resolution"]
     assert len(model.postprocess_ms) == len(space.spec["resolution"]) * len(heads) > 1
     assert model.settings["latency_of"] == "total" and model.settings["people"] == 3
-    arch = space.max()
-    figures = meter.measure(arch)  # the same process times each resolution and head's post-processing once
+    arch = space.canonical(space.resolve("litepose_xs"))
+    figures = meter.measure(arch)  # an anchor's figures, cached; one post-processing timing per resolution and head
     assert model.predict(arch) == pytest.approx(model.network(arch) + figures["postprocess_ms"])
     model.save(tmp_path / "total.json")
     again = LatencyPredictor.load(tmp_path / "total.json")
@@ -165,7 +165,7 @@ def test_timing_against_the_calibrated_reference(tmp_path, capsys):
     Stopwatch(settings, "device-b", tmp_path)
     assert len(json.loads((tmp_path / CALIBRATIONS).read_text())) == 2
     figures = watch.time(lambda: sum(range(2000)))
-    assert figures["median_ms"] == pytest.approx(figures["raw_median_ms"] / figures["slowdown"], rel=0.5)
+    assert 0 < figures["median_ms"] <= figures["p90_ms"], "the rounds' fastest, on the basis p90 is on"
     assert figures["runs"] == 5 and figures["load"] >= 0
     assert "busy" not in capsys.readouterr().err or figures["slowdown"] > 1.5
     calibrations = {k: {**v, "reference_ms": v["reference_ms"] / 100} for k, v in calibrations.items()}
