@@ -71,17 +71,18 @@ class PoseNet(nn.Module):
         for up, skip in zip(self.ups, feats[-2::-1]):
             y = up(y, skip)
         out = self.final(y)
-        outputs = [torch.cat([out[:, :k] + _classify(classifiers, y), out[:, k:]], dim=1)]
+        if classifiers is not None:  # without a token stage the final convolutions' outputs go out as they are
+            out = torch.cat([out[:, :k] + _classify(classifiers, y), out[:, k:]], dim=1)
+        outputs = [out]
         if self.active["head"]["multi_resolution"]:
             y2 = self.up_high(y, s2)
-            outputs.append(self.final_high(y2) + _classify(classifiers, y2))
+            high = self.final_high(y2)
+            outputs.append(high if classifiers is None else high + _classify(classifiers, y2))
         return outputs
 
 
-def _classify(classifiers: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor | float:
-    """Per-keypoint classifier responses (B, K, H, W) of the token stage, or 0 without one."""
-    if classifiers is None:
-        return 0.0
+def _classify(classifiers: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Per-keypoint classifier responses (B, K, H, W) of the token stage."""
     b, c, h, w = features.shape
     return (classifiers @ features.flatten(2)).reshape(b, -1, h, w) * c ** -0.5
 

@@ -15,7 +15,7 @@ import torch
 
 from nas.errors import PoseNASError
 from nas.pose.datacheck import oracle_outputs
-from nas.pose.decode import Candidates, group_candidates
+from nas.pose.decode import Candidates, divide_heatmaps, group_candidates
 from nas.pose.keypoints import SPECS, KeypointSpec
 
 HIDDEN = 0.2  # occluded joints: grouping's refinement fills them in from the maps
@@ -50,7 +50,8 @@ def grouping_run(num_keypoints: int, resolution: int, multi_resolution: bool, pe
     strides = (4, 2) if multi_resolution else (4,)
     outputs = oracle_outputs(crowd(people, resolution, num_keypoints), resolution, num_keypoints, strides)
     with torch.no_grad():
-        heat, tags, joints, joint_tags = Candidates(num_keypoints, strides[-1])(*outputs)
+        divided = divide_heatmaps(outputs, num_keypoints)
+        heat, tags, joints, joint_tags = Candidates(num_keypoints, strides[-1])(*divided)
     spec = spec_of(num_keypoints)
     args = (heat[0], tags[0][..., None], joints[0].numpy(), joint_tags[0][..., None].numpy(), spec, strides[-1])
     return lambda: group_candidates(*args)

@@ -27,9 +27,10 @@ class DecodeConfig:
 
 
 def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
-              flipped: list[torch.Tensor] | None = None, flip_index: list[int] | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average every resolution's heatmaps at the finest one (and with the flipped pass, if any).
+              flipped: list[torch.Tensor] | None = None, flip_index: list[int] | None = None,
+              divided: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average every resolution's heatmaps at the finest one (and with the flipped pass, if any);
+    ``divided``: the outputs' heatmaps are already divided by their count (``divide_heatmaps``).
 
     Returns heatmaps (B, K, H, W) and the tags at the coarsest resolution, where the network makes
     them (B, K, h, w, D), D = 2 with flip test, else 1: ``tags_at`` reads them at heatmap pixels,
@@ -39,23 +40,37 @@ def aggregate(outputs: list[torch.Tensor], num_keypoints: int,
         size = outs[-1].shape[-2:]
         heats = []
         for o in outs:
-            o = o.float()
+            o = o.float()  # traced as nothing for float inputs
             if flip:
                 o = torch.flip(o, dims=[3])
-            h = o[:, :num_keypoints]
+            h = o[:, :num_keypoints] if o.shape[1] > num_keypoints else o  # a whole-map slice is a copy in a graph
             if h.shape[-2:] != size:
                 h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
             heats.append(h[:, flip_index] if flip else h)
         tags = outs[0][:, num_keypoints:2 * num_keypoints].float()
         if flip:
             tags = torch.flip(tags, dims=[3])[:, flip_index]
-        return sum(heats) / len(heats), tags  # not stack().mean(): a ReduceMean costs more in onnxruntime
+        total = sum(heats)  # not stack().mean(): a ReduceMean costs more in onnxruntime
+        return (total if divided else total / len(heats)), tags
 
     heat, tag = one_pass(outputs, False)
     if flipped is None:
         return heat, tag.unsqueeze(-1)
     heat_f, tag_f = one_pass(flipped, True)
     return (heat + heat_f) / 2, torch.stack([tag, tag_f], dim=-1)
+
+
+def divide_heatmaps(outputs: list[torch.Tensor], num_keypoints: int) -> list[torch.Tensor]:
+    """Network outputs with their heatmaps divided by the number of resolutions, for
+    ``aggregate(..., divided=True)``: in a deployed graph onnxruntime folds this constant Mul into
+    the final convolutions, where dividing the aggregated maps was a pass over the finest one. For
+    two resolutions the result is bitwise the same (a division by two is exact)."""
+    share = 1 / len(outputs)
+    if share == 1:
+        return list(outputs)
+    scale = torch.ones(outputs[0].shape[1], 1, 1)
+    scale[:num_keypoints] = share  # the tags keep their scale
+    return [o * (scale if o.shape[1] > num_keypoints else share) for o in outputs]
 
 
 def tags_at(tags: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -114,15 +129,15 @@ def candidates(heat: torch.Tensor, tags: torch.Tensor, radius: int, count: int) 
 
 class Candidates(nn.Module):
     """The decoding that belongs in the exported graph: heatmaps aggregated across resolutions,
-    NMS, the top candidates of every joint and their tags. Its inputs are a network's outputs;
-    ``group_candidates`` finishes the job outside the graph."""
+    NMS, the top candidates of every joint and their tags. Its inputs are a network's outputs
+    through ``divide_heatmaps``; ``group_candidates`` finishes the job outside the graph."""
 
     def __init__(self, num_keypoints: int, stride: int, cfg: DecodeConfig = DecodeConfig()):
         super().__init__()
         self.k, self.radius, self.count = num_keypoints, nms_radius(cfg, stride), cfg.max_people
 
     def forward(self, *outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        heat, tags = aggregate(list(outputs), self.k)
+        heat, tags = aggregate(list(outputs), self.k, divided=True)
         joints, joint_tags = candidates(heat, tags, self.radius, self.count)
         return heat, tags.squeeze(-1), joints, joint_tags.squeeze(-1)  # squeeze: a view, where [..., 0] was a Gather
 

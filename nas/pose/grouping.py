@@ -189,25 +189,22 @@ def _sources(coarse: int, fine: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 @numba.njit(cache=True)
-def _resize(tags: np.ndarray, k: int, rows: np.ndarray, fine: np.ndarray, y_sources: tuple,
-            x_sources: tuple) -> None:
-    """Joint ``k``'s tag maps (h, w, D) into ``fine`` (D, H, W), as ``F.interpolate`` resizes
-    them (bilinear, half-pixel centres): along rows into ``rows`` (D, h, W), then along columns."""
+def _tag(tags: np.ndarray, k: int, t: int, y: int, x: int, y_sources: tuple, x_sources: tuple) -> np.float32:
+    """Joint ``k``'s tag ``t`` at fine pixel (``y``, ``x``) as ``F.interpolate`` resizes the
+    coarse map there (bilinear, half-pixel centres: along rows, then along columns)."""
     y0, y1, wy0, wy1 = y_sources
     x0, x1, wx0, wx1 = x_sources
-    for t in range(fine.shape[0]):
-        for r in range(rows.shape[1]):
-            for x in range(rows.shape[2]):
-                rows[t, r, x] = wx0[x] * tags[k, r, x0[x], t] + wx1[x] * tags[k, r, x1[x], t]
-        for y in range(fine.shape[1]):
-            above, below, out = rows[t, y0[y]], rows[t, y1[y]], fine[t, y]
-            for x in range(fine.shape[2]):
-                out[x] = wy0[y] * above[x] + wy1[y] * below[x]
+    above = wx0[x] * tags[k, y0[y], x0[x], t] + wx1[x] * tags[k, y0[y], x1[x], t]
+    below = wx0[x] * tags[k, y1[y], x0[x], t] + wx1[x] * tags[k, y1[y], x1[x], t]
+    return wy0[y] * above + wy1[y] * below
 
 
 @numba.njit(cache=True, fastmath=True)  # min and max only, of finite values: exact
-def _block_ranges(heat: np.ndarray, fine: np.ndarray, tops: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-    """Per ``BLOCK``-square block of a joint's maps: its highest heat and the range of its tags."""
+def _block_ranges(heat: np.ndarray, tags: np.ndarray, k: int, y_sources: tuple, x_sources: tuple,
+                  tops: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Per ``BLOCK``-square block of joint ``k``'s heatmap (H, W): its highest heat, and bounds of
+    its resized tags read off the coarse pixels they are weighed from (a resized tag lies between
+    its sources), so that no tag map is resized whole."""
     height, width = heat.shape
     blocks_x = -(-width // BLOCK)
     for b in range(len(tops)):
@@ -218,11 +215,11 @@ def _block_ranges(heat: np.ndarray, fine: np.ndarray, tops: np.ndarray, low: np.
             for x in range(left, right):
                 highest = max(highest, heat[y, x])
         tops[b] = highest
-        for t in range(fine.shape[0]):
+        for t in range(tags.shape[3]):
             lo, hi = np.inf, -np.inf
-            for y in range(top, bottom):
-                for x in range(left, right):
-                    lo, hi = min(lo, fine[t, y, x]), max(hi, fine[t, y, x])
+            for y in range(y_sources[0][top], y_sources[1][bottom - 1] + 1):
+                for x in range(x_sources[0][left], x_sources[1][right - 1] + 1):
+                    lo, hi = min(lo, tags[k, y, x, t]), max(hi, tags[k, y, x, t])
             low[b, t], high[b, t] = lo, hi
 
 
@@ -231,7 +228,7 @@ def refine(heat: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray
     """Each person's missing joints filled at the best place of the joint's map close in tag
     (HigherHRNet): the first maximum of heat - round(|tag - the person's mean tag|) in raster order.
 
-    Tags (K, h, w, D) at the network's coarser resolution are resized here, for missing joints
+    Tags (K, h, w, D) at the network's coarser resolution are resized here, at the pixels read
     only. The map is searched in blocks of ``BLOCK`` pixels, highest heat first; a block is skipped
     when its highest heat less the rounded distance of its nearest tag is below the best score so
     far, and the search ends at the first block whose highest heat is: the same answer, most of
@@ -248,7 +245,6 @@ def refine(heat: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray
                 found += 1
         mean[p] /= np.float32(max(found, 1))
     y_sources, x_sources = _sources(h, height), _sources(w, width)
-    rows, fine = np.empty((d, h, width), np.float32), np.empty((d, height, width), np.float32)
     blocks_x = -(-width // BLOCK)
     blocks = -(-height // BLOCK) * blocks_x
     tops, low, high = np.empty(blocks, np.float32), np.empty((blocks, d), np.float32), np.empty((blocks, d), np.float32)
@@ -256,8 +252,7 @@ def refine(heat: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray
         missing = np.nonzero(people[:, k, 2] <= 0)[0]
         if len(missing) == 0:
             continue
-        _resize(tags, k, rows, fine, y_sources, x_sources)
-        _block_ranges(heat[k], fine, tops, low, high)
+        _block_ranges(heat[k], tags, k, y_sources, x_sources, tops, low, high)
         order = np.argsort(-tops)
         for p in missing:
             best, first = -np.inf, height * width
@@ -276,11 +271,12 @@ def refine(heat: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray
                         if heat[k, y, x] < best:
                             continue
                         if d == 1:  # as the reference: |tag - mean| without a square root
-                            distance = abs(fine[0, y, x] - mean[p, 0])
+                            distance = abs(_tag(tags, k, 0, y, x, y_sources, x_sources) - mean[p, 0])
                         else:
                             squares = np.float32(0)
                             for t in range(d):
-                                squares += (fine[t, y, x] - mean[p, t]) * (fine[t, y, x] - mean[p, t])
+                                gap = _tag(tags, k, t, y, x, y_sources, x_sources) - mean[p, t]
+                                squares += gap * gap
                             distance = np.sqrt(squares)
                         score, index = heat[k, y, x] - np.rint(distance), y * width + x
                         if score > best or (score == best and index < first):

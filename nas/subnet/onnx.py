@@ -10,7 +10,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from nas.pose.decode import Candidates, DecodeConfig, nms_radius
+from nas.pose.decode import Candidates, DecodeConfig, divide_heatmaps, nms_radius
 from nas.pose.grouping import drop_equal_peaks
 
 OPSET = 17
@@ -29,7 +29,7 @@ class Deployed(nn.Module):
         self.candidates = Candidates(net.num_keypoints, finest_stride(net.arch), cfg)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.candidates(*self.net(x))
+        return self.candidates(*divide_heatmaps(self.net(x), self.net.num_keypoints))
 
 
 def finest_stride(arch: dict) -> int:

@@ -5,7 +5,7 @@ from scipy.optimize import linear_sum_assignment
 
 from nas.pose.datacheck import oracle_outputs
 from nas.pose.dataset import CocoPoseDataset
-from nas.pose.decode import Candidates, DecodeConfig, nms_radius
+from nas.pose.decode import Candidates, DecodeConfig, divide_heatmaps, nms_radius
 from nas.pose.grouping import assign, drop_equal_peaks, match, refine, subpixel
 from nas.pose.transforms import letterbox_matrix, warp_keypoints
 from tests.conftest import COCO_MINI, shared
@@ -37,7 +37,7 @@ def test_compiled_grouping_finds_the_reference_people_on_coco_mini(size):
         outputs[0][:, 17:] += torch.from_numpy(rng.normal(0, 0.5, outputs[0][:, 17:].shape).astype(np.float32))
         outputs[-1][:, :17] += torch.from_numpy(rng.uniform(0, 0.5, outputs[-1][:, :17].shape).astype(np.float32))
         with torch.no_grad():
-            heat, tag_maps, joints, tags = Candidates(17, 2)(*outputs)
+            heat, tag_maps, joints, tags = Candidates(17, 2)(*divide_heatmaps(outputs, 17))
         heat, tag_maps = heat[0], tag_maps[0, ..., None]
         joints, tags = joints[0].numpy(), tags[0, ..., None].numpy()
         radius = nms_radius(cfg, 2)
