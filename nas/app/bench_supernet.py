@@ -23,12 +23,30 @@ from supernet.cost import arch_cost
 PRESETS = ("max", "min", "litepose_xs", "litepose_s")
 
 
+def train_alone(arch: dict, settings: dict, epochs: float, out: Path) -> float:
+    """AP of ``arch`` trained alone for ``epochs`` into ``out`` (static trainer ``settings``),
+    recorded in ``out/result.json``: the record alone is enough to skip the training again, so a
+    finished subnet's checkpoint need not be kept (a ranking outlives the machine it was trained on)."""
+    from nas.train.static import TrainConfig, train
+
+    record = out / "result.json"
+    if record.exists():
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved.get("arch_hash") == arch_hash(arch) and saved.get("epochs") == epochs:
+            return saved["AP"]
+    warmup = 1.0 if epochs >= 1 else epochs / 4  # a fraction of an epoch still anneals
+    alone = TrainConfig.from_dict({**settings, "arch": arch, "epochs": epochs, "val_every": max(1, round(epochs)),
+                                   "lr": 4e-3, "warmup_epochs": warmup})
+    ap = train(alone, out)["AP"]
+    write_json(record, {"arch_hash": arch_hash(arch), "epochs": epochs, "AP": ap}, indent=1)
+    return ap
+
+
 def inherited_vs_standalone(supernet, archs: dict[str, dict], settings: dict, epochs: float,
                             out: Path) -> pd.DataFrame:
     """Each subnet's inherited AP beside its AP trained alone for ``epochs`` on the same data
     (static trainer ``settings``); one record per subnet in ``out/subnets``, so it resumes."""
     from nas.pose.dataset import CocoPoseDataset
-    from nas.train.static import TrainConfig, train
 
     val = CocoPoseDataset(settings["val_ann"], settings["val_images"])
     rows = []
@@ -38,10 +56,7 @@ def inherited_vs_standalone(supernet, archs: dict[str, dict], settings: dict, ep
             rows.append(json.loads(record.read_text()))
             continue
         inherited = supernet.evaluate(arch, val)["AP"]
-        warmup = 1.0 if epochs >= 1 else epochs / 4  # a fraction of an epoch still anneals
-        alone = TrainConfig.from_dict({**settings, "arch": arch, "epochs": epochs, "val_every": max(1, round(epochs)),
-                                       "lr": 4e-3, "warmup_epochs": warmup})
-        standalone = train(alone, out / "standalone" / name)["AP"]
+        standalone = train_alone(arch, settings, epochs, out / "standalone" / name)
         cost = arch_cost(arch)
         row = {"subnet": name, "arch_hash": arch_hash(arch), "macs": cost.macs, "params": cost.params,
                "resolution": arch["resolution"], "inherited_AP": inherited, "standalone_AP": standalone,

@@ -24,7 +24,7 @@ from nas.search.predictor_build import PREDICTOR, build_accuracy_predictor
 from nas.subnet import zoo
 from nas.subnet.inherit import CALIBRATION_IMAGES, TrainedSupernet
 from nas.train.supernet import train_supernet
-from search_spaces import arch_hash
+from search_spaces import SearchSpace, arch_hash
 from supernet.cost import arch_cost
 
 
@@ -47,13 +47,8 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
     against the same subnets trained alone (0: skip), write the entry to ``into`` (default
     ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets of the
     validation set (0: none); returns its card."""
-    cfg = load_run_config(config)
-    if "name" not in cfg or "/" in str(cfg["name"]):
-        raise PoseNASError(f"{config}: a zoo config needs a name (one word: the entry is zoo:NAME)")
-    run = RunLayout(Path(out))
-    supernet_cfg = supernet_config(cfg, run, config)
+    cfg, run, supernet_cfg = prepare_run(config, out)
     data = cfg.get("data", {})
-    make_data(run, data)
     log = train_supernet(supernet_cfg, run.supernet.parent)
     ckpt = read_checkpoint(run.supernet, ("supernet", "space", "position"), "supernet checkpoint")
     card = {"name": cfg["name"], "space_name": supernet_cfg.space, "space": ckpt["space"], "spec": ckpt["spec"],
@@ -83,6 +78,29 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
     return card
 
 
+def prepare_run(config: str, out: str | Path):
+    """The zoo config, its run folder (data made) and its supernet training config."""
+    cfg = load_run_config(config)
+    if "name" not in cfg or "/" in str(cfg["name"]):
+        raise PoseNASError(f"{config}: a zoo config needs a name (one word: the entry is zoo:NAME)")
+    run = RunLayout(Path(out))
+    supernet_cfg = supernet_config(cfg, run, config)
+    make_data(run, cfg.get("data", {}))
+    return cfg, run, supernet_cfg
+
+
+def train_ranking_alone(config: str, out: str | Path, count: int = 8, epochs: float = 1) -> dict[str, float]:
+    """The stand-alone half of the card's ranking: the ``count`` subnets trained alone on the run's
+    data, independent of the supernet, so it can run beside the supernet's training (another core,
+    another machine); ``build_entry`` then finds them done. Returns each subnet's AP."""
+    from nas.app.bench_supernet import train_alone
+
+    _, run, supernet_cfg = prepare_run(config, out)
+    settings, folder = standalone_settings(supernet_cfg), run.root / "ranking" / "standalone"
+    return {name: train_alone(arch, settings, epochs, folder / name)
+            for name, arch in ranking_archs(SearchSpace.load(supernet_cfg.space), count).items()}
+
+
 def shipped_supernet(ckpt: dict, card: dict, dtype: torch.dtype) -> TrainedSupernet:
     """The checkpoint's supernet with its weights stored as ``dtype`` and read back, recalibrated as
     ``zoo:NAME`` will be."""
@@ -110,13 +128,23 @@ def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_c
     from scipy.stats import kendalltau
 
     from nas.app.bench_supernet import inherited_vs_standalone
-    from nas.search.predictor_build import spread_subnets
 
-    space = shipped.space
-    archs = {name: space.canonical(space.resolve(name)) for name in space.preset_names()[:count]}
-    archs.update({f"spread{i}": a for i, a in enumerate(spread_subnets(space, max(0, count - len(archs))))})
-    settings = {k: getattr(supernet_cfg, k) for k in ("train_ann", "train_images", "val_ann", "val_images", "space",
-                                                       "batch_size", "workers", "seed", "tag_radius", "augment")}
-    table = inherited_vs_standalone(shipped, archs, settings, epochs, run.root / "ranking")
+    table = inherited_vs_standalone(shipped, ranking_archs(shipped.space, count), standalone_settings(supernet_cfg),
+                                    epochs, run.root / "ranking")
     return {"kendall_tau": float(kendalltau(table["inherited_AP"], table["standalone_AP"]).statistic),
             "subnets": len(table), "epochs": epochs, "table": table.round(4).to_dict("records")}
+
+
+def ranking_archs(space, count: int) -> dict[str, dict]:
+    """The presets, then subnets spread over the MACs range: ``count`` subnets in all."""
+    from nas.search.predictor_build import spread_subnets
+
+    archs = {name: space.canonical(space.resolve(name)) for name in space.preset_names()[:count]}
+    archs.update({f"spread{i}": a for i, a in enumerate(spread_subnets(space, max(0, count - len(archs))))})
+    return archs
+
+
+def standalone_settings(supernet_cfg) -> dict:
+    """What a subnet trained alone shares with the supernet's training: data, space, batch, seed."""
+    return {k: getattr(supernet_cfg, k) for k in ("train_ann", "train_images", "val_ann", "val_images", "space",
+                                                  "batch_size", "workers", "seed", "tag_radius", "augment")}

@@ -61,14 +61,22 @@ def test_unknown_zoo_name_is_one_line(capsys):
 
 @pytest.mark.slow  # subnets trained alone
 def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypatch):
+    """The stand-alone half trains on its own (``--standalone-only``) and leaves records that
+    are enough for the card: with the subnets' checkpoints deleted, nothing is trained again."""
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
-    config, entry = tiny_zoo / "tiny-zoo.yaml", tiny_zoo / "ranked"
-    assert main(["zoo", "build", str(config), "--out", str(tiny_zoo / "run"), "--into", str(entry),
+    config, entry, run = tiny_zoo / "tiny-zoo.yaml", tiny_zoo / "ranked", tiny_zoo / "run"
+    assert main(["zoo", "build", str(config), "--out", str(run), "--standalone", "3", "--standalone-only"]) == 0
+    folders = sorted((run / "ranking" / "standalone").iterdir())
+    assert len(folders) == 3 and not (run / "ranking" / "subnets").exists()  # no inherited AP: the supernet waits
+    trained = {f.name: json.loads((f / "result.json").read_text())["AP"] for f in folders}
+    for folder in folders:
+        (folder / "checkpoint.pt").unlink()
+    assert main(["zoo", "build", str(config), "--out", str(run), "--into", str(entry),
                  "--predictor-samples", "0", "--standalone", "3"]) == 0  # the run resumes: nothing to train
     standalone = zoo.read_card(entry)["standalone"]
     assert standalone["subnets"] == 3 and len(standalone["table"]) == 3 and standalone["epochs"] == 1
-    assert all(row["standalone_AP"] >= 0 for row in standalone["table"])
-    assert (tiny_zoo / "run" / "ranking" / "standalone" / "min" / "checkpoint.pt").exists()
+    assert {row["subnet"]: row["standalone_AP"] for row in standalone["table"]} == pytest.approx(trained, abs=1e-4)
+    assert not any((f / "checkpoint.pt").exists() for f in folders)
 
 
 @pytest.mark.slow  # a second, short training run

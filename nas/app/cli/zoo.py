@@ -46,10 +46,17 @@ class Build(Command):
                        help="epochs each of those trains alone (a fraction is fine: 0.25)")
         p.add_argument("--predictor-samples", type=int, default=200,
                        help="subnets evaluated to fit the entry's accuracy predictor (0: none)")
+        p.add_argument("--standalone-only", action="store_true",
+                       help="only train the --standalone subnets alone (independent of the supernet: run it "
+                            "beside the supernet's training, on another core or machine) and stop")
 
     def take_action(self, args):
-        from nas.app.zoo import build_entry
+        from nas.app.zoo import build_entry, train_ranking_alone
 
+        if args.standalone_only:
+            aps = train_ranking_alone(args.config, args.out, args.standalone, args.standalone_epochs)
+            print("trained alone, AP: " + ", ".join(f"{name} {ap:.3f}" for name, ap in aps.items()))
+            return
         card = build_entry(args.config, args.out, args.into, not args.fp32, args.predictor_samples, args.standalone,
                            args.standalone_epochs)
         aps = ", ".join(f"{row['subnet']} {row['AP']:.3f}" for row in card["evaluation"]["inherited"])
