@@ -97,8 +97,9 @@ def train_ranking_alone(config: str, out: str | Path, count: int = 8, epochs: fl
 
     _, run, supernet_cfg = prepare_run(config, out)
     settings, folder = standalone_settings(supernet_cfg), run.root / "ranking" / "standalone"
-    return {name: train_alone(arch, settings, epochs, folder / name)
-            for name, arch in ranking_archs(SearchSpace.load(supernet_cfg.space), count).items()}
+    archs = sorted(ranking_archs(SearchSpace.load(supernet_cfg.space), count).items(),
+                   key=lambda item: arch_cost(item[1]).macs)  # the cheapest first: results come sooner
+    return {name: train_alone(arch, settings, epochs, folder / name) for name, arch in archs}
 
 
 def shipped_supernet(ckpt: dict, card: dict, dtype: torch.dtype) -> TrainedSupernet:
