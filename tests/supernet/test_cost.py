@@ -46,3 +46,13 @@ def test_cost_grows_with_every_kind_of_dimension():
     for config in bigger:
         assert arch_cost(config).macs > macs
     assert arch_cost(base, num_keypoints=14).macs < macs  # fewer output maps
+
+
+def test_attention_pruning_is_priced_only_where_a_top_k_runs():
+    """The token stage's top-k and mask run only when ``keep_ratio`` keeps fewer than all visual
+    tokens (``supernet.tokens``); the latency predictor prices them apart."""
+    space = SearchSpace.load("cpu")
+    base = {**space.min(), "token": {"depth": 1, "width": 32, "keep_ratio": 1.0}}
+    pruned = {**base, "token": {**base["token"], "keep_ratio": 0.25}}
+    assert arch_cost(base).features["pruning"] == 0 < arch_cost(pruned).features["pruning"]
+    assert arch_cost(base).features["attention"] == arch_cost(pruned).features["attention"] > 0
