@@ -1,6 +1,7 @@
 """Atomic file writes and safe reads: a killed run never leaves a half-written file behind."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -91,3 +92,12 @@ def read_checkpoint(path: str | os.PathLike, required: tuple[str, ...], kind: st
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise PoseNASError(f"{path}: not a PoseNAS {kind} (needs {', '.join(required)})")
     return ckpt
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """A file's SHA-256, read in blocks: what cards bind their weights with."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

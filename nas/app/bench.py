@@ -90,35 +90,19 @@ def bench_completion(scale: Scale, data: Path = SHARED_DATA / "coco-mini", drop:
     """Joint refinement: real coco-mini val people with ``drop`` of their labelled joints removed,
     completed by the network (trained on synthetic and coco-mini train skeletons alone) and by the
     midpoint heuristic; OKS against the originals over every labelled joint, and over the dropped."""
-    import numpy as np
-
     from nas.pose import completion
     from nas.pose.dataset import CocoPoseDataset
-    from nas.pose.evaluate import person_oks
 
     name = f"skeleton completion, coco-mini val, {drop:.0%} of labelled joints dropped: OKS network / heuristic"
     ann = data / "annotations" / "person_keypoints_{}.json"
     if not ann.with_name(ann.name.format("val")).exists():
         return [figure(name + " (data absent: ../shared/data)", None, "x", "> 1", None)]
-    train, val = (CocoPoseDataset(str(ann).format(split), data / "images") for split in ("train", "val"))
-    train_joints, train_labelled, _ = completion.coco_skeletons(train)
-    synthetic = completion.synthetic_skeletons(2000 if scale.quick else 20000, seed=0)
-    model = completion.train_completion(np.concatenate([synthetic[0], train_joints]),
-                                        np.concatenate([synthetic[1], train_labelled]), train.spec,
-                                        steps=300 if scale.quick else 3000, progress=True)
-    joints, labelled, areas = completion.coco_skeletons(val)
-    joints, labelled, areas = (a[labelled.sum(1) >= 6] for a in (joints, labelled, areas))
-    oks = {"network": [], "heuristic": [], "network dropped": [], "heuristic dropped": []}
-    for seed in range(1 if scale.quick else 5):
-        dropped = labelled & (np.random.default_rng(100 + seed).random(labelled.shape) < drop)
-        known = labelled & ~dropped
-        for method, filled in (("network", model(joints, known)),
-                               ("heuristic", completion.midpoint_fill(joints, known, model.parent, model.child))):
-            oks[method].append(person_oks(filled, joints, labelled, areas, val.spec).mean())
-            oks[f"{method} dropped"].append(person_oks(filled, joints, dropped, areas, val.spec)[dropped.any(1)].mean())
-    m = {k: float(np.mean(v)) for k, v in oks.items()}
-    return [figure(f"{name} ({m['network']:.3f} against {m['heuristic']:.3f}, {len(joints)} people; over the dropped"
-                   f" joints only {m['network dropped']:.3f} against {m['heuristic dropped']:.3f})",
+    skeletons = completion.training_skeletons([str(ann).format("train")], 2000 if scale.quick else 20000)
+    model = completion.train_completion(*skeletons, steps=300 if scale.quick else 3000, progress=True)
+    val = CocoPoseDataset(str(ann).format("val"), data / "images")
+    m = completion.judge(model, *completion.coco_skeletons(val), drop, draws=1 if scale.quick else 5)
+    return [figure(f"{name} ({m['network']:.3f} against {m['heuristic']:.3f}, {m['people']} people; over the dropped"
+                   f" joints only {m['network_dropped']:.3f} against {m['heuristic_dropped']:.3f})",
                    round(m["network"] / m["heuristic"], 3), "x", "> 1", m["network"] > m["heuristic"], scale)]
 
 

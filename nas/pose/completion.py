@@ -10,15 +10,19 @@ alone is the heuristic the network has to beat.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from nas.pose.keypoints import KeypointSpec
+from nas.errors import PoseNASError
+from nas.io import atomic_write, read_json, sha256, write_json
+from nas.pose.keypoints import KeypointSpec, get_spec
 
 CHOSEN, REPLACED = 0.2, 0.8  # share of known joints chosen; share of those moved to their midpoint
+WEIGHTS, CARD, FORMAT = "completion.safetensors", "completion.json", "posenas-skeleton-completion/1"
 
 
 def skeleton_tree(spec: KeypointSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +91,7 @@ class SkeletonCompleter(nn.Module):
 
     def __init__(self, num_keypoints: int, width: int = 256):
         super().__init__()
-        k2 = 2 * num_keypoints
+        self.width, k2 = width, 2 * num_keypoints
         self.mlp = nn.Sequential(nn.Linear(k2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                                  nn.Linear(width, k2))
 
@@ -119,12 +123,37 @@ def synthetic_skeletons(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([p.joints for p in people]).astype(np.float32), np.stack([p.face_visible for p in people])
 
 
+def training_skeletons(annotation_files: list[str], synthetic: int, seed: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, KeypointSpec]:
+    """Skeletons of COCO-format files (one keypoint spec) plus ``synthetic`` figures of the
+    generator (COCO's 17 joints), with their known joints and the spec."""
+    from nas.pose.dataset import CocoPoseDataset
+    from nas.pose.keypoints import COCO
+
+    sets = [CocoPoseDataset(f) for f in annotation_files]
+    spec = sets[0].spec if sets else COCO
+    for ds in sets:
+        if ds.spec.num_keypoints != spec.num_keypoints:
+            raise PoseNASError(f"{ds.ann_file}: {ds.spec.name} skeletons, not {spec.name} like {sets[0].ann_file}")
+    if synthetic and spec.num_keypoints != COCO.num_keypoints:
+        raise PoseNASError(f"--synthetic: the generator draws COCO's 17 joints, not {spec.name}'s "
+                           f"{spec.num_keypoints}; give 0")
+    parts = [coco_skeletons(ds)[:2] for ds in sets] + ([synthetic_skeletons(synthetic, seed)] if synthetic else [])
+    if not parts:
+        raise PoseNASError("skeleton completion: give --ann files or --synthetic N skeletons to train on")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), spec
+
+
 @dataclass
 class Completion:
-    """A trained completer with what it needs at run time."""
+    """A trained completer for one keypoint spec, saved as safetensors weights beside a JSON card
+    that binds them by SHA-256 (nothing pickled)."""
     net: SkeletonCompleter
-    parent: np.ndarray
-    child: np.ndarray
+    spec: KeypointSpec
+    training: dict = field(default_factory=dict)  # what it learnt from: skeletons, steps, seed
+
+    def __post_init__(self):
+        self.parent, self.child = skeleton_tree(self.spec)
 
     @torch.no_grad()
     def __call__(self, joints: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -136,6 +165,59 @@ class Completion:
         out = self.net(torch.from_numpy(x.astype(np.float32))).numpy() * scale + centre
         return np.where(known[..., None], joints, out).astype(np.float32)
 
+    def save(self, folder: str | Path) -> dict:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, tmp))
+        card = {"format": FORMAT, "spec": self.spec.name, "width": self.net.width, "training": self.training,
+                "sha256": sha256(folder / WEIGHTS)}
+        write_json(folder / CARD, card, indent=1)
+        return card
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Completion":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        card = read_json(folder / CARD, "skeleton completer card")
+        if not isinstance(card, dict) or card.get("format") != FORMAT:
+            raise PoseNASError(f"{folder / CARD}: not a skeleton completer card (format {FORMAT!r})")
+        weights = folder / WEIGHTS
+        if not weights.is_file() or sha256(weights) != card.get("sha256"):
+            raise PoseNASError(f"{weights}: missing, or its SHA-256 differs from {CARD}'s (modified or corrupt)")
+        spec = get_spec(card["spec"])
+        net = SkeletonCompleter(spec.num_keypoints, card["width"])
+        try:
+            net.load_state_dict(load_file(weights))
+        except (SafetensorError, RuntimeError) as e:
+            raise PoseNASError(f"{weights}: not this completer's weights ({str(e).splitlines()[0]})") from None
+        return cls(net.eval(), spec, card.get("training", {}))
+
+
+def judge(completion: Completion, joints: np.ndarray, labelled: np.ndarray, areas: np.ndarray, drop: float = 0.2,
+          draws: int = 5) -> dict[str, float]:
+    """Mean OKS of people (at least 6 labelled joints) with ``drop`` of their labelled joints removed
+    and completed, by the network and by the midpoint heuristic, against the originals: over every
+    labelled joint, and over the dropped ones (``draws`` random drops)."""
+    from nas.pose.evaluate import person_oks
+
+    keep = labelled.sum(1) >= 6
+    joints, labelled, areas = joints[keep], labelled[keep], areas[keep]
+    oks = {"network": [], "heuristic": [], "network_dropped": [], "heuristic_dropped": []}
+    for draw in range(draws):
+        dropped = labelled & (np.random.default_rng(100 + draw).random(labelled.shape) < drop)
+        known = labelled & ~dropped
+        for method, filled in (("network", completion(joints, known)),
+                               ("heuristic", midpoint_fill(joints, known, completion.parent, completion.child))):
+            oks[method].append(person_oks(filled, joints, labelled, areas, completion.spec).mean())
+            oks[f"{method}_dropped"].append(person_oks(filled, joints, dropped, areas, completion.spec)[
+                dropped.any(1)].mean())
+    return {"people": int(keep.sum()), **{k: float(np.mean(v)) for k, v in oks.items()}}
+
 
 def train_completion(joints: np.ndarray, known: np.ndarray, spec: KeypointSpec, steps: int = 2000,
                      batch: int = 256, seed: int = 0, progress: bool = False) -> Completion:
@@ -145,6 +227,8 @@ def train_completion(joints: np.ndarray, known: np.ndarray, spec: KeypointSpec, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     parent, child = skeleton_tree(spec)
+    if len(joints) == 0:
+        raise PoseNASError(f"skeleton completion for {spec.name}: no skeletons to train on")
     net = SkeletonCompleter(spec.num_keypoints)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -163,4 +247,4 @@ def train_completion(joints: np.ndarray, known: np.ndarray, spec: KeypointSpec, 
         loss.backward()
         opt.step()
         schedule.step()
-    return Completion(net.eval(), parent, child)
+    return Completion(net.eval(), spec, {"skeletons": len(joints), "steps": steps, "batch": batch, "seed": seed})

@@ -7,14 +7,13 @@ last: a folder with a card is a whole export.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_checkpoint, read_json, write_json
+from nas.io import atomic_write, read_checkpoint, read_json, sha256, write_json
 from nas.pose.decode import DecodeConfig
 from nas.subnet.onnx import OPSET, OUTPUTS, finest_stride, max_abs_difference, to_onnx
 from search_spaces import arch_hash, write_arch
@@ -23,10 +22,6 @@ from supernet.network import build_static
 
 WEIGHTS, ARCH, ONNX, CARD = "model.safetensors", "arch.json", "model.onnx", "card.json"
 ONNX_TOLERANCE = 1e-4
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, metrics: dict | None = None,
@@ -52,7 +47,7 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
             "macs": cost.macs, "params": cost.params, "metrics": metrics,
             "onnx": {"opset": OPSET, "max_abs_difference": difference, "outputs": list(OUTPUTS),
                      "decode": asdict(DecodeConfig()), "stride": finest_stride(arch)},
-            "weights_sha256": _sha256(out / WEIGHTS),
+            "weights_sha256": sha256(out / WEIGHTS),
             "source": source or {}}
     if latency is not None:
         card["latency"] = latency
@@ -73,7 +68,7 @@ def load_subnet(folder: str | Path) -> tuple[torch.nn.Module, dict]:
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise PoseNASError(f"{weights}: missing")
-    if _sha256(weights) != card.get("weights_sha256"):
+    if sha256(weights) != card.get("weights_sha256"):
         raise PoseNASError(f"{weights}: SHA-256 differs from {CARD}'s weights_sha256 (modified or corrupt)")
     try:
         state = load_file(weights)

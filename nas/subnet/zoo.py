@@ -10,14 +10,13 @@ recipe into a cache folder.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_json, write_json, write_text
+from nas.io import atomic_write, read_json, sha256, write_json, write_text
 from nas.pose.synth import synthetic_set
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
@@ -61,14 +60,6 @@ def read_card(folder: str | Path) -> dict:
 def is_card(record: dict) -> bool:
     """Whether a loaded supernet's record is a zoo card (else a training checkpoint)."""
     return record.get("format") == FORMAT
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_weights(folder: str | Path, card: dict, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

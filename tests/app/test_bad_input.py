@@ -104,6 +104,9 @@ def cases(w):
         (["arch", "macs", "--space", str(r / "missing-space.yaml"), "--preset", "min"], "missing-space.yaml", None),
         (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),
         (["zoo", "build", str(r / "missing.yaml"), "--out", str(r / "z")], "run config not found", None),
+        (["completion", "train", "--synthetic", "0", "--out", str(r / "c")], "give --ann files or --synthetic", None),
+        (["completion", "eval", str(r), "--ann", ann], "skeleton completer card not found", None),
+        (["completion", "eval", str(r), "--ann", ann, "--drop", "1.5"], "--drop 1.5", None),
         (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z")], "a zoo config needs a name", None),
         (["eval-subnet", "--supernet", "zoo:nope", "--arch", "min", "--data", data], "zoo:nope: no such zoo", None),
         (["predictor", "build", "--supernet", sup, "--data", data, "--samples", "3", "--out", str(r / "acc")],
@@ -117,14 +120,14 @@ def cases(w):
     ]
 
 
-CASES = 40
+CASES = 43
 
 
 def test_the_suite_covers_every_command(world):
     assert len(cases(world)) == CASES
     commands = {c[0][0] for c in cases(world)}
     assert commands >= {"data", "eval", "train", "train-supernet", "eval-subnet", "search", "finetune", "export",
-                        "predict", "plot", "run", "latency", "arch", "bench", "zoo", "predictor"}
+                        "predict", "plot", "run", "latency", "arch", "bench", "zoo", "predictor", "completion"}
 
 
 @pytest.mark.parametrize("index", range(CASES))

@@ -10,6 +10,7 @@ import yaml
 
 from nas.app.cli import main
 from nas.errors import PoseNASError
+from nas.io import sha256
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import AccuracyPredictor
 from nas.subnet import zoo
@@ -21,7 +22,7 @@ def test_entry_holds_weights_card_and_log_without_pickles(tiny_zoo):
     entry = tiny_zoo / "entry"
     assert sorted(p.name for p in entry.iterdir()) == sorted([zoo.WEIGHTS, zoo.CARD, zoo.LOG, zoo.PREDICTOR])
     card = json.loads((entry / zoo.CARD).read_text())
-    assert card["sha256"] == zoo.sha256(entry / zoo.WEIGHTS)
+    assert card["sha256"] == sha256(entry / zoo.WEIGHTS)
     assert card["weights_dtype"] == "float16" and card["training"]["steps"] == 3
     assert {row["subnet"] for row in card["evaluation"]["inherited"]} >= {"min", "max", "litepose_xs"}
     assert (entry / zoo.LOG).read_text().startswith("phase,")

@@ -1,11 +1,14 @@
 """Joint refinement by masked skeleton completion: the tree, the masking, the loss, and a
 completer trained on synthetic skeletons alone that beats the midpoint heuristic on real people."""
 import numpy as np
+import pytest
 import torch
 
+from nas.errors import PoseNASError
 from nas.pose.completion import (
     CHOSEN,
     REPLACED,
+    Completion,
     coco_skeletons,
     mask_skeletons,
     masked_joint_loss,
@@ -61,7 +64,7 @@ def test_the_loss_counts_the_masked_joints_only():
     assert masked_joint_loss(predicted, target, chosen).item() > loss.item()
 
 
-def test_a_completer_trained_on_synthetic_skeletons_beats_the_heuristic_on_coco_mini():
+def test_a_completer_trained_on_synthetic_skeletons_beats_the_heuristic_on_coco_mini(tmp_path):
     ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
     joints, labelled, areas = coco_skeletons(ds)
     keep = labelled.sum(1) >= 6
@@ -69,10 +72,24 @@ def test_a_completer_trained_on_synthetic_skeletons_beats_the_heuristic_on_coco_
     rng = np.random.default_rng(1)
     dropped = labelled & (rng.random(labelled.shape) < 0.2)
     known = labelled & ~dropped
-    completion = train_completion(*synthetic_skeletons(2000, seed=0), COCO, steps=300)
+    train_completion(*synthetic_skeletons(2000, seed=0), COCO, steps=300).save(tmp_path)
+    completion = Completion.load(tmp_path)  # as it is kept: safetensors and a card
     completed = completion(joints, known)
     assert np.array_equal(completed[known], joints[known])  # what was found stays where it was
     heuristic = midpoint_fill(joints, known, completion.parent, completion.child)
     assert dropped.sum() > 50
     assert (person_oks(completed, joints, dropped, areas, COCO).mean()
             > person_oks(heuristic, joints, dropped, areas, COCO).mean() + 0.05)
+
+
+def test_a_changed_completer_file_is_refused(tmp_path):
+    completion = train_completion(*synthetic_skeletons(50, seed=0), COCO, steps=2, batch=8)
+    completion.save(tmp_path)
+    joints = synthetic_skeletons(3, seed=1)[0]
+    known = np.ones((3, 17), bool)
+    known[:, 9] = False
+    assert np.array_equal(Completion.load(tmp_path)(joints, known), completion(joints, known))
+    weights = tmp_path / "completion.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(PoseNASError, match="SHA-256 differs"):
+        Completion.load(tmp_path)

@@ -8,15 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nas.app.cli import arch, data, latency, pose, predictor, run, search, subnet, train, zoo
+from nas.app.cli import arch, completion, data, latency, pose, predictor, run, search, subnet, train, zoo
 from nas.errors import PoseNASError
 from search_spaces import SpaceError
 
 GROUPS = {"data": "datasets: synthesize, check", "arch": "arch configs: sample, cost, presets",
           "latency": "measured latency and the latency predictor",
           "zoo": "trained supernets that ship: list, build",
-          "predictor": "the accuracy predictor of a supernet"}
-COMMANDS = [*data.COMMANDS, *pose.COMMANDS, *train.COMMANDS, *subnet.COMMANDS, *arch.COMMANDS,
+          "predictor": "the accuracy predictor of a supernet",
+          "completion": "joint refinement: fill in missing joints from the skeleton"}
+COMMANDS = [*data.COMMANDS, *pose.COMMANDS, *completion.COMMANDS, *train.COMMANDS, *subnet.COMMANDS, *arch.COMMANDS,
             *latency.COMMANDS, *predictor.COMMANDS, *search.COMMANDS, *zoo.COMMANDS, *run.COMMANDS]
 
 
