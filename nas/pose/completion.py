@@ -130,6 +130,8 @@ def training_skeletons(annotation_files: list[str], synthetic: int, seed: int = 
     from nas.pose.dataset import CocoPoseDataset
     from nas.pose.keypoints import COCO
 
+    if synthetic < 0:
+        raise PoseNASError(f"--synthetic {synthetic}: a count of figures, 0 or more")
     sets = [CocoPoseDataset(f) for f in annotation_files]
     spec = sets[0].spec if sets else COCO
     for ds in sets:
@@ -227,8 +229,9 @@ def train_completion(joints: np.ndarray, known: np.ndarray, spec: KeypointSpec, 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     parent, child = skeleton_tree(spec)
-    if len(joints) == 0:
-        raise PoseNASError(f"skeleton completion for {spec.name}: no skeletons to train on")
+    if len(joints) == 0 or steps < 1 or batch < 1:
+        raise PoseNASError(f"skeleton completion for {spec.name}: {len(joints)} skeletons, {steps} steps of "
+                           f"{batch}: needs skeletons and at least one step")
     net = SkeletonCompleter(spec.num_keypoints)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

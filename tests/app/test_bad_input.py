@@ -105,6 +105,8 @@ def cases(w):
         (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),
         (["zoo", "build", str(r / "missing.yaml"), "--out", str(r / "z")], "run config not found", None),
         (["completion", "train", "--synthetic", "0", "--out", str(r / "c")], "give --ann files or --synthetic", None),
+        (["completion", "train", "--synthetic", "-5", "--out", str(r / "c")], "--synthetic -5", None),
+        (["completion", "train", "--synthetic", "10", "--steps", "0", "--out", str(r / "c")], "0 steps", None),
         (["completion", "eval", str(r), "--ann", ann], "skeleton completer card not found", None),
         (["completion", "eval", str(r), "--ann", ann, "--drop", "1.5"], "--drop 1.5", None),
         (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z")], "a zoo config needs a name", None),
@@ -120,7 +122,7 @@ def cases(w):
     ]
 
 
-CASES = 43
+CASES = 45
 
 
 def test_the_suite_covers_every_command(world):
