@@ -191,10 +191,12 @@ class Completion:
         weights = folder / WEIGHTS
         if not weights.is_file() or sha256(weights) != card.get("sha256"):
             raise PoseNASError(f"{weights}: missing, or its SHA-256 differs from {CARD}'s (modified or corrupt)")
-        spec = get_spec(card["spec"])
-        net = SkeletonCompleter(spec.num_keypoints, card["width"])
         try:
+            spec = get_spec(card["spec"])
+            net = SkeletonCompleter(spec.num_keypoints, int(card["width"]))
             net.load_state_dict(load_file(weights))
+        except (KeyError, TypeError, ValueError) as e:
+            raise PoseNASError(f"{folder / CARD}: field {e} missing or malformed") from None
         except (SafetensorError, RuntimeError) as e:
             raise PoseNASError(f"{weights}: not this completer's weights ({str(e).splitlines()[0]})") from None
         return cls(net.eval(), spec, card.get("training", {}))
@@ -208,6 +210,8 @@ def judge(completion: Completion, joints: np.ndarray, labelled: np.ndarray, area
     from nas.pose.evaluate import person_oks
 
     keep = labelled.sum(1) >= 6
+    if not keep.any():
+        raise PoseNASError("skeleton completion: no person with at least 6 labelled joints to judge on")
     joints, labelled, areas = joints[keep], labelled[keep], areas[keep]
     oks = {"network": [], "heuristic": [], "network_dropped": [], "heuristic_dropped": []}
     for draw in range(draws):
