@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import kendalltau
 
-from nas.io import write_json, write_text
+from nas.io import read_json, write_json, write_text
 from nas.pose.synth import synthetic_set
 from nas.search.predictor_build import spread_subnets
 from search_spaces import arch_hash
@@ -31,8 +31,8 @@ def train_alone(arch: dict, settings: dict, epochs: float, out: Path) -> float:
 
     record = out / "result.json"
     if record.exists():
-        saved = json.loads(record.read_text(encoding="utf-8"))
-        if saved.get("arch_hash") == arch_hash(arch) and saved.get("epochs") == epochs:
+        saved = read_json(record, "stand-alone record")
+        if isinstance(saved, dict) and saved.get("arch_hash") == arch_hash(arch) and saved.get("epochs") == epochs:
             return saved["AP"]
     warmup = 1.0 if epochs >= 1 else epochs / 4  # a fraction of an epoch still anneals
     alone = TrainConfig.from_dict({**settings, "arch": arch, "epochs": epochs, "val_every": max(1, round(epochs)),
