@@ -94,12 +94,12 @@ def bench_completion(scale: Scale, data: Path = SHARED_DATA / "coco-mini", drop:
     from nas.pose.dataset import CocoPoseDataset
 
     name = f"skeleton completion, coco-mini val, {drop:.0%} of labelled joints dropped: OKS network / heuristic"
-    ann = data / "annotations" / "person_keypoints_{}.json"
-    if not ann.with_name(ann.name.format("val")).exists():
+    train, val = (data / "annotations" / f"person_keypoints_{split}.json" for split in ("train", "val"))
+    if not val.exists():
         return [figure(name + " (data absent: ../shared/data)", None, "x", "> 1", None)]
-    skeletons = completion.training_skeletons([str(ann).format("train")], 2000 if scale.quick else 20000)
+    skeletons = completion.training_skeletons([str(train)], 2000 if scale.quick else 20000)
     model = completion.train_completion(*skeletons, steps=300 if scale.quick else 3000, progress=True)
-    val = CocoPoseDataset(str(ann).format("val"), data / "images")
+    val = CocoPoseDataset(val, data / "images")
     m = completion.judge(model, *completion.coco_skeletons(val), drop, draws=1 if scale.quick else 5)
     return [figure(f"{name} ({m['network']:.3f} against {m['heuristic']:.3f}, {m['people']} people; over the dropped"
                    f" joints only {m['network_dropped']:.3f} against {m['heuristic_dropped']:.3f})",

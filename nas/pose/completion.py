@@ -55,12 +55,13 @@ def midpoint_fill(joints: np.ndarray, known: np.ndarray, parent: np.ndarray, chi
     mean = (joints * known[..., None]).sum(1) / np.maximum(known.sum(1, keepdims=True), 1)
     for j in range(joints.shape[1]):
         p, c = parent[j], child[j]
-        p_ok = known[:, p] if p >= 0 else np.zeros(len(joints), bool)
-        c_ok = known[:, c] if c >= 0 else np.zeros(len(joints), bool)
-        both = (joints[:, p] + joints[:, c]) / 2 if p >= 0 and c >= 0 else mean
-        guess = np.where((p_ok & c_ok)[:, None], both,
-                         np.where(p_ok[:, None], joints[:, p] if p >= 0 else mean,
-                                  np.where(c_ok[:, None], joints[:, c] if c >= 0 else mean, mean)))
+        guess = mean  # each better guess below overrides it where its joints are known
+        if c >= 0:
+            guess = np.where(known[:, c, None], joints[:, c], guess)
+        if p >= 0:
+            guess = np.where(known[:, p, None], joints[:, p], guess)
+        if p >= 0 and c >= 0:
+            guess = np.where((known[:, p] & known[:, c])[:, None], (joints[:, p] + joints[:, c]) / 2, guess)
         out[:, j] = np.where(known[:, j, None], joints[:, j], guess)
     return out
 
