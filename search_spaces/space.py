@@ -10,12 +10,16 @@ An arch config is plain JSON data::
      "stages": [{"modules": 1, "branches": [{"depth": 2, "kernel": 7, "expand": 4}]},
                 {"modules": 1, "branches": [{...}, {...}]}, ...],
      "token": {"depth": 1, "width": 64, "keep_ratio": 0.5},
-     "head": {"width": 32, "multi_resolution": true}}
+     "head": {"width": 32, "multi_resolution": true, "type": "ae",
+              "queries": 10, "decoder_depth": 1, "decoder_width": 32}}
 
 Stage ``s`` has branches ``0..s``; branch ``b`` runs at stride ``4 * 2**b`` with ``widths[b]``
 channels. ``depth`` is blocks per branch per fusion module; a high-resolution branch (``b < s``)
 may have depth 0 (it passes its input on: gradual shrinking), the stage's newest, lowest-
-resolution branch may not.
+resolution branch may not. ``head.type`` picks the head: ``ae`` (heatmaps and associative-embedding
+tags, grouped after the network) or ``query`` (people straight out of the network; ``queries``,
+``decoder_depth`` and ``decoder_width`` are its own). A categorical dimension has no order: its
+first choice in the space file stands in for both "largest" and "smallest".
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ TOP_KEYS = ("resolution", "stem", "widths", "stages", "token", "head")
 TOKEN_HEAD_DIM = 16  # channels per attention head: embed widths must be multiples of it
 STEM_BLOCK = {"kernel": 3, "expand": 1}  # the fixed block after the stride-2 stem conv of every subnet
 # Elastic groups, in the order progressive shrinking opens them.
-GROUPS = ("resolution", "kernel", "depth", "width", "token")
+GROUPS = ("resolution", "kernel", "depth", "width", "token", "head")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Key:
     type, the progressive-shrinking group that opens it, and its one choice where the space file
     leaves it out (None: the file must give it)."""
     scope: str  # "top", "widths" (one list per branch), "stage" (one per stage), "branch", "token", "head"
-    kind: type
+    kind: type  # int, float, bool, or str (categorical: choices keep the file's order)
     group: str
     default: tuple | None = None
 
@@ -62,7 +66,13 @@ KEYS = {
     "token.keep_ratio": Key("token", float, "token", (1.0,)),
     "head.width": Key("head", int, "width", (32,)),
     "head.multi_resolution": Key("head", bool, "depth", (False,)),
+    "head.type": Key("head", str, "head", ("ae",)),
+    "head.queries": Key("head", int, "head", (10,)),
+    "head.decoder_depth": Key("head", int, "head", (1,)),
+    "head.decoder_width": Key("head", int, "head", (32,)),
 }
+HEAD_TYPES = ("ae", "query")
+QUERY_KEYS = ("queries", "decoder_depth", "decoder_width")  # inert unless head.type is query
 assert all(k.group in GROUPS for k in KEYS.values())
 
 
@@ -88,6 +98,15 @@ class Dimension:
     def group(self) -> str:
         """Which progressive-shrinking group opens this dimension (see GROUPS)."""
         return KEYS[self.key].group
+
+    @property
+    def largest(self):
+        """The largest choice; a categorical dimension's first."""
+        return self.choices[0] if KEYS[self.key].kind is str else max(self.choices)
+
+    @property
+    def smallest(self):
+        return self.choices[0] if KEYS[self.key].kind is str else min(self.choices)
 
     @property
     def name(self) -> str:
@@ -172,15 +191,15 @@ class SearchSpace:
 
     def min(self, groups: tuple[str, ...] = GROUPS) -> dict:
         """The smallest subnet; dimensions outside ``groups`` stay at their largest choice."""
-        return self._build(lambda d: min(d.choices) if d.group in groups else max(d.choices))
+        return self._build(lambda d: d.smallest if d.group in groups else d.largest)
 
     def max(self) -> dict:
-        return self._build(lambda d: max(d.choices))
+        return self._build(lambda d: d.largest)
 
     def random(self, rng: random.Random | int | None = None, groups: tuple[str, ...] = GROUPS) -> dict:
         """A uniform draw; dimensions outside ``groups`` stay at their largest choice."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-        return self._build(lambda d: rng.choice(d.choices) if d.group in groups else max(d.choices))
+        return self._build(lambda d: rng.choice(d.choices) if d.group in groups else d.largest)
 
     def mutate(self, config: dict, rng: random.Random | int | None = None, prob: float = 0.1) -> dict:
         """Each dimension re-drawn with probability ``prob`` (the others kept), as evolutionary NAS does."""
@@ -199,6 +218,10 @@ class SearchSpace:
         if not isinstance(config, dict):
             raise SpaceError(f"{source}: an arch config must be a JSON object, got {type(config).__name__}")
         _check_keys(config, TOP_KEYS, (), source)
+        config = copy.deepcopy(config)
+        if isinstance(config["head"], dict):  # configs written before the query head: the AE head
+            for key in ("type", *QUERY_KEYS):
+                config["head"].setdefault(key, KEYS[f"head.{key}"].default[0])
         if config["stem"] != self.spec["stem"]:
             raise SpaceError(f"{source}: stem is {config['stem']!r}; space {self.name!r} has stem {self.spec['stem']}")
         for key, n in (("widths", self.num_stages), ("stages", self.num_stages)):
@@ -222,13 +245,14 @@ class SearchSpace:
                     rule = " (the newest, lowest-resolution branch of a stage needs at least one block)"
                 raise SpaceError(f"{source}: {field_name(dim.path)} = {value!r} is not allowed{rule}; "
                                  f"allowed: {list(dim.choices)}")
-        return copy.deepcopy(config)
+        return config
 
     def canonical(self, config: dict) -> dict:
         """Inert choices set to their minimum (every key but depth of a depth-0 branch or token
-        stage), so equal networks have equal configs and hashes."""
+        stage; the query head's keys under the AE head; the stride-2 heatmaps under the query head),
+        so equal networks have equal configs and hashes."""
         config = copy.deepcopy(config)
-        smallest = {d.path: min(d.choices) for d in self.dimensions}
+        smallest = {d.path: d.smallest for d in self.dimensions}
         for s, stage in enumerate(config["stages"]):
             for b, branch in enumerate(stage["branches"]):
                 if branch["depth"] == 0:
@@ -237,15 +261,41 @@ class SearchSpace:
         if config["token"]["depth"] == 0:
             for key in TOKEN_KEYS[1:]:
                 config["token"][key] = smallest[("token", key)]
+        head = config["head"]
+        for key in QUERY_KEYS if head["type"] == "ae" else ("multi_resolution",):
+            head[key] = smallest[("head", key)]
         return config
+
+    def choices(self, name: str) -> tuple:
+        """The choices of a dimension by its flat name, e.g. ``head.type``."""
+        return next(d.choices for d in self.dimensions if d.name == name)
+
+    def with_head(self, config: dict, head_type: str) -> dict:
+        """``config``'s backbone under head ``head_type``, the head's own keys at their largest:
+        two heads compared at matched backbones."""
+        if head_type not in self.choices("head.type"):
+            raise SpaceError(f"head.type {head_type!r} is not in space {self.name!r}: "
+                             f"{list(self.choices('head.type'))}")
+        config = self.validate(config)
+        config["head"]["type"] = head_type
+        for d in self.dimensions:
+            if d.path[0] == "head" and d.path[1] in QUERY_KEYS + ("multi_resolution",):
+                config["head"][d.path[1]] = d.largest
+        return self.canonical(config)
 
     # -- encodings -------------------------------------------------------------------------------
     def feature_names(self) -> list[str]:
         return [d.name for d in self.dimensions]
 
+    def values(self, config: dict) -> list:
+        """The config's choice of every dimension, in ``feature_names()`` order."""
+        return [_get(config, d.path) for d in self.dimensions]
+
     def encode(self, config: dict) -> list[float]:
-        """The config as numbers, one per dimension in ``feature_names()`` order (for predictors)."""
-        return [float(_get(config, d.path)) for d in self.dimensions]
+        """The config as numbers, one per dimension in ``feature_names()`` order (for predictors); a
+        categorical choice as its index."""
+        return [float(d.choices.index(v) if isinstance(v, str) else v)
+                for d, v in zip(self.dimensions, self.values(config))]
 
     def preset(self, name: str) -> dict:
         """A published model mirrored as closely as this space allows: every value snapped to the
@@ -263,8 +313,8 @@ class SearchSpace:
         def nearest(dim: Dimension):
             try:
                 target = _get(ideal, dim.path)
-            except (KeyError, IndexError):  # the space has more stages than the model: smallest choice
-                return min(dim.choices)
+            except (KeyError, IndexError):  # the space has more stages (or keys) than the model: smallest choice
+                return dim.smallest
             return min(dim.choices, key=lambda c: (abs(float(c) - float(target)), c))
 
         config = self._build(nearest)
@@ -311,7 +361,11 @@ class SearchSpace:
 
 
 def arch_hash(config: dict) -> str:
-    """A short stable key for a (canonical) config: it keys every cache."""
+    """A short stable key for a (canonical) config: it keys every cache. An AE-head config hashes
+    without the head's newer keys, as before the query head, so caches and records stay valid."""
+    head = config["head"]
+    if head.get("type", "ae") == "ae":
+        config = {**config, "head": {k: v for k, v in head.items() if k not in ("type", *QUERY_KEYS)}}
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -360,13 +414,16 @@ def _choices(value: Any, where: str, source: str, kind=int) -> tuple:
         raise SpaceError(f"{source}: {where} must be a non-empty list of choices, got {value!r}")
     for v in value:
         ok = isinstance(v, bool) if kind is bool else (isinstance(v, kind) and not isinstance(v, bool))
+        if kind is str:
+            ok = v in HEAD_TYPES
         if kind is float:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
         if not ok:
-            raise SpaceError(f"{source}: {where} has {v!r}; choices must be {kind.__name__}")
+            raise SpaceError(f"{source}: {where} has {v!r}; choices must be "
+                             + (f"among {list(HEAD_TYPES)}" if kind is str else kind.__name__))
     if len(set(value)) != len(value):
         raise SpaceError(f"{source}: {where} lists a choice twice: {value}")
-    return tuple(sorted(value))
+    return tuple(value) if kind is str else tuple(sorted(value))
 
 
 def _given(spec: dict, name: str, source: str, stages: int = 1):
@@ -432,7 +489,11 @@ def _check_space(spec: dict, source: str) -> dict:
                          f"(attention head size) and token.depth >= 0, got {list(token['width'])}")
     if any(not 0 < r <= 1 for r in token["keep_ratio"]):
         raise SpaceError(f"{source}: token.keep_ratio must lie in (0, 1], got {list(token['keep_ratio'])}")
-    if min(out["head"]["width"]) < 1:
-        raise SpaceError(f"{source}: head.width must be >= 1")
+    head = out["head"]
+    if min(head["width"]) < 1 or min(head["queries"]) < 1 or min(head["decoder_depth"]) < 1:
+        raise SpaceError(f"{source}: head.width, head.queries and head.decoder_depth must be >= 1")
+    if any(w % TOKEN_HEAD_DIM or w < 1 for w in head["decoder_width"]):
+        raise SpaceError(f"{source}: head.decoder_width must be positive multiples of {TOKEN_HEAD_DIM} "
+                         f"(attention head size), got {list(head['decoder_width'])}")
     return out
 

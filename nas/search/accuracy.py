@@ -26,7 +26,7 @@ FORMAT = "posenas-accuracy-predictor/1"
 def encode(space: SearchSpace, arch: dict, num_keypoints: int) -> np.ndarray:
     """One-hot per dimension of the canonical config (OFA's encoding), then log10 of its MACs."""
     arch = space.canonical(arch)
-    values = space.encode(arch)
+    values = space.values(arch)
     onehot = [float(v == c) for v, dim in zip(values, space.dimensions) for c in dim.choices]
     return np.array(onehot + [math.log10(arch_cost(arch, num_keypoints).macs)])
 

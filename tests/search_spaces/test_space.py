@@ -185,7 +185,7 @@ def test_groups_restrict_sampling_for_progressive_shrinking():
     changed = {d.group for d in space.dimensions
                if space.encode(only_kernel)[space.dimensions.index(d)] != space.encode(largest)[space.dimensions.index(d)]}
     assert changed == {"kernel"}
-    assert {d.group for d in space.dimensions} == {"resolution", "kernel", "depth", "width", "token"}
+    assert {d.group for d in space.dimensions} == {"resolution", "kernel", "depth", "width", "token", "head"}
     token = [d.name for d in space.dimensions if d.group == "token"]
     assert token == ["token.depth", "token.keep_ratio"]
 
@@ -213,3 +213,41 @@ def test_every_dimension_takes_its_group_from_the_key_table():
     assert groups["token.width"] == "width" and groups["head.multi_resolution"] == "depth"
     assert groups["stages.3.modules"] == "depth" and groups["widths.0"] == "width"
     assert set(groups.values()) == set(GROUPS)
+
+
+def test_the_head_type_is_categorical_and_its_first_choice_is_the_largest_and_smallest():
+    space = SearchSpace.load("tiny")
+    assert space.choices("head.type") == ("ae", "query")  # the file's order, not sorted
+    assert space.max()["head"]["type"] == space.min()["head"]["type"] == "ae"
+    types = {space.random(s)["head"]["type"] for s in range(20)}
+    assert types == {"ae", "query"}
+    query = space.with_head(space.random(1), "query")
+    assert space.encode(query)[space.feature_names().index("head.type")] == 1.0
+    assert query["head"]["multi_resolution"] is False  # inert under the query head: canonical
+    ae = space.with_head(query, "ae")
+    assert ae["head"]["queries"] == 5 and ae["head"]["decoder_width"] == 16  # inert under the AE head
+    with pytest.raises(SpaceError, match=r"head.type = 'detr' is not allowed; allowed: \['ae', 'query'\]"):
+        space.validate({**ae, "head": {**ae["head"], "type": "detr"}})
+    with pytest.raises(SpaceError, match="head.type 'query' is not in space 'cpu'"):
+        SearchSpace.load("cpu").with_head(SearchSpace.load("cpu").max(), "query")
+
+
+def test_configs_written_before_the_query_head_load_and_hash_as_they_did():
+    space = SearchSpace.load("cpu")
+    config = space.preset("litepose_xs")
+    old = {**config, "head": {"width": config["head"]["width"], "multi_resolution": True}}
+    assert space.validate(old) == config
+    assert arch_hash(config) == arch_hash(old) == "c6d4b6f7fd1ed4cc"  # the hash stand-alone records hold
+
+
+def test_a_space_file_names_the_head_types_it_allows(tmp_path):
+    spec = yaml.safe_load((SHIPPED / "tiny.yaml").read_text())
+    spec["head"]["type"] = ["ae", "transformer"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpaceError, match=r"head.type has 'transformer'; choices must be among \['ae', 'query'\]"):
+        SearchSpace.load(path)
+    spec["head"]["type"], spec["head"]["decoder_width"] = ["query"], [24]
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpaceError, match="head.decoder_width must be positive multiples of 16"):
+        SearchSpace.load(path)
