@@ -171,7 +171,7 @@ def bench_supernet_overhead(scale: Scale, space: str = "cpu", batch: int = 8) ->
     from supernet.network import PoseNet, extract
 
     sp = SearchSpace.load(space)
-    supernet = PoseNet(sp.max()).to(memory_format=torch.channels_last)
+    supernet = PoseNet.supernet(sp).to(memory_format=torch.channels_last)
     ratios = {}
     for name, arch in (("litepose_xs", sp.preset("litepose_xs")), ("random0", sp.random(0)),
                        ("random1", sp.random(1)), ("min", sp.min())):

@@ -24,6 +24,7 @@ class DecodeConfig:
     nms_radius: float = 4.0  # in input pixels
     use_detection_val: bool = True
     refine: bool = True
+    person_threshold: float = 0.05  # the query head's people scoring less are dropped
 
 
 def aggregate(outputs: list[torch.Tensor], num_keypoints: int,

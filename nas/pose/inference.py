@@ -11,6 +11,7 @@ from nas.pose.keypoints import KeypointSpec
 from nas.pose.transforms import apply_to_points, invert, letterbox_matrix, normalize, warp_image
 
 Network = Callable[[torch.Tensor], list[torch.Tensor]]
+QUERY_STRIDE = 4  # the query head works on the stride-4 features
 
 
 def prepare(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +25,11 @@ def decode_batch(outputs: list[torch.Tensor], matrices: Sequence[np.ndarray], si
                  cfg: DecodeConfig = DecodeConfig(), flipped: list[torch.Tensor] | None = None
                  ) -> list[tuple[np.ndarray, np.ndarray]]:
     """People per image from a batch of network outputs: keypoints (P, K, 3) in original image
-    pixels (``matrices`` map each image into the input) and a score per person (P,)."""
+    pixels (``matrices`` map each image into the input) and a score per person (P,). A query
+    head's people (``is_people``) need no grouping; flip test does not apply to them."""
+    if is_people(outputs, spec.num_keypoints):
+        return [query_people(people, matrix, cfg) for people, matrix in zip(outputs[0].detach().float().cpu().numpy(),
+                                                                            matrices)]
     heat, tags = aggregate([o.detach().float().cpu() for o in outputs], spec.num_keypoints,
                            [o.detach().float().cpu() for o in flipped] if flipped else None, spec.flip_index)
     stride = size / heat.shape[-1]
@@ -36,10 +41,30 @@ def decode_batch(outputs: list[torch.Tensor], matrices: Sequence[np.ndarray], si
     return people
 
 
+def is_people(outputs: Sequence, num_keypoints: int) -> bool:
+    """Whether network outputs are a query head's people (B, Q, K + 1, 3), not square maps."""
+    return len(outputs) == 1 and len(outputs[0].shape) == 4 and tuple(outputs[0].shape[-2:]) == (num_keypoints + 1, 3)
+
+
+def query_people(people: np.ndarray, matrix: np.ndarray, cfg: DecodeConfig = DecodeConfig()
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """People of one image from a query head's (Q, K + 1, 3) at stride 4: those scoring at least
+    ``cfg.person_threshold``, best first, in original image pixels."""
+    scores = people[:, -1, 2]
+    keep = np.argsort(-scores)[:cfg.max_people]
+    keep = keep[scores[keep] >= cfg.person_threshold]
+    kps = people[keep, :-1].copy()
+    kps[..., :2] = apply_to_points(invert(matrix), (kps[..., :2] + 0.5) * QUERY_STRIDE - 0.5)
+    return kps, scores[keep]
+
+
 def people_from_candidates(outputs: Sequence[np.ndarray], matrix: np.ndarray, size: int, spec: KeypointSpec,
                            cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
     """People of one image from a deployed model's outputs (heatmaps, tags, candidates, candidate
-    tags: ``nas.subnet.onnx.OUTPUTS``): the grouping that runs outside the graph."""
+    tags: ``nas.subnet.onnx.OUTPUTS``): the grouping that runs outside the graph; or a query head's
+    people, which need none."""
+    if is_people(outputs, spec.num_keypoints):
+        return query_people(np.asarray(outputs[0])[0], matrix, cfg)
     heat, tags, joints, joint_tags = (np.asarray(o)[0] for o in outputs)
     stride = size / heat.shape[-1]
     kps, scores = group_candidates(torch.from_numpy(heat), torch.from_numpy(tags)[..., None], joints,

@@ -27,7 +27,9 @@ class PoseTrainSet(Dataset):
     """Indexed by (sample index, input size): the sampler picks the resolution for each batch.
 
     Returns image (3, S, S), then per output stride its heatmaps (K, S/s, S/s) and valid mask
-    (S/s, S/s), and the tag indices (MAX_PEOPLE, J, 2) at the first (coarsest) stride.
+    (S/s, S/s), the tag indices (MAX_PEOPLE, J, 2) at the first (coarsest) stride, and the people
+    there (MAX_PEOPLE, K, 3): x, y and visibility, 0 for joints off the map and for padding rows
+    (what the query head regresses).
     """
 
     def __init__(self, dataset: CocoPoseDataset, strides: tuple[int, ...] = (4, 2),
@@ -63,7 +65,18 @@ class PoseTrainSet(Dataset):
             masks.append(torch.from_numpy((ignore < 0.5).astype(np.float32)))
             if s == self.strides[0]:
                 tags = torch.from_numpy(tag_indices(out_kps, out, k, MAX_PEOPLE, self.tag_radius))
-        return torch.from_numpy(image), heats, masks, tags
+                people = people_rows(out_kps, out)
+        return torch.from_numpy(image), heats, masks, tags, people
+
+
+def people_rows(keypoints: np.ndarray, size: int) -> torch.Tensor:
+    """(MAX_PEOPLE, K, 3) people on a map of ``size``: joints off it unlabelled, padding rows zero."""
+    out = np.zeros((MAX_PEOPLE, keypoints.shape[1], 3), np.float32)
+    kps = keypoints[:MAX_PEOPLE].astype(np.float32)
+    inside = (kps[..., 2] > 0) & (kps[..., :2] >= -0.5).all(-1) & (kps[..., :2] < size - 0.5).all(-1)
+    out[:len(kps), :, :2] = kps[..., :2]
+    out[:len(kps), :, 2] = np.where(inside, kps[..., 2], 0)
+    return torch.from_numpy(out)
 
 
 class TeacherPairs(Dataset):

@@ -15,7 +15,7 @@ import torch
 from nas.errors import PoseNASError
 from nas.io import atomic_write, read_checkpoint, read_json, sha256, write_json
 from nas.pose.decode import DecodeConfig
-from nas.subnet.onnx import OPSET, OUTPUTS, finest_stride, max_abs_difference, to_onnx
+from nas.subnet.onnx import OPSET, OUTPUTS, PEOPLE, finest_stride, max_abs_difference, to_onnx
 from search_spaces import arch_hash, write_arch
 from supernet.cost import arch_cost
 from supernet.network import build_static
@@ -41,11 +41,12 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
         raise PoseNASError(f"{out / ONNX}: onnxruntime differs from torch by {difference:.2e} "
                            f"(tolerance {ONNX_TOLERANCE}); not exported")
     atomic_write(out / ONNX, lambda tmp: Path(tmp).write_bytes(model))
-    k = state["final.bias"].shape[0] // 2
+    k = net.num_keypoints
     cost = arch_cost(arch, k)
     card = {"arch_hash": arch_hash(arch), "spec": spec, "num_keypoints": k, "resolution": arch["resolution"],
             "macs": cost.macs, "params": cost.params, "metrics": metrics,
-            "onnx": {"opset": OPSET, "max_abs_difference": difference, "outputs": list(OUTPUTS),
+            "onnx": {"opset": OPSET, "max_abs_difference": difference,
+                     "outputs": list(PEOPLE if arch["head"]["type"] == "query" else OUTPUTS),
                      "decode": asdict(DecodeConfig()), "stride": finest_stride(arch)},
             "weights_sha256": sha256(out / WEIGHTS),
             "source": source or {}}

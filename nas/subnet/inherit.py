@@ -60,7 +60,7 @@ class TrainedSupernet:
         """The supernet that ``record`` (a checkpoint or zoo card: space, keypoints, spec) describes,
         with the weights ``state``."""
         space = SearchSpace(record["space"], f"{source} (space)")
-        net = PoseNet(space.max(), record["num_keypoints"], state.get("tokens.joint_mask")).to(device)
+        net = PoseNet.supernet(space, record["num_keypoints"], state.get("tokens.joint_mask")).to(device)
         net.load_state_dict(state)
         return cls(net.eval(), space, record["spec"], calibration, calibration_images, seed, record)
 

@@ -16,10 +16,10 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 def batch_to(batch, device: torch.device):
-    """A training batch (images, heatmaps, masks, tag indices) on ``device``; images in
+    """A training batch (images, heatmaps, masks, tag indices, people) on ``device``; images in
     channels-last layout on the CPU, where the convolutions run fastest that way."""
-    images, heats, masks, joints = batch
+    images, heats, masks, joints, people = batch
     images = images.to(device, non_blocking=True)
     if device.type == "cpu":
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, [h.to(device) for h in heats], [m.to(device) for m in masks], joints.to(device)
+    return images, [h.to(device) for h in heats], [m.to(device) for m in masks], joints.to(device), people.to(device)

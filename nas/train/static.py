@@ -16,6 +16,7 @@ from nas.errors import PoseNASError
 from nas.pose.evaluate import evaluate_network
 from nas.pose.keypoints import KeypointSpec
 from nas.pose.losses import distillation_loss, heatmaps, pose_loss
+from nas.pose.matching import query_forward_loss
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler
 from nas.pose.transforms import Augment
 from nas.train.checkpoint import RunFolder
@@ -75,6 +76,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
         teacher = teacher.to(device).eval()
     size = arch["resolution"]
     strides = (4, 2) if arch["head"]["multi_resolution"] else (4,)
+    query = arch["head"]["type"] == "query"
+    sigmas = torch.as_tensor(train_ds.spec.sigmas, dtype=torch.float32, device=device)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)
@@ -111,13 +114,18 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
         for batch in bar:
             for g in opt.param_groups:
                 g["lr"] = warmup_cosine(cfg.lr, step, total_steps, warmup)
-            images, heats, masks, joints = batch_to(batch, device)
-            with autocast(device):
-                outputs = net(images)
-            outputs = [o.float() for o in outputs]
-            loss, h_loss, pull, push = pose_loss(outputs, heats, masks, joints, k, cfg.ae_weight,
-                                                 cfg.background_weight)
-            if teacher is not None:
+            images, heats, masks, joints, people = batch_to(batch, device)
+            if query:
+                with autocast(device):
+                    loss = query_forward_loss(net, images, people, masks[0], sigmas)
+                h_loss = pull = push = torch.zeros(())
+            else:
+                with autocast(device):
+                    outputs = net(images)
+                outputs = [o.float() for o in outputs]
+                loss, h_loss, pull, push = pose_loss(outputs, heats, masks, joints, k, cfg.ae_weight,
+                                                     cfg.background_weight)
+            if teacher is not None and not query:
                 with torch.no_grad(), autocast(device):
                     targets = heatmaps([o.float() for o in teacher(images)], k)
                 loss = loss + cfg.distill_weight * distillation_loss(outputs, targets, masks, k)

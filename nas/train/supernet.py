@@ -33,6 +33,7 @@ from nas.config import is_kind
 from nas.errors import PoseNASError
 from nas.io import write_text
 from nas.pose.losses import distillation_loss, heatmaps, pose_loss
+from nas.pose.matching import query_forward_loss
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
 from nas.pose.transforms import Augment
 from nas.subnet.inherit import TrainedSupernet, parameter_digest
@@ -44,7 +45,7 @@ from nas.train.schedule import budget_scale, steps_in_budget, warmup_cosine
 from nas.train.settings import Settings, datasets
 from nas.train.static import spec_mask
 from search_spaces import SearchSpace
-from search_spaces.space import GROUPS
+from search_spaces.space import GROUPS, QUERY_KEYS
 from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
 
@@ -128,7 +129,7 @@ def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_
 
 
 def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, device: torch.device,
-                  opt: torch.optim.Optimizer, teacher_batch=None) -> list[float]:
+                  opt: torch.optim.Optimizer, teacher_batch=None, sigmas: torch.Tensor | None = None) -> list[float]:
     """Forward and backward every subnet of the sandwich on one batch; returns their losses and
     leaves no gradients behind. The teacher (the first subnet) takes ``teacher_batch`` where given,
     the same scenes at another size; its heatmaps are resized to the students' for distillation.
@@ -136,21 +137,28 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
     ``sequential`` steps the optimizer after each subnet (the teacher's heatmaps are taken before
     its own step), so a sandwich of four makes four updates of the shared weights; on the short
     budgets of a CPU this ranks subnets far better than ``accumulate``, one step for the whole
-    sandwich (BigNAS, OFA): Kendall's tau 0.93 against 0.57 in the supernet benchmark."""
+    sandwich (BigNAS, OFA): Kendall's tau 0.93 against 0.57 in the supernet benchmark.
+
+    A query-head subnet learns from the labels alone (``sigmas``: the dataset's OKS sigmas); the
+    teacher, the largest subnet, has the AE head (a categorical dimension's first choice)."""
     k = net.num_keypoints
     sequential = cfg.sandwich_update == "sequential"
     teacher, losses = None, []
     for i, arch in enumerate(archs):
-        images, heats, masks, joints = teacher_batch if i == 0 and teacher_batch is not None else batch
+        images, heats, masks, joints, people = teacher_batch if i == 0 and teacher_batch is not None else batch
         net.set_active({**arch, "resolution": images.shape[-1]})
-        with autocast(device):
-            outputs = [o.float() for o in net(images)]
-        loss = pose_loss(outputs, heats, masks, joints, k, cfg.ae_weight, cfg.background_weight)[0]
-        if teacher is None:
+        if arch["head"]["type"] == "query":
+            with autocast(device):
+                loss = query_forward_loss(net, images, people, masks[0], sigmas)
+        else:
+            with autocast(device):
+                outputs = [o.float() for o in net(images)]
+            loss = pose_loss(outputs, heats, masks, joints, k, cfg.ae_weight, cfg.background_weight)[0]
+        if i == 0 and arch["head"]["type"] == "ae":
             teacher = [h.detach() if h.shape[-2:] == t.shape[-2:] else  # pixel centres scale with the size
                        F.interpolate(h.detach(), size=t.shape[-2:], mode="bilinear", align_corners=False)
                        for h, t in zip(heatmaps(outputs, k), batch[1])]
-        else:
+        elif teacher is not None and arch["head"]["type"] == "ae":
             loss = loss + cfg.distill_weight * distillation_loss(outputs, teacher, masks, k)
         loss.backward()
         losses.append(loss.item())
@@ -175,7 +183,8 @@ def phase_sizes(space: SearchSpace, phase: Phase) -> tuple[int, ...]:
 
 def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pairs: TeacherPairs,
                        cfg: SupernetConfig, device: torch.device, steps: int = 4,
-                       clock: Callable[[], float] = time.perf_counter) -> list[float]:
+                       clock: Callable[[], float] = time.perf_counter, sigmas: torch.Tensor | None = None
+                       ) -> list[float]:
     """Seconds per sandwich step of each phase (building the batch included), timed on a throwaway
     copy of the supernet over ``steps`` steps that cycle through the phase's input sizes."""
     probe, rng, torch_rng = copy.deepcopy(net), random.Random(cfg.seed), torch.get_rng_state()
@@ -184,7 +193,8 @@ def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pa
     def step(phase: Phase, size: int) -> None:
         items = default_collate([pairs[(i % len(pairs), size)] for i in range(cfg.batch_size)])
         batch, teacher = pair_to(items, device)
-        sandwich_step(probe, sandwich(space, phase.elastic, rng, cfg.sandwich_random), batch, cfg, device, opt, teacher)
+        sandwich_step(probe, sandwich(space, phase.elastic, rng, cfg.sandwich_random), batch, cfg, device, opt, teacher,
+                      sigmas)
 
     step(phases[0], space.max()["resolution"])  # warm-up: the first step pays for allocations
     seconds = []
@@ -215,8 +225,9 @@ class SupernetRun:
         self.phases = parse_phases(cfg)
         self.space = SearchSpace.load(cfg.space)
         self.train_ds, self.val_ds = datasets(cfg)
+        self.sigmas = torch.as_tensor(self.train_ds.spec.sigmas, dtype=torch.float32, device=self.device)
         torch.manual_seed(cfg.seed)
-        net = PoseNet(self.space.max(), self.train_ds.spec.num_keypoints, spec_mask(self.train_ds.spec))
+        net = PoseNet.supernet(self.space, self.train_ds.spec.num_keypoints, spec_mask(self.train_ds.spec))
         self.net = net.to(self.device)
         if self.device.type == "cpu":
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -243,7 +254,7 @@ class SupernetRun:
         and under ``fit_budget`` shortens every phase alike from step times probed first."""
         ckpt = self.folder.resume(self.device)
         if ckpt is not None:
-            if ckpt["space"] != _plain(self.space.spec):
+            if _plain(SearchSpace(ckpt["space"]).spec) != _plain(self.space.spec):  # defaults of newer keys filled
                 raise PoseNASError(f"{self.folder.checkpoint}: trained on another search space than "
                                    f"{self.cfg.space!r}; use a new --out")
             self.net.load_state_dict(ckpt["supernet"])
@@ -260,7 +271,7 @@ class SupernetRun:
         if self.budget is not None and self.cfg.fit_budget is not None:
             start = self.clock()
             seconds = probe_step_seconds(self.net, self.space, self.phases, self.pairs, self.cfg, self.device,
-                                         clock=self.clock)
+                                         clock=self.clock, sigmas=self.sigmas)
             self.spent = self.clock() - start
             planned = [p.epochs * self.per_epoch for p in self.phases]
             self.scale = distributed.gather(budget_scale(seconds, planned, self.cfg.fit_budget * self.budget
@@ -273,11 +284,15 @@ class SupernetRun:
     def start_from(self, source: str) -> None:
         """Go on training another run's supernet (a zoo entry, say): its weights, a fresh schedule."""
         trained = TrainedSupernet.load(source, device=self.device)
-        if _plain(trained.space.spec) != _plain(self.space.spec):
+        if _backbone(trained.space.spec) != _backbone(self.space.spec):
             raise PoseNASError(f"init {source}: trained on another search space than {self.cfg.space!r}")
-        self.net.load_state_dict(trained.net.state_dict())
+        missing, unexpected = self.net.load_state_dict(trained.net.state_dict(), strict=False)
+        new = sorted({name.split(".")[0] for name in missing})
+        if unexpected or set(new) - {"query", "final", "up_high", "final_high"}:
+            raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} "
+                               f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
         if self.main:
-            print(f"starting from the weights of {source}")
+            print(f"starting from the weights of {source}" + (f"; new heads: {', '.join(new)}" if new else ""))
 
     def save(self, opt: torch.optim.Optimizer | None) -> None:
         distributed.broadcast_module(self.net)  # every rank's copy equals rank 0's (BN statistics included)
@@ -375,7 +390,7 @@ class SupernetRun:
                 g["lr"] = lr
             rng = random.Random(cfg.seed * 1_000_003 + position["step"])
             losses = sandwich_step(self.net, sandwich(self.space, phase.elastic, rng, cfg.sandwich_random), batch,
-                                   cfg, self.device, opt, teacher_batch)
+                                   cfg, self.device, opt, teacher_batch, self.sigmas)
             position["batch"] += 1
             position["step"] += 1
             self.first = self.first or (self.clock(), done + 1)
@@ -421,6 +436,12 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True,
 def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:
     """Sample indices of the sampler's current first batch (to show that ranks see different data)."""
     return [i for i, _ in next(iter(sampler))]
+
+
+def _backbone(spec: dict) -> dict:
+    """A space spec but for its head types and the query head's keys: an init may add a head."""
+    spec = _plain(spec)
+    return {**spec, "head": {k: v for k, v in spec["head"].items() if k not in ("type", *QUERY_KEYS)}}
 
 
 def _plain(spec: dict) -> dict:

@@ -125,7 +125,7 @@ def test_latency_measure_cli(tmp_path, capsys):
 
 def test_total_latency_adds_post_processing_for_a_stated_crowd_and_is_cached_apart(tmp_path, capsys):
     space = SearchSpace.load("tiny")
-    arch = space.canonical(space.random(4))
+    arch = space.with_head(space.random(4), "ae")
     cache = LatencyCache(tmp_path / "latency.sqlite")
     network = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, latency_of="network")), cache).measure(arch)
     assert not network["cached"] and "postprocess_ms" not in network
@@ -137,6 +137,8 @@ def test_total_latency_adds_post_processing_for_a_stated_crowd_and_is_cached_apa
         assert first["median_ms"] > first["grouping_ms"] > 0 and first["network_ms"] >= 0
         assert total.measure(arch)["cached"]
     assert len(cache) == 3
+    query = LatencyMeter(LocalBackend(RuntimeSettings(**FAST))).measure(space.with_head(arch, "query"))
+    assert query["postprocess_ms"] == query["grouping_ms"] == 0 and query["network_ms"] == query["median_ms"] > 0
     assert main(["latency", "measure", "--space", "tiny", "--preset", "min", "--latency-of", "total", "--people",
                  "5", "--no-cache", "--warmup", "1", "--repeats", "5"]) == 0
     assert "grouping 5 people" in capsys.readouterr().out

@@ -77,20 +77,25 @@ def test_training_examples_at_the_requested_size(synth_small):
     ds = CocoPoseDataset(synth_small / "annotations.json", synth_small / "images")
     ts = PoseTrainSet(ds, (4, 2), augment=None)
     index = next(i for i, image_id in enumerate(ds.image_ids) if len(ds.people(image_id)[0]))
-    image, heats, masks, tags = ts[(index, 96)]
+    image, heats, masks, tags, people = ts[(index, 96)]
     assert image.shape == (3, 96, 96)
     assert [h.shape for h in heats] == [(17, 24, 24), (17, 48, 48)] and masks[1].shape == (48, 48)
-    assert tags.shape == (MAX_PEOPLE, 17, 2)
+    assert tags.shape == (MAX_PEOPLE, 17, 2) and people.shape == (MAX_PEOPLE, 17, 3)
     # the flat tag indices land on heatmap peaks of the stride-4 map
     flat = heats[0].reshape(-1)[tags[..., 0][tags[..., 1] == 1]]
     assert len(flat) > 0 and (flat > 0.5).all()
+    # the people rows are the same joints, at sub-pixel precision: each rounds to its tag's pixel
+    labelled = people[..., 2] > 0
+    pixel = people[..., 1].round() * 24 + people[..., 0].round() + torch.arange(17) * 24 * 24
+    assert labelled.sum() == (tags[..., 1] == 1).sum() and torch.equal(pixel[labelled].long(), tags[..., 0][labelled])
+    assert not people[len(ds.people(ds.image_ids[index])[0]):].any()  # padding rows are zero
 
 
 def test_teacher_pairs_show_one_augmented_scene_at_two_sizes(synth_small):
     ds = CocoPoseDataset(synth_small / "annotations.json", synth_small / "images")
     pairs = TeacherPairs(PoseTrainSet(ds, (4,), Augment(flip=0.5)), teacher_size=128)
     index = next(i for i, image_id in enumerate(ds.image_ids) if len(ds.people(image_id)[0]))
-    (big, big_heats, _, _), (small, small_heats, _, _) = pairs[(index, 64)]
+    (big, big_heats, *_), (small, small_heats, *_) = pairs[(index, 64)]
     assert big.shape == (3, 128, 128) and small.shape == (3, 64, 64)
     # the teacher's maps, resized as supernet training resizes them, peak where the student's labels do
     resized = torch.nn.functional.interpolate(big_heats[0][None], size=(16, 16), mode="bilinear",

@@ -20,7 +20,7 @@ def ptflops_macs(net, resolution: int) -> tuple[int, int]:
 @pytest.mark.parametrize("name, count", [("tiny", 8), ("cpu", 6), ("default", 2)])
 def test_analytic_cost_agrees_with_ptflops(name, count):
     space = SearchSpace.load(name)
-    supernet = PoseNet(space.max()).eval()
+    supernet = PoseNet.supernet(space).eval()
     configs = [space.min(), space.preset("higherhrnet_w32")] + [space.random(100 + s) for s in range(count)]
     configs[-1]["token"]["depth"] = max(space.spec["token"]["depth"])  # at least one with attention
     if name == "default":

@@ -64,7 +64,7 @@ def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     cfg = SupernetConfig.from_dict(settings(synth_small, sandwich_update=update))
     data, _ = datasets(cfg)
     space = SearchSpace.load("tiny")
-    net = PoseNet(space.max(), data.spec.num_keypoints, spec_mask(data.spec))
+    net = PoseNet.supernet(space, data.spec.num_keypoints, spec_mask(data.spec))
     batch = next(iter(DataLoader(PoseTrainSet(data, (4, 2), None, 0, 1),
                                  batch_sampler=ResolutionBatchSampler(len(data), 4, (space.max()["resolution"],)))))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -74,6 +74,32 @@ def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
     assert all(p.grad is None for p in net.parameters())
     with pytest.raises(PoseNASError, match="sandwich_update 'mean' unknown"):
         SupernetConfig.from_dict(settings(synth_small, sandwich_update="mean"))
+
+
+def test_the_sandwich_trains_both_heads_on_one_backbone(synth_small):
+    """With the head group open, query-head subnets learn beside AE ones: from the labels, by
+    matching (the teacher, the largest subnet, keeps the AE head, a categorical first choice)."""
+    from torch.utils.data import DataLoader
+
+    from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler
+    from nas.train.static import spec_mask
+    from supernet.network import PoseNet
+
+    cfg = SupernetConfig.from_dict(settings(synth_small))
+    data, _ = datasets(cfg)
+    space = SearchSpace.load("tiny")
+    net = PoseNet.supernet(space, data.spec.num_keypoints, spec_mask(data.spec))
+    batch = next(iter(DataLoader(PoseTrainSet(data, (4, 2), None, 0, 1),
+                                 batch_sampler=ResolutionBatchSampler(len(data), 4, (96,)))))
+    archs = sandwich(space, ("head",), random.Random(0), 1)
+    archs[-1] = space.with_head(archs[-1], "query")
+    assert [a["head"]["type"] for a in archs] == ["ae", "ae", "query"]
+    before = {n: p.clone() for n, p in net.named_parameters()}
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sigmas = torch.as_tensor(data.spec.sigmas)
+    losses = sandwich_step(net, archs, batch, cfg, torch.device("cpu"), opt, sigmas=sigmas)
+    changed = {n.split(".")[0] for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+    assert {"stem", "final", "query"} <= changed and all(map(math.isfinite, losses))
 
 
 def test_the_teacher_learns_at_the_largest_input_and_the_students_at_the_batch_size(synth_small):
@@ -86,7 +112,7 @@ def test_the_teacher_learns_at_the_largest_input_and_the_students_at_the_batch_s
     cfg = SupernetConfig.from_dict(settings(synth_small))
     data, _ = datasets(cfg)
     space = SearchSpace.load("tiny")
-    net = PoseNet(space.max(), data.spec.num_keypoints, spec_mask(data.spec))
+    net = PoseNet.supernet(space, data.spec.num_keypoints, spec_mask(data.spec))
     pairs = TeacherPairs(PoseTrainSet(data, (4, 2), None, 0, 1), space.max()["resolution"])
     teacher, batch = next(iter(DataLoader(pairs, batch_sampler=ResolutionBatchSampler(len(data), 4, (64,)))))
     sizes = []
@@ -330,3 +356,28 @@ def test_an_epoch_resumed_after_its_last_step_logs_its_row_whole(tmp_path, synth
     resumed = train_supernet(cfg, tmp_path / "killed", progress=False)
     assert [(r["epoch"], r["step"], r["loss_largest"]) for r in resumed] == \
         [(r["epoch"], r["step"], r["loss_largest"]) for r in done]
+
+
+def test_a_run_may_start_from_a_supernet_without_the_query_head_and_add_it(synth_small, tmp_path):
+    """The zoo's way onto a space with a new head: the backbone and AE head come from ``init``,
+    the query head starts fresh; a supernet of another backbone is refused."""
+    from nas.subnet.inherit import TrainedSupernet
+
+    spec = yaml.safe_load((Path(SearchSpace.load("tiny").source)).read_text())
+    for key in ("type", "queries", "decoder_depth", "decoder_width"):
+        spec["head"].pop(key)
+    (tmp_path / "ae.yaml").write_text(yaml.safe_dump(spec))
+    one_step = [{"name": "all", "epochs": 0.2, "warmup_epochs": 0}]
+    old = tmp_path / "ae"
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, space=str(tmp_path / "ae.yaml"), phases=one_step,
+                                                     eval_archs=[])), old, progress=False)
+    new = tmp_path / "both"
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, init=str(old / "supernet.pt"), phases=one_step,
+                                                     eval_archs=[])), new, progress=False)
+    before, after = (TrainedSupernet.load(p / "supernet.pt").net.state_dict() for p in (old, new))
+    assert "query.centre.weight" in after and "query.centre.weight" not in before
+    spec["widths"][0] = [8, 16]
+    (tmp_path / "wider.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(PoseNASError, match="trained on another search space"):
+        train_supernet(SupernetConfig.from_dict(settings(synth_small, space=str(tmp_path / "wider.yaml"),
+                                                         init=str(old / "supernet.pt"))), tmp_path / "x")

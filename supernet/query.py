@@ -1,0 +1,131 @@
+"""The query head: people straight out of the network, no grouping (PETR and ED-Pose in 2-D, two-stage).
+
+A centre heatmap on the stride-4 head features proposes people: its ``queries`` strongest peaks
+(a max-pool NMS, as the AE decoding finds joints) seed person queries with the features there and
+every joint at the centre. Each decoder layer reads the features under the current joints
+(bilinear), lets every person's joint tokens and query attend to each other (the skeleton's
+context) and then the queries to one another (duplicates learn to step back), and moves each
+joint by a predicted offset: coarse to fine, every layer supervised (``nas.pose.matching``).
+In training, extra queries seeded at the true centres (``seeds``) learn with a known assignment
+beside the matched proposals: what makes a few thousand steps enough where random queries need
+epochs. Widths are prefixes as everywhere in the supernet; depth keeps the first layers; the
+number of queries is weight-free.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from supernet.ops import DynamicConv2d, DynamicLayerNorm, DynamicLinear
+from supernet.tokens import TokenLayer
+
+CENTRE_RADIUS = 2  # NMS window radius of the centre map, in stride-4 pixels
+FIRST_REACH = 16.0  # the first offsets' unit in stride-4 pixels (a person spans tens of them)
+STEP_REACH = 4.0  # each decoder layer's
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        self.read = DynamicLinear(cin, width)  # features under a joint -> its token
+        self.person = TokenLayer(width)  # a person's query and joints attend to each other
+        self.crowd = TokenLayer(width)  # queries attend to each other
+        self.norm = DynamicLayerNorm(width)
+        self.offset = DynamicLinear(width, 2)
+        self.joint_logit = DynamicLinear(width, 1)
+        self.person_logit = DynamicLinear(width, 1)
+        for out in (self.offset, self.joint_logit, self.person_logit):
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+
+    def set_active(self, width: int) -> None:
+        self.read.active_out = width
+        self.person.set_active(width)
+        self.crowd.set_active(width)
+
+    def forward(self, features: torch.Tensor, query: torch.Tensor, joints: torch.Tensor,
+                joint_embed: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """query (B, Q, D), joints (B, Q, K, 2) in feature pixels -> the updated query, joints moved,
+        joint logits (B, Q, K) and person logits (B, Q)."""
+        b, q, k, _ = joints.shape
+        d = query.shape[-1]
+        tokens = self.read(sample(features, joints)) + joint_embed + query[:, :, None]
+        t = torch.cat([query[:, :, None], tokens], dim=2).reshape(b * q, k + 1, d)
+        t = self.person(t, 0, k + 1, t.new_ones(k + 1, 0, dtype=torch.bool)).reshape(b, q, k + 1, d)
+        query = self.crowd(t[:, :, 0], 0, q, t.new_ones(q, 0, dtype=torch.bool))
+        out = self.norm(t[:, :, 1:])
+        joints = joints + STEP_REACH * self.offset(out)
+        return query, joints, self.joint_logit(out)[..., 0], self.person_logit(self.norm(query))[..., 0]
+
+
+def sample(features: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear features (B, C, H, W) at points (B, Q, K, 2) in pixel coordinates (pixel centres at
+    integers): (B, Q, K, C); zero outside."""
+    h, w = features.shape[-2:]
+    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=points.dtype, device=points.device)
+    grid = (points + 0.5) * scale - 1
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=False).permute(0, 2, 3, 1)
+
+
+def centre_peaks(centre: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` strongest NMS peaks of a centre map (B, 1, H, W): positions (B, count, 2) as
+    x, y pixels and their values (B, count)."""
+    w = centre.shape[-1]
+    is_peak = centre == F.max_pool2d(centre, 2 * CENTRE_RADIUS + 1, 1, CENTRE_RADIUS)
+    peak = torch.where(is_peak, centre, torch.finfo(centre.dtype).min)  # a map may be negative anywhere
+    values, index = peak.flatten(1).topk(count, dim=1)
+    return torch.stack([index % w, torch.div(index, w, rounding_mode="floor")], dim=-1).float(), values
+
+
+class QueryHead(nn.Module):
+    """Outputs, in training, per decoder layer (coarse to fine): joints (L, B, Q, K, 2) in stride-4
+    pixels, joint logits (L, B, Q, K), person logits (L, B, Q), with the centre map (B, 1, H, W)
+    and the queries' seed positions (B, Q, 2); ``seeds`` (B, S, 2) add queries at given positions
+    after the proposals. In evaluation, people: (B, Q, K + 1, 3), rows x, y, score of every joint
+    and last the person's seed position and score, at stride 4."""
+
+    def __init__(self, cin: int, width: int, depth: int, num_keypoints: int):
+        super().__init__()
+        self.centre = DynamicConv2d(cin, 1, 1, bias=True)
+        nn.init.normal_(self.centre.weight, std=0.001)
+        nn.init.zeros_(self.centre.bias)
+        self.embed = DynamicLinear(cin, width)
+        self.where = DynamicLinear(2, width)
+        self.joint_embed = nn.Parameter(torch.randn(num_keypoints, width) * 0.02)
+        self.first = DynamicLinear(width, 2 * num_keypoints)
+        nn.init.zeros_(self.first.weight)
+        nn.init.zeros_(self.first.bias)
+        self.layers = nn.ModuleList(DecoderLayer(cin, width) for _ in range(depth))
+
+    def set_active(self, head: dict) -> None:
+        self.queries, self.depth, width = head["queries"], head["decoder_depth"], head["decoder_width"]
+        self.embed.active_out = self.where.active_out = width
+        for layer in self.layers[:self.depth]:
+            layer.set_active(width)
+
+    def forward(self, features: torch.Tensor, seeds: torch.Tensor | None = None):
+        b, _, h, w = features.shape
+        k = self.joint_embed.shape[0]
+        centre = self.centre(features)
+        positions, values = centre_peaks(centre.detach() if self.training else centre, min(self.queries, h * w))
+        if seeds is not None:
+            positions = torch.cat([positions, seeds.to(positions.dtype)], dim=1)
+        q = positions.shape[1]
+        pixel = torch.minimum(positions.clamp(min=0).long(), torch.tensor([w - 1, h - 1], device=positions.device))
+        flat = (pixel[..., 1] * w + pixel[..., 0])[:, None].expand(-1, features.shape[1], -1)
+        query = self.embed(features.flatten(2).gather(2, flat).transpose(1, 2))
+        d = query.shape[-1]
+        query = query + self.where(positions / torch.tensor([w, h], dtype=positions.dtype, device=positions.device))
+        joints = positions[:, :, None] + FIRST_REACH * self.first(query).reshape(b, q, k, 2)
+        embed = self.joint_embed[:, :d].to(query.dtype)
+        stages = []
+        for layer in self.layers[:self.depth]:
+            query, joints, joint_logits, person_logits = layer(features, query, joints, embed)
+            stages.append((joints, joint_logits, person_logits))
+        if self.training:
+            return [centre, *(torch.stack(s) for s in zip(*stages)), positions]
+        joints, joint_logits, person_logits = stages[-1]
+        people = torch.cat([joints, joint_logits.sigmoid()[..., None]], dim=-1)
+        person = torch.cat([positions, person_logits.sigmoid()[..., None]], dim=-1)
+        return [torch.cat([people, person[:, :, None]], dim=2)]

@@ -1,0 +1,97 @@
+"""The query head inside the supernet: extraction, cost, ONNX and rebuilds on configs of each head."""
+import pytest
+import torch
+
+from nas.subnet.onnx import PEOPLE, max_abs_difference, session, to_onnx
+from search_spaces import SearchSpace
+from supernet.cost import arch_cost
+from supernet.network import build_static, extract
+from supernet.query import centre_peaks, sample
+from tests.supernet.test_cost import ptflops_macs
+from tests.supernet.test_supernet import max_difference, trained_like
+
+
+def query_configs(space: SearchSpace) -> list[dict]:
+    """Query-head subnets at the head's smallest and largest choices, on random backbones."""
+    small = space.with_head(space.random(3), "query")
+    small["head"].update(queries=5, decoder_depth=1, decoder_width=16)
+    return [space.with_head(space.max(), "query"), space.validate(small), space.with_head(space.random(4), "query")]
+
+
+def test_one_supernet_holds_both_heads_and_hands_each_subnet_its_own():
+    space = SearchSpace.load("tiny")
+    supernet = trained_like(space)
+    assert hasattr(supernet, "final") and hasattr(supernet, "query")
+    ae, query = extract(supernet, space.max()), extract(supernet, query_configs(space)[0])
+    assert hasattr(ae, "final") and not hasattr(ae, "query")
+    assert hasattr(query, "query") and not hasattr(query, "final") and not hasattr(query, "up_high")
+    shared = [n for n in ae.state_dict() if n.startswith("stages.")]
+    assert shared and all(torch.equal(ae.state_dict()[n], query.state_dict()[n]) for n in shared)
+
+
+def test_query_subnets_extract_exactly_and_rebuild_from_their_weights():
+    space = SearchSpace.load("tiny")
+    supernet = trained_like(space)
+    for config in query_configs(space):
+        x = torch.randn(2, 3, config["resolution"], config["resolution"])
+        with torch.no_grad():
+            active = supernet.set_active(config)(x)
+            static = extract(supernet, config)
+            out = static(x)
+            rebuilt = build_static(config, {k: v.clone() for k, v in static.state_dict().items()})(x)
+        assert out[0].shape == (2, config["head"]["queries"], 18, 3)
+        assert max_difference(active, out) <= 1e-5 and max_difference(out, rebuilt) == 0.0
+        scores = out[0][..., 2]
+        assert torch.all((scores >= 0) & (scores <= 1))
+
+
+def test_query_head_cost_agrees_with_ptflops():
+    space = SearchSpace.load("tiny")
+    supernet = trained_like(space)
+    for config in query_configs(space):
+        net = extract(supernet, config)
+        macs, params = ptflops_macs(net, config["resolution"])
+        cost = arch_cost(config)
+        assert cost.macs == pytest.approx(macs, rel=0.02) and cost.params == params
+    base = query_configs(space)[1]
+    for key, value in (("queries", 10), ("decoder_depth", 2), ("decoder_width", 32)):
+        assert arch_cost({**base, "head": {**base["head"], key: value}}).macs > arch_cost(base).macs
+
+
+def test_query_head_exports_people_that_onnxruntime_matches():
+    """Where the features are all zero (after a ReLU) a random centre map is flat, and top-k picks
+    among equal values as each runtime likes; a trained one peaks where the features do: so here."""
+    space = SearchSpace.load("tiny")
+    supernet = trained_like(space)
+    with torch.no_grad():
+        supernet.query.centre.weight.abs_()
+        supernet.query.centre.bias.fill_(-1.0)
+    for config in query_configs(space):
+        net = extract(supernet, config)
+        model = to_onnx(net, config["resolution"])
+        assert [o.name for o in session(model).get_outputs()] == list(PEOPLE)
+        assert max_abs_difference(net, model, config["resolution"]) <= 1e-4
+
+
+def test_training_outputs_every_decoder_layer_and_seeded_queries():
+    space = SearchSpace.load("tiny")
+    supernet = trained_like(space).train()
+    config = query_configs(space)[0]
+    supernet.set_active(config)
+    seeds = torch.tensor([[[3.0, 4.0], [10.5, 7.25]]] * 2)
+    centre, joints, joint_logits, person_logits, positions = supernet(torch.randn(2, 3, 96, 96), seeds=seeds)
+    q, depth = config["head"]["queries"], config["head"]["decoder_depth"]
+    assert centre.shape == (2, 1, 24, 24)
+    assert joints.shape == (depth, 2, q + 2, 17, 2) and joint_logits.shape == (depth, 2, q + 2, 17)
+    assert person_logits.shape == (depth, 2, q + 2)
+    assert torch.equal(positions[:, q:], seeds)
+
+
+def test_centre_peaks_and_bilinear_sampling():
+    centre = torch.zeros(1, 1, 12, 12)
+    centre[0, 0, 2, 3], centre[0, 0, 2, 4], centre[0, 0, 9, 8] = 0.9, 0.5, 0.7  # (2, 4) is no peak
+    positions, values = centre_peaks(centre, 2)
+    assert positions.tolist() == [[[3.0, 2.0], [8.0, 9.0]]] and values[0].tolist() == pytest.approx([0.9, 0.7])
+    features = torch.arange(16.0).reshape(1, 1, 4, 4)
+    points = torch.tensor([[[[1.0, 2.0], [1.5, 2.0], [0.0, 0.5]]]])
+    assert sample(features, points)[0, 0, :, 0].tolist() == [9.0, 9.5, 2.0]
