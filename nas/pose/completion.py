@@ -168,6 +168,13 @@ class Completion:
         out = self.net(torch.from_numpy(x.astype(np.float32))).numpy() * scale + centre
         return np.where(known[..., None], joints, out).astype(np.float32)
 
+    def refine(self, people: np.ndarray, missing_below: float) -> np.ndarray:
+        """People (P, K, 3) from a head's decoding with every joint scoring under ``missing_below``
+        moved to where the skeleton says it belongs (scores kept); the others stay."""
+        out = people.copy()
+        out[..., :2] = self(people[..., :2], people[..., 2] >= missing_below)
+        return out
+
     def save(self, folder: str | Path) -> dict:
         from safetensors.torch import save_file
 

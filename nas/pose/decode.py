@@ -25,6 +25,7 @@ class DecodeConfig:
     use_detection_val: bool = True
     refine: bool = True
     person_threshold: float = 0.05  # the query head's people scoring less are dropped
+    missing_below: float = 0.1  # with a skeleton completer: joints scoring less are completed
 
 
 def aggregate(outputs: list[torch.Tensor], num_keypoints: int,

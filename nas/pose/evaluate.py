@@ -102,14 +102,16 @@ def metrics_json(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def evaluate_network(net: torch.nn.Module, ds: CocoPoseDataset, size: int, flip_test: bool = False,
                      limit: int | None = None, batch: int = 8, device: torch.device | str = "cpu",
-                     progress: bool = False) -> tuple[dict[str, float], list[dict]]:
-    """COCO AP of a network on (the first ``limit`` images of) a dataset."""
+                     progress: bool = False, refine=None) -> tuple[dict[str, float], list[dict]]:
+    """COCO AP of a network on (the first ``limit`` images of) a dataset; ``refine``: a skeleton
+    completer (``nas.pose.completion.Completion``) after the decoding."""
     ids = ds.image_ids[:limit] if limit else ds.image_ids
     net.eval()
     results = []
     for start in tqdm(range(0, len(ids), batch), desc="eval", disable=not progress, leave=False):
         chunk = ids[start:start + batch]
-        people = detect(net, [ds.load_image(i) for i in chunk], size, ds.spec, flip_test, device=device)
+        people = detect(net, [ds.load_image(i) for i in chunk], size, ds.spec, flip_test, device=device,
+                        refine=refine)
         for image_id, (kps, scores) in zip(chunk, people):
             results += to_coco_results(image_id, kps, scores)
     gt = ds.coco

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from nas.pose.completion import Completion
 from nas.pose.decode import DecodeConfig, aggregate, group, group_candidates
 from nas.pose.keypoints import KeypointSpec
 from nas.pose.transforms import apply_to_points, invert, letterbox_matrix, normalize, warp_image
@@ -22,14 +23,15 @@ def prepare(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_batch(outputs: list[torch.Tensor], matrices: Sequence[np.ndarray], size: int, spec: KeypointSpec,
-                 cfg: DecodeConfig = DecodeConfig(), flipped: list[torch.Tensor] | None = None
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+                 cfg: DecodeConfig = DecodeConfig(), flipped: list[torch.Tensor] | None = None,
+                 refine: Completion | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """People per image from a batch of network outputs: keypoints (P, K, 3) in original image
     pixels (``matrices`` map each image into the input) and a score per person (P,). A query
-    head's people (``is_people``) need no grouping; flip test does not apply to them."""
+    head's people (``is_people``) need no grouping; flip test does not apply to them. ``refine``:
+    a skeleton completer moves the joints scoring under ``cfg.missing_below``."""
     if is_people(outputs, spec.num_keypoints):
-        return [query_people(people, matrix, cfg) for people, matrix in zip(outputs[0].detach().float().cpu().numpy(),
-                                                                            matrices)]
+        people = [query_people(p, m, cfg) for p, m in zip(outputs[0].detach().float().cpu().numpy(), matrices)]
+        return [completed(kps, scores, refine, cfg) for kps, scores in people]
     heat, tags = aggregate([o.detach().float().cpu() for o in outputs], spec.num_keypoints,
                            [o.detach().float().cpu() for o in flipped] if flipped else None, spec.flip_index)
     stride = size / heat.shape[-1]
@@ -37,8 +39,14 @@ def decode_batch(outputs: list[torch.Tensor], matrices: Sequence[np.ndarray], si
     for i, matrix in enumerate(matrices):
         kps, scores = group(heat[i], tags[i], spec, int(round(stride)), cfg)
         kps[..., :2] = apply_to_points(invert(matrix), (kps[..., :2] + 0.5) * stride - 0.5)
-        people.append((kps, scores))
+        people.append(completed(kps, scores, refine, cfg))
     return people
+
+
+def completed(kps: np.ndarray, scores: np.ndarray, refine: Completion | None, cfg: DecodeConfig
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """One image's people, their missing joints completed where a completer is given."""
+    return (kps if refine is None else refine.refine(kps, cfg.missing_below)), scores
 
 
 def is_people(outputs: Sequence, num_keypoints: int) -> bool:
@@ -59,30 +67,32 @@ def query_people(people: np.ndarray, matrix: np.ndarray, cfg: DecodeConfig = Dec
 
 
 def people_from_candidates(outputs: Sequence[np.ndarray], matrix: np.ndarray, size: int, spec: KeypointSpec,
-                           cfg: DecodeConfig = DecodeConfig()) -> tuple[np.ndarray, np.ndarray]:
+                           cfg: DecodeConfig = DecodeConfig(), refine: Completion | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
     """People of one image from a deployed model's outputs (heatmaps, tags, candidates, candidate
     tags: ``nas.subnet.onnx.OUTPUTS``): the grouping that runs outside the graph; or a query head's
     people, which need none."""
     if is_people(outputs, spec.num_keypoints):
-        return query_people(np.asarray(outputs[0])[0], matrix, cfg)
+        return completed(*query_people(np.asarray(outputs[0])[0], matrix, cfg), refine, cfg)
     heat, tags, joints, joint_tags = (np.asarray(o)[0] for o in outputs)
     stride = size / heat.shape[-1]
     kps, scores = group_candidates(torch.from_numpy(heat), torch.from_numpy(tags)[..., None], joints,
                                    joint_tags[..., None], spec, int(round(stride)), cfg)
     kps[..., :2] = apply_to_points(invert(matrix), (kps[..., :2] + 0.5) * stride - 0.5)
-    return kps, scores
+    return completed(kps, scores, refine, cfg)
 
 
 @torch.no_grad()
 def detect(net: Network, images: Sequence[np.ndarray], size: int, spec: KeypointSpec,
            flip_test: bool = False, cfg: DecodeConfig = DecodeConfig(),
-           device: torch.device | str = "cpu") -> list[tuple[np.ndarray, np.ndarray]]:
+           device: torch.device | str = "cpu", refine: Completion | None = None
+           ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Letterbox each image to ``size``, run the network (and its mirror with flip test), decode."""
     prepared = [prepare(img, size) for img in images]
     x = torch.from_numpy(np.stack([p[0] for p in prepared])).to(device)
     outputs = net(x)
     flipped = net(torch.flip(x, dims=[3])) if flip_test else None
-    return decode_batch(outputs, [p[1] for p in prepared], size, spec, cfg, flipped)
+    return decode_batch(outputs, [p[1] for p in prepared], size, spec, cfg, flipped, refine)
 
 
 def to_coco_results(image_id: int, keypoints: np.ndarray, scores: np.ndarray, category_id: int = 1) -> list[dict]:

@@ -21,13 +21,15 @@ from supernet.cost import arch_cost
 from supernet.network import build_static
 
 WEIGHTS, ARCH, ONNX, CARD = "model.safetensors", "arch.json", "model.onnx", "card.json"
+REFINE = "refine"  # the folder of a skeleton completer that travels with the subnet
 ONNX_TOLERANCE = 1e-4
 
 
 def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, metrics: dict | None = None,
-                  latency: dict | None = None, source: dict | None = None) -> dict:
+                  latency: dict | None = None, source: dict | None = None, refine=None) -> dict:
     """Write the export folder of a static subnet; returns its card. ``latency`` is the card's
-    measured latency (figures, device and runtime settings: ``LatencyMeter.card_entry``)."""
+    measured latency (figures, device and runtime settings: ``LatencyMeter.card_entry``);
+    ``refine``, a skeleton completer that travels with the subnet (in ``refine/``)."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -52,6 +54,8 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
             "source": source or {}}
     if latency is not None:
         card["latency"] = latency
+    if refine is not None:
+        card["refine"] = refine.save(out / REFINE)
     write_json(out / CARD, card, indent=1)
     return card
 
@@ -80,6 +84,14 @@ def load_subnet(folder: str | Path) -> tuple[torch.nn.Module, dict]:
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise PoseNASError(f"{folder}: weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
     return net, card
+
+
+def load_refiner(folder: str | Path):
+    """The skeleton completer an export folder carries (``export --refine``), or None."""
+    from nas.pose.completion import Completion
+
+    card = read_json(Path(folder) / CARD, "export card")
+    return Completion.load(Path(folder) / REFINE) if card.get("refine") else None
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -109,6 +109,8 @@ def cases(w):
         (["completion", "train", "--synthetic", "10", "--steps", "0", "--out", str(r / "c")], "0 steps", None),
         (["completion", "eval", str(r), "--ann", ann], "skeleton completer card not found", None),
         (["completion", "eval", str(r), "--ann", ann, "--drop", "1.5"], "--drop 1.5", None),
+        (["eval", "--ann", ann, "--checkpoint", str(r / "ckpt.pt"), "--refine", str(r)],
+         "skeleton completer card not found", None),
         (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z")], "a zoo config needs a name", None),
         (["eval-subnet", "--supernet", "zoo:nope", "--arch", "min", "--data", data], "zoo:nope: no such zoo", None),
         (["predictor", "build", "--supernet", sup, "--data", data, "--samples", "3", "--out", str(r / "acc")],
@@ -122,7 +124,7 @@ def cases(w):
     ]
 
 
-CASES = 45
+CASES = 46
 
 
 def test_the_suite_covers_every_command(world):

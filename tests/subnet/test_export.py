@@ -13,9 +13,11 @@ from nas.pose.decode import DecodeConfig
 from nas.pose.inference import decode_batch, people_from_candidates, prepare
 from nas.pose.keypoints import COCO
 from nas.search.results import pareto_winners
-from nas.subnet.export import load_subnet
+from nas.pose.completion import synthetic_skeletons, train_completion
+from nas.subnet.export import load_refiner, load_subnet
 from nas.subnet.inherit import TrainedSupernet
 from nas.subnet.onnx import INPUT, session
+from search_spaces import write_arch
 from supernet.network import extract
 
 
@@ -86,6 +88,42 @@ def test_export_round_trip_onnx_eval_and_predict(tmp_path, tiny_supernet, synth_
     image = next((synth_small / "images").iterdir())
     assert main(["predict", str(image), "--checkpoint", str(out), "--out", str(tmp_path / "drawn.png")]) == 0
     assert cv2.imread(str(tmp_path / "drawn.png")).shape[:2] == cv2.imread(str(image)).shape[:2]
+
+
+def test_a_query_subnet_exports_people_and_carries_its_skeleton_completer(tmp_path, tiny_supernet, synth_small):
+    completer = tmp_path / "completer"
+    train_completion(*synthetic_skeletons(50, seed=0), COCO, steps=2, batch=8).save(completer)
+    space = TrainedSupernet.load(tiny_supernet).space
+    write_arch(tmp_path / "query.json", space.with_head(space.max(), "query"))
+    out = tmp_path / "export"
+    assert main(["export", "--supernet", str(tiny_supernet), "--arch", str(tmp_path / "query.json"), "--out",
+                 str(out), "--refine", str(completer), "--repeats", "5", "--warmup", "1", "--no-cache"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["onnx"]["outputs"] == ["people"] and card["onnx"]["max_abs_difference"] <= 1e-4
+    assert card["latency"]["grouping_ms"] == 0 and card["refine"]["spec"] == "coco"
+    net, _ = load_subnet(out)
+    refine = load_refiner(out)
+    x, matrix = prepare(cv2.imread(str(next((synth_small / "images").iterdir()))), 96)
+    ort = session((out / "model.onnx").read_bytes()).run(None, {INPUT: x[None]})
+    every = DecodeConfig(person_threshold=0.0)  # an untrained head: every person
+    with torch.no_grad():
+        outputs = net(torch.from_numpy(x[None]))
+    (expected, expected_scores), = decode_batch(outputs, [matrix], 96, COCO, every, refine=refine)
+    people, scores = people_from_candidates(ort, matrix, 96, COCO, every, refine)
+    assert len(people) == space.max()["head"]["queries"] == len(expected)
+    assert np.abs(people - expected).max() <= 1e-2 and np.abs(scores - expected_scores).max() <= 1e-4
+    # joints scoring under missing_below move where the completer puts them; the others stay
+    with torch.no_grad():
+        for layer in net.query.layers:
+            layer.joint_logit.weight.normal_(0, 1.0)
+            layer.offset.weight.normal_(0, 0.2)
+        outputs = net(torch.from_numpy(x[None]))
+    (plain, _), = decode_batch(outputs, [matrix], 96, COCO, every)
+    half = DecodeConfig(person_threshold=0.0, missing_below=float(np.median(plain[..., 2])))
+    (refined, _), = decode_batch(outputs, [matrix], 96, COCO, half, refine=refine)
+    kept = plain[..., 2] >= half.missing_below
+    assert kept.any() and (~kept).any()
+    assert np.array_equal(refined[kept], plain[kept]) and not np.allclose(refined[~kept], plain[~kept])
 
 
 def test_tampered_or_incomplete_exports_are_refused(tmp_path, tiny_supernet, capsys):

@@ -21,6 +21,7 @@ class Eval(Command):
         p.add_argument("--size", type=int, help="input resolution (default: the training one)")
         p.add_argument("--flip-test", action="store_true")
         p.add_argument("--save-results", help="with --checkpoint: write the detections here")
+        refine_flag(p)
         p.add_argument("--spec")
         p.add_argument("--json", action="store_true")
 
@@ -37,10 +38,11 @@ class Eval(Command):
             from nas.io import write_json
             from nas.subnet.export import load_network
 
+            refine = refiner(args)
             net, arch, spec = load_network(args.checkpoint)
             ds = CocoPoseDataset(args.ann, args.images, args.spec or spec)
             metrics, results = evaluate_network(net, ds, args.size or arch["resolution"], args.flip_test,
-                                                progress=True)
+                                                progress=True, refine=refine)
             if args.save_results:
                 write_json(args.save_results, results)
         print(format_metrics(metrics))
@@ -60,6 +62,7 @@ class Predict(Command):
         p.add_argument("--size", type=int)
         p.add_argument("--threshold", type=float, default=0.2, help="minimum person score to draw")
         p.add_argument("--flip-test", action="store_true")
+        refine_flag(p)
 
     def take_action(self, args):
         import cv2
@@ -69,13 +72,14 @@ class Predict(Command):
         from nas.pose.keypoints import get_spec
         from nas.subnet.export import load_network
 
+        refine = refiner(args)
         net, arch, spec_name = load_network(args.checkpoint)
         spec = get_spec(spec_name)
         image = cv2.imread(args.image, cv2.IMREAD_COLOR)
         if image is None:
             raise PoseNASError(f"{args.image}: not found or not a readable image")
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        (kps, scores), = detect(net, [rgb], args.size or arch["resolution"], spec, args.flip_test)
+        (kps, scores), = detect(net, [rgb], args.size or arch["resolution"], spec, args.flip_test, refine=refine)
         keep = scores >= args.threshold
         drawn = draw_people(rgb, kps[keep], spec)
         out = Path(args.out)
@@ -83,6 +87,21 @@ class Predict(Command):
         if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             raise PoseNASError(f"{out}: could not write the image (unknown extension?)")
         print(f"{int(keep.sum())} people drawn on {out}")
+
+
+def refine_flag(p) -> None:
+    p.add_argument("--refine", help="a skeleton completer folder (posenas completion train) to complete the "
+                   "joints a head missed; an exported subnet's own (export --refine) is used without it")
+
+
+def refiner(args):
+    """The completer of ``--refine``, else the one an export folder carries, else None."""
+    from nas.pose.completion import Completion
+    from nas.subnet.export import load_refiner
+
+    if args.refine:
+        return Completion.load(args.refine)
+    return load_refiner(args.checkpoint) if Path(args.checkpoint).is_dir() else None
 
 
 COMMANDS = [Eval, Predict]

@@ -94,24 +94,33 @@ class Export(Command):
         data_flags(p, what="the set whose AP the card records")
         p.add_argument("--calib-images", type=int, default=64)
         p.add_argument("--flip-test", action="store_true")
+        p.add_argument("--refine", help="a skeleton completer folder (posenas completion train) that travels "
+                       "with the subnet and completes the joints its head missed")
         latency_flags(p)
 
     def take_action(self, args):
         from nas.pose.dataset import CocoPoseDataset
         from nas.pose.evaluate import evaluate_network, format_metrics, metrics_json
+        from nas.pose.completion import Completion
         from nas.subnet.export import export_subnet
         from nas.subnet.inherit import TrainedSupernet
 
         supernet = TrainedSupernet.load(args.supernet, calibration_images=args.calib_images)
         arch = supernet.space.resolve(args.arch)
+        refine = Completion.load(args.refine) if args.refine else None
+        if refine is not None and refine.spec.name != supernet.spec:
+            raise PoseNASError(f"--refine {args.refine}: completes {refine.spec.name} skeletons, the supernet "
+                               f"detects {supernet.spec}")
         net = supernet.inherit(arch)
         metrics = None
         if args.data or args.ann:
             metrics = metrics_json(evaluate_network(net, CocoPoseDataset(*data_paths(args), supernet.spec),
-                                                    arch["resolution"], args.flip_test, progress=True)[0])
+                                                    arch["resolution"], args.flip_test, progress=True,
+                                                    refine=refine)[0])
             print(format_metrics(metrics))
         card = export_subnet(net, arch, args.out, supernet.spec, metrics,
-                             meter(args).card_entry(arch, supernet.num_keypoints), source={"supernet": args.supernet})
+                             meter(args).card_entry(arch, supernet.num_keypoints), source={"supernet": args.supernet},
+                             refine=refine)
         latency, difference = card.get("latency", {}), card["onnx"]["max_abs_difference"]
         print(f"exported {card['arch_hash']} to {args.out}: {card['macs'] / 1e9:.3f} GMACs, "
               f"{latency.get('median_ms', float('nan')):.2f} ms, ONNX max |diff| {difference:.1e}")
