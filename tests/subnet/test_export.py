@@ -9,11 +9,11 @@ import torch
 import nas
 from nas.app.cli import main
 from nas.errors import PoseNASError
+from nas.pose.completion import synthetic_skeletons, train_completion
 from nas.pose.decode import DecodeConfig
 from nas.pose.inference import decode_batch, people_from_candidates, prepare
 from nas.pose.keypoints import COCO
 from nas.search.results import pareto_winners
-from nas.pose.completion import synthetic_skeletons, train_completion
 from nas.subnet.export import load_refiner, load_subnet
 from nas.subnet.inherit import TrainedSupernet
 from nas.subnet.onnx import INPUT, session

@@ -99,9 +99,9 @@ class Export(Command):
         latency_flags(p)
 
     def take_action(self, args):
+        from nas.pose.completion import Completion
         from nas.pose.dataset import CocoPoseDataset
         from nas.pose.evaluate import evaluate_network, format_metrics, metrics_json
-        from nas.pose.completion import Completion
         from nas.subnet.export import export_subnet
         from nas.subnet.inherit import TrainedSupernet
 
