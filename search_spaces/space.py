@@ -218,10 +218,7 @@ class SearchSpace:
         if not isinstance(config, dict):
             raise SpaceError(f"{source}: an arch config must be a JSON object, got {type(config).__name__}")
         _check_keys(config, TOP_KEYS, (), source)
-        config = copy.deepcopy(config)
-        if isinstance(config["head"], dict):  # configs written before the query head: the AE head
-            for key in ("type", *QUERY_KEYS):
-                config["head"].setdefault(key, KEYS[f"head.{key}"].default[0])
+        config = with_head_defaults(config) if isinstance(config["head"], dict) else copy.deepcopy(config)
         if config["stem"] != self.spec["stem"]:
             raise SpaceError(f"{source}: stem is {config['stem']!r}; space {self.name!r} has stem {self.spec['stem']}")
         for key, n in (("widths", self.num_stages), ("stages", self.num_stages)):
@@ -358,6 +355,15 @@ class SearchSpace:
     def describe(self) -> str:
         size = math.prod(len(d.choices) for d in self.dimensions)
         return f"space {self.name!r}: {len(self.dimensions)} dimensions, {size:.3g} configs"
+
+
+def with_head_defaults(config: dict) -> dict:
+    """A copy of ``config`` with the head keys it lacks at their defaults: a config written before
+    the query head (a checkpoint's, an export folder's) is an AE-head config."""
+    config = copy.deepcopy(config)
+    for key in ("type", *QUERY_KEYS):
+        config["head"].setdefault(key, KEYS[f"head.{key}"].default[0])
+    return config
 
 
 def arch_hash(config: dict) -> str:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from search_spaces import SearchSpace
-from search_spaces.space import STEM_BLOCK
+from search_spaces.space import STEM_BLOCK, with_head_defaults
 from supernet.layers import ConvBN, FusionUp, MBConv, Stage
 from supernet.ops import DynamicConv2d, make_static, slice_like
 from supernet.query import QueryHead
@@ -27,8 +27,8 @@ class PoseNet(nn.Module):
     def __init__(self, arch: dict, num_keypoints: int = 17, joint_mask: torch.Tensor | None = None,
                  heads: tuple[str, ...] | None = None):
         super().__init__()
+        self.arch = arch = with_head_defaults(arch)
         heads = heads or (arch["head"]["type"],)
-        self.arch = copy.deepcopy(arch)
         self.num_keypoints = k = num_keypoints
         stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
         self.stem = nn.Sequential(ConvBN(3, stem, 3, 2), MBConv(stem, stem, STEM_BLOCK))
@@ -62,6 +62,7 @@ class PoseNet(nn.Module):
 
     def set_active(self, arch: dict) -> "PoseNet":
         """Switch to the subnet ``arch`` (validated by the search space; at most the built size)."""
+        arch = with_head_defaults(arch)
         widths, head = arch["widths"], arch["head"]["width"]
         for s, (stage, settings) in enumerate(zip(self.stages, arch["stages"])):
             stage.set_active(widths[:s + 1], settings)

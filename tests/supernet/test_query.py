@@ -95,3 +95,12 @@ def test_centre_peaks_and_bilinear_sampling():
     features = torch.arange(16.0).reshape(1, 1, 4, 4)
     points = torch.tensor([[[[1.0, 2.0], [1.5, 2.0], [0.0, 0.5]]]])
     assert sample(features, points)[0, 0, :, 0].tolist() == [9.0, 9.5, 2.0]
+
+
+def test_a_checkpoint_arch_written_before_the_query_head_builds_the_ae_network():
+    space = SearchSpace.load("cpu")
+    config = space.preset("litepose_xs")
+    old = {**config, "head": {"width": config["head"]["width"], "multi_resolution": True}}
+    static = extract(trained_like(space), config)
+    rebuilt = build_static(old, static.state_dict())
+    assert rebuilt.arch == config and not hasattr(rebuilt, "query")
