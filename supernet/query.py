@@ -21,6 +21,7 @@ from supernet.ops import DynamicConv2d, DynamicLayerNorm, DynamicLinear
 from supernet.tokens import TokenLayer
 
 CENTRE_RADIUS = 2  # NMS window radius of the centre map, in stride-4 pixels
+CENTRE_PRIOR = -2.19  # CenterNet's initial centre logit (a probability of 0.1)
 FIRST_REACH = 16.0  # the first offsets' unit in stride-4 pixels (a person spans tens of them)
 STEP_REACH = 4.0  # each decoder layer's
 
@@ -87,9 +88,9 @@ class QueryHead(nn.Module):
 
     def __init__(self, cin: int, width: int, depth: int, num_keypoints: int):
         super().__init__()
-        self.centre = DynamicConv2d(cin, 1, 1, bias=True)
+        self.centre = DynamicConv2d(cin, 1, 1, bias=True)  # logits of a person centre at each pixel
         nn.init.normal_(self.centre.weight, std=0.001)
-        nn.init.zeros_(self.centre.bias)
+        nn.init.constant_(self.centre.bias, CENTRE_PRIOR)
         self.embed = DynamicLinear(cin, width)
         self.where = DynamicLinear(2, width)
         self.joint_embed = nn.Parameter(torch.randn(num_keypoints, width) * 0.02)

@@ -60,3 +60,20 @@ def test_only_matched_and_seeded_queries_learn_joints_and_every_query_learns_its
     assert moved[0] > 0 and moved[2] > 0 and moved[1] == 0 and moved[3] == 0
     assert torch.all(person_logits.grad[:, 0, [0, 2]] < 0) and torch.all(person_logits.grad[:, 0, [1, 3]] > 0)
     assert centre.grad.abs().sum() > 0
+
+
+def test_the_centre_loss_rewards_peaks_at_the_centres_and_ignores_masked_pixels():
+    from nas.pose.matching import centre_focal_loss
+
+    centres, present = torch.tensor([[[4.0, 6.0]]]), torch.tensor([[True]])
+    target = centre_maps(centres, present, (12, 12))
+    flat = torch.full((1, 1, 12, 12), -2.0)
+    peaked = flat.clone()
+    peaked[0, 0, 6, 4] = 4.0
+    mask = torch.ones(1, 12, 12)
+    assert centre_focal_loss(peaked, target, mask) < centre_focal_loss(flat, target, mask)
+    wrong = flat.clone()
+    wrong[0, 0, 0, 11] = 4.0  # a confident peak where there is no one
+    assert centre_focal_loss(wrong, target, mask) > centre_focal_loss(flat, target, mask)
+    mask[0, 0, 11] = 0
+    assert centre_focal_loss(wrong, target, mask) == centre_focal_loss(flat, target, mask)
