@@ -90,7 +90,6 @@ def seeded_people(people: torch.Tensor) -> torch.Tensor:
     return people[:, :int(present.nonzero().max()) + 1 if present.any() else 0]
 
 
-
 def centre_seeds(people: torch.Tensor) -> torch.Tensor:
     """Seed positions (B, P, 2) at the people's centres, for ``PoseNet(x, seeds=...)``."""
     return people_geometry(people)[0]

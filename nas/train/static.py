@@ -38,6 +38,7 @@ class TrainConfig(Settings):
     lr: float = 4e-3
     warmup_epochs: float = 1.0
     val_every: int = 2
+    checkpoint_every: int = 0  # steps between checkpoints within an epoch (0: at each epoch's end only)
 
 
 def spec_mask(spec: KeypointSpec) -> torch.Tensor:
@@ -86,13 +87,21 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
     if len(sampler) == 0:
         raise PoseNASError(f"{cfg.train_ann}: {len(train_ds)} images is fewer than one batch of {cfg.batch_size}")
     loader_kw = dict(batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    start_epoch, step, spent, log = 0, 0, 0.0, []
+    start_epoch, step, spent, log, done_in_epoch, sums, batches = 0, 0, 0.0, [], 0, np.zeros(4), 0
     ckpt = folder.resume(device)
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, step, spent, log = ckpt["epoch"], ckpt["step"], ckpt["train_seconds"], ckpt["log"]
-        print(f"resuming {out} at epoch {start_epoch} (step {step})")
+        done_in_epoch, batches = ckpt.get("batch", 0), ckpt.get("batches", 0)  # a checkpoint within an epoch
+        sums = np.asarray(ckpt.get("sums", np.zeros(4)), dtype=float)
+        print(f"resuming {out} at epoch {start_epoch + 1}, batch {done_in_epoch} (step {step})")
+
+    def save(epoch: int, done: int) -> None:
+        """A checkpoint after ``done`` batches of ``epoch`` (0-based; the next epoch with none)."""
+        folder.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "batch": done,
+                     "sums": sums.tolist(), "batches": batches, "step": step, "train_seconds": spent,
+                     "arch": arch, "train_config": asdict(cfg), "spec": train_ds.spec.name}, log)
 
     def budget_spent(extra: float = 0.0) -> bool:
         return cfg.time_budget_min is not None and spent + extra >= cfg.time_budget_min * 60
@@ -104,12 +113,14 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
             print(f"time budget of {cfg.time_budget_min} min spent; stopping before epoch {epoch + 1}")
             break
         net.train()
-        sampler.set_epoch(epoch)
+        start = done_in_epoch if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, start)
         train_set.epoch = epoch
-        sums, batches = np.zeros(4), 0
+        if start == 0:
+            sums, batches = np.zeros(4), 0
         t0 = clock()
         bar = tqdm(DataLoader(train_set, **loader_kw), desc=f"epoch {epoch + 1}/{cfg.epochs:g}",
-                   disable=not progress, leave=False, total=min(len(sampler), total_steps - step))
+                   disable=not progress, leave=False, total=min(len(sampler) - start, total_steps - step))
         warmup = max(1, int(cfg.warmup_epochs * len(sampler)))
         for batch in bar:
             for g in opt.param_groups:
@@ -138,6 +149,10 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
             bar.set_postfix(loss=f"{loss.item():.2e}", lr=f"{opt.param_groups[0]['lr']:.1e}")
             if step >= total_steps:
                 break
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                spent += clock() - t0
+                t0 = clock()
+                save(epoch, batches)
             if budget_spent(clock() - t0):  # checked every step: the budget is a hard limit
                 print(f"time budget of {cfg.time_budget_min} min spent in epoch {epoch + 1} (step {step})")
                 break
@@ -152,9 +167,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
             final = metrics
         log.append(row)
         print(" ".join(f"{name}={v:.4g}" if isinstance(v, float) else f"{name}={v}" for name, v in row.items()))
-        folder.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
-                     "train_seconds": spent, "arch": arch, "train_config": asdict(cfg), "spec": train_ds.spec.name},
-                    log)
+        sums, batches = np.zeros(4), 0
+        save(epoch + 1, 0)
     if not final and log and "AP" in log[-1]:  # resumed a finished run: report its last evaluation
         final = {k: v for k, v in log[-1].items() if k.startswith("A")}
     return final

@@ -94,3 +94,31 @@ def test_time_budget_stops_mid_epoch_and_still_evaluates(tmp_path, synth_small):
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 1 and ckpt["epoch"] == 1, "stopped after the step that spent the budget"
     assert "AP" in metrics
+
+
+def test_a_run_killed_within_an_epoch_resumes_from_its_last_checkpoint_exactly(tmp_path, synth_small, monkeypatch):
+    """``checkpoint_every`` saves within an epoch; a resumed run ends with the weights of one that
+    never stopped (a long stand-alone epoch outlives the session that started it)."""
+    cfg = _cfg(synth_small, epochs=1, checkpoint_every=1)
+    whole = tmp_path / "whole"
+    train(cfg, whole, progress=False)
+    killed = tmp_path / "killed"
+    real_step, steps = torch.optim.Adam.step, []
+
+    def step_then_die(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, killed, progress=False)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    stopped = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (0, 2, 2)
+    train(cfg, killed, progress=False)
+    a, b = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (whole, killed))
+    assert (b["epoch"], b["batch"], b["step"]) == (1, 0, 3)
+    assert all(torch.equal(a["model"][n], b["model"][n]) for n in a["model"])
+    assert pd.read_csv(killed / "log.csv")["loss"].tolist() == pytest.approx(pd.read_csv(whole / "log.csv")["loss"].tolist())
