@@ -19,7 +19,7 @@ from torch import nn
 
 from nas.errors import PoseNASError
 from nas.io import atomic_write, read_json, sha256, write_json
-from nas.pose.keypoints import KeypointSpec, get_spec
+from nas.pose.keypoints import KeypointSpec, get_spec, person_oks
 
 CHOSEN, REPLACED = 0.2, 0.8  # share of known joints chosen; share of those moved to their midpoint
 WEIGHTS, CARD, FORMAT = "completion.safetensors", "completion.json", "posenas-skeleton-completion/1"
@@ -215,8 +215,6 @@ def judge(completion: Completion, joints: np.ndarray, labelled: np.ndarray, area
     """Mean OKS of people (at least 6 labelled joints) with ``drop`` of their labelled joints removed
     and completed, by the network and by the midpoint heuristic, against the originals: over every
     labelled joint, and over the dropped ones (``draws`` random drops)."""
-    from nas.pose.evaluate import person_oks
-
     keep = labelled.sum(1) >= 6
     if not keep.any():
         raise PoseNASError("skeleton completion: no person with at least 6 labelled joints to judge on")

@@ -41,15 +41,6 @@ def check_results(results: object, gt: COCO, spec: KeypointSpec, source: str) ->
     return results
 
 
-def person_oks(predicted: np.ndarray, target: np.ndarray, visible: np.ndarray, areas: np.ndarray,
-               spec: KeypointSpec) -> np.ndarray:
-    """COCO's object keypoint similarity of each person's predicted joints (P, K, 2) to the target's
-    over its ``visible`` joints (P, K), at the people's ``areas`` (P,), as COCOeval computes it."""
-    variances = (2 * spec.sigmas_array) ** 2
-    e = ((predicted - target) ** 2).sum(-1) / variances / (areas[:, None] + np.spacing(1)) / 2
-    return (np.exp(-e) * visible).sum(1) / np.maximum(visible.sum(1), 1)
-
-
 def _stat(value: float) -> float:
     """COCOeval writes -1 where no ground truth falls in a range; that is 'undefined', not 0."""
     return float(value) if value >= 0 else math.nan

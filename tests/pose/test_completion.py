@@ -18,8 +18,7 @@ from nas.pose.completion import (
     train_completion,
 )
 from nas.pose.dataset import CocoPoseDataset
-from nas.pose.evaluate import person_oks
-from nas.pose.keypoints import COCO
+from nas.pose.keypoints import COCO, person_oks
 from tests.conftest import COCO_MINI, shared
 
 J = {name: i for i, name in enumerate(COCO.keypoints)}
