@@ -111,7 +111,8 @@ def query_loss(outputs: list[torch.Tensor], people: torch.Tensor, mask: torch.Te
     centre, joints, joint_logits, person_logits, _ = outputs
     num_seeds = people.shape[1]
     centres, present, areas = people_geometry(people)
-    loss = centre_focal_loss(centre, centre_maps(centres.round(), present, centre.shape[-2:]), mask)
+    centre_loss = centre_focal_loss(centre, centre_maps(centres.round(), present, centre.shape[-2:]), mask)
+    loss = centre_loss.new_zeros(())  # the people's terms, summed over images
     proposals = joints.shape[2] - num_seeds
     for b in range(people.shape[0]):
         here = present[b].nonzero()[:, 0]
@@ -132,5 +133,5 @@ def query_loss(outputs: list[torch.Tensor], people: torch.Tensor, mask: torch.Te
                 loss = loss + (L1_COST * l1(picked, target_people, target_areas).mean()
                                + OKS_COST * (1 - oks(picked, target_people, target_areas, sigmas)).mean()
                                + F.binary_cross_entropy_with_logits(joint_logits[layer, b, queries], visible))
-    return SCALE * loss / people.shape[0]
+    return SCALE * (centre_loss + loss / people.shape[0])  # the focal loss is per person of the batch already
 
