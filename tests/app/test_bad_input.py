@@ -102,6 +102,8 @@ def cases(w):
          None),
         (["arch", "macs", "--space", "tiny", "--arch", str(w["cpu-arch"])], "cpu-arch.json:", None),
         (["arch", "macs", "--space", str(r / "missing-space.yaml"), "--preset", "min"], "missing-space.yaml", None),
+        (["arch", "macs", "--space", "cpu", "--preset", "min", "--head", "query"], "head.type 'query' is not in space",
+         None),
         (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),
         (["zoo", "build", str(r / "missing.yaml"), "--out", str(r / "z")], "run config not found", None),
         (["completion", "train", "--synthetic", "0", "--out", str(r / "c")], "give --ann files or --synthetic", None),
@@ -124,7 +126,7 @@ def cases(w):
     ]
 
 
-CASES = 46
+CASES = 47
 
 
 def test_the_suite_covers_every_command(world):

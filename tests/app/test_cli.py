@@ -67,6 +67,9 @@ def test_arch_sample_then_macs(tmp_path, capsys):
     assert row["macs"] == arch_cost(space.preset("litepose_xs")).macs and row["resolution"] == 256
     assert main(["arch", "sample", "--space", "tiny", "--random", "--seed", "4"]) == 0
     assert json.loads(capsys.readouterr().out) == SearchSpace.load("tiny").random(4)
+    tiny = SearchSpace.load("tiny")
+    assert main(["arch", "sample", "--space", "tiny", "--preset", "litepose_xs", "--head", "query"]) == 0
+    assert json.loads(capsys.readouterr().out) == tiny.with_head(tiny.preset("litepose_xs"), "query")
 
 
 def test_arch_outside_the_space_is_one_line_naming_the_field(tmp_path):

@@ -107,13 +107,16 @@ def arch_flags(p: argparse.ArgumentParser, file: bool = True, random: bool = Fal
     if file:
         p.add_argument("--arch", help="arch config JSON")
     p.add_argument("--preset", help="min, max, higherhrnet_w32, litepose_xs/s/m/l")
+    p.add_argument("--head", help="the config under this head type (ae, query; the space must allow it), the "
+                   "head's own choices at their largest")
     if random:
         p.add_argument("--random", action="store_true")
         p.add_argument("--seed", type=int, default=0)
 
 
 def chosen_arch(args: argparse.Namespace):
-    """The space and the arch config named by ``--arch FILE``, ``--preset NAME`` or ``--random``."""
+    """The space and the arch config named by ``--arch FILE``, ``--preset NAME`` or ``--random``,
+    under ``--head`` where given."""
     from search_spaces import SearchSpace, read_arch
 
     space = SearchSpace.load(args.space)
@@ -122,10 +125,10 @@ def chosen_arch(args: argparse.Namespace):
     if sum(map(bool, options.values())) != 1:
         raise PoseNASError("give exactly one of " + ", ".join(options))
     if getattr(args, "arch", None):
-        return space, read_arch(args.arch, space)
-    if args.preset:
-        return space, space.preset(args.preset)
-    return space, space.random(args.seed)
+        arch = read_arch(args.arch, space)
+    else:
+        arch = space.preset(args.preset) if args.preset else space.random(args.seed)
+    return space, space.with_head(arch, args.head) if args.head else arch
 
 
 def cost_row(arch: dict, keypoints: int) -> dict:
