@@ -420,6 +420,7 @@ def bench_deployed_budget(scale: Scale, work: Path, budget_ms: float = 6.0,
         fronts[kind] = read_json(work / f"search-{kind}" / "pareto.json")["pareto"]
     total_hashes = {p["arch_hash"] for p in fronts["total"]}
     rows = [{"front": kind, "arch_hash": p["arch_hash"], "AP": p["AP"], "resolution": p["arch"]["resolution"],
+             "head": p["arch"]["head"].get("type", "ae"),
              "network_ms": meters["network"].measure(p["arch"])["median_ms"],
              "total_ms": meters["total"].measure(p["arch"])["median_ms"], "on_both": p["arch_hash"] in total_hashes}
             for kind in fronts for p in fronts[kind]]

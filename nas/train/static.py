@@ -95,7 +95,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict |
         start_epoch, step, spent, log = ckpt["epoch"], ckpt["step"], ckpt["train_seconds"], ckpt["log"]
         done_in_epoch, batches = ckpt.get("batch", 0), ckpt.get("batches", 0)  # a checkpoint within an epoch
         sums = np.asarray(ckpt.get("sums", np.zeros(4)), dtype=float)
-        print(f"resuming {out} at epoch {start_epoch + 1}, batch {done_in_epoch} (step {step})")
+        within = f", batch {done_in_epoch}" if done_in_epoch else ""
+        print(f"resuming {out} at epoch {start_epoch}{within} (step {step})")
 
     def save(epoch: int, done: int) -> None:
         """A checkpoint after ``done`` batches of ``epoch`` (0-based; the next epoch with none)."""

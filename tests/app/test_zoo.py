@@ -134,7 +134,8 @@ def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_p
     rows = bench_deployed_budget(QUICK, tmp_path, budget_ms=1000, zoo_ref=str(tiny_zoo / "entry"))
     table = pd.read_csv(tmp_path / "deployed-budget.csv")
     assert set(table["front"]) == {"network", "total"}
-    assert (table["total_ms"] > table["network_ms"]).all(), "post-processing counted end to end"
+    ae = table[table["head"] == "ae"]  # a query head's people come out of its network: nothing runs after it
+    assert len(ae) and (ae["total_ms"] > ae["network_ms"]).all(), "post-processing counted end to end"
     network = table[table["front"] == "network"]
     assert rows[0]["value"] == round(float((network["total_ms"] > 1000).mean()), 3) == 0.0
-    assert rows[2]["value"] == round(float((network["total_ms"] / network["network_ms"]).median()), 2) > 1
+    assert rows[2]["value"] == round(float((network["total_ms"] / network["network_ms"]).median()), 2)
