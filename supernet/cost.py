@@ -14,7 +14,6 @@ depthwise conv costs a CPU far more than one of a 1x1 conv.
 from __future__ import annotations
 
 import math
-
 from collections import Counter
 from dataclasses import dataclass, field
 
