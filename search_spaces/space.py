@@ -73,6 +73,7 @@ KEYS = {
 }
 HEAD_TYPES = ("ae", "query")
 QUERY_KEYS = ("queries", "decoder_depth", "decoder_width")  # inert unless head.type is query
+NEWER_HEAD_KEYS = ("type", *QUERY_KEYS)  # what configs written before the query head lack
 assert all(k.group in GROUPS for k in KEYS.values())
 
 
@@ -361,7 +362,7 @@ def with_head_defaults(config: dict) -> dict:
     """A copy of ``config`` with the head keys it lacks at their defaults: a config written before
     the query head (a checkpoint's, an export folder's) is an AE-head config."""
     config = copy.deepcopy(config)
-    for key in ("type", *QUERY_KEYS):
+    for key in NEWER_HEAD_KEYS:
         config["head"].setdefault(key, KEYS[f"head.{key}"].default[0])
     return config
 
@@ -371,7 +372,7 @@ def arch_hash(config: dict) -> str:
     without the head's newer keys, as before the query head, so caches and records stay valid."""
     head = config["head"]
     if head.get("type", "ae") == "ae":
-        config = {**config, "head": {k: v for k, v in head.items() if k not in ("type", *QUERY_KEYS)}}
+        config = {**config, "head": {k: v for k, v in head.items() if k not in NEWER_HEAD_KEYS}}
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -134,4 +134,3 @@ def query_loss(outputs: list[torch.Tensor], people: torch.Tensor, mask: torch.Te
                                + OKS_COST * (1 - oks(picked, target_people, target_areas, sigmas)).mean()
                                + F.binary_cross_entropy_with_logits(joint_logits[layer, b, queries], visible))
     return SCALE * (centre_loss + loss / people.shape[0])  # the focal loss is per person of the batch already
-

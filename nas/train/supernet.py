@@ -45,7 +45,7 @@ from nas.train.schedule import budget_scale, steps_in_budget, warmup_cosine
 from nas.train.settings import Settings, datasets
 from nas.train.static import spec_mask
 from search_spaces import SearchSpace
-from search_spaces.space import GROUPS, QUERY_KEYS
+from search_spaces.space import GROUPS, NEWER_HEAD_KEYS
 from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
 
@@ -441,7 +441,7 @@ def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:
 def _backbone(spec: dict) -> dict:
     """A space spec but for its head types and the query head's keys: an init may add a head."""
     spec = _plain(spec)
-    return {**spec, "head": {k: v for k, v in spec["head"].items() if k not in ("type", *QUERY_KEYS)}}
+    return {**spec, "head": {k: v for k, v in spec["head"].items() if k not in NEWER_HEAD_KEYS}}
 
 
 def _plain(spec: dict) -> dict:
