@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sqlite3
@@ -118,28 +119,59 @@ class LocalBackend:
 
 class RemoteBackend:
     """Measures on the device that runs ``posenas latency-server`` at ``url``: the same
-    ``measure_model``, calibrated there."""
+    ``measure_model``, calibrated there. ``token``: the server's shared secret. Replies are
+    checked before anything is cached from them."""
 
-    def __init__(self, url: str, settings: RuntimeSettings = RuntimeSettings(), timeout: float = 600):
+    def __init__(self, url: str, settings: RuntimeSettings = RuntimeSettings(), timeout: float = 600,
+                 token: str | None = None):
         if settings.backend != "onnxruntime":
             raise PoseNASError("a latency server measures ONNX models: use the onnxruntime backend")
-        self.url, self.settings, self.timeout = url.rstrip("/"), settings, timeout
-        self.fingerprint = self._request("/fingerprint")
+        if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+            raise PoseNASError(f"--url {url!r}: give http://host:port (or https://)")
+        self.url, self.settings, self.timeout, self.token = url.rstrip("/"), settings, timeout, token
+        self.fingerprint = checked_fingerprint(self._request("/fingerprint"), self.url)
 
-    def _request(self, path: str, body: bytes | None = None, query: dict | None = None) -> dict:
+    def _request(self, path: str, body: bytes | None = None, query: dict | None = None):
         url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=self.timeout) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
+                                        timeout=self.timeout) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
-            raise PoseNASError(f"latency server {self.url}: {e.code} {e.read().decode(errors='replace')}") from None
+            detail = e.read()[:300].decode(errors="replace").splitlines()
+            raise PoseNASError(f"latency server {self.url}: {e.code} {detail[0] if detail else e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
             raise PoseNASError(f"latency server {self.url} unreachable ({getattr(e, 'reason', e)})") from None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            raise PoseNASError(f"latency server {self.url}: the reply to {path} is not JSON") from None
 
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
         query = {**asdict(self.settings), "resolution": arch["resolution"],
                  "multi_resolution": arch["head"]["multi_resolution"], "keypoints": num_keypoints}
-        return self._request("/measure", export_for(arch, num_keypoints, self.settings), query)
+        return checked_figures(self._request("/measure", export_for(arch, num_keypoints, self.settings), query),
+                               self.settings, self.url)
+
+
+def checked_fingerprint(reply, url: str) -> dict:
+    if not (isinstance(reply, dict) and isinstance(reply.get("cpu"), str)
+            and isinstance(reply.get("cores"), int) and reply["cores"] > 0):
+        raise PoseNASError(f"latency server {url}: its fingerprint lacks the device's cpu and cores")
+    return reply
+
+
+def checked_figures(reply, settings: RuntimeSettings, url: str) -> dict:
+    """A measurement's figures as a server sent them, if they are figures: the timings a total or
+    a network measurement has, each a finite positive number."""
+    needed = ("median_ms", "p90_ms", "network_ms") + (("postprocess_ms",) if settings.latency_of == "total" else ())
+    if not isinstance(reply, dict):
+        raise PoseNASError(f"latency server {url}: the measurement is not a JSON object")
+    for name in needed:
+        value = reply.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0 or (name == "median_ms" and value == 0):
+            raise PoseNASError(f"latency server {url}: {name} {value!r} is not a latency (a finite positive number)")
+    return reply
 
 
 class LatencyCache:
@@ -203,6 +235,7 @@ class LatencyMeter:
                 "runtime": asdict(self.backend.settings)}
 
 
-def make_meter(settings: RuntimeSettings, url: str | None = None, cache: str | Path | None = None) -> LatencyMeter:
-    backend = RemoteBackend(url, settings) if url else LocalBackend(settings)
+def make_meter(settings: RuntimeSettings, url: str | None = None, cache: str | Path | None = None,
+               token: str | None = None) -> LatencyMeter:
+    backend = RemoteBackend(url, settings, token=token) if url else LocalBackend(settings)
     return LatencyMeter(backend, LatencyCache(cache) if cache else None)

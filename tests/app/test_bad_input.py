@@ -24,6 +24,7 @@ def world(tmp_path_factory, tiny_supernet, synth_small):
     (root / "broken.json").write_text('{"resolution": 64,')
     (root / "broken-config.yaml").write_text("phases: [1, 2\n")
     (root / "nameless-zoo.yaml").write_text("space: tiny\n")
+    (root / "short-token").write_text("hunter2\n")
     (root / "not-a-checkpoint.pt").write_bytes(b"\x00not torch\x00" * 10)
     (root / "text.jpg").write_text("this is not an image")
     cpu_arch = SearchSpace.load("cpu").max()
@@ -123,10 +124,18 @@ def cases(w):
          "--verify must be at least 1", None),
         (["latency", "measure", "--preset", "min", "--latency-of", "total", "--people", "99", "--no-cache"],
          "--people 99: give 0 to 30", None),
+        (["latency-server", "--timeout", "0"], "--timeout 0.0: give 0.1 to 3600 seconds", None),
+        (["latency-server", "--port", "70000"], "--port 70000: give 0", None),
+        (["latency-server", "--token-file", str(w["short-token"])], "short-token: a latency token is at least 16",
+         None),
+        (["latency", "measure", "--preset", "min", "--url", "ftp://device:8765", "--no-cache"],
+         "--url 'ftp://device:8765': give http://host:port", None),
+        (["latency", "measure", "--preset", "min", "--url", "http://127.0.0.1:9", "--token-file",
+          str(r / "missing-token"), "--no-cache"], "missing-token: token file not found", None),
     ]
 
 
-CASES = 47
+CASES = 52
 
 
 def test_the_suite_covers_every_command(world):

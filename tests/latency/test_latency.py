@@ -1,21 +1,16 @@
-"""Latency: onnxruntime and torch backends, the persistent cache, the HTTP server, the predictor."""
+"""Latency: onnxruntime and torch backends, the persistent cache, the predictor (the server: test_server)."""
 import json
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nas.app.cli import main
 from nas.errors import PoseNASError
-from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, RemoteBackend, device_fingerprint
+from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, device_fingerprint
 from nas.latency.predictor import LatencyPredictor, adapted_reference, feature_vector, within
 from nas.latency.settings import RuntimeSettings
 from search_spaces import SearchSpace
 
-POSENAS = str(Path(sys.executable).with_name("posenas"))
 FAST = dict(warmup=1, repeats=5)
 NETWORK = dict(FAST, latency_of="network")  # quicker where what is measured does not matter
 
@@ -49,34 +44,6 @@ def test_bad_runtime_settings_are_named():
         RuntimeSettings(backend="tflite")
     with pytest.raises(PoseNASError, match="give --latency-of network"):
         RuntimeSettings(backend="torch")  # eager torch times no post-processing: not a total
-
-
-def test_latency_server_measures_over_loopback():
-    server = subprocess.Popen([POSENAS, "latency-server", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    try:
-        url = re.search(r"http://\S+", server.stdout.readline()).group(0)
-        remote = RemoteBackend(url, RuntimeSettings(**FAST, latency_of="network"))
-        assert remote.fingerprint == json.loads(json.dumps(device_fingerprint()))
-        figures = remote.measure(SearchSpace.load("tiny").min())
-        assert 0 < figures["median_ms"] <= figures["p90_ms"] and figures["runs"] == 5 and figures["slowdown"] > 0
-        assert "grouping_ms" not in figures
-        total = RemoteBackend(url, RuntimeSettings(**FAST, people=3)).measure(
-            SearchSpace.load("tiny").max())
-        assert total["people"] == 3 and total["grouping_ms"] > 0 and total["network_ms"] >= 0
-        for query, message in (({"resolution": 64, "people": 99}, "--people 99"),
-                               ({"resolution": 64, "repeats": 10**9}, "repeats 3 to 10000"),
-                               ({"resolution": 64, "reference": "maybe"}, "reference must be true or false"),
-                               ({"resolution": 64, "keypoints": 5}, "--keypoints 5"),
-                               ({"resolution": 10**6}, "resolution 1000000")):
-            with pytest.raises(PoseNASError, match=message):
-                remote._request("/measure", b"model", query)
-        with pytest.raises(PoseNASError, match="model not runnable"):
-            remote._request("/measure", b"not an onnx model", {"resolution": 64})
-    finally:
-        server.terminate()
-        server.wait()
-    with pytest.raises(PoseNASError, match="unreachable"):
-        RemoteBackend(url)
 
 
 def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):

@@ -83,6 +83,7 @@ def latency_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reference", dest="reference", action="store_false", default=None,
                    help="time alone, not against the reference network scaled by its calibrated latency")
     p.add_argument("--url", help="measure on a remote posenas latency-server (http://host:port)")
+    p.add_argument("--token-file", help="the latency server's token (default: $POSENAS_LATENCY_TOKEN)")
     p.add_argument("--cache", default="results/latency-cache.sqlite", help="persistent measurement table")
     p.add_argument("--no-cache", action="store_true")
 
@@ -97,8 +98,10 @@ def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
 
 def meter(args: argparse.Namespace):
     from nas.latency.meter import make_meter
+    from nas.latency.token import read_token
 
-    return make_meter(runtime_settings(args), args.url, None if args.no_cache else args.cache)
+    token = read_token(args.token_file) if args.url else None
+    return make_meter(runtime_settings(args), args.url, None if args.no_cache else args.cache, token)
 
 
 def arch_flags(p: argparse.ArgumentParser, file: bool = True, random: bool = False) -> None:
