@@ -13,6 +13,7 @@ from pycocotools.coco import COCO
 
 from nas.errors import PoseNASError
 from nas.io import read_json
+from nas.pose.groundtruth import check_annotations, is_id
 from nas.pose.keypoints import KeypointSpec, detect_spec, get_spec, normalize_name
 
 ANNOTATIONS, IMAGES = "annotations.json", "images"  # a set folder, as `posenas data synth` writes one
@@ -49,6 +50,8 @@ def _person_category(data: dict, path: Path, spec_name: str | None) -> tuple[int
         raise PoseNASError(f"{path}: no category with a 'keypoints' list")
     cat = next((c for c in cats if c.get("name") == "person"), cats[0])
     names = cat["keypoints"]
+    if not is_id(cat.get("id")) or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PoseNASError(f"{path}: the keypoint category needs an integer 'id' and 'keypoints' as a list of names")
     if spec_name is None:
         spec = detect_spec(names)
         if spec is None:
@@ -69,7 +72,8 @@ def _person_category(data: dict, path: Path, spec_name: str | None) -> tuple[int
 
 
 def load_annotations(ann_file: str | Path, spec: str | None = None) -> tuple[COCO, KeypointSpec, int]:
-    """Read and validate a COCO keypoint file; fill the optional fields pycocotools' eval needs."""
+    """Read and validate a COCO keypoint file (``nas.pose.groundtruth``); fill the optional fields
+    pycocotools' eval needs."""
     path = Path(ann_file)
     data = read_json(path, "annotation file")
     if not isinstance(data, dict):
@@ -78,36 +82,7 @@ def load_annotations(ann_file: str | Path, spec: str | None = None) -> tuple[COC
         if not isinstance(data.get(key), list):
             raise PoseNASError(f"{path}: missing or non-list field {key!r}")
     cat_id, kspec = _person_category(data, path, spec)
-    k = kspec.num_keypoints
-    image_ids = set()
-    for img in data["images"]:
-        if not isinstance(img, dict) or not {"id", "file_name"} <= img.keys():
-            raise PoseNASError(f"{path}: image entry {str(img)[:80]} lacks 'id' or 'file_name'")
-        image_ids.add(img["id"])
-    annotated = 0
-    for i, ann in enumerate(data["annotations"]):
-        where = f"{path}: annotation id {ann.get('id', f'#{i}')} (image {ann.get('image_id')})"
-        if ann.get("image_id") not in image_ids:
-            raise PoseNASError(f"{where}: image_id is not in 'images'")
-        if ann.get("category_id") != cat_id:
-            continue
-        kp = ann.get("keypoints")
-        if not isinstance(kp, list) or len(kp) != 3 * k:
-            n = len(kp) if isinstance(kp, list) else type(kp).__name__
-            raise PoseNASError(f"{where}: 'keypoints' has {n} values, expected {3 * k} (3 x {k} for spec {kspec.name!r})")
-        try:
-            vis = np.asarray(kp, dtype=np.float64).reshape(k, 3)[:, 2]
-        except (TypeError, ValueError):
-            raise PoseNASError(f"{where}: 'keypoints' holds non-numeric values") from None
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            raise PoseNASError(f"{where}: 'bbox' must be [x, y, w, h]")
-        ann.setdefault("iscrowd", 0)
-        ann.setdefault("num_keypoints", int((vis > 0).sum()))
-        ann.setdefault("area", float(bbox[2] * bbox[3]))
-        if not ann["iscrowd"] and ann["num_keypoints"] > 0:
-            annotated += 1
-    if annotated == 0:
+    if check_annotations(data, path, cat_id, kspec.num_keypoints, kspec.name) == 0:
         raise PoseNASError(f"{path}: no annotated person (no non-crowd annotation with keypoints)")
     return quiet_coco(data), kspec, cat_id
 

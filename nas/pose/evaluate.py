@@ -16,6 +16,7 @@ from tqdm import tqdm
 from nas.errors import PoseNASError
 from nas.io import read_json
 from nas.pose.dataset import CocoPoseDataset, quiet_coco
+from nas.pose.groundtruth import is_id, is_number
 from nas.pose.inference import detect, to_coco_results
 from nas.pose.keypoints import KeypointSpec
 
@@ -24,20 +25,28 @@ CROWD_LEVELS = {"AP_easy": (0.0, 0.1), "AP_medium": (0.1, 0.8), "AP_hard": (0.8,
 
 
 def check_results(results: object, gt: COCO, spec: KeypointSpec, source: str) -> list[dict]:
-    """Reject results that do not belong to this ground truth with one line naming the culprit."""
+    """Reject results that do not belong to this ground truth, or that COCOeval would misjudge (a
+    NaN OKS counts as a match: all-NaN keypoints would score AP 1.0), with one line naming the
+    culprit."""
     if not isinstance(results, list):
         raise PoseNASError(f"{source}: expected a JSON list of COCO keypoint results")
     k = spec.num_keypoints
+    person = next((c["id"] for c in gt.cats.values() if c.get("keypoints")), 1)
     for i, r in enumerate(results):
         if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= r.keys():
             raise PoseNASError(f"{source}: result #{i} lacks 'image_id', 'keypoints' or 'score'")
-        if r["image_id"] not in gt.imgs:
-            raise PoseNASError(f"{source}: result #{i} has image_id {r['image_id']} that is not in the ground truth")
+        if not is_id(r["image_id"]) or r["image_id"] not in gt.imgs:
+            raise PoseNASError(f"{source}: result #{i} has image_id {r['image_id']!r} that is not in the ground truth")
         if not isinstance(r["keypoints"], list) or len(r["keypoints"]) != 3 * k:
             n = len(r["keypoints"]) if isinstance(r["keypoints"], list) else "no"
             raise PoseNASError(f"{source}: result #{i} has {n} keypoint values, expected {3 * k} "
                                f"(spec {spec.name!r}); is it a results file for another dataset?")
-        r.setdefault("category_id", 1)
+        if not all(map(is_number, r["keypoints"])) or not is_number(r["score"]):
+            raise PoseNASError(f"{source}: result #{i} (image {r['image_id']}) has a non-numeric, NaN or infinite "
+                               f"keypoint value or score")
+        if r.setdefault("category_id", person) != person:
+            raise PoseNASError(f"{source}: result #{i} has category_id {r['category_id']!r}; the people are "
+                               f"category {person}")
     return results
 
 

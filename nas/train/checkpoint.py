@@ -15,11 +15,11 @@ class RunFolder:
     def __init__(self, out: str | Path, checkpoint: str, plot: Callable[[pd.DataFrame, Path], None],
                  writer: bool = True):
         """``writer``: this process writes the folder (every process but rank 0 of a
-        distributed run only reads it); a writer first removes what a kill left half-written."""
+        distributed run only reads it); a writer first removes what a kill left half-written. The
+        folder is made by the first save, so a run refused before it leaves nothing behind."""
         self.out, self.plot = Path(out), plot
         self.checkpoint = self.out / checkpoint
-        if writer:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if writer and self.out.is_dir():
             remove_stale_temp_files(self.out)
 
     def resume(self, device: torch.device | str = "cpu") -> dict | None:
@@ -33,6 +33,7 @@ class RunFolder:
     def save(self, state: dict, log: list[dict]) -> None:
         """The checkpoint (with the torch RNG), then the log and its curves."""
         state = {**state, "torch_rng": torch.get_rng_state(), "log": log}
+        self.out.mkdir(parents=True, exist_ok=True)
         atomic_write(self.checkpoint, lambda tmp: torch.save(state, tmp))
         if log:
             frame = pd.DataFrame(log)

@@ -86,6 +86,51 @@ def test_keypoints_array_of_wrong_length(tmp_path, capsys):
     assert "gt.json" in err and "annotation id 7" in err and "has 50 values, expected 51" in err
 
 
+def _ann(d):
+    return d["annotations"][0]
+
+
+GROUND_TRUTH_FLAWS = [  # (what is done to a valid file, what the one line must say)
+    (lambda d: d["images"][0].update(id="1"), "image entry #0: id '1' is not an integer, or not unique"),
+    (lambda d: d["images"].append(dict(d["images"][0])), "image entry #1: id 1 is not an integer, or not unique"),
+    (lambda d: d["images"][0].update(width=0), "'width' must be a positive integer, got 0"),
+    (lambda d: d["images"][0].pop("height"), "'height' must be a positive integer, got None"),
+    (lambda d: d["annotations"].append(dict(_ann(d))), "annotation id 7 (image 1): 'id' must be an integer unique"),
+    (lambda d: _ann(d).pop("id"), "annotation id '#0' (image 1): 'id' must be an integer"),
+    (lambda d: _ann(d).update(image_id=[1]), "image_id is not in 'images'"),
+    (lambda d: _ann(d)["keypoints"].__setitem__(0, float("nan")), "'keypoints' holds non-numeric or non-finite"),
+    (lambda d: _ann(d)["keypoints"].__setitem__(3, "5"), "'keypoints' holds non-numeric or non-finite"),
+    (lambda d: _ann(d)["keypoints"].__setitem__(2, 3), "visibility flags must be 0, 1 or 2, got [3]"),
+    (lambda d: _ann(d).update(num_keypoints=0), "num_keypoints 0 but 17 keypoints are labelled"),
+    (lambda d: _ann(d).update(num_keypoints=-1), "num_keypoints -1"),
+    (lambda d: _ann(d).update(iscrowd=2), "iscrowd must be 0 or 1, got 2"),
+    (lambda d: _ann(d).update(bbox=[1, 1, -10, 10]), "'bbox' must be [x, y, w, h] of finite numbers with w, h >= 0"),
+    (lambda d: _ann(d).update(bbox=[1, 1, "10", 10]), "'bbox' must be [x, y, w, h]"),
+    (lambda d: _ann(d).update(area=0), "'area' 0 must be a finite number, positive for a labelled person"),
+    (lambda d: _ann(d).update(area="big"), "'area' 'big' must be a finite number"),
+    (lambda d: _ann(d).update(segmentation=[[1, 2, 3]]), "'segmentation' must be polygons"),
+    (lambda d: d["categories"][0].pop("id"), "the keypoint category needs an integer 'id'"),
+]
+
+
+@pytest.mark.parametrize("flaw, message", GROUND_TRUTH_FLAWS)
+def test_every_ground_truth_field_cocoeval_relies_on_is_checked(tmp_path, capsys, flaw, message):
+    path = _coco(tmp_path, flaw)
+    err = _check(["data", "check", "--ann", str(path), "--spec", "coco"], capsys)
+    assert "gt.json" in err and message in err
+
+
+def test_eval_and_training_check_ground_truth_as_data_check_does(tmp_path, capsys):
+    path = _coco(tmp_path, lambda d: _ann(d).update(area=0))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"image_id": 1, "keypoints": [5, 5, 1] * 17, "score": 1.0}]))
+    for command in (["eval", "--ann", str(path), "--results", str(results), "--spec", "coco"],
+                    ["train", "--ann", str(path), "--images", str(tmp_path), "--spec", "coco", "--space", "tiny",
+                     "--epochs", "1", "--out", str(tmp_path / "run")]):
+        assert "'area' 0 must be a finite number" in _check(command, capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_category_keypoint_count_disagrees_with_spec(tmp_path, capsys):
     path = _coco(tmp_path)
     err = _check(["data", "check", "--ann", str(path), "--spec", "crowdpose"], capsys)

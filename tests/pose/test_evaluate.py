@@ -64,3 +64,21 @@ def test_results_of_another_dataset_are_refused(tmp_path, capsys):
     res.write_text(json.dumps([{**_gt_as_results(gt)[0], "image_id": 999}]))
     assert main(["eval", "--ann", str(gt_path), "--results", str(res)]) == 2
     assert "image_id 999 that is not in the ground truth" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"keypoints": [float("nan")] * 51, "score": float("nan")}, "non-numeric, NaN or infinite"),
+    ({"score": float("inf")}, "non-numeric, NaN or infinite"),
+    ({"score": "0.9"}, "non-numeric, NaN or infinite"),
+    ({"score": True}, "non-numeric, NaN or infinite"),
+    ({"image_id": [1]}, "image_id [1] that is not in the ground truth"),
+    ({"category_id": 5}, "category_id 5; the people are category 1"),
+])
+def test_results_cocoeval_would_misjudge_are_refused(tmp_path, capsys, change, message):
+    gt_path = shared(FIXTURES / "coco" / "test_coco.json")
+    gt, _, _ = load_annotations(gt_path)
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps([{**r, **change} for r in _gt_as_results(gt)]))  # all-NaN once scored AP 1.0
+    assert main(["eval", "--ann", str(gt_path), "--results", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "result #0" in err and message in err
