@@ -1,12 +1,18 @@
-"""Atomic file writes and safe reads: a killed run never leaves a half-written file behind."""
+"""Atomic file writes and safe reads: a killed run never leaves a half-written file behind, a
+folder can be written beside and swapped in whole, and a folder has one writer at a time."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
+import socket
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from nas.errors import PoseNASError
 
@@ -31,6 +37,72 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> None:
     call it before a single writer starts on ``folder`` again."""
     for stale in Path(folder).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``folder`` for this process alone; a second writer gets one line naming the holder.
+    The lock lies beside the folder (``.NAME.lock``), so that the folder can be swapped whole, and
+    the kernel releases it when the holder ends, however it ends."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PoseNASError(f"{folder}: exists and is not a folder")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise PoseNASError(f"{folder}: cannot write there ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+            raise PoseNASError(f"{folder}: in use by {holder}; wait for it to end or write elsewhere") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])[:200]})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def replace_folder(new: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Put the folder ``new`` (written beside ``folder``) in ``folder``'s place; the old one is
+    kept aside until the new one is in (``recover_folder`` puts it back after a kill between)."""
+    new, folder = Path(new), Path(folder)
+    old = folder.parent / f".{folder.name}.old"
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(folder, old)
+    os.rename(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(folder: str | os.PathLike) -> None:
+    """What a kill left of a ``replace_folder`` of ``folder``: the old folder goes back in place
+    if the new one never came in; half-written new folders go. Call it holding ``writer_lock``."""
+    folder = Path(folder)
+    old = folder.parent / f".{folder.name}.old"
+    if old.is_dir():
+        if folder.exists():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, folder)
+    for staged in folder.parent.glob(f".{folder.name}.*.tmp"):
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """A fresh folder beside ``folder`` to write into; swapped in whole when the block ends
+    without an error, removed otherwise. Hold ``writer_lock`` around it."""
+    folder = Path(folder)
+    recover_folder(folder)
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield staged
+        replace_folder(staged, folder)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -68,10 +68,22 @@ def _run(gt: COCO, results: list[dict], spec: KeypointSpec, image_ids: list[int]
     return ev.stats
 
 
+def _without_results(gt: COCO) -> dict[str, float]:
+    """What COCOeval would say of no results (pycocotools cannot load none): 0 where there are
+    people to find, undefined where there are none (APM, APL by COCO's area ranges)."""
+    areas = np.array([a["area"] for a in gt.dataset["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]])
+    ranges = {"APM": (32 ** 2, 96 ** 2), "APL": (96 ** 2, math.inf)}
+    metrics = {}
+    for m in METRICS:
+        lo, hi = ranges.get(m, (0, math.inf))
+        metrics[m] = 0.0 if ((areas >= lo) & (areas < hi)).any() else math.nan
+    return metrics
+
+
 def evaluate(gt: COCO, results: list[dict], spec: KeypointSpec) -> dict[str, float]:
     """AP, AP50, AP75, APM, APL, AR; plus AP easy/medium/hard when images carry ``crowdIndex``."""
     if not results:
-        metrics = {m: 0.0 for m in METRICS}
+        metrics = _without_results(gt)
     else:
         stats = _run(gt, results, spec)
         metrics = {m: _stat(stats[i]) for m, i in zip(METRICS, range(6))}
@@ -91,8 +103,9 @@ def load_results(path: str | Path, gt: COCO, spec: KeypointSpec) -> list[dict]:
     return check_results(read_json(path, "results file"), gt, spec, str(path))
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+def format_metrics(metrics: dict[str, float | None]) -> str:
+    """One line of metrics; those COCOeval leaves undefined (NaN, or None once stored) say so."""
+    return "  ".join(f"{k} {'undefined' if v is None or math.isnan(v) else f'{v:.4f}'}" for k, v in metrics.items())
 
 
 def metrics_json(metrics: dict[str, float]) -> dict[str, float | None]:

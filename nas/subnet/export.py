@@ -2,8 +2,9 @@
 
 A folder holds ``model.safetensors`` (weights), ``arch.json`` (the arch config), ``model.onnx``
 (checked against torch in onnxruntime) and ``card.json`` (metrics, MACs, params, measured latency
-with the device fingerprint and runtime settings, and the weights' SHA-256). The card is written
-last: a folder with a card is a whole export.
+with the device fingerprint and runtime settings, and the SHA-256 of every other file). It is
+written beside its place and swapped in whole, by one writer at a time: a kill or a second export
+never leaves a card that describes other files, and ``load_subnet`` checks every hash.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_checkpoint, read_json, sha256, write_json
+from nas.io import read_checkpoint, read_json, sha256, staged_folder, write_json, writer_lock
 from nas.pose.decode import DecodeConfig
 from nas.subnet.onnx import OPSET, OUTPUTS, PEOPLE, finest_stride, max_abs_difference, to_onnx
 from search_spaces import arch_hash, write_arch
@@ -22,6 +23,7 @@ from supernet.network import build_static
 
 WEIGHTS, ARCH, ONNX, CARD = "model.safetensors", "arch.json", "model.onnx", "card.json"
 REFINE = "refine"  # the folder of a skeleton completer that travels with the subnet
+EXPORT_FILES = {WEIGHTS, ARCH, ONNX, CARD, REFINE}
 ONNX_TOLERANCE = 1e-4
 
 
@@ -29,39 +31,54 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
                   latency: dict | None = None, source: dict | None = None, refine=None) -> dict:
     """Write the export folder of a static subnet; returns its card. ``latency`` is the card's
     measured latency (figures, device and runtime settings: ``LatencyMeter.card_entry``);
-    ``refine``, a skeleton completer that travels with the subnet (in ``refine/``)."""
-    from safetensors.torch import save_file
-
+    ``refine``, a skeleton completer that travels with the subnet (in ``refine/``). ``out`` may be
+    new, empty or an export folder (replaced whole); anything else in it is refused."""
     out = Path(out)
+    check_export_place(out)
     net = net.cpu().eval()
-    state = {name: t.detach().contiguous().clone() for name, t in net.state_dict().items()}
-    atomic_write(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"arch_hash": arch_hash(arch)}))
-    write_arch(out / ARCH, arch)
     model = to_onnx(net, arch["resolution"])
     difference = max_abs_difference(net, model, arch["resolution"])
     if difference > ONNX_TOLERANCE:
         raise PoseNASError(f"{out / ONNX}: onnxruntime differs from torch by {difference:.2e} "
                            f"(tolerance {ONNX_TOLERANCE}); not exported")
-    atomic_write(out / ONNX, lambda tmp: Path(tmp).write_bytes(model))
-    k = net.num_keypoints
-    cost = arch_cost(arch, k)
-    card = {"arch_hash": arch_hash(arch), "spec": spec, "num_keypoints": k, "resolution": arch["resolution"],
-            "macs": cost.macs, "params": cost.params, "metrics": metrics,
+    cost = arch_cost(arch, net.num_keypoints)
+    card = {"arch_hash": arch_hash(arch), "spec": spec, "num_keypoints": net.num_keypoints,
+            "resolution": arch["resolution"], "macs": cost.macs, "params": cost.params, "metrics": metrics,
             "onnx": {"opset": OPSET, "max_abs_difference": difference,
                      "outputs": list(PEOPLE if arch["head"]["type"] == "query" else OUTPUTS),
                      "decode": asdict(DecodeConfig()), "stride": finest_stride(arch)},
-            "weights_sha256": sha256(out / WEIGHTS),
             "source": source or {}}
     if latency is not None:
         card["latency"] = latency
-    if refine is not None:
-        card["refine"] = refine.save(out / REFINE)
-    write_json(out / CARD, card, indent=1)
+    with writer_lock(out), staged_folder(out) as staged:
+        write_files(net, arch, model, staged)
+        if refine is not None:
+            card["refine"] = refine.save(staged / REFINE)
+        card["files"] = {str(f.relative_to(staged)): sha256(f) for f in sorted(staged.rglob("*")) if f.is_file()}
+        write_json(staged / CARD, card, indent=1)
     return card
 
 
+def check_export_place(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PoseNASError(f"--out {out}: exists and is not a folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES) if out.is_dir() else []
+    if foreign:
+        raise PoseNASError(f"--out {out}: holds files that are not an export's ({', '.join(foreign[:3])}); "
+                           f"give a new or empty folder, or an export folder to replace")
+
+
+def write_files(net: torch.nn.Module, arch: dict, model: bytes, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {name: t.detach().contiguous().clone() for name, t in net.state_dict().items()}
+    save_file(state, folder / WEIGHTS, metadata={"arch_hash": arch_hash(arch)})
+    write_arch(folder / ARCH, arch)
+    (folder / ONNX).write_bytes(model)
+
+
 def load_subnet(folder: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The static model of an export folder and its card; the weights must match the card's hash."""
+    """The static model of an export folder and its card; every file must match the card's hash."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -69,16 +86,23 @@ def load_subnet(folder: str | Path) -> tuple[torch.nn.Module, dict]:
     if not (folder / CARD).is_file():
         raise PoseNASError(f"{folder}: not an exported subnet (no {CARD})")
     card = read_json(folder / CARD, "export card")
+    files = card.get("files") if isinstance(card, dict) else None
+    if not isinstance(files, dict) or not {WEIGHTS, ARCH, ONNX} <= files.keys():
+        raise PoseNASError(f"{folder / CARD}: lists no hashes of {WEIGHTS}, {ARCH} and {ONNX} (not an export card, "
+                           f"or one of an older PoseNAS: export the subnet again)")
+    for name, digest in files.items():
+        path = folder / name
+        if folder.resolve() not in path.resolve().parents:
+            raise PoseNASError(f"{folder / CARD}: names a file outside its folder ({name[:80]})")
+        if not path.is_file():
+            raise PoseNASError(f"{path}: missing")
+        if sha256(path) != digest:
+            raise PoseNASError(f"{path}: SHA-256 differs from {CARD}'s (modified, corrupt or from another export)")
     arch = read_json(folder / ARCH, "arch config")
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise PoseNASError(f"{weights}: missing")
-    if sha256(weights) != card.get("weights_sha256"):
-        raise PoseNASError(f"{weights}: SHA-256 differs from {CARD}'s weights_sha256 (modified or corrupt)")
     try:
-        state = load_file(weights)
+        state = load_file(folder / WEIGHTS)
     except SafetensorError as e:
-        raise PoseNASError(f"{weights}: not a readable safetensors file ({e})") from None
+        raise PoseNASError(f"{folder / WEIGHTS}: not a readable safetensors file ({e})") from None
     try:
         net = build_static(arch, state)
     except (KeyError, RuntimeError, TypeError, ValueError) as e:

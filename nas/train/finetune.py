@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nas.errors import PoseNASError
-from nas.io import read_json, remove_stale_temp_files, write_json
+from nas.io import read_json, write_json
 from nas.latency.meter import LatencyMeter
 from nas.pose.evaluate import evaluate_network, metrics_json
 from nas.subnet.export import export_subnet, load_model
@@ -35,7 +35,6 @@ def finetune_subnet(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, 
                     meter: LatencyMeter | None = None, progress: bool = True) -> dict:
     """Finetune one subnet into ``out`` (resuming what is there) and export it to ``out/export``."""
     out = Path(out)
-    remove_stale_temp_files(out / EXPORT)
     if cfg.val_ann is None:
         raise PoseNASError("finetuning needs held-out data to evaluate before and after: give --val-data")
     supernet = TrainedSupernet.load(supernet_path, (cfg.train_ann, cfg.train_images), cfg.calibration_images,

@@ -1,5 +1,11 @@
 """Finetuning from inherited weights, export folders, and loading them back without the supernet."""
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,6 +15,7 @@ import torch
 import nas
 from nas.app.cli import main
 from nas.errors import PoseNASError
+from nas.io import recover_folder, writer_lock
 from nas.pose.completion import synthetic_skeletons, train_completion
 from nas.pose.decode import DecodeConfig
 from nas.pose.inference import decode_batch, people_from_candidates, prepare
@@ -17,8 +24,10 @@ from nas.search.results import pareto_winners
 from nas.subnet.export import load_refiner, load_subnet
 from nas.subnet.inherit import TrainedSupernet
 from nas.subnet.onnx import INPUT, session
-from search_spaces import write_arch
+from search_spaces import SearchSpace, arch_hash, write_arch
 from supernet.network import extract
+
+POSENAS = str(Path(sys.executable).with_name("posenas"))
 
 
 def _finetune(tmp_path, tiny_supernet, synth_small, *extra):
@@ -126,23 +135,97 @@ def test_a_query_subnet_exports_people_and_carries_its_skeleton_completer(tmp_pa
     assert np.array_equal(refined[kept], plain[kept]) and not np.allclose(refined[~kept], plain[~kept])
 
 
-def test_tampered_or_incomplete_exports_are_refused(tmp_path, tiny_supernet, capsys):
-    out = tmp_path / "export"
-    assert main(["export", "--supernet", str(tiny_supernet), "--arch", "min", "--out", str(out), "--no-cache",
-                 "--repeats", "3", "--warmup", "1"]) == 0
-    weights = out / "model.safetensors"
+def _export(supernet, arch, out, *extra):
+    return main(["export", "--supernet", str(supernet), "--arch", arch, "--out", str(out), "--no-cache",
+                 "--latency-of", "network", "--repeats", "3", "--warmup", "1", *extra])
+
+
+def test_an_export_card_binds_every_file_of_its_folder(tmp_path, tiny_supernet, capsys):
+    small, large = tmp_path / "min", tmp_path / "max"
+    assert _export(tiny_supernet, "min", small) == 0 and _export(tiny_supernet, "max", large) == 0
+    for name in ("model.safetensors", "arch.json", "model.onnx"):  # a folder mixed from two exports
+        mixed = tmp_path / f"mixed-{name}"
+        shutil.copytree(small, mixed)
+        shutil.copy(large / name, mixed / name)
+        with pytest.raises(PoseNASError, match=f"{name}: SHA-256 differs"):
+            load_subnet(mixed)
+    weights = small / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0xFF  # one weight changed
     weights.write_bytes(bytes(data))
-    with pytest.raises(PoseNASError, match="SHA-256 differs"):
-        load_subnet(out)
     capsys.readouterr()
-    assert main(["eval", "--ann", "x.json", "--checkpoint", str(out)]) == 2
+    assert main(["eval", "--ann", "x.json", "--checkpoint", str(small)]) == 2
     err = capsys.readouterr().err.strip()
     assert "model.safetensors: SHA-256 differs" in err and len(err.splitlines()) == 1
-    (out / "card.json").unlink()
+    card = json.loads((large / "card.json").read_text())
+    (large / "card.json").write_text(json.dumps({**card, "files": {**card["files"], "../min/arch.json": "0"}}))
+    with pytest.raises(PoseNASError, match="names a file outside its folder"):
+        load_subnet(large)
+    (large / "model.onnx").unlink()
+    with pytest.raises(PoseNASError, match="model.onnx: missing"):
+        load_subnet(large)
+    (large / "card.json").write_text(json.dumps({k: v for k, v in card.items() if k != "files"}))
+    with pytest.raises(PoseNASError, match="lists no hashes"):
+        load_subnet(large)
+    (large / "card.json").unlink()
     with pytest.raises(PoseNASError, match="not an exported subnet"):
-        load_subnet(out)
+        load_subnet(large)
+
+
+def test_an_export_folder_is_replaced_whole_by_one_writer_at_a_time(tmp_path, tiny_supernet):
+    out = tmp_path / "export"
+    assert _export(tiny_supernet, "min", out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with writer_lock(out):  # another writer holds the folder: a second export is refused, nothing touched
+        refused = subprocess.run([POSENAS, "export", "--supernet", str(tiny_supernet), "--arch", "max", "--out",
+                                  str(out), "--no-cache", "--latency-of", "network", "--repeats", "3"],
+                                 capture_output=True, text=True)
+    assert refused.returncode == 2 and f"in use by pid {os.getpid()}" in refused.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # what a kill leaves: a half-written staged folder beside, or the old folder set aside
+    (tmp_path / ".export.x1.tmp").mkdir()
+    (tmp_path / ".export.x1.tmp" / "model.safetensors").write_bytes(b"half")
+    os.rename(out, tmp_path / ".export.old")
+    recover_folder(out)
+    assert load_subnet(out)[1] == json.loads(before["card.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.lock", "export"]
+    child = subprocess.Popen([POSENAS, "export", "--supernet", str(tiny_supernet), "--arch", "max", "--out",
+                              str(out), "--no-cache", "--latency-of", "network", "--repeats", "3"])
+    lock = tmp_path / ".export.lock"
+    while child.poll() is None and f"pid {child.pid}" not in lock.read_text(errors="replace"):
+        time.sleep(0.01)
+    child.kill()  # SIGKILL while it writes (or just after): the folder is the old export or the new one, whole
+    child.wait()
+    tiny = SearchSpace.load("tiny")
+    old, new = (arch_hash(tiny.canonical(a)) for a in (tiny.min(), tiny.max()))
+    assert load_subnet(out)[1]["arch_hash"] in {old, new}
+    assert _export(tiny_supernet, "max", out) == 0
+    assert load_subnet(out)[1]["arch_hash"] == new
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.lock", "export"]
+
+
+def test_an_export_refuses_a_place_that_is_not_its_own(tmp_path, tiny_supernet, capsys):
+    notes = tmp_path / "mine" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("keep me")
+    assert _export(tiny_supernet, "min", notes.parent) == 2
+    assert "holds files that are not an export's (notes.txt)" in capsys.readouterr().err
+    assert _export(tiny_supernet, "min", notes) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in notes.parent.iterdir()) == ["notes.txt"] and notes.read_text() == "keep me"
+
+
+def test_metrics_cocoeval_leaves_undefined_are_printed_and_stored_as_such(tmp_path, tiny_supernet, capsys):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((64, 64, 3), np.uint8))
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 64}],  # one small person: no APL
+          "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 30], "iscrowd": 0,
+                           "keypoints": [20, 20, 2] * 17, "num_keypoints": 17, "area": 600.0}],
+          "categories": [{"id": 1, "name": "person", "keypoints": list(COCO.keypoints)}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    assert _export(tiny_supernet, "min", tmp_path / "export", "--ann", str(tmp_path / "gt.json"), "--images",
+                   str(tmp_path)) == 0
+    assert "APL undefined" in capsys.readouterr().out
+    assert json.loads((tmp_path / "export" / "card.json").read_text())["metrics"]["APL"] is None
 
 
 def test_pareto_winners_best_first_and_errors(tmp_path):
