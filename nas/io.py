@@ -39,29 +39,54 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> None:
         stale.unlink(missing_ok=True)
 
 
+_HELD: set[Path] = set()  # the folders this process holds
+
+
 @contextmanager
 def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold ``folder`` for this process alone; a second writer gets one line naming the holder.
-    The lock lies beside the folder (``.NAME.lock``), so that the folder can be swapped whole, and
-    the kernel releases it when the holder ends, however it ends."""
+    The lock lies beside the folder (``.NAME.lock``, gone when released), so that the folder can
+    be swapped whole; the kernel releases it when the holder ends, however it ends."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise PoseNASError(f"{folder}: exists and is not a folder")
+    key = folder.resolve()
+    if key in _HELD:  # a job of this process within another (a finetune's training): the lock is held
+        yield
+        return
+    path = folder.parent / f".{folder.name}.lock"
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _locked(path, folder)
     except OSError as e:
         raise PoseNASError(f"{folder}: cannot write there ({e.strerror})") from None
+    _HELD.add(key)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
-            raise PoseNASError(f"{folder}: in use by {holder}; wait for it to end or write elsewhere") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])[:200]})".encode(), 0)
         yield
     finally:
+        _HELD.discard(key)
+        path.unlink(missing_ok=True)  # before the lock goes: whoever opens the path next makes a new one
+        os.close(fd)
+
+
+def _locked(path: Path, folder: Path) -> int:
+    """A descriptor of ``path`` holding its lock, the file still at ``path`` (a releasing holder
+    may have unlinked the one opened)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise PoseNASError(f"{folder}: in use by {holder}; wait for it to end or write elsewhere") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
         os.close(fd)
 
 

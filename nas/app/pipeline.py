@@ -20,7 +20,7 @@ from nas.app.report import plot_run, write_summary
 from nas.app.runs import RunLayout
 from nas.config import typed
 from nas.errors import PoseNASError
-from nas.io import read_json, read_yaml, write_json, write_text
+from nas.io import read_json, read_yaml, write_json, write_text, writer_lock
 from nas.latency.meter import make_meter
 from nas.latency.predictor import adapted_reference
 from nas.latency.settings import RuntimeSettings
@@ -117,16 +117,18 @@ class Pipeline:
         return read_json(self.run.stages) if self.run.stages.exists() else []
 
     def run_all(self) -> dict:
-        done = self.done()
-        for i, stage in enumerate(STAGES):
-            if stage in done:
-                print(f"[{i + 1}/{len(STAGES)}] {stage}: done earlier")
-                continue
-            print(f"[{i + 1}/{len(STAGES)}] {stage}")
-            getattr(self, f"stage_{stage}")()
-            done.append(stage)
-            write_json(self.run.stages, done)
-        return self.summary()
+        """Every stage not done yet, in order; one pipeline writes a run folder at a time."""
+        with writer_lock(self.run.root):
+            done = self.done()
+            for i, stage in enumerate(STAGES):
+                if stage in done:
+                    print(f"[{i + 1}/{len(STAGES)}] {stage}: done earlier")
+                    continue
+                print(f"[{i + 1}/{len(STAGES)}] {stage}")
+                getattr(self, f"stage_{stage}")()
+                done.append(stage)
+                write_json(self.run.stages, done)
+            return self.summary()
 
     def stage_data(self) -> None:
         make_data(self.run, self.data)

@@ -2,10 +2,11 @@
 storage; built and checked here for the command line and the pipeline alike."""
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
-from nas.config import typed
+from nas.config import AT_LEAST_ONE, POSITIVE, Range, typed
 from nas.errors import PoseNASError
 from nas.search.strategies import STRATEGIES
 
@@ -34,17 +35,16 @@ class SearchConfig:
     predicted_trials: int = 2000  # trials of a search on predicted AP
     verify: int = 8  # candidates of the predicted front measured and evaluated for real
 
-    def __post_init__(self):
+    RANGES = {"latency_budget_ms": POSITIVE, "trials": AT_LEAST_ONE, "eval_images": AT_LEAST_ONE,
+              "calib_images": AT_LEAST_ONE, "seed": Range(0, 2 ** 32 - 1), "population": Range(2),
+              "timeout_min": POSITIVE, "predicted_trials": AT_LEAST_ONE, "verify": AT_LEAST_ONE}
+
+    def __post_init__(self):  # numbers are checked against RANGES where they are parsed (``typed``)
         self.macs_budget = parse_macs(self.macs_budget)
         if self.sampler not in STRATEGIES:
             raise PoseNASError(f"sampler {self.sampler!r} unknown; use one of {list(STRATEGIES)}")
-        if self.timeout_min is not None and self.timeout_min <= 0:
-            raise PoseNASError(f"--timeout-min must be positive, got {self.timeout_min}")
-        if self.latency_budget_ms <= 0 or (self.macs_budget is not None and self.macs_budget <= 0):
-            raise PoseNASError("budgets must be positive")
-        for name in ("trials", "predicted_trials", "verify"):
-            if getattr(self, name) < 1:
-                raise PoseNASError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.macs_budget is not None and not 0 < self.macs_budget < math.inf:
+            raise PoseNASError(f"macs_budget {self.macs_budget!r}: give a positive number of MACs")
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "SearchConfig":

@@ -19,7 +19,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from nas.errors import PoseNASError
-from nas.io import remove_stale_temp_files, write_json
+from nas.io import remove_stale_temp_files, write_json, writer_lock
 from nas.latency.meter import LatencyMeter
 from nas.search.config import SearchConfig
 from nas.search.objective import Objective
@@ -28,8 +28,9 @@ from nas.search.results import write_outputs
 from nas.search.strategies import DIRECTIONS, STRATEGIES
 
 
-def open_study(cfg: SearchConfig) -> optuna.Study:
-    """Create or load the study; heartbeats let a killed worker's trial be failed and retried."""
+def open_study(cfg: SearchConfig, measures: str) -> optuna.Study:
+    """Create or load the study, which keeps its budgets (``measures``: what its latency times);
+    heartbeats let a killed worker's trial be failed and retried."""
     strategy = STRATEGIES[cfg.sampler]
     directions = [DIRECTIONS[name] for name in strategy.objectives]
     for attempt in range(5):
@@ -49,22 +50,42 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
     if [d.name.lower() for d in study.directions] != directions:
         raise PoseNASError(f"study {cfg.study!r} in {cfg.storage_url} was created with other objectives "
                            f"({[d.name.lower() for d in study.directions]}); use another --study")
+    keep_budgets(study, cfg, measures)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(strategy.objectives))  # labels for optuna-dashboard
     return study
 
 
+def keep_budgets(study: optuna.Study, cfg: SearchConfig, measures: str) -> None:
+    """A study is judged by the budgets it was created with: a resumed search with others would
+    mix trials judged by two rules, so it is refused."""
+    budgets = {"latency_budget_ms": cfg.latency_budget_ms, "macs_budget": cfg.macs_budget, "latency_of": measures}
+    kept = study.user_attrs.get("budgets")
+    if kept is None:
+        study.set_user_attr("budgets", budgets)
+    elif kept != budgets:
+        raise PoseNASError(f"study {cfg.study!r} in {cfg.storage_url} was searched under latency budget "
+                           f"{kept['latency_budget_ms']} ms ({kept['latency_of']}), MACs budget {kept['macs_budget']}; "
+                           f"resume it with those, or search under new budgets in another --out or --study")
+
+
 def run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) -> dict:
-    """Fill the study (or, with an accuracy predictor, search on predictions and verify); write the outputs."""
-    if cfg.accuracy_predictor:
-        return run_predicted_search(cfg, meter, progress)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(cfg.out)
+    """Fill the study (or, with an accuracy predictor, search on predictions and verify); write the
+    outputs. One search writes an ``out`` at a time."""
+    with writer_lock(cfg.out):
+        if cfg.accuracy_predictor:
+            return run_predicted_search(cfg, meter, progress)
+        return _run_search(cfg, meter, progress)
+
+
+def _run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objective = Objective(cfg, meter)
     floor = objective.check_budgets()
-    study = open_study(cfg)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(cfg.out)
+    study = open_study(cfg, meter.settings.measures)
     study.set_user_attr("evaluation", objective.evaluation)  # lets an accuracy predictor reuse these trials
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nas.config import AT_LEAST_ONE
 from nas.errors import PoseNASError
-from nas.io import read_json, write_json
+from nas.io import read_json, write_json, writer_lock
 from nas.latency.meter import LatencyMeter
 from nas.pose.evaluate import evaluate_network, metrics_json
 from nas.subnet.export import export_subnet, load_model
@@ -30,11 +31,19 @@ class FinetuneConfig(TrainConfig):
     warmup_epochs: float = 0.2
     calibration_images: int = 64
 
+    RANGES = {**TrainConfig.RANGES, "calibration_images": AT_LEAST_ONE}
+
 
 def finetune_subnet(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, out: str | Path,
                     meter: LatencyMeter | None = None, progress: bool = True) -> dict:
-    """Finetune one subnet into ``out`` (resuming what is there) and export it to ``out/export``."""
-    out = Path(out)
+    """Finetune one subnet into ``out`` (resuming what is there; its only writer) and export it to
+    ``out/export``."""
+    with writer_lock(out):
+        return _finetune(supernet_path, arch, cfg, Path(out), meter, progress)
+
+
+def _finetune(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, out: Path, meter: LatencyMeter | None,
+              progress: bool) -> dict:
     if cfg.val_ann is None:
         raise PoseNASError("finetuning needs held-out data to evaluate before and after: give --val-data")
     supernet = TrainedSupernet.load(supernet_path, (cfg.train_ann, cfg.train_images), cfg.calibration_images,

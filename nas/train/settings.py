@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nas.config import typed
+from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, typed
 from nas.pose.dataset import CocoPoseDataset
 
 
@@ -27,6 +27,10 @@ class Settings:
     augment: bool = True  # random affine + flip; off to overfit a few images
     time_budget_min: float | None = None  # stop (and evaluate) once this much training time is spent
     device: str = "auto"
+
+    RANGES = {"batch_size": Range(1, 4096), "ae_weight": NON_NEGATIVE, "background_weight": NON_NEGATIVE,
+              "distill_weight": NON_NEGATIVE, "tag_radius": Range(0, 8), "workers": Range(0, 256),
+              "seed": Range(0, 2 ** 32 - 1), "val_limit": AT_LEAST_ONE, "time_budget_min": POSITIVE}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config"):

@@ -12,7 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from nas.errors import PoseNASError
+from nas.io import writer_lock
 from nas.pose.evaluate import evaluate_network
 from nas.pose.keypoints import KeypointSpec
 from nas.pose.losses import distillation_loss, heatmaps, pose_loss
@@ -40,6 +42,9 @@ class TrainConfig(Settings):
     val_every: int = 2
     checkpoint_every: int = 0  # steps between checkpoints within an epoch (0: at each epoch's end only)
 
+    RANGES = {**Settings.RANGES, "epochs": POSITIVE, "lr": POSITIVE, "warmup_epochs": NON_NEGATIVE,
+              "val_every": AT_LEAST_ONE, "checkpoint_every": NON_NEGATIVE}
+
 
 def spec_mask(spec: KeypointSpec) -> torch.Tensor:
     """The token stage's joint mask for a dataset: skeleton neighbours and mirror joints."""
@@ -59,11 +64,18 @@ def plot_training(log, path: Path) -> None:
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, init: dict | None = None,
           teacher: torch.nn.Module | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
-    """Train (or resume) into ``out``; returns the final validation metrics (empty without val data).
+    """Train (or resume) into ``out``, its only writer; returns the final validation metrics
+    (empty without val data).
 
     ``init`` starts from given weights (a subnet's inherited ones) instead of a fresh network;
     with a ``teacher``, its heatmaps are targets too (weighted by ``distill_weight``). ``clock``
     (seconds) measures the time budget."""
+    with writer_lock(out):
+        return _train(cfg, out, progress, init, teacher, clock)
+
+
+def _train(cfg: TrainConfig, out: str | Path, progress: bool, init: dict | None, teacher: torch.nn.Module | None,
+           clock: Callable[[], float]) -> dict:
     folder = RunFolder(out, CHECKPOINT, plot_training)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -14,6 +14,7 @@ phase, epoch, batch and step, so a killed run resumes where its last checkpoint 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -29,9 +30,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
-from nas.config import is_kind
+from nas.config import AT_LEAST_ONE, NON_NEGATIVE, Range, is_kind
 from nas.errors import PoseNASError
-from nas.io import write_text
+from nas.io import write_text, writer_lock
 from nas.pose.losses import distillation_loss, heatmaps, pose_loss
 from nas.pose.matching import query_forward_loss
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
@@ -86,6 +87,9 @@ class SupernetConfig(Settings):
     fit_budget: float | None = None
     init: str | None = None  # a supernet.pt or zoo entry (zoo:NAME) of the same space whose weights start a fresh run
 
+    RANGES = {**Settings.RANGES, "sandwich_random": Range(0, 16), "warmup_epochs": NON_NEGATIVE,
+              "checkpoint_every": AT_LEAST_ONE, "calibration_images": AT_LEAST_ONE}
+
     def __post_init__(self):
         if self.sandwich_update not in SANDWICH_UPDATES:
             raise PoseNASError(f"sandwich_update {self.sandwich_update!r} unknown; use one of {list(SANDWICH_UPDATES)}")
@@ -93,6 +97,7 @@ class SupernetConfig(Settings):
             raise PoseNASError(f"teacher_input {self.teacher_input!r} unknown; use one of {list(TEACHER_INPUTS)}")
         if self.fit_budget is not None and not 0 < self.fit_budget <= 1:
             raise PoseNASError(f"fit_budget must lie in (0, 1] or be null, got {self.fit_budget!r}")
+        parse_phases(self)  # the phases are checked where the settings are read
 
 
 
@@ -108,8 +113,10 @@ def parse_phases(cfg: SupernetConfig) -> list[Phase]:
         bad = [g for g in elastic if g not in GROUPS]
         if bad:
             raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
-        if not is_kind(p["epochs"], (int, float)) or not p["epochs"] > 0:
+        if not is_kind(p["epochs"], (int, float)) or not 0 < p["epochs"] < math.inf:
             raise PoseNASError(f"{where}.epochs must be a positive number, got {p['epochs']!r}")
+        if not is_kind(p.get("lr", PHASE_LR), (int, float)) or not 0 < p.get("lr", PHASE_LR) < math.inf:
+            raise PoseNASError(f"{where}.lr must be a positive number, got {p['lr']!r}")
         warmup = p.get("warmup_epochs", cfg.warmup_epochs if i == 0 else 0.0)
         if not is_kind(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
             raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
@@ -429,8 +436,9 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True,
     """Train (or resume) the supernet into ``out``; returns the log rows. ``clock`` (seconds)
     measures the time budget."""
     run = SupernetRun(cfg, out, progress, clock)
-    run.resume()
-    return run.run()
+    with writer_lock(out) if run.main else contextlib.nullcontext():  # rank 0 alone writes the folder
+        run.resume()
+        return run.run()
 
 
 def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:

@@ -3,6 +3,9 @@ problem and exit status 2, and leaves existing run folders as they were."""
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,7 +50,15 @@ def world(tmp_path_factory, tiny_supernet, synth_small):
     (export / "model.safetensors").write_bytes(bytes(data))
     (root / "no-search").mkdir()
     w.update({p.stem: p for p in root.iterdir()})
-    return w
+    w["locked"] = root / "locked"  # a folder another process writes, for the whole suite
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from nas.io import writer_lock\n"
+                               f"with writer_lock({str(w['locked'])!r}): sys.stdin.read()"], stdin=subprocess.PIPE)
+    lock = root / ".locked.lock"
+    while f"pid {holder.pid}" not in (lock.read_text() if lock.exists() else ""):
+        assert holder.poll() is None, "the lock holder ended"
+        time.sleep(0.05)
+    yield w
+    holder.communicate(b"")
 
 
 def cases(w):
@@ -108,10 +119,10 @@ def cases(w):
         (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),
         (["zoo", "build", str(r / "missing.yaml"), "--out", str(r / "z")], "run config not found", None),
         (["completion", "train", "--synthetic", "0", "--out", str(r / "c")], "give --ann files or --synthetic", None),
-        (["completion", "train", "--synthetic", "-5", "--out", str(r / "c")], "--synthetic -5", None),
-        (["completion", "train", "--synthetic", "10", "--steps", "0", "--out", str(r / "c")], "0 steps", None),
+        (["completion", "train", "--synthetic", "-5", "--out", str(r / "c")], "argument --synthetic: -5 is not allowed: give a number at least 0", None),
+        (["completion", "train", "--synthetic", "10", "--steps", "0", "--out", str(r / "c")], "argument --steps: 0 is not allowed: give a number at least 1", None),
         (["completion", "eval", str(r), "--ann", ann], "skeleton completer card not found", None),
-        (["completion", "eval", str(r), "--ann", ann, "--drop", "1.5"], "--drop 1.5", None),
+        (["completion", "eval", str(r), "--ann", ann, "--drop", "1.5"], "argument --drop: 1.5 is not allowed: give a number above 0 and at most 1", None),
         (["eval", "--ann", ann, "--checkpoint", str(r / "ckpt.pt"), "--refine", str(r)],
          "skeleton completer card not found", None),
         (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z")], "a zoo config needs a name", None),
@@ -121,9 +132,40 @@ def cases(w):
         (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--accuracy-predictor",
           str(w["broken"]), "--predictor", str(w["broken"]), "--out", str(run_dir)], "broken.json", run_dir),
         (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--verify", "0"],
-         "--verify must be at least 1", None),
+         "argument --verify: 0 is not allowed", None),
         (["latency", "measure", "--preset", "min", "--latency-of", "total", "--people", "99", "--no-cache"],
          "--people 99: give 0 to 30", None),
+        (["train", "--data", data, "--space", "tiny", "--out", str(w["locked"])], "locked: in use by pid", None),
+        (["train-supernet", "--data", data, "--space", "tiny", "--out", str(w["locked"])], "in use by pid", None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "50", "--out", str(w["locked"]),
+          "--no-cache", "--repeats", "3"], "in use by pid", None),
+        (["finetune", "--supernet", sup, "--arch", "min", "--val-data", data, "--out", str(w["locked"])],
+         "in use by pid", None),
+        (["export", "--supernet", sup, "--arch", "min", "--out", str(w["locked"]), "--no-cache", "--repeats", "3"],
+         "in use by pid", None),
+        (["run", "--out", str(w["locked"])], "in use by pid", None),
+        (["export", "--supernet", sup, "--arch", "min", "--out", ann, "--no-cache", "--repeats", "3"],
+         "exists and is not a folder", None),
+        (["train", "--data", data, "--space", "tiny", "--epochs", "nan", "--out", str(r / "t3")],
+         "argument --epochs: nan is not allowed: give a number above 0", None),
+        (["train", "--data", data, "--space", "tiny", "--batch-size", "0", "--out", str(r / "t3")],
+         "argument --batch-size: 0 is not allowed: give a number at least 1", None),
+        (["train", "--data", data, "--space", "tiny", "--out", ann], "annotations.json: exists and is not a folder",
+         None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "inf"],
+         "argument --latency-budget: inf is not allowed", None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--trials", "2.5"],
+         "argument --trials: '2.5' is not an integer", None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--population", "1"],
+         "argument --population: 1 is not allowed: give a number at least 2", None),
+        (["data", "synth", "--images", "0", "--out", str(r / "d")], "argument --images: 0 is not allowed", None),
+        (["eval-subnet", "--supernet", sup, "--arch", "min", "--data", data, "--limit", "-3"],
+         "argument --limit: -3 is not allowed", None),
+        (["predict", str(w["text"]), "--checkpoint", str(w["export"]), "--threshold", "1.5", "--out",
+          str(r / "p.png")], "argument --threshold: 1.5 is not allowed: give a number at least 0 and at most 1", None),
+        (["latency", "measure", "--preset", "min", "--repeats", "-1"], "argument --repeats: -1 is not allowed", None),
+        (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z"), "--standalone-epochs=-inf"],
+         "argument --standalone-epochs: -inf is not allowed", None),
         (["latency-server", "--timeout", "0"], "--timeout 0.0: give 0.1 to 3600 seconds", None),
         (["latency-server", "--port", "70000"], "--port 70000: give 0", None),
         (["latency-server", "--token-file", str(w["short-token"])], "short-token: a latency token is at least 16",
@@ -135,7 +177,7 @@ def cases(w):
     ]
 
 
-CASES = 52
+CASES = 70
 
 
 def test_the_suite_covers_every_command(world):

@@ -67,9 +67,19 @@ def test_run_writes_one_folder_and_resumes_each_stage(tmp_path, capsys):
     ("supernet: {batch_size: ten}\n", "setting 'batch_size' must be int, got 'ten'"),
     ("search: {trials: 3}\n", "search.latency_budget_ms is required"),
     ("search: {latency_budget_ms: 5, budget: 3}\n", "(search): unknown setting(s) ['budget']"),
-    ("search: {latency_budget_ms: -1}\n", "budgets must be positive"),
+    ("search: {latency_budget_ms: -1}\n", "setting 'latency_budget_ms' must be above 0, got -1"),
     ("latency: {threads: many}\nsearch: {latency_budget_ms: 5}\n", "setting 'threads' must be int, got 'many'"),
     ("finetune: {lr: fast}\nsearch: {latency_budget_ms: 5}\n", "setting 'lr' must be float, got 'fast'"),
+    ("finetune: {lr: .nan}\nsearch: {latency_budget_ms: 5}\n", "setting 'lr' must be a finite number, got nan"),
+    ("finetune: {epochs: 0}\nsearch: {latency_budget_ms: 5}\n", "setting 'epochs' must be above 0, got 0"),
+    ("supernet: {batch_size: 0}\n", "setting 'batch_size' must be at least 1 and at most 4096, got 0"),
+    ("supernet: {checkpoint_every: 0}\n", "setting 'checkpoint_every' must be at least 1, got 0"),
+    ("supernet: {phases: [{epochs: 1, lr: -0.1}]}\nsearch: {latency_budget_ms: 5}\n", "phases[0].lr must be a positive number, got -0.1"),
+    ("supernet: {phases: [{epochs: .inf}]}\nsearch: {latency_budget_ms: 5}\n", "phases[0].epochs must be a positive number, got inf"),
+    ("search: {latency_budget_ms: 5, trials: 0}\n", "setting 'trials' must be at least 1, got 0"),
+    ("search: {latency_budget_ms: 5, population: 1}\n", "setting 'population' must be at least 2, got 1"),
+    ("search: {latency_budget_ms: 5, macs_budget: -3}\n", "macs_budget -3: give a positive number of MACs"),
+    ("latency: {repeats: 0}\nsearch: {latency_budget_ms: 5}\n", "repeats 3 to 10000"),
 ])
 def test_bad_run_configs_fail_with_one_line(tmp_path, capsys, text, message):
     path = tmp_path / "bad.yaml"

@@ -1,5 +1,6 @@
 """The Optuna search on a real SQLite storage: trials, constraints, resume, outputs, dashboard."""
 import json
+import os
 import sys
 from dataclasses import asdict, replace
 
@@ -9,6 +10,7 @@ import pytest
 
 from nas.app.cli import main
 from nas.errors import PoseNASError
+from nas.io import writer_lock
 from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
 from nas.latency.predictor import NAMES, LatencyPredictor
 from nas.latency.settings import RuntimeSettings
@@ -56,6 +58,17 @@ def test_search_records_trials_resumes_and_writes_the_pareto_set(tmp_path, tiny_
     study = optuna.load_study(study_name="posenas", storage=cfg.storage_url)
     assert len(study.trials) == 5 and study.metric_names == ["AP", "latency_ms"]
     assert table["latency_cached"].sum() >= 0 and len(LatencyCache(tmp_path / "latency.sqlite")) >= 1
+    # a study keeps its budgets: resumed under others it would judge its trials by two rules
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for other in (dict(latency_budget_ms=900.0), dict(macs_budget=budget * 2), dict(macs_budget=None)):
+        with pytest.raises(PoseNASError, match=r"was searched under latency budget 1000.0 ms \(total, 10 people\)"):
+            run_search(replace(cfg, trials=6, **other), meter(tmp_path), progress=False)
+    with pytest.raises(PoseNASError, match="was searched under"):
+        run_search(cfg, LatencyMeter(LocalBackend(replace(FAST, latency_of="network"))), progress=False)
+    with writer_lock(out):  # another search writes this folder
+        with pytest.raises(PoseNASError, match=f"search: in use by pid {os.getpid()}"):
+            run_search(replace(cfg, trials=6), meter(tmp_path), progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 @pytest.mark.slow  # two more searches

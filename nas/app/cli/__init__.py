@@ -21,8 +21,15 @@ COMMANDS = [*data.COMMANDS, *pose.COMMANDS, *completion.COMMANDS, *train.COMMAND
             *latency.COMMANDS, *predictor.COMMANDS, *search.COMMANDS, *zoo.COMMANDS, *run.COMMANDS]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as the one line every other error is (no usage block)."""
+
+    def error(self, message: str):
+        raise PoseNASError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posenas", description=__doc__.splitlines()[0])
+    parser = Parser(prog="posenas", description=__doc__.splitlines()[0])
     top = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for kind in COMMANDS:
@@ -41,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.action(args)
     except (PoseNASError, SpaceError) as e:
         print(f"posenas: error: {e}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from nas.app.cli.command import Command, print_json_last
-from nas.app.cli.flags import arch_flags, chosen_arch, cost_row
+from nas.app.cli.flags import COUNT, arch_flags, chosen_arch, cost_row
 
 
 class Sample(Command):
@@ -52,7 +52,7 @@ class Presets(Command):
 
     def add_arguments(self, p):
         p.add_argument("--space", default="cpu", help="shipped space name (cpu, default, tiny) or YAML path")
-        p.add_argument("--keypoints", type=int, default=17, help="keypoints of the dataset (COCO: 17)")
+        p.add_argument("--keypoints", type=COUNT, default=17, help="keypoints of the dataset (COCO: 17)")
 
     def take_action(self, args):
         from search_spaces import SearchSpace

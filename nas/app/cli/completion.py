@@ -3,6 +3,7 @@ trained on skeletons alone, and how it does against the midpoint heuristic on re
 from __future__ import annotations
 
 from nas.app.cli.command import Command, print_json_last
+from nas.app.cli.flags import COUNT, INDEX, PART, SEED
 
 
 class Train(Command):
@@ -12,10 +13,10 @@ class Train(Command):
 
     def add_arguments(self, p):
         p.add_argument("--ann", nargs="*", default=[], help="COCO-format keypoint files whose people it learns from")
-        p.add_argument("--synthetic", type=int, default=20000,
+        p.add_argument("--synthetic", type=INDEX, default=20000,
                        help="synthetic figures besides them (COCO joints; 0: none)")
-        p.add_argument("--steps", type=int, default=3000)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--steps", type=COUNT, default=3000)
+        p.add_argument("--seed", type=SEED, default=0)
         p.add_argument("--out", required=True, help="folder for completion.safetensors and completion.json")
 
     def take_action(self, args):
@@ -35,8 +36,8 @@ class Eval(Command):
     def add_arguments(self, p):
         p.add_argument("completer", help="a folder written by `posenas completion train`")
         p.add_argument("--ann", required=True, help="COCO-format keypoint file of the people to complete")
-        p.add_argument("--drop", type=float, default=0.2, help="share of labelled joints removed (0-1)")
-        p.add_argument("--draws", type=int, default=5)
+        p.add_argument("--drop", type=PART, default=0.2, help="share of labelled joints removed (0-1)")
+        p.add_argument("--draws", type=COUNT, default=5)
         p.add_argument("--json", action="store_true")
 
     def take_action(self, args):
@@ -44,8 +45,6 @@ class Eval(Command):
         from nas.pose.completion import Completion, coco_skeletons, judge
         from nas.pose.dataset import CocoPoseDataset
 
-        if not 0 < args.drop < 1 or args.draws < 1:
-            raise PoseNASError(f"--drop {args.drop} --draws {args.draws}: a share in (0, 1) and at least one draw")
         completion = Completion.load(args.completer)
         ds = CocoPoseDataset(args.ann)
         if ds.spec.num_keypoints != completion.spec.num_keypoints:

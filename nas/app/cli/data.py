@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from nas.app.cli.command import Command, print_json_last
+from nas.app.cli.flags import COUNT, RESOLUTION, SEED, bounded
+from nas.config import Range
 
 
 class Synth(Command):
@@ -11,9 +13,9 @@ class Synth(Command):
 
     def add_arguments(self, p):
         p.add_argument("--out", required=True)
-        p.add_argument("--images", type=int, default=1000)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"))
+        p.add_argument("--images", type=COUNT, default=1000)
+        p.add_argument("--seed", type=SEED, default=0)
+        p.add_argument("--size", type=bounded(int, Range(16, 8192)), nargs=2, default=(256, 256), metavar=("W", "H"))
 
     def take_action(self, args):
         from nas.pose.synth import generate
@@ -32,7 +34,7 @@ class Check(Command):
         p.add_argument("--images")
         p.add_argument("--spec")
         p.add_argument("--oracle", action="store_true")
-        p.add_argument("--resolution", type=int, default=512)
+        p.add_argument("--resolution", type=RESOLUTION, default=512)
         p.add_argument("--json", action="store_true")
 
     def take_action(self, args):

@@ -3,13 +3,34 @@ and the arch config a command works on."""
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields
 
+from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from nas.errors import PoseNASError
 from nas.latency.settings import BACKENDS, LATENCY_OF, OPTIMIZATION_LEVELS, RuntimeSettings
 
 TRAINING_SETTINGS = ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device",
                      "spec", "augment")
+
+
+def bounded(kind: type, allowed: Range):
+    """An argparse type: a finite ``kind`` (int or float) within ``allowed``; argparse names the
+    flag in the one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or not allowed.holds(value):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number {allowed}")
+        return value
+    return parse
+
+
+COUNT, INDEX, AMOUNT = bounded(int, AT_LEAST_ONE), bounded(int, NON_NEGATIVE), bounded(float, POSITIVE)
+SEED, RESOLUTION = bounded(int, Range(0, 2 ** 32 - 1)), bounded(int, Range(32, 4096))
+SHARE, PART = bounded(float, Range(0, 1)), bounded(float, Range(0, 1, above=True))
 
 
 def data_flags(p: argparse.ArgumentParser, prefix: str = "", what: str = "a set folder") -> None:
@@ -43,10 +64,10 @@ def training_flags(p: argparse.ArgumentParser, space: bool = True) -> None:
     if space:
         p.add_argument("--space", help="shipped space name or YAML path (default cpu)")
     p.add_argument("--config", help="YAML file of training settings (flags override it)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--time-budget-min", type=float, help="a hard limit on training time")
+    p.add_argument("--batch-size", type=COUNT)
+    p.add_argument("--workers", type=INDEX)
+    p.add_argument("--seed", type=SEED)
+    p.add_argument("--time-budget-min", type=AMOUNT, help="a hard limit on training time")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
                    help="random affine + flip (default on; off for synthetic sets, see nas/app/configs/baseline.yaml)")
     p.add_argument("--device", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
@@ -71,14 +92,14 @@ def training_config(args: argparse.Namespace, kind, base: dict | None = None):
 def latency_flags(p: argparse.ArgumentParser) -> None:
     default = RuntimeSettings()
     p.add_argument("--backend", choices=BACKENDS, help=f"default {default.backend}")
-    p.add_argument("--threads", type=int, help=f"intra-op threads (0: runtime default; default {default.threads})")
+    p.add_argument("--threads", type=INDEX, help=f"intra-op threads (0: runtime default; default {default.threads})")
     p.add_argument("--optimization", choices=OPTIMIZATION_LEVELS, help=f"default {default.optimization}")
-    p.add_argument("--warmup", type=int, help=f"untimed runs first (default {default.warmup})")
-    p.add_argument("--repeats", type=int, help=f"timed runs (default {default.repeats})")
+    p.add_argument("--warmup", type=INDEX, help=f"untimed runs first (default {default.warmup})")
+    p.add_argument("--repeats", type=COUNT, help=f"timed runs (default {default.repeats})")
     p.add_argument("--latency-of", choices=LATENCY_OF,
                    help=f"time the network alone, or the total from image to people with post-processing "
                         f"(default {default.latency_of})")
-    p.add_argument("--people", type=int, help=f"with --latency-of total: the crowd grouping is timed on "
+    p.add_argument("--people", type=INDEX, help=f"with --latency-of total: the crowd grouping is timed on "
                                               f"(default {default.people})")
     p.add_argument("--no-reference", dest="reference", action="store_false", default=None,
                    help="time alone, not against the reference network scaled by its calibrated latency")
@@ -106,7 +127,7 @@ def meter(args: argparse.Namespace):
 
 def arch_flags(p: argparse.ArgumentParser, file: bool = True, random: bool = False) -> None:
     p.add_argument("--space", default="cpu", help="shipped space name (cpu, default, tiny) or YAML path")
-    p.add_argument("--keypoints", type=int, default=17, help="keypoints of the dataset (COCO: 17)")
+    p.add_argument("--keypoints", type=COUNT, default=17, help="keypoints of the dataset (COCO: 17)")
     if file:
         p.add_argument("--arch", help="arch config JSON")
     p.add_argument("--preset", help="min, max, higherhrnet_w32, litepose_xs/s/m/l")
@@ -114,7 +135,7 @@ def arch_flags(p: argparse.ArgumentParser, file: bool = True, random: bool = Fal
                    "head's own choices at their largest")
     if random:
         p.add_argument("--random", action="store_true")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=SEED, default=0)
 
 
 def chosen_arch(args: argparse.Namespace):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
-from nas.app.cli.flags import arch_flags, chosen_arch, cost_row, latency_flags, meter
+from nas.app.cli.flags import COUNT, INDEX, SEED, arch_flags, chosen_arch, cost_row, latency_flags, meter
 from nas.errors import PoseNASError
 from nas.latency.settings import REFERENCE_NETWORK
 
@@ -46,9 +46,9 @@ class Table(Command):
 
     def add_arguments(self, p):
         p.add_argument("--space", default="cpu", help="shipped space name (cpu, default, tiny) or YAML path")
-        p.add_argument("--keypoints", type=int, default=17)
-        p.add_argument("--random", type=int, default=0, help="this many random subnets (seeds --seed, --seed+1, ...)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--keypoints", type=COUNT, default=17)
+        p.add_argument("--random", type=INDEX, default=0, help="this many random subnets (seeds --seed, --seed+1, ...)")
+        p.add_argument("--seed", type=SEED, default=0)
         p.add_argument("--presets", action="store_true", help="the space's presets (min, max, LitePose-like, ...)")
         p.add_argument("--out", required=True, help="CSV file")
         latency_flags(p)
@@ -80,9 +80,9 @@ class BuildPredictor(Command):
 
     def add_arguments(self, p):
         p.add_argument("--space", default="cpu")
-        p.add_argument("--samples", type=int, default=120)
-        p.add_argument("--passes", type=int, default=3, help="measurement passes over all subnets (median)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--samples", type=COUNT, default=120)
+        p.add_argument("--passes", type=COUNT, default=3, help="measurement passes over all subnets (median)")
+        p.add_argument("--seed", type=SEED, default=0)
         p.add_argument("--out", required=True)
         latency_flags(p)
 

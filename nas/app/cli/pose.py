@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
+from nas.app.cli.flags import RESOLUTION, SHARE
 from nas.errors import PoseNASError
 
 
@@ -18,7 +19,7 @@ class Eval(Command):
         p.add_argument("--checkpoint", help="a training checkpoint or an exported subnet folder to run on the --ann "
                        "images")
         p.add_argument("--images")
-        p.add_argument("--size", type=int, help="input resolution (default: the training one)")
+        p.add_argument("--size", type=RESOLUTION, help="input resolution (default: the training one)")
         p.add_argument("--flip-test", action="store_true")
         p.add_argument("--save-results", help="with --checkpoint: write the detections here")
         refine_flag(p)
@@ -59,8 +60,8 @@ class Predict(Command):
         p.add_argument("image")
         p.add_argument("--checkpoint", required=True, help="a training checkpoint or an exported subnet folder")
         p.add_argument("--out", required=True)
-        p.add_argument("--size", type=int)
-        p.add_argument("--threshold", type=float, default=0.2, help="minimum person score to draw")
+        p.add_argument("--size", type=RESOLUTION)
+        p.add_argument("--threshold", type=SHARE, default=0.2, help="minimum person score to draw")
         p.add_argument("--flip-test", action="store_true")
         refine_flag(p)
 

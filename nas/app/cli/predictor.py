@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
-from nas.app.cli.flags import data_flags, data_paths, supernet_flag
+from nas.app.cli.flags import COUNT, SEED, data_flags, data_paths, supernet_flag
 from nas.errors import PoseNASError
 
 
@@ -16,13 +16,13 @@ class Build(Command):
     def add_arguments(self, p):
         supernet_flag(p)
         data_flags(p, what="held-out evaluation set folder (the one searches score subnets on)")
-        p.add_argument("--samples", type=int, default=200, help="subnets to evaluate (presets included)")
-        p.add_argument("--eval-images", type=int, default=100)
-        p.add_argument("--calib-images", type=int, default=64)
+        p.add_argument("--samples", type=COUNT, default=200, help="subnets to evaluate (presets included)")
+        p.add_argument("--eval-images", type=COUNT, default=100)
+        p.add_argument("--calib-images", type=COUNT, default=64)
         p.add_argument("--flip-test", action="store_true")
         p.add_argument("--studies", nargs="+", default=[], metavar="STORAGE",
                        help="Optuna storage URLs whose trials on the same supernet and data are reused")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=SEED, default=0)
         p.add_argument("--out", required=True, help="folder; a killed build resumes from its samples.csv")
         p.add_argument("--json", action="store_true")
 

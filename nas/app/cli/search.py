@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, given
-from nas.app.cli.flags import data_flags, data_paths, latency_flags, meter, supernet_flag
+from nas.app.cli.flags import AMOUNT, COUNT, SEED, bounded, data_flags, data_paths, latency_flags, meter, supernet_flag
+from nas.config import Range
 from nas.search.config import SearchConfig
 from nas.search.strategies import STRATEGIES
 
@@ -19,28 +20,28 @@ class Search(Command):
     def add_arguments(self, p):
         supernet_flag(p)
         data_flags(p, what="held-out evaluation set folder")
-        p.add_argument("--latency-budget", type=float, required=True, metavar="MS",
+        p.add_argument("--latency-budget", type=AMOUNT, required=True, metavar="MS",
                        help="of the total from image to people by default (--latency-of network: the network's)")
         p.add_argument("--macs-budget", help="e.g. 800M or 1.2G")
-        p.add_argument("--trials", type=int,
+        p.add_argument("--trials", type=COUNT,
                        help=f"completed trials the study should hold (default {DEFAULT['trials']})")
         p.add_argument("--sampler", choices=list(STRATEGIES), help=f"default {DEFAULT['sampler']}")
         p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
         p.add_argument("--study", help=f"study name (default {DEFAULT['study']})")
         p.add_argument("--out", help="run folder (default: search/ beside the supernet)")
-        p.add_argument("--eval-images", type=int, help=f"default {DEFAULT['eval_images']}")
+        p.add_argument("--eval-images", type=COUNT, help=f"default {DEFAULT['eval_images']}")
         p.add_argument("--calib-data", help="BN calibration set folder (default: the supernet's training set)")
-        p.add_argument("--calib-images", type=int, help=f"default {DEFAULT['calib_images']}")
+        p.add_argument("--calib-images", type=COUNT, help=f"default {DEFAULT['calib_images']}")
         p.add_argument("--flip-test", action="store_true", default=None)
-        p.add_argument("--timeout-min", type=float, help="stop adding trials after this many minutes")
+        p.add_argument("--timeout-min", type=AMOUNT, help="stop adding trials after this many minutes")
         p.add_argument("--predictor", help="latency predictor.json: skip measuring subnets predicted far over budget")
         p.add_argument("--accuracy-predictor", metavar="PREDICTOR",
                        help="accuracy predictor.json (posenas predictor build): NSGA-II on predicted AP and latency "
                             "(needs --predictor), then the predicted front verified by real measurement")
-        p.add_argument("--predicted-trials", type=int, help=f"default {DEFAULT['predicted_trials']}")
-        p.add_argument("--verify", type=int, help=f"candidates verified for real (default {DEFAULT['verify']})")
-        p.add_argument("--seed", type=int, help="sampler seed (give each worker its own)")
-        p.add_argument("--population", type=int,
+        p.add_argument("--predicted-trials", type=COUNT, help=f"default {DEFAULT['predicted_trials']}")
+        p.add_argument("--verify", type=COUNT, help=f"candidates verified for real (default {DEFAULT['verify']})")
+        p.add_argument("--seed", type=SEED, help="sampler seed (give each worker its own)")
+        p.add_argument("--population", type=bounded(int, Range(2)),
                        help=f"NSGA-II generation size (its first one is random; default {DEFAULT['population']})")
         latency_flags(p)
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
 from nas.app.cli.flags import (
+    AMOUNT,
+    COUNT,
     data_flags,
     data_paths,
     latency_flags,
@@ -26,8 +28,8 @@ class EvalSubnet(Command):
         p.add_argument("--arch", required=True, help="arch config JSON or a preset name of the supernet's space")
         data_flags(p, what="evaluation set folder")
         p.add_argument("--calib-data", help="BN calibration images (default: the supernet's training set)")
-        p.add_argument("--calib-images", type=int, default=64)
-        p.add_argument("--limit", type=int, help="evaluate the first N images only")
+        p.add_argument("--calib-images", type=COUNT, default=64)
+        p.add_argument("--limit", type=COUNT, help="evaluate the first N images only")
         p.add_argument("--flip-test", action="store_true")
         p.add_argument("--json", action="store_true")
 
@@ -55,14 +57,15 @@ class Finetune(Command):
         supernet_flag(p)
         p.add_argument("--arch", help="arch config JSON or a preset name")
         p.add_argument("--pareto", help="pareto.json of a search: finetune its --top best")
-        p.add_argument("--top", type=int, default=2)
+        p.add_argument("--top", type=COUNT, default=2)
         training_flags(p, space=False)  # training data defaults to the supernet's; --val-data: AP before and after
-        p.add_argument("--epochs", type=float)
-        p.add_argument("--lr", type=float)
+        p.add_argument("--epochs", type=AMOUNT)
+        p.add_argument("--lr", type=AMOUNT)
         p.add_argument("--out", required=True, help="one folder per subnet inside; each resumes")
         latency_flags(p)
 
     def take_action(self, args):
+        from nas.io import writer_lock
         from nas.search.results import pareto_winners
         from nas.subnet.inherit import TrainedSupernet
         from nas.train.finetune import FinetuneConfig, finetune_subnet
@@ -76,10 +79,12 @@ class Finetune(Command):
         train_ann, train_images = supernet.train_files  # by default, finetune on the supernet's training data
         cfg = training_config(args, FinetuneConfig, {"train_ann": train_ann, "train_images": train_images})
         latency = meter(args)
-        for i, arch in enumerate(archs):
-            record = finetune_subnet(args.supernet, arch, cfg, Path(args.out) / f"{i + 1}-{arch_hash(arch)}", latency)
-            print(f"{record['arch_hash']}: AP {record['before']['AP']} inherited -> {record['after']['AP']} "
-                  f"finetuned; exported to {record['export']}")
+        with writer_lock(args.out):
+            for i, arch in enumerate(archs):
+                record = finetune_subnet(args.supernet, arch, cfg, Path(args.out) / f"{i + 1}-{arch_hash(arch)}",
+                                         latency)
+                print(f"{record['arch_hash']}: AP {record['before']['AP']} inherited -> {record['after']['AP']} "
+                      f"finetuned; exported to {record['export']}")
 
 
 class Export(Command):
@@ -92,7 +97,7 @@ class Export(Command):
         p.add_argument("--arch", required=True, help="arch config JSON or a preset name")
         p.add_argument("--out", required=True)
         data_flags(p, what="the set whose AP the card records")
-        p.add_argument("--calib-images", type=int, default=64)
+        p.add_argument("--calib-images", type=COUNT, default=64)
         p.add_argument("--flip-test", action="store_true")
         p.add_argument("--refine", help="a skeleton completer folder (posenas completion train) that travels "
                        "with the subnet and completes the joints its head missed")

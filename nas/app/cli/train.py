@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command
-from nas.app.cli.flags import training_config, training_flags
+from nas.app.cli.flags import AMOUNT, training_config, training_flags
 
 
 class Train(Command):
@@ -16,8 +16,8 @@ class Train(Command):
         training_flags(p)
         p.add_argument("--out", required=True, help="run folder; resumes from its checkpoint.pt when present")
         p.add_argument("--arch", help="preset name (default litepose_xs) or arch config JSON")
-        p.add_argument("--epochs", type=float)
-        p.add_argument("--lr", type=float)
+        p.add_argument("--epochs", type=AMOUNT)
+        p.add_argument("--lr", type=AMOUNT)
 
     def take_action(self, args):
         from nas.pose.evaluate import format_metrics

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from nas.app.cli.command import Command, print_json_last
+from nas.app.cli.flags import AMOUNT, INDEX
 
 
 class List(Command):
@@ -40,11 +41,11 @@ class Build(Command):
         p.add_argument("--out", required=True, help="run folder; resumes from what is there")
         p.add_argument("--into", help="entry folder (default OUT/zoo/NAME; nas/zoo/NAME ships it)")
         p.add_argument("--fp32", action="store_true", help="store float32 weights (default fp16)")
-        p.add_argument("--standalone", type=int, default=8, metavar="N",
+        p.add_argument("--standalone", type=INDEX, default=8, metavar="N",
                        help="subnets also trained alone, for the card's Kendall's tau (0: skip)")
-        p.add_argument("--standalone-epochs", type=float, default=1,
+        p.add_argument("--standalone-epochs", type=AMOUNT, default=1,
                        help="epochs each of those trains alone (a fraction is fine: 0.25)")
-        p.add_argument("--predictor-samples", type=int, default=200,
+        p.add_argument("--predictor-samples", type=INDEX, default=200,
                        help="subnets evaluated to fit the entry's accuracy predictor (0: none)")
         p.add_argument("--standalone-only", action="store_true",
                        help="only train the --standalone subnets alone (independent of the supernet: run it "
