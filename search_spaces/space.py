@@ -338,11 +338,12 @@ class SearchSpace:
             branch["depth"] = depth
 
     def resolve(self, arch: str | dict) -> dict:
-        """An arch config from a preset name, a JSON file path, or a config, validated here."""
+        """An arch config from a preset name, a JSON file path, or a config, validated here and
+        canonical: whatever door a config comes in by, one network has one config and one hash."""
         if isinstance(arch, dict):
-            return self.validate(arch)
+            return self.canonical(self.validate(arch))
         if arch in self.preset_names():
-            return self.preset(arch)
+            return self.canonical(self.preset(arch))
         if not arch.endswith(".json"):
             raise SpaceError(f"arch {arch!r} is neither a preset ({self.preset_names()}) nor a .json file")
         return read_arch(arch, self)
@@ -386,7 +387,7 @@ def read_arch(path: str | Path, space: SearchSpace) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise SpaceError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
-    return space.validate(config, str(path))
+    return space.canonical(space.validate(config, str(path)))
 
 
 def write_arch(path: str | Path, config: dict) -> Path:

@@ -5,7 +5,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,21 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXTURES = SHARED_DATA / "fixtures"
 COCO_MINI = SHARED_DATA / "coco-mini"
+
+
+@contextmanager
+def held_elsewhere(folder: Path):
+    """``folder`` locked by another process (as a job writing it) until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from nas.io import writer_lock\n"
+                               f"with writer_lock({str(folder)!r}): sys.stdin.read()"], stdin=subprocess.PIPE)
+    lock = folder.parent / f".{folder.name}.lock"
+    while f"pid {holder.pid}" not in (lock.read_text() if lock.exists() else ""):
+        assert holder.poll() is None, "the lock holder ended"
+        time.sleep(0.05)
+    try:
+        yield holder.pid
+    finally:
+        holder.communicate(b"")
 
 
 def shared(path: Path) -> Path:

@@ -3,15 +3,13 @@ problem and exit status 2, and leaves existing run folders as they were."""
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from nas.app.cli import main
 from search_spaces import SearchSpace
+from tests.conftest import held_elsewhere
 
 
 def snapshot(folder: Path) -> dict:
@@ -28,6 +26,11 @@ def world(tmp_path_factory, tiny_supernet, synth_small):
     (root / "broken-config.yaml").write_text("phases: [1, 2\n")
     (root / "nameless-zoo.yaml").write_text("space: tiny\n")
     (root / "short-token").write_text("hunter2\n")
+    gt = json.loads((synth_small / "annotations.json").read_text())
+    people = [a for a in gt["annotations"] if a["num_keypoints"] > 0]
+    (root / "nan-results.json").write_text(json.dumps([{"image_id": a["image_id"], "score": float("nan"),
+                                                        "keypoints": [float("nan")] * 51} for a in people]))
+    (root / "duplicate-ids.json").write_text(json.dumps({**gt, "annotations": gt["annotations"] + people[:1]}))
     (root / "not-a-checkpoint.pt").write_bytes(b"\x00not torch\x00" * 10)
     (root / "text.jpg").write_text("this is not an image")
     cpu_arch = SearchSpace.load("cpu").max()
@@ -50,15 +53,9 @@ def world(tmp_path_factory, tiny_supernet, synth_small):
     (export / "model.safetensors").write_bytes(bytes(data))
     (root / "no-search").mkdir()
     w.update({p.stem: p for p in root.iterdir()})
-    w["locked"] = root / "locked"  # a folder another process writes, for the whole suite
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from nas.io import writer_lock\n"
-                               f"with writer_lock({str(w['locked'])!r}): sys.stdin.read()"], stdin=subprocess.PIPE)
-    lock = root / ".locked.lock"
-    while f"pid {holder.pid}" not in (lock.read_text() if lock.exists() else ""):
-        assert holder.poll() is None, "the lock holder ended"
-        time.sleep(0.05)
-    yield w
-    holder.communicate(b"")
+    w["locked"] = root / "locked"
+    with held_elsewhere(w["locked"]):  # a folder another process writes, for the whole suite
+        yield w
 
 
 def cases(w):
@@ -119,10 +116,13 @@ def cases(w):
         (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),
         (["zoo", "build", str(r / "missing.yaml"), "--out", str(r / "z")], "run config not found", None),
         (["completion", "train", "--synthetic", "0", "--out", str(r / "c")], "give --ann files or --synthetic", None),
-        (["completion", "train", "--synthetic", "-5", "--out", str(r / "c")], "argument --synthetic: -5 is not allowed: give a number at least 0", None),
-        (["completion", "train", "--synthetic", "10", "--steps", "0", "--out", str(r / "c")], "argument --steps: 0 is not allowed: give a number at least 1", None),
+        (["completion", "train", "--synthetic", "-5", "--out", str(r / "c")],
+         "argument --synthetic: -5 is not allowed: give a number at least 0", None),
+        (["completion", "train", "--synthetic", "10", "--steps", "0", "--out", str(r / "c")],
+         "argument --steps: 0 is not allowed: give a number at least 1", None),
         (["completion", "eval", str(r), "--ann", ann], "skeleton completer card not found", None),
-        (["completion", "eval", str(r), "--ann", ann, "--drop", "1.5"], "argument --drop: 1.5 is not allowed: give a number above 0 and at most 1", None),
+        (["completion", "eval", str(r), "--ann", ann, "--drop", "1.5"],
+         "argument --drop: 1.5 is not allowed: give a number above 0 and at most 1", None),
         (["eval", "--ann", ann, "--checkpoint", str(r / "ckpt.pt"), "--refine", str(r)],
          "skeleton completer card not found", None),
         (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z")], "a zoo config needs a name", None),
@@ -166,6 +166,25 @@ def cases(w):
         (["latency", "measure", "--preset", "min", "--repeats", "-1"], "argument --repeats: -1 is not allowed", None),
         (["zoo", "build", str(w["nameless-zoo"]), "--out", str(r / "z"), "--standalone-epochs=-inf"],
          "argument --standalone-epochs: -inf is not allowed", None),
+        (["data", "synth", "--images", "2", "--out", ann], "annotations.json: exists and is not a folder", None),
+        (["data", "check", "--ann", ann, "--oracle", "--resolution", "5"], "argument --resolution: 5 is not allowed",
+         None),
+        (["completion", "train", "--synthetic", "10", "--steps", "2", "--out", ann], "exists and is not a folder",
+         None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "50", "--out", ann, "--no-cache",
+          "--repeats", "3"], "exists and is not a folder", None),
+        (["export", "--supernet", sup, "--arch", "min", "--out", "/proc/posenas-export", "--no-cache", "--repeats",
+          "3"], "/proc/posenas-export: cannot write there", None),
+        (["eval", "--ann", ann, "--results", str(w["nan-results"])], "NaN or infinite", None),
+        (["eval", "--ann", str(w["duplicate-ids"]), "--results", str(w["crowdpose-results"])],
+         "'id' must be an integer unique among the annotations", None),
+        (["finetune", "--supernet", sup, "--arch", "min", "--top", "0", "--val-data", data, "--out", str(r / "f")],
+         "argument --top: 0 is not allowed", None),
+        (["predict", str(w["text"]), "--checkpoint", str(w["export"]), "--size", "10", "--out", str(r / "p.png")],
+         "argument --size: 10 is not allowed", None),
+        (["latency", "build-predictor", "--samples", "12", "--out", ann], "exists and is not a folder", None),
+        (["predictor", "build", "--supernet", sup, "--data", data, "--samples", "12", "--out", ann],
+         "exists and is not a folder", None),
         (["latency-server", "--timeout", "0"], "--timeout 0.0: give 0.1 to 3600 seconds", None),
         (["latency-server", "--port", "70000"], "--port 70000: give 0", None),
         (["latency-server", "--token-file", str(w["short-token"])], "short-token: a latency token is at least 16",
@@ -177,7 +196,7 @@ def cases(w):
     ]
 
 
-CASES = 70
+CASES = 81
 
 
 def test_the_suite_covers_every_command(world):

@@ -1,6 +1,5 @@
 """The Optuna search on a real SQLite storage: trials, constraints, resume, outputs, dashboard."""
 import json
-import os
 import sys
 from dataclasses import asdict, replace
 
@@ -10,7 +9,6 @@ import pytest
 
 from nas.app.cli import main
 from nas.errors import PoseNASError
-from nas.io import writer_lock
 from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
 from nas.latency.predictor import NAMES, LatencyPredictor
 from nas.latency.settings import RuntimeSettings
@@ -19,6 +17,7 @@ from nas.search.results import hypervolume, pareto_front
 from nas.search.study import run_search
 from search_spaces import SearchSpace
 from supernet.cost import arch_cost
+from tests.conftest import held_elsewhere
 
 FAST = RuntimeSettings(warmup=1, repeats=5)
 
@@ -65,8 +64,8 @@ def test_search_records_trials_resumes_and_writes_the_pareto_set(tmp_path, tiny_
             run_search(replace(cfg, trials=6, **other), meter(tmp_path), progress=False)
     with pytest.raises(PoseNASError, match="was searched under"):
         run_search(cfg, LatencyMeter(LocalBackend(replace(FAST, latency_of="network"))), progress=False)
-    with writer_lock(out):  # another search writes this folder
-        with pytest.raises(PoseNASError, match=f"search: in use by pid {os.getpid()}"):
+    with held_elsewhere(out) as pid:  # another search writes this folder
+        with pytest.raises(PoseNASError, match=f"search: in use by pid {pid}"):
             run_search(replace(cfg, trials=6), meter(tmp_path), progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

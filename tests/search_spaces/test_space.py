@@ -78,6 +78,17 @@ def test_canonical_form_ignores_inert_choices():
     assert arch_hash(config) != arch_hash(other)
 
 
+def test_every_door_a_config_comes_in_by_makes_it_canonical(tmp_path):
+    space = SearchSpace.load("cpu")
+    xs = space.resolve("litepose_xs")  # no token stage: its width and keep-ratio build nothing
+    other = copy.deepcopy(xs)
+    other["token"].update(width=max(space.choices("token.width")), keep_ratio=max(space.choices("token.keep_ratio")))
+    write_arch(tmp_path / "other.json", other)
+    for door in (space.resolve(other), space.resolve(str(tmp_path / "other.json")),
+                 read_arch(tmp_path / "other.json", space)):
+        assert door == xs and arch_hash(door) == arch_hash(xs)
+
+
 def test_presets_mirror_the_published_designs():
     space = SearchSpace.load("default")
     hr = space.preset("higherhrnet_w32")
@@ -127,7 +138,7 @@ def test_bad_configs_name_the_field_and_the_allowed_values(mutate, message):
 def test_arch_files_round_trip_and_bad_files_are_named(tmp_path):
     space = SearchSpace.load("tiny")
     config = space.random(3)
-    assert read_arch(write_arch(tmp_path / "a.json", config), space) == config
+    assert read_arch(write_arch(tmp_path / "a.json", config), space) == space.canonical(config)
     (tmp_path / "bad.json").write_text('{"resolution": 64,')
     with pytest.raises(SpaceError, match=r"bad\.json: malformed JSON at line 1"):
         read_arch(tmp_path / "bad.json", space)

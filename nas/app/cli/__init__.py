@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PoseNASError, SpaceError) as e:
         print(f"posenas: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the disk is full, a folder is not writable: nothing is left half-written (nas.io)
+        print(f"posenas: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("posenas: interrupted", file=sys.stderr)
         return 130

@@ -20,10 +20,12 @@ class Train(Command):
         p.add_argument("--out", required=True, help="folder for completion.safetensors and completion.json")
 
     def take_action(self, args):
+        from nas.io import writer_lock
         from nas.pose.completion import train_completion, training_skeletons
 
         joints, known, spec = training_skeletons(args.ann, args.synthetic, args.seed)
-        card = train_completion(joints, known, spec, steps=args.steps, seed=args.seed, progress=True).save(args.out)
+        with writer_lock(args.out):
+            card = train_completion(joints, known, spec, steps=args.steps, seed=args.seed, progress=True).save(args.out)
         print(f"skeleton completer for {spec.name} ({len(joints)} skeletons, {args.steps} steps): {args.out} "
               f"(sha256 {card['sha256'][:12]})")
 

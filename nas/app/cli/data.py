@@ -18,9 +18,11 @@ class Synth(Command):
         p.add_argument("--size", type=bounded(int, Range(16, 8192)), nargs=2, default=(256, 256), metavar=("W", "H"))
 
     def take_action(self, args):
+        from nas.io import writer_lock
         from nas.pose.synth import generate
 
-        path = generate(args.out, args.images, args.seed, tuple(args.size))
+        with writer_lock(args.out):
+            path = generate(args.out, args.images, args.seed, tuple(args.size))
         print(f"wrote {args.images} images and {path}")
 
 

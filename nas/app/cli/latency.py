@@ -87,11 +87,13 @@ class BuildPredictor(Command):
         latency_flags(p)
 
     def take_action(self, args):
+        from nas.io import writer_lock
         from nas.latency.predictor import build_predictor
         from search_spaces import SearchSpace
 
-        report = build_predictor(SearchSpace.load(args.space), meter(args).backend, args.out, args.samples,
-                                 passes=args.passes, seed=args.seed)
+        with writer_lock(args.out):
+            report = build_predictor(SearchSpace.load(args.space), meter(args).backend, args.out, args.samples,
+                                     passes=args.passes, seed=args.seed)
         repeat = report["repeatability_within_10pct"]
         print(f"held-out subnets within +/-10 %: {report['within_10pct']:.1%} of {report['held_out']} "
               f"(mean |error| {report['mean_abs_rel_error']:.1%}), {report['cross_validated_within_10pct']:.1%} of all "

@@ -27,12 +27,15 @@ class Build(Command):
         p.add_argument("--json", action="store_true")
 
     def take_action(self, args):
+        from nas.io import writer_lock
         from nas.search.predictor_build import PREDICTOR, build_accuracy_predictor
 
         if args.samples < 10:
             raise PoseNASError(f"--samples {args.samples}: give at least 10")
-        report = build_accuracy_predictor(args.supernet, data_paths(args), args.out, args.samples, args.eval_images,
-                                          args.calib_images, args.flip_test, args.studies, seed=args.seed)
+        with writer_lock(args.out):
+            report = build_accuracy_predictor(args.supernet, data_paths(args), args.out, args.samples,
+                                              args.eval_images, args.calib_images, args.flip_test, args.studies,
+                                              seed=args.seed)
         held = report["held_out_scores"]
         print(f"{report['model']} on {report['fitted_on']} subnets; held-out {report['held_out']}: Kendall tau "
               f"{held['kendall_tau']}, Spearman {held['spearman']}, RMSE {held['rmse']:.4f}")
