@@ -69,10 +69,14 @@ def check_export_place(out: Path) -> None:
 
 
 def write_files(net: torch.nn.Module, arch: dict, model: bytes, folder: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     state = {name: t.detach().contiguous().clone() for name, t in net.state_dict().items()}
-    save_file(state, folder / WEIGHTS, metadata={"arch_hash": arch_hash(arch)})
+    try:
+        save_file(state, folder / WEIGHTS, metadata={"arch_hash": arch_hash(arch)})
+    except SafetensorError as e:  # its I/O errors (a full disk) come as its own kind
+        raise PoseNASError(f"{folder.parent}: the export could not be written ({str(e).splitlines()[0]})") from None
     write_arch(folder / ARCH, arch)
     (folder / ONNX).write_bytes(model)
 

@@ -89,7 +89,7 @@ def test_export_round_trip_onnx_eval_and_predict(tmp_path, tiny_supernet, synth_
     people, scores = people_from_candidates(ort, matrix, 96, COCO, every_peak)
     assert len(people) > 0 and people.shape == expected.shape and np.abs(people - expected).max() <= 1e-3
     assert np.abs(scores - expected_scores).max() <= 1e-4
-    assert json.loads((out / "arch.json").read_text()) == space.max()
+    assert json.loads((out / "arch.json").read_text()) == space.canonical(space.max())
     capsys.readouterr()
     assert main(["eval", "--ann", str(synth_small / "annotations.json"), "--images", str(synth_small / "images"),
                  "--checkpoint", str(out), "--json"]) == 0
@@ -202,6 +202,26 @@ def test_an_export_folder_is_replaced_whole_by_one_writer_at_a_time(tmp_path, ti
     assert _export(tiny_supernet, "max", out) == 0
     assert load_subnet(out)[1]["arch_hash"] == new
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "no lock, staged or old folder is left"
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_old_export_whole(tmp_path, tiny_supernet, capsys):
+    disk = tmp_path / "disk"  # 600 kB: room for the smallest subnet's export, not for the largest's beside it
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs a small file system to fill (mount -t tmpfs, as root)")
+    try:
+        out = disk / "export"
+        assert _export(tiny_supernet, "min", out) == 0
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        capsys.readouterr()
+        assert _export(tiny_supernet, "max", out) == 2
+        err = capsys.readouterr().err
+        assert "No space left on device" in err and err.count("\n") == 1
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before and load_subnet(out)[1]["macs"] > 0
+        assert sorted(p.name for p in disk.iterdir()) == ["export"], "nothing half-written is left"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 def _text(path: Path) -> str:
