@@ -1,6 +1,6 @@
 """The whole NAS pipeline in one command and one run folder, resumable at each stage.
 
-Stages: data (synthetic sets) -> supernet training -> baselines (presets with inherited weights)
+Stages: data (synthetic sets, or the user's COCO-format sets checked) -> supernet training -> baselines (presets with inherited weights)
 -> latency model -> search under the budgets -> finetune and export the winners -> Pareto plot and
 summary table. ``supernet: zoo:NAME`` (or a supernet.pt) instead of a training section searches a
 supernet trained once (train once, search many); the latency stage then adapts the shipped
@@ -10,15 +10,19 @@ checkpoints (supernet, Optuna study, finetuning runs).
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from tqdm import tqdm
 
 from nas.app.report import plot_run, write_summary
 from nas.app.runs import RunLayout
-from nas.config import typed
+from nas.config import is_kind, typed
 from nas.errors import PoseNASError
 from nas.io import read_json, read_yaml, write_json, write_text, writer_lock
 from nas.latency.meter import make_meter
@@ -38,13 +42,18 @@ from supernet.cost import arch_cost
 
 DEFAULT_CONFIG = "nas.yaml"
 SECTIONS = {"name", "space", "data", "supernet", "latency", "search", "finetune", "baselines"}
-DATA_KEYS = {"train_images", "val_images", "size", "train_seed", "val_seed"}
+SYNTHETIC_KEYS = {"train_images", "val_images", "size", "train_seed", "val_seed"}
+COCO_KEYS = {"train", "val", "spec"}  # train/val: {ann: GT.json, images: DIR}; spec: detected when left out
+DATA_KEYS = SYNTHETIC_KEYS | COCO_KEYS
 STAGES = ("data", "supernet", "baselines", "latency", "search", "finetune", "report")
 
 
 def load_run_config(path: str | None) -> dict:
-    with resources.as_file(resources.files("nas.app.configs") / DEFAULT_CONFIG) as default:
-        cfg = read_yaml(path or default, "run config")
+    """A run config from ``path``, or shipped with the package under that name (``coco.yaml``,
+    ``crowdpose.yaml``; none: the embedded default), every section checked."""
+    shipped = resources.files("nas.app.configs") / (path or DEFAULT_CONFIG)
+    with resources.as_file(shipped) as packaged:
+        cfg = read_yaml(path if path and (Path(path).exists() or not packaged.is_file()) else packaged, "run config")
     source = path or DEFAULT_CONFIG
     unknown = sorted(set(cfg) - SECTIONS)
     if unknown:
@@ -56,17 +65,55 @@ def load_run_config(path: str | None) -> dict:
     unknown = sorted(set(cfg.get("data", {})) - DATA_KEYS)
     if unknown:
         raise PoseNASError(f"{source}: unknown data setting(s) {unknown}; known: {sorted(DATA_KEYS)}")
+    check_data_section(cfg.get("data", {}), source)
     return cfg
 
 
-def data_files(run: RunLayout) -> dict:
-    """train_ann, train_images, val_ann, val_images of the run's synthetic sets."""
+def data_files(run: RunLayout, data: dict | None = None) -> dict:
+    """train_ann, train_images, val_ann, val_images and spec of the run: the user's COCO-format
+    sets (``data: {train: {ann, images}, val: {ann, images}}``), or the run's synthetic ones."""
+    data = data or {}
+    if "train" in data:
+        return {f"{split}_{key}": str(data[split][key]) for split in ("train", "val") for key in ("ann", "images")} \
+            | {"spec": data.get("spec")}
     (train_ann, train_images), (val_ann, val_images) = (set_files(run.data(s)) for s in ("train", "val"))
-    return {"train_ann": train_ann, "train_images": train_images, "val_ann": val_ann, "val_images": val_images}
+    return {"train_ann": train_ann, "train_images": train_images, "val_ann": val_ann, "val_images": val_images,
+            "spec": None}
+
+
+def check_data_section(data: dict, source: str) -> None:
+    """One kind of data: synthetic settings, or COCO-format train and val sets, each an ann file
+    and an image folder."""
+    coco, synthetic = set(data) & COCO_KEYS, set(data) & SYNTHETIC_KEYS
+    if coco and synthetic:
+        raise PoseNASError(f"{source}: data is either synthetic ({sorted(synthetic)}) or COCO-format "
+                           f"(train, val, spec), not both")
+    if coco:
+        for split in ("train", "val"):
+            entry = data.get(split)
+            if not isinstance(entry, dict) or set(entry) != {"ann", "images"} or \
+                    not all(isinstance(v, str) for v in entry.values()):
+                raise PoseNASError(f"{source}: data.{split} must be {{ann: GT.json, images: FOLDER}}, got {entry!r}")
+
+
+def check_data_files(files: dict) -> None:
+    """The user's sets, read and checked whole before any stage: annotations (every field COCOeval
+    relies on), one keypoint spec for both, every image named present."""
+    train, val = (CocoPoseDataset(files[f"{s}_ann"], files[f"{s}_images"], files["spec"]) for s in ("train", "val"))
+    if train.spec.name != val.spec.name:
+        raise PoseNASError(f"{files['val_ann']}: {val.spec.name} keypoints, but the training set "
+                           f"{files['train_ann']} has {train.spec.name}; give sets of one spec")
+    for ds in (train, val):
+        if not ds.image_dir.is_dir():
+            raise PoseNASError(f"{ds.image_dir}: image folder not found (for {ds.ann_file})")
+        ds.check_images()
 
 
 def make_data(run: RunLayout, data: dict) -> None:
-    """The run's synthetic training and validation sets, generated unless they are there."""
+    """The run's synthetic training and validation sets, generated unless they are there; the
+    user's COCO-format sets are used where they are."""
+    if "train" in data:
+        return
     size = tuple(data.get("size", (256, 256)))
     for name, images, seed in (("train", data.get("train_images", 1000), data.get("train_seed", 1)),
                                ("val", data.get("val_images", 100), data.get("val_seed", 2))):
@@ -77,8 +124,32 @@ def supernet_config(cfg: dict, run: RunLayout, source: str) -> SupernetConfig | 
     """The run config's supernet section, checked, on the run's data (None: a trained one is given)."""
     if isinstance(cfg.get("supernet"), str):
         return None
-    return SupernetConfig.from_dict({**cfg.get("supernet", {}), **data_files(run), "space": cfg.get("space", "cpu")},
+    section = {k: v for k, v in cfg.get("supernet", {}).items() if k != "processes"}
+    return SupernetConfig.from_dict({**section, **data_files(run, cfg.get("data")), "space": cfg.get("space", "cpu")},
                                     f"{source} (supernet)")
+
+
+def supernet_processes(cfg: dict, source: str) -> int:
+    """``supernet.processes``: train the supernet as that many processes under torchrun (one per GPU)."""
+    processes = cfg.get("supernet", {}).get("processes", 1) if isinstance(cfg.get("supernet"), dict) else 1
+    if not is_kind(processes, int) or not 1 <= processes <= 1024:
+        raise PoseNASError(f"{source} (supernet): processes must be an integer from 1 to 1024, got {processes!r}")
+    return processes
+
+
+def train_supernet_as(cfg: SupernetConfig, out: Path, processes: int) -> None:
+    """The supernet stage in this process, or as ``processes`` processes under torchrun: the same
+    settings written beside the folder and handed to ``posenas train-supernet``."""
+    if processes == 1:
+        train_supernet(cfg, out)
+        return
+    settings = write_text(out.parent / "supernet.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               str(Path(sys.executable).with_name("posenas")), "train-supernet", "--config", str(settings),
+               "--out", str(out)]
+    if subprocess.run(command).returncode:
+        raise PoseNASError(f"{out}: the supernet's training under torchrun ({processes} processes) failed; its "
+                           f"output above says why, and the same command resumes it")
 
 
 class Pipeline:
@@ -89,11 +160,12 @@ class Pipeline:
         self.source = config or DEFAULT_CONFIG
         self.run = RunLayout(Path(out or Path("results") / cfg.get("name", "nas")))
         self.data = cfg.get("data", {})
-        data = data_files(self.run)
+        data = self.files = data_files(self.run, self.data)
         val_ann, val_images = data["val_ann"], data["val_images"]
         space = cfg.get("space", "cpu")
         # every section is checked before any work is done
         self.supernet_cfg = supernet_config(cfg, self.run, self.source)
+        self.processes = supernet_processes(cfg, self.source)
         self.supernet = cfg["supernet"] if self.supernet_cfg is None else str(self.run.supernet)
         self.runtime = typed(RuntimeSettings, cfg.get("latency", {}), f"{self.source} (latency)")
         search = cfg.get("search", {})
@@ -119,6 +191,8 @@ class Pipeline:
     def run_all(self) -> dict:
         """Every stage not done yet, in order; one pipeline writes a run folder at a time."""
         with writer_lock(self.run.root):
+            if "train" in self.data:
+                check_data_files(self.files)
             done = self.done()
             for i, stage in enumerate(STAGES):
                 if stage in done:
@@ -137,7 +211,7 @@ class Pipeline:
         if self.supernet_cfg is None:
             print(f"searching {self.supernet}: trained once, nothing to train")
             return
-        train_supernet(self.supernet_cfg, self.run.supernet.parent)
+        train_supernet_as(self.supernet_cfg, self.run.supernet.parent, self.processes)
 
     def stage_latency(self) -> None:
         """For a search on predictions: the shipped latency model, adapted to this machine by
@@ -152,7 +226,7 @@ class Pipeline:
         """The presets with inherited weights, on the search's evaluation images: labelled baselines."""
         supernet = TrainedSupernet.load(self.supernet, calibration_images=self.search_cfg.calib_images)
         meter, k, space = self.meter(), supernet.num_keypoints, supernet.space
-        val = CocoPoseDataset(self.search_cfg.val_ann, self.search_cfg.val_images)
+        val = CocoPoseDataset(self.search_cfg.val_ann, self.search_cfg.val_images, supernet.spec)
         rows = []
         for name in tqdm(self.baselines, desc="baselines"):
             arch = space.canonical(space.resolve(name))

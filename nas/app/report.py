@@ -14,6 +14,7 @@ import pandas as pd
 from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
 from nas.io import atomic_write, read_json, write_text
+from nas.pose.evaluate import CROWD_LEVELS
 from nas.search.predicted import VERIFIED
 from nas.search.results import pareto_front
 from nas.subnet.export import CARD
@@ -29,13 +30,15 @@ def search_folder(run: RunLayout) -> Path:
 
 
 def finetuned(run: RunLayout) -> pd.DataFrame:
-    """One row per finetuned winner: inherited and finetuned AP, latency and MACs from its export card."""
+    """One row per finetuned winner: inherited and finetuned AP (and AP by crowding, on a set that
+    has it), latency and MACs from its export card."""
     rows = []
     for folder in run.winners():
         record, card = read_json(folder / RECORD), read_json(folder / EXPORT / CARD)
         rows.append({"winner": folder.name, "AP_inherited": record["before"]["AP"],
                      "AP_finetuned": record["after"]["AP"], "latency_ms": card.get("latency", {}).get("median_ms"),
-                     "macs": card["macs"], "export": str(folder / EXPORT)})
+                     "macs": card["macs"], "export": str(folder / EXPORT),
+                     **{level: record["after"][level] for level in CROWD_LEVELS if level in record["after"]}})
     return pd.DataFrame(rows)
 
 
@@ -52,7 +55,7 @@ def summary_table(run: RunLayout) -> pd.DataFrame:
     for _, w in finetuned(run).iterrows():
         rows.append({"kind": "winner", "name": w["winner"], "AP_inherited": w["AP_inherited"],
                      "AP_finetuned": w["AP_finetuned"], "latency_ms": w["latency_ms"], "GMACs": w["macs"] / 1e9,
-                     "export": w["export"]})
+                     "export": w["export"], **{level: w[level] for level in CROWD_LEVELS if level in w}})
     return pd.DataFrame(rows)
 
 

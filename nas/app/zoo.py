@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from nas.app.pipeline import load_run_config, make_data, supernet_config
+from nas.app.pipeline import check_data_files, data_files, load_run_config, make_data, supernet_config
 from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
 from nas.io import read_checkpoint, write_json, write_text
@@ -85,7 +85,10 @@ def prepare_run(config: str, out: str | Path):
         raise PoseNASError(f"{config}: a zoo config needs a name (one word: the entry is zoo:NAME)")
     run = RunLayout(Path(out))
     supernet_cfg = supernet_config(cfg, run, config)
-    make_data(run, cfg.get("data", {}))
+    data = cfg.get("data", {})
+    if "train" in data:
+        check_data_files(data_files(run, data))
+    make_data(run, data)
     return cfg, run, supernet_cfg
 
 

@@ -105,6 +105,14 @@ class CocoPoseDataset:
     def image_path(self, image_id: int) -> Path:
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
 
+    def check_images(self) -> None:
+        """Every image the annotations name is in the image folder (found, not yet decoded): a run
+        learns of a missing file before it starts, not hours into an epoch."""
+        for image_id in self.image_ids:
+            if not self.image_path(image_id).is_file():
+                raise PoseNASError(f"{self.image_path(image_id)}: image file not found (image id {image_id} in "
+                                   f"{self.ann_file})")
+
     def load_image(self, image_id: int) -> np.ndarray:
         path = self.image_path(image_id)
         if not path.is_file():

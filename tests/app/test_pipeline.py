@@ -1,5 +1,6 @@
 """`posenas run`: the whole pipeline into one run folder, each stage resumable, configs checked first."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -7,7 +8,10 @@ import yaml
 
 import nas
 from nas.app.cli import main
-from nas.app.pipeline import STAGES
+from nas.app.pipeline import STAGES, Pipeline
+from nas.train.supernet import parse_phases
+from search_spaces import SearchSpace
+from tests.conftest import COCO_MINI, FIXTURES, shared
 
 TINY_RUN = {
     "name": "t", "space": "tiny", "data": {"train_images": 8, "val_images": 6, "size": [96, 96]},
@@ -59,6 +63,73 @@ def test_run_writes_one_folder_and_resumes_each_stage(tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out and card_path.exists()
 
 
+def _coco_run(train_ann, train_images, val_ann, val_images, **data) -> dict:
+    """TINY_RUN on COCO-format sets."""
+    sets = {"train": {"ann": str(train_ann), "images": str(train_images)},
+            "val": {"ann": str(val_ann), "images": str(val_images)}}
+    return {**TINY_RUN, "data": {**sets, **data}, "supernet": {**TINY_RUN["supernet"], "batch_size": 2},
+            "finetune": {**TINY_RUN["finetune"], "batch_size": 2}}
+
+
+@pytest.mark.slow  # every stage at tiny scale on real images, twice: about three minutes
+def test_a_run_on_coco_format_sets_ends_in_exports_scored_on_them(tmp_path, capsys):
+    mini, crowd = shared(COCO_MINI), shared(FIXTURES / "crowdpose")
+    val = mini / "annotations" / "person_keypoints_val.json"
+    out = tmp_path / "coco"
+    config = _coco_run(mini / "annotations" / "person_keypoints_train.json", mini / "images", val, mini / "images")
+    config["supernet"] = {**config["supernet"], "processes": 2}  # the supernet stage under torchrun (gloo here)
+    assert main(["run", str(_config(tmp_path, config)), "--out", str(out)]) == 0
+    assert (out / "supernet.yaml").exists() and (out / "supernet" / "supernet.pt").exists()
+    assert not (out / "data").exists(), "the user's sets are used where they are"
+    (export,) = (str(p.parent) for p in out.glob("finetune/*/export/card.json"))
+    capsys.readouterr()
+    assert main(["eval", "--ann", str(val), "--images", str(mini / "images"), "--checkpoint", export, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["AP"] >= 0  # pycocotools on coco-mini val
+    assert nas.load_subnet(export)[1]["num_keypoints"] == 17
+    crowdpose = crowd / "test_crowdpose.json"  # two images: trained, searched and scored on both
+    out = tmp_path / "crowdpose"
+    assert main(["run", str(_config(tmp_path, _coco_run(crowdpose, crowd, crowdpose, crowd))), "--out", str(out)]) == 0
+    (export,) = out.glob("finetune/*/export")
+    net, card = nas.load_subnet(export)
+    assert card["spec"] == "crowdpose" and card["num_keypoints"] == 14 and net.num_keypoints == 14
+    assert {"AP_easy", "AP_medium", "AP_hard"} <= card["metrics"].keys()
+    assert "AP_medium" in pd.read_csv(out / "summary.csv").columns  # both fixture images are medium crowds
+
+
+@pytest.mark.parametrize("name, spec", [("coco.yaml", None), ("crowdpose.yaml", "crowdpose")])
+def test_the_shipped_gpu_configs_check_in_every_section(name, spec):
+    run = Pipeline(name, "unused")  # every section checked, nothing read or written: the data is not here
+    sn = run.supernet_cfg
+    assert (sn.space, sn.spec, run.processes, sn.augment, sn.flip_test) == ("default", spec, 8, True, True)
+    assert [p.elastic for p in parse_phases(sn)][-1] == ("resolution", "kernel", "depth", "width", "token")
+    assert max(SearchSpace.load(sn.space).choices("resolution")) == 512
+    assert run.search_cfg.flip_test and run.finetune_cfg.augment and run.finetune_cfg.spec == spec
+    assert set(run.baselines) <= set(SearchSpace.load("default").preset_names())
+    assert not Path("unused").exists()
+
+
+@pytest.mark.parametrize("flaw, message", [
+    (lambda d, t: d.update(train={"ann": str(t / "missing.json"), "images": str(t)}), "annotation file not found"),
+    (lambda d, t: d.update(val={"ann": str(t / "broken.json"), "images": str(t)}), "broken.json: malformed JSON"),
+    (lambda d, t: d.update(val={"ann": str(FIXTURES / "crowdpose" / "test_crowdpose.json"),
+                                "images": str(FIXTURES / "crowdpose")}), "crowdpose keypoints, but the training set"),
+    (lambda d, t: d["val"].update(images=str(t)), "image file not found (image id"),
+    (lambda d, t: d.update(train_images=8), "data is either synthetic (['train_images']) or COCO-format"),
+    (lambda d, t: d.update(val={"ann": str(t / "broken.json")}), "data.val must be {ann: GT.json, images: FOLDER}"),
+])
+def test_bad_data_stops_a_run_before_any_stage(tmp_path, capsys, flaw, message):
+    mini = shared(COCO_MINI)
+    (tmp_path / "broken.json").write_text('{"images": [')
+    data = _coco_run(mini / "annotations" / "person_keypoints_train.json", mini / "images",
+                     mini / "annotations" / "person_keypoints_val.json", mini / "images")["data"]
+    flaw(data, tmp_path)
+    config = _config(tmp_path, {**TINY_RUN, "data": data})
+    assert main(["run", str(config), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.json", "run.yaml"], "nothing written"
+
+
 @pytest.mark.parametrize("text,message", [
     ("data: [1, 2", "malformed YAML"),
     ("colour: red\n", "unknown section(s) ['colour']"),
@@ -74,6 +145,7 @@ def test_run_writes_one_folder_and_resumes_each_stage(tmp_path, capsys):
     ("finetune: {epochs: 0}\nsearch: {latency_budget_ms: 5}\n", "setting 'epochs' must be above 0, got 0"),
     ("supernet: {batch_size: 0}\n", "setting 'batch_size' must be at least 1 and at most 4096, got 0"),
     ("supernet: {checkpoint_every: 0}\n", "setting 'checkpoint_every' must be at least 1, got 0"),
+    ("supernet: {processes: 0}\nsearch: {latency_budget_ms: 5}\n", "processes must be an integer from 1 to 1024"),
     ("supernet: {phases: [{epochs: 1, lr: -0.1}]}\nsearch: {latency_budget_ms: 5}\n",
      "phases[0].lr must be a positive number, got -0.1"),
     ("supernet: {phases: [{epochs: .inf}]}\nsearch: {latency_budget_ms: 5}\n",
