@@ -99,3 +99,14 @@ def test_augment_flag_overrides_the_config(tmp_path):
     assert _train_config(parse([*base, "--config", str(tmp_path / "cfg.yaml")])).augment is False
     assert _train_config(parse([*base, "--config", str(tmp_path / "cfg.yaml"), "--augment"])).augment is True
     assert _train_config(parse([*base, "--no-augment"])).augment is False
+
+
+def test_arch_presets_put_each_published_model_beside_its_preset(capsys):
+    assert main(["arch", "presets", "--space", "default"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    xs = lines.index(next(line for line in lines if line.startswith("litepose_xs")))
+    assert "0.271 GMACs" in lines[xs] and "0.455 M params" in lines[xs]
+    assert "published LitePose-XS at 256 px: 0.886 GMACs, 1.68 M params; this preset there: 0.31x, 0.27x" \
+        in lines[xs + 1]
+    assert sum("published" in line for line in lines) == 5  # HigherHRNet-W32 and LitePose-XS/S/M/L
+

@@ -6,6 +6,7 @@ them into one parser, in the order ``posenas --help`` lists them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nas.app.cli import arch, completion, data, latency, pose, predictor, run, search, subnet, train, zoo
@@ -54,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except (PoseNASError, SpaceError) as e:
         print(f"posenas: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of the output left (| head): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # the disk is full, a folder is not writable: nothing is left half-written (nas.io)
-        print(f"posenas: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(f"posenas: error: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("posenas: interrupted", file=sys.stderr)

@@ -56,13 +56,20 @@ class Presets(Command):
 
     def take_action(self, args):
         from search_spaces import SearchSpace
+        from search_spaces.presets import PUBLISHED
 
         space = SearchSpace.load(args.space)
         print(space.describe())
         for name in space.preset_names():
-            row = cost_row(space.preset(name), args.keypoints)
+            preset = space.preset(name)
+            row = cost_row(preset, args.keypoints)
             print(f"{name:16s} {row['resolution']:4d} px {row['macs'] / 1e9:8.3f} GMACs "
                   f"{row['params'] / 1e6:7.3f} M params")
+            if name in PUBLISHED:  # the published model, and this preset at its input as a share of it
+                model, size, gmacs, mparams = PUBLISHED[name]
+                there = cost_row({**preset, "resolution": size}, args.keypoints)
+                print(f"{'':16s} published {model} at {size} px: {gmacs:.3f} GMACs, {mparams:.2f} M params; "
+                      f"this preset there: {there['macs'] / 1e9 / gmacs:.2f}x, {there['params'] / 1e6 / mparams:.2f}x")
 
 
 COMMANDS = [Sample, Macs, Presets]
