@@ -71,6 +71,7 @@ class Cost:
         """``supernet.query.QueryHead`` on ``pixels`` stride-4 features."""
         c, q, d = head["width"], min(head["queries"], pixels), head["decoder_width"]
         self.conv(c, 1, 1, pixels, bias=True, bn=False)  # the centre map
+        self.params += (c + 1) * k  # the auxiliary heatmaps (training only: weights, no MACs)
         self.linear(c, d, q)
         self.linear(2, d, q)
         self.linear(d, 2 * k, q)

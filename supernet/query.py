@@ -7,9 +7,10 @@ every joint at the centre. Each decoder layer reads the features under the curre
 context) and then the queries to one another (duplicates learn to step back), and moves each
 joint by a predicted offset: coarse to fine, every layer supervised (``nas.pose.matching``).
 In training, extra queries seeded at the true centres (``seeds``) learn with a known assignment
-beside the matched proposals: what makes a few thousand steps enough where random queries need
-epochs. Widths are prefixes as everywhere in the supernet; depth keeps the first layers; the
-number of queries is weight-free.
+beside the matched proposals, and joint heatmaps from the same features learn beside them (an
+auxiliary loss, as PETR and ED-Pose have, never exported): what makes a few thousand steps
+enough where random queries need epochs. Widths are prefixes as everywhere in the supernet;
+depth keeps the first layers; the number of queries is weight-free.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ CENTRE_RADIUS = 2  # NMS window radius of the centre map, in stride-4 pixels
 CENTRE_PRIOR = -2.19  # CenterNet's initial centre logit (a probability of 0.1)
 FIRST_REACH = 16.0  # the first offsets' unit in stride-4 pixels (a person spans tens of them)
 STEP_REACH = 4.0  # each decoder layer's
+NOT_A_PEAK = 100.0  # below every peak (logits); non-peaks still rank by value: one choice in every runtime
 
 
 class DecoderLayer(nn.Module):
@@ -74,16 +76,16 @@ def centre_peaks(centre: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.
     x, y pixels and their values (B, count)."""
     w = centre.shape[-1]
     is_peak = centre == F.max_pool2d(centre, 2 * CENTRE_RADIUS + 1, 1, CENTRE_RADIUS)
-    peak = torch.where(is_peak, centre, torch.finfo(centre.dtype).min)  # a map may be negative anywhere
+    peak = torch.where(is_peak, centre, centre - NOT_A_PEAK)  # a map with fewer peaks fills up by value
     values, index = peak.flatten(1).topk(count, dim=1)
     return torch.stack([index % w, torch.div(index, w, rounding_mode="floor")], dim=-1).float(), values
 
 
 class QueryHead(nn.Module):
     """Outputs, in training, per decoder layer (coarse to fine): joints (L, B, Q, K, 2) in stride-4
-    pixels, joint logits (L, B, Q, K), person logits (L, B, Q), with the centre map (B, 1, H, W)
-    and the queries' seed positions (B, Q, 2); ``seeds`` (B, S, 2) add queries at given positions
-    after the proposals. In evaluation, people: (B, Q, K + 1, 3), rows x, y, score of every joint
+    pixels, joint logits (L, B, Q, K), person logits (L, B, Q), with the centre map (B, 1, H, W),
+    the queries' seed positions (B, Q, 2) and the auxiliary joint heatmaps (B, K, H, W); ``seeds``
+    (B, S, 2) add queries at given positions after the proposals. In evaluation, people: (B, Q, K + 1, 3), rows x, y, score of every joint
     and last the person's seed position and score, at stride 4."""
 
     def __init__(self, cin: int, width: int, depth: int, num_keypoints: int):
@@ -98,6 +100,7 @@ class QueryHead(nn.Module):
         nn.init.zeros_(self.first.weight)
         nn.init.zeros_(self.first.bias)
         self.layers = nn.ModuleList(DecoderLayer(cin, width) for _ in range(depth))
+        self.heatmaps = DynamicConv2d(cin, num_keypoints, 1, bias=True)  # training only: the auxiliary loss
 
     def set_active(self, head: dict) -> None:
         self.queries, self.depth, width = head["queries"], head["decoder_depth"], head["decoder_width"]
@@ -125,7 +128,7 @@ class QueryHead(nn.Module):
             query, joints, joint_logits, person_logits = layer(features, query, joints, embed)
             stages.append((joints, joint_logits, person_logits))
         if self.training:
-            return [centre, *(torch.stack(s) for s in zip(*stages)), positions]
+            return [centre, *(torch.stack(s) for s in zip(*stages)), positions, self.heatmaps(features)]
         joints, joint_logits, person_logits = stages[-1]
         people = torch.cat([joints, joint_logits.sigmoid()[..., None]], dim=-1)
         person = torch.cat([positions, person_logits.sigmoid()[..., None]], dim=-1)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from nas.pose.losses import heatmap_loss
+
 CLASS_COST, L1_COST, OKS_COST = 2.0, 5.0, 2.0  # PETR's weights; the centre map's focal loss weighs 1
 SCALE = 0.01  # the whole loss, to the AE loss's magnitude: both heads share a backbone and its Adam moments
 CENTRE_SIGMA = 2.0  # stride-4 pixels
@@ -96,11 +98,13 @@ def centre_seeds(people: torch.Tensor) -> torch.Tensor:
 
 
 def query_forward_loss(net, images: torch.Tensor, people: torch.Tensor, mask: torch.Tensor,
-                       sigmas: torch.Tensor) -> torch.Tensor:
+                       sigmas: torch.Tensor, heats: torch.Tensor) -> torch.Tensor:
     """One training forward of a query-head network with queries seeded at the people's centres,
-    and its loss; ``people`` (B, MAX_PEOPLE, K, 3) and ``mask`` (B, H, W) at stride 4."""
+    and its loss; ``people`` (B, MAX_PEOPLE, K, 3), ``mask`` (B, H, W) and the joint heatmap
+    targets ``heats`` (B, K, H, W) at stride 4."""
     people = seeded_people(people)
-    return query_loss(net(images, seeds=centre_seeds(people)), people, mask, sigmas)
+    outputs = net(images, seeds=centre_seeds(people))
+    return query_loss(outputs[:-1], people, mask, sigmas) + heatmap_loss(outputs[-1:], [heats], [mask])
 
 
 def query_loss(outputs: list[torch.Tensor], people: torch.Tensor, mask: torch.Tensor,

@@ -141,7 +141,7 @@ def _train(cfg: TrainConfig, out: str | Path, progress: bool, init: dict | None,
             images, heats, masks, joints, people = batch_to(batch, device)
             if query:
                 with autocast(device):
-                    loss = query_forward_loss(net, images, people, masks[0], sigmas)
+                    loss = query_forward_loss(net, images, people, masks[0], sigmas, heats[0])
                 h_loss = pull = push = torch.zeros(())
             else:
                 with autocast(device):

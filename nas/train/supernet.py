@@ -156,7 +156,7 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
         net.set_active({**arch, "resolution": images.shape[-1]})
         if arch["head"]["type"] == "query":
             with autocast(device):
-                loss = query_forward_loss(net, images, people, masks[0], sigmas)
+                loss = query_forward_loss(net, images, people, masks[0], sigmas, heats[0])
         else:
             with autocast(device):
                 outputs = [o.float() for o in net(images)]
