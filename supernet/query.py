@@ -101,6 +101,8 @@ class QueryHead(nn.Module):
         nn.init.zeros_(self.first.bias)
         self.layers = nn.ModuleList(DecoderLayer(cin, width) for _ in range(depth))
         self.heatmaps = DynamicConv2d(cin, num_keypoints, 1, bias=True)  # training only: the auxiliary loss
+        nn.init.normal_(self.heatmaps.weight, std=0.001)
+        nn.init.zeros_(self.heatmaps.bias)
 
     def set_active(self, head: dict) -> None:
         self.queries, self.depth, width = head["queries"], head["decoder_depth"], head["decoder_width"]
