@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
-from nas.app.cli.flags import COUNT, INDEX, SEED, arch_flags, chosen_arch, cost_row, latency_flags, meter
+from nas.app.cli.flags import COUNT, INDEX, SEED, arch_flags, bounded, chosen_arch, cost_row, latency_flags, meter
+from nas.config import Range
 from nas.errors import PoseNASError
 from nas.latency.settings import REFERENCE_NETWORK
 
@@ -108,18 +109,16 @@ class Server(Command):
     name = "latency-server"
 
     def add_arguments(self, p):
-        p.add_argument("--port", type=int, default=8765)
+        p.add_argument("--port", type=bounded(int, Range(0, 65535)), default=8765, help="0: any free port")
         p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (needs a token)")
         p.add_argument("--token-file", help="the token clients must send (default: $POSENAS_LATENCY_TOKEN; "
                                             "without one, loopback only)")
-        p.add_argument("--timeout", type=float, default=10,
+        p.add_argument("--timeout", type=bounded(float, Range(0.1, 3600)), default=10,
                        help="seconds a client may stay silent within a request before it is cut off")
 
     def take_action(self, args):
         from nas.latency.token import check_exposure, read_token
 
-        if not 0.1 <= args.timeout <= 3600:
-            raise PoseNASError(f"--timeout {args.timeout}: give 0.1 to 3600 seconds")
         token = read_token(args.token_file)
         check_exposure(args.host, token)  # before the measuring stack loads: a refusal comes at once
         from nas.latency.server import serve
