@@ -165,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _length(self) -> int:
         length = self.headers.get("Content-Length", "")
-        if not length.isdigit() or not 0 < int(length) <= MAX_MODEL_BYTES:
+        if not (length.isascii() and length.isdigit()) or not 0 < int(length) <= MAX_MODEL_BYTES:
             raise PoseNASError(f"the body must be an ONNX model of 1 byte to {MAX_MODEL_BYTES} bytes "
                                f"(Content-Length), got {length[:20]!r}")
         return int(length)
