@@ -96,9 +96,13 @@ def check_data_section(data: dict, source: str) -> None:
                 raise PoseNASError(f"{source}: data.{split} must be {{ann: GT.json, images: FOLDER}}, got {entry!r}")
 
 
-def check_data_files(files: dict) -> None:
-    """The user's sets, read and checked whole before any stage: annotations (every field COCOeval
-    relies on), one keypoint spec for both, every image named present."""
+def check_user_data(run: RunLayout, data: dict) -> None:
+    """The user's COCO-format sets, read and checked whole before any stage: annotations (every
+    field COCOeval relies on), one keypoint spec for both, every image named present (synthetic
+    sets are made, not checked)."""
+    if "train" not in data:
+        return
+    files = data_files(run, data)
     train, val = (CocoPoseDataset(files[f"{s}_ann"], files[f"{s}_images"], files["spec"]) for s in ("train", "val"))
     if train.spec.name != val.spec.name:
         raise PoseNASError(f"{files['val_ann']}: {val.spec.name} keypoints, but the training set "
@@ -160,7 +164,7 @@ class Pipeline:
         self.source = config or DEFAULT_CONFIG
         self.run = RunLayout(Path(out or Path("results") / cfg.get("name", "nas")))
         self.data = cfg.get("data", {})
-        data = self.files = data_files(self.run, self.data)
+        data = data_files(self.run, self.data)
         val_ann, val_images = data["val_ann"], data["val_images"]
         space = cfg.get("space", "cpu")
         # every section is checked before any work is done
@@ -191,8 +195,7 @@ class Pipeline:
     def run_all(self) -> dict:
         """Every stage not done yet, in order; one pipeline writes a run folder at a time."""
         with writer_lock(self.run.root):
-            if "train" in self.data:
-                check_data_files(self.files)
+            check_user_data(self.run, self.data)
             done = self.done()
             for i, stage in enumerate(STAGES):
                 if stage in done:
@@ -229,7 +232,7 @@ class Pipeline:
         val = CocoPoseDataset(self.search_cfg.val_ann, self.search_cfg.val_images, supernet.spec)
         rows = []
         for name in tqdm(self.baselines, desc="baselines"):
-            arch = space.canonical(space.resolve(name))
+            arch = space.resolve(name)
             metrics = supernet.evaluate(arch, val, self.search_cfg.flip_test, self.search_cfg.eval_images)
             cost = arch_cost(arch, k)
             rows.append({"preset": name, "AP": metrics["AP"], "latency_ms": meter.measure(arch, k)["median_ms"],

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from nas.app.pipeline import check_data_files, data_files, load_run_config, make_data, supernet_config
+from nas.app.pipeline import check_user_data, load_run_config, make_data, supernet_config
 from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
 from nas.io import read_checkpoint, write_json, write_text
@@ -85,10 +85,8 @@ def prepare_run(config: str, out: str | Path):
         raise PoseNASError(f"{config}: a zoo config needs a name (one word: the entry is zoo:NAME)")
     run = RunLayout(Path(out))
     supernet_cfg = supernet_config(cfg, run, config)
-    data = cfg.get("data", {})
-    if "train" in data:
-        check_data_files(data_files(run, data))
-    make_data(run, data)
+    check_user_data(run, cfg.get("data", {}))
+    make_data(run, cfg.get("data", {}))
     return cfg, run, supernet_cfg
 
 
@@ -118,7 +116,7 @@ def evaluate_entry(shipped: TrainedSupernet, run: RunLayout, names: list[str] | 
     space, val = shipped.space, CocoPoseDataset(*set_files(run.data("val")))
     rows = []
     for name in tqdm(names or space.preset_names(), desc="inherited AP"):
-        arch = space.canonical(space.resolve(name))
+        arch = space.resolve(name)
         rows.append({"subnet": name, "AP": round(shipped.evaluate(arch, val)["AP"], 4),
                      "macs": arch_cost(arch, shipped.num_keypoints).macs, "resolution": arch["resolution"],
                      "arch_hash": arch_hash(arch)})
@@ -143,7 +141,7 @@ def ranking_archs(space, count: int) -> dict[str, dict]:
     """The presets, then subnets spread over the MACs range: ``count`` subnets in all."""
     from nas.search.predictor_build import spread_subnets
 
-    archs = {name: space.canonical(space.resolve(name)) for name in space.preset_names()[:count]}
+    archs = {name: space.resolve(name) for name in space.preset_names()[:count]}
     archs.update({f"spread{i}": a for i, a in enumerate(spread_subnets(space, max(0, count - len(archs))))})
     return archs
 

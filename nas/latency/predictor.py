@@ -128,7 +128,7 @@ def adapted_reference(meter, space, anchors: tuple[str, ...] = ANCHORS, progress
     from tqdm import tqdm
 
     reference = LatencyPredictor.load(REFERENCE)
-    archs = [space.canonical(space.resolve(name)) for name in anchors]
+    archs = [space.resolve(name) for name in anchors]
     network = [meter.measure(a, reference.num_keypoints)["network_ms"]
                for a in tqdm(archs, desc="latency anchors", disable=not progress)]
     return reference.adapted(archs, network, meter.backend.fingerprint, asdict(meter.settings),

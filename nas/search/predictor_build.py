@@ -79,7 +79,7 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
         if r["arch_hash"] not in done:
             rows.append(r)
             done.add(r["arch_hash"])
-    wanted = [space.canonical(space.resolve(p)) for p in space.preset_names()] + spread_subnets(space, samples, seed)
+    wanted = [space.resolve(p) for p in space.preset_names()] + spread_subnets(space, samples, seed)
     wanted = list(dict((arch_hash(a), a) for a in wanted).values())[:samples]  # presets, then spread, distinct
     todo = [a for a in wanted if arch_hash(a) not in done]
     dataset = CocoPoseDataset(*val, supernet.spec)

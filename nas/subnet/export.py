@@ -34,38 +34,33 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
     ``refine``, a skeleton completer that travels with the subnet (in ``refine/``). ``out`` may be
     new, empty or an export folder (replaced whole); anything else in it is refused."""
     out = Path(out)
-    check_export_place(out)
-    net = net.cpu().eval()
-    model = to_onnx(net, arch["resolution"])
-    difference = max_abs_difference(net, model, arch["resolution"])
-    if difference > ONNX_TOLERANCE:
-        raise PoseNASError(f"{out / ONNX}: onnxruntime differs from torch by {difference:.2e} "
-                           f"(tolerance {ONNX_TOLERANCE}); not exported")
-    cost = arch_cost(arch, net.num_keypoints)
-    card = {"arch_hash": arch_hash(arch), "spec": spec, "num_keypoints": net.num_keypoints,
-            "resolution": arch["resolution"], "macs": cost.macs, "params": cost.params, "metrics": metrics,
-            "onnx": {"opset": OPSET, "max_abs_difference": difference,
-                     "outputs": list(PEOPLE if arch["head"]["type"] == "query" else OUTPUTS),
-                     "decode": asdict(DecodeConfig()), "stride": finest_stride(arch)},
-            "source": source or {}}
-    if latency is not None:
-        card["latency"] = latency
-    with writer_lock(out), staged_folder(out) as staged:
-        write_files(net, arch, model, staged)
-        if refine is not None:
-            card["refine"] = refine.save(staged / REFINE)
-        card["files"] = {str(f.relative_to(staged)): sha256(f) for f in sorted(staged.rglob("*")) if f.is_file()}
-        write_json(staged / CARD, card, indent=1)
+    with writer_lock(out):  # a file there, or a folder another process writes, is refused before any work
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES) if out.is_dir() else []
+        if foreign:
+            raise PoseNASError(f"--out {out}: holds files that are not an export's ({', '.join(foreign[:3])}); "
+                               f"give a new or empty folder, or an export folder to replace")
+        net = net.cpu().eval()
+        model = to_onnx(net, arch["resolution"])
+        difference = max_abs_difference(net, model, arch["resolution"])
+        if difference > ONNX_TOLERANCE:
+            raise PoseNASError(f"{out / ONNX}: onnxruntime differs from torch by {difference:.2e} "
+                               f"(tolerance {ONNX_TOLERANCE}); not exported")
+        cost = arch_cost(arch, net.num_keypoints)
+        card = {"arch_hash": arch_hash(arch), "spec": spec, "num_keypoints": net.num_keypoints,
+                "resolution": arch["resolution"], "macs": cost.macs, "params": cost.params, "metrics": metrics,
+                "onnx": {"opset": OPSET, "max_abs_difference": difference,
+                         "outputs": list(PEOPLE if arch["head"]["type"] == "query" else OUTPUTS),
+                         "decode": asdict(DecodeConfig()), "stride": finest_stride(arch)},
+                "source": source or {}}
+        if latency is not None:
+            card["latency"] = latency
+        with staged_folder(out) as staged:
+            write_files(net, arch, model, staged)
+            if refine is not None:
+                card["refine"] = refine.save(staged / REFINE)
+            card["files"] = {str(f.relative_to(staged)): sha256(f) for f in sorted(staged.rglob("*")) if f.is_file()}
+            write_json(staged / CARD, card, indent=1)
     return card
-
-
-def check_export_place(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise PoseNASError(f"--out {out}: exists and is not a folder")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES) if out.is_dir() else []
-    if foreign:
-        raise PoseNASError(f"--out {out}: holds files that are not an export's ({', '.join(foreign[:3])}); "
-                           f"give a new or empty folder, or an export folder to replace")
 
 
 def write_files(net: torch.nn.Module, arch: dict, model: bytes, folder: Path) -> None:

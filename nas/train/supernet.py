@@ -115,12 +115,13 @@ def parse_phases(cfg: SupernetConfig) -> list[Phase]:
             raise PoseNASError(f"{where}.elastic: unknown group {bad[0]!r}; groups: {list(GROUPS)}")
         if not is_kind(p["epochs"], (int, float)) or not 0 < p["epochs"] < math.inf:
             raise PoseNASError(f"{where}.epochs must be a positive number, got {p['epochs']!r}")
-        if not is_kind(p.get("lr", PHASE_LR), (int, float)) or not 0 < p.get("lr", PHASE_LR) < math.inf:
-            raise PoseNASError(f"{where}.lr must be a positive number, got {p['lr']!r}")
+        lr = p.get("lr", PHASE_LR)
+        if not is_kind(lr, (int, float)) or not 0 < lr < math.inf:
+            raise PoseNASError(f"{where}.lr must be a positive number, got {lr!r}")
         warmup = p.get("warmup_epochs", cfg.warmup_epochs if i == 0 else 0.0)
         if not is_kind(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
             raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
-        phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(p.get("lr", PHASE_LR)),
+        phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(lr),
                             elastic, float(warmup)))
     if not phases:
         raise PoseNASError("phases: give at least one phase")
