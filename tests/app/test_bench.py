@@ -1,9 +1,12 @@
 """The benchmark suite's machinery: figures beside targets in bench.json and bench.md."""
 import json
 
+import pytest
+
 from nas.app.cli import main
 
 
+@pytest.mark.slow
 def test_bench_writes_figures_beside_their_targets(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "--quick", "--only", "cost", "decode", "--out", str(out)]) == 0

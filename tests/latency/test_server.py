@@ -86,6 +86,7 @@ def test_server_measures_over_loopback_and_bounds_each_request():
         RemoteBackend(url)
 
 
+@pytest.mark.slow
 def test_a_token_server_answers_only_its_token_holders(tmp_path):
     with latency_server(token=TOKEN) as url:
         for token in (None, TOKEN[:-1] + "x"):
@@ -116,6 +117,7 @@ def test_a_server_on_a_network_without_a_token_does_not_start():
     assert short.returncode == 2 and "at least 16 characters" in short.stderr
 
 
+@pytest.mark.slow
 def test_a_slow_client_holds_nobody_and_is_cut_off():
     with latency_server("--timeout", "300") as url:  # a silent client is waited for 5 minutes
         slow = raw_request(url, "POST /measure?resolution=64 HTTP/1.1\r\nContent-Length: 100000", b"0123456789")
@@ -160,6 +162,7 @@ class Hostile(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_the_client_believes_no_reply_that_is_not_a_measurement(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -17,7 +17,7 @@ def ptflops_macs(net, resolution: int) -> tuple[int, int]:
                                          print_per_layer_stat=False, backend=FLOPS_BACKEND.ATEN, verbose=False)
 
 
-@pytest.mark.parametrize("name, count", [("tiny", 8), ("cpu", 6), ("default", 2)])
+@pytest.mark.parametrize("name, count", [("tiny", 8), ("cpu", 6), pytest.param("default", 2, marks=pytest.mark.slow)])
 def test_analytic_cost_agrees_with_ptflops(name, count):
     space = SearchSpace.load(name)
     supernet = PoseNet.supernet(space).eval()

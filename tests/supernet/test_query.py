@@ -25,8 +25,9 @@ def test_one_supernet_holds_both_heads_and_hands_each_subnet_its_own():
     ae, query = extract(supernet, space.max()), extract(supernet, query_configs(space)[0])
     assert hasattr(ae, "final") and not hasattr(ae, "query")
     assert hasattr(query, "query") and not hasattr(query, "final") and not hasattr(query, "up_high")
-    shared = [n for n in ae.state_dict() if n.startswith("stages.")]
-    assert shared and all(torch.equal(ae.state_dict()[n], query.state_dict()[n]) for n in shared)
+    ae_weights, query_weights = ae.state_dict(), query.state_dict()
+    shared = [n for n in ae_weights if n.startswith("stages.")]
+    assert shared and all(torch.equal(ae_weights[n], query_weights[n]) for n in shared)
 
 
 def test_query_subnets_extract_exactly_and_rebuild_from_their_weights():
@@ -67,7 +68,8 @@ def test_query_head_exports_people_that_onnxruntime_matches():
         with torch.no_grad():
             supernet.query.centre.weight.abs_()
             supernet.query.centre.bias.fill_(-1.0)
-        for config in query_configs(space):
+        configs = query_configs(space)
+        for config in configs if seed == 0 else configs[:1]:
             net = extract(supernet, config)
             model = to_onnx(net, config["resolution"])
             assert [o.name for o in session(model).get_outputs()] == list(PEOPLE)

@@ -39,7 +39,7 @@ def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("name, count", [("tiny", 12), ("cpu", 6), ("default", 2)])
+@pytest.mark.parametrize("name, count", [("tiny", 12), ("cpu", 6), pytest.param("default", 2, marks=pytest.mark.slow)])
 def test_extracted_subnets_equal_the_active_supernet(name, count):
     space = SearchSpace.load(name)
     supernet = trained_like(space)
