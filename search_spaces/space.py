@@ -7,8 +7,8 @@ disagree about what a config is.
 An arch config is plain JSON data::
 
     {"resolution": 256, "stem": 16, "widths": [24, 32, 48, 64],
-     "stages": [{"modules": 1, "branches": [{"depth": 2, "kernel": 7, "expand": 4}]},
-                {"modules": 1, "branches": [{...}, {...}]}, ...],
+     "stages": [{"modules": 1, "block": "mbconv", "branches": [{"depth": 2, "kernel": 7, "expand": 4}]},
+                {"modules": 1, "block": "mbconv", "branches": [{...}, {...}]}, ...],
      "token": {"depth": 1, "width": 64, "keep_ratio": 0.5},
      "head": {"width": 32, "multi_resolution": true, "type": "ae",
               "queries": 10, "decoder_depth": 1, "decoder_width": 32}}
@@ -16,10 +16,17 @@ An arch config is plain JSON data::
 Stage ``s`` has branches ``0..s``; branch ``b`` runs at stride ``4 * 2**b`` with ``widths[b]``
 channels. ``depth`` is blocks per branch per fusion module; a high-resolution branch (``b < s``)
 may have depth 0 (it passes its input on: gradual shrinking), the stage's newest, lowest-
-resolution branch may not. ``head.type`` picks the head: ``ae`` (heatmaps and associative-embedding
+resolution branch may not. ``block`` picks a stage's blocks: ``mbconv`` (LitePose's inverted
+residuals, depthwise-separable transitions and exchanges), ``basic`` (HRNet's two dense 3x3 convs,
+dense transitions and exchanges) or, in the first stage only, ``bottleneck`` (HRNet's first stage:
+bottlenecks at four times the stem's width, the stem's width inside); ``kernel`` and ``expand``
+are MBConv's own. ``keep_stride: true`` keeps the last stage's branch at the stride of the one
+before (LitePose's stride-16 last stage); it takes effect in a single-branch stage only.
+``head.type`` picks the head: ``ae`` (heatmaps and associative-embedding
 tags, grouped after the network) or ``query`` (people straight out of the network; ``queries``,
-``decoder_depth`` and ``decoder_width`` are its own). A categorical dimension has no order: its
-first choice in the space file stands in for both "largest" and "smallest".
+``decoder_depth`` and ``decoder_width`` are its own). A categorical dimension keeps the space file's
+order: block types run from largest to smallest, head types have no order (the first choice
+stands in for both "largest" and "smallest").
 """
 from __future__ import annotations
 
@@ -51,13 +58,20 @@ class Key:
     kind: type  # int, float, bool, or str (categorical: choices keep the file's order)
     group: str
     default: tuple | None = None
+    values: tuple = ()  # a categorical key's allowed values
+    ordered: bool = False  # a categorical key whose file order runs from largest to smallest
 
 
 # Every elastic key: a new dimension is one entry here (its block reads it from the config dict).
+HEAD_TYPES = ("ae", "query")
+BLOCK_TYPES = ("mbconv", "basic", "bottleneck")
 KEYS = {
     "resolution": Key("top", int, "resolution"),
+    "stem": Key("top", int, "width"),
     "widths": Key("widths", int, "width"),
     "modules": Key("stage", int, "depth", (1,)),
+    "block": Key("stage", str, "depth", ("mbconv",), BLOCK_TYPES, ordered=True),
+    "keep_stride": Key("stage", bool, "depth", (False,)),
     "depth": Key("branch", int, "depth", (1,)),
     "kernel": Key("branch", int, "kernel", (3,)),
     "expand": Key("branch", int, "width", (4,)),
@@ -66,12 +80,11 @@ KEYS = {
     "token.keep_ratio": Key("token", float, "token", (1.0,)),
     "head.width": Key("head", int, "width", (32,)),
     "head.multi_resolution": Key("head", bool, "depth", (False,)),
-    "head.type": Key("head", str, "head", ("ae",)),
+    "head.type": Key("head", str, "head", ("ae",), HEAD_TYPES),
     "head.queries": Key("head", int, "head", (10,)),
     "head.decoder_depth": Key("head", int, "head", (1,)),
     "head.decoder_width": Key("head", int, "head", (32,)),
 }
-HEAD_TYPES = ("ae", "query")
 QUERY_KEYS = ("queries", "decoder_depth", "decoder_width")  # inert unless head.type is query
 NEWER_HEAD_KEYS = ("type", *QUERY_KEYS)  # what configs written before the query head lack
 assert all(k.group in GROUPS for k in KEYS.values())
@@ -82,7 +95,10 @@ def scope_keys(scope: str) -> tuple[str, ...]:
     return tuple(name.split(".")[-1] for name, key in KEYS.items() if key.scope == scope)
 
 
-BRANCH_KEYS, TOKEN_KEYS, HEAD_KEYS = scope_keys("branch"), scope_keys("token"), scope_keys("head")
+STAGE_KEYS, BRANCH_KEYS = scope_keys("stage"), scope_keys("branch")
+TOKEN_KEYS, HEAD_KEYS = scope_keys("token"), scope_keys("head")
+MBCONV_KEYS = ("kernel", "expand")  # inert in a stage of HRNet blocks
+ADDED_LATER = (("block", "mbconv"), ("keep_stride", False))  # stage keys and the value configs before them meant
 
 
 class SpaceError(ValueError):
@@ -107,7 +123,9 @@ class Dimension:
 
     @property
     def smallest(self):
-        return self.choices[0] if KEYS[self.key].kind is str else min(self.choices)
+        """The smallest choice; an ordered categorical dimension's last, an unordered one's first."""
+        key = KEYS[self.key]
+        return self.choices[-1 if key.ordered else 0] if key.kind is str else min(self.choices)
 
     @property
     def name(self) -> str:
@@ -144,10 +162,10 @@ class SearchSpace:
         s = self.spec
         self.name: str = s["name"]
         self.num_stages = len(s["widths"])
-        dims = [Dimension(("resolution",), s["resolution"], "resolution")]
+        dims = [Dimension(("resolution",), s["resolution"], "resolution"), Dimension(("stem",), s["stem"], "stem")]
         dims += [Dimension(("widths", b), tuple(c), "widths") for b, c in enumerate(s["widths"])]
         for st in range(self.num_stages):
-            dims.append(Dimension(("stages", st, "modules"), tuple(s["modules"][st]), "modules"))
+            dims += [Dimension(("stages", st, key), s[key][st], key) for key in STAGE_KEYS]
             for b in range(st + 1):
                 for key in BRANCH_KEYS:
                     choices = s[key]
@@ -182,8 +200,8 @@ class SearchSpace:
     def _build(self, pick) -> dict:
         """A config with ``pick(dimension)`` for every dimension."""
         config: dict = {
-            "resolution": None, "stem": self.spec["stem"], "widths": [None] * self.num_stages,
-            "stages": [{"modules": None, "branches": [dict.fromkeys(BRANCH_KEYS) for _ in range(s + 1)]}
+            "resolution": None, "stem": None, "widths": [None] * self.num_stages,
+            "stages": [{**dict.fromkeys(STAGE_KEYS), "branches": [dict.fromkeys(BRANCH_KEYS) for _ in range(s + 1)]}
                        for s in range(self.num_stages)],
             "token": dict.fromkeys(TOKEN_KEYS), "head": dict.fromkeys(HEAD_KEYS)}
         for dim in self.dimensions:
@@ -219,15 +237,13 @@ class SearchSpace:
         if not isinstance(config, dict):
             raise SpaceError(f"{source}: an arch config must be a JSON object, got {type(config).__name__}")
         _check_keys(config, TOP_KEYS, (), source)
-        config = with_head_defaults(config) if isinstance(config["head"], dict) else copy.deepcopy(config)
-        if config["stem"] != self.spec["stem"]:
-            raise SpaceError(f"{source}: stem is {config['stem']!r}; space {self.name!r} has stem {self.spec['stem']}")
+        config = with_defaults(config)
         for key, n in (("widths", self.num_stages), ("stages", self.num_stages)):
             if not isinstance(config[key], list) or len(config[key]) != n:
                 raise SpaceError(f"{source}: {key} must be a list of {n} entries (one per "
                                  f"{'branch' if key == 'widths' else 'stage'}) in space {self.name!r}")
         for s, stage in enumerate(config["stages"]):
-            _check_keys(stage, ("modules", "branches"), ("stages", s), source)
+            _check_keys(stage, (*STAGE_KEYS, "branches"), ("stages", s), source)
             if not isinstance(stage["branches"], list) or len(stage["branches"]) != s + 1:
                 raise SpaceError(f"{source}: {field_name(('stages', s, 'branches'))} must list {s + 1} branches")
             for b, branch in enumerate(stage["branches"]):
@@ -247,15 +263,16 @@ class SearchSpace:
 
     def canonical(self, config: dict) -> dict:
         """Inert choices set to their minimum (every key but depth of a depth-0 branch or token
-        stage; the query head's keys under the AE head; the stride-2 heatmaps under the query head),
-        so equal networks have equal configs and hashes."""
+        stage; MBConv's keys in a stage of HRNet blocks; the query head's keys under the AE head;
+        the stride-2 heatmaps under the query head), so equal networks have equal configs and hashes."""
         config = copy.deepcopy(config)
         smallest = {d.path: d.smallest for d in self.dimensions}
         for s, stage in enumerate(config["stages"]):
             for b, branch in enumerate(stage["branches"]):
-                if branch["depth"] == 0:
-                    for key in BRANCH_KEYS[1:]:
-                        branch[key] = smallest[("stages", s, "branches", b, key)]
+                inert = BRANCH_KEYS[1:] if branch["depth"] == 0 else MBCONV_KEYS if stage["block"] != "mbconv" else ()
+                for key in inert:
+                    branch[key] = smallest[("stages", s, "branches", b, key)]
+            stage["keep_stride"] = keeps_stride(stage)
         if config["token"]["depth"] == 0:
             for key in TOKEN_KEYS[1:]:
                 config["token"][key] = smallest[("token", key)]
@@ -298,7 +315,7 @@ class SearchSpace:
     def preset(self, name: str) -> dict:
         """A published model mirrored as closely as this space allows: every value snapped to the
         nearest allowed choice (``min`` and ``max`` are the space's own extremes)."""
-        from search_spaces.presets import PRESETS
+        from search_spaces.presets import PRESET_TABLES, PRESETS
 
         if name == "min":
             return self.min()
@@ -306,13 +323,15 @@ class SearchSpace:
             return self.max()
         if name not in PRESETS:
             raise SpaceError(f"unknown preset {name!r}; known: {self.preset_names()}")
-        ideal = PRESETS[name]
+        ideal = PRESET_TABLES[self.spec.get("presets", "published")][name]
 
         def nearest(dim: Dimension):
             try:
                 target = _get(ideal, dim.path)
             except (KeyError, IndexError):  # the space has more stages (or keys) than the model: smallest choice
                 return dim.smallest
+            if isinstance(target, str):
+                return target if target in dim.choices else dim.smallest
             return min(dim.choices, key=lambda c: (abs(float(c) - float(target)), c))
 
         config = self._build(nearest)
@@ -359,21 +378,35 @@ class SearchSpace:
         return f"space {self.name!r}: {len(self.dimensions)} dimensions, {size:.3g} configs"
 
 
-def with_head_defaults(config: dict) -> dict:
-    """A copy of ``config`` with the head keys it lacks at their defaults: a config written before
-    the query head (a checkpoint's, an export folder's) is an AE-head config."""
+def with_defaults(config: dict) -> dict:
+    """A copy of ``config`` with the keys it lacks at their defaults: a config written before the
+    query head or the block types (a checkpoint's, an export folder's) is an AE-head, MBConv config."""
     config = copy.deepcopy(config)
-    for key in NEWER_HEAD_KEYS:
-        config["head"].setdefault(key, KEYS[f"head.{key}"].default[0])
+    if isinstance(config.get("head"), dict):
+        for key in NEWER_HEAD_KEYS:
+            config["head"].setdefault(key, KEYS[f"head.{key}"].default[0])
+    for stage in config.get("stages") if isinstance(config.get("stages"), list) else ():
+        if isinstance(stage, dict):
+            for key, value in ADDED_LATER:
+                stage.setdefault(key, value)
     return config
 
 
+def keeps_stride(stage: dict) -> bool:
+    """Whether a stage's new branch stays at the stride of the one before: asked for, and the stage
+    single-branch (HRNet's exchanges between branches need them at different strides)."""
+    return stage.get("keep_stride", False) and not any(branch["depth"] for branch in stage["branches"][:-1])
+
+
 def arch_hash(config: dict) -> str:
-    """A short stable key for a (canonical) config: it keys every cache. An AE-head config hashes
-    without the head's newer keys, as before the query head, so caches and records stay valid."""
+    """A short stable key for a (canonical) config: it keys every cache. A config hashes without
+    the keys added since, at their old values (the AE head's newer keys, MBConv blocks), as it did
+    before them, so caches and records stay valid."""
     head = config["head"]
     if head.get("type", "ae") == "ae":
         config = {**config, "head": {k: v for k, v in head.items() if k not in NEWER_HEAD_KEYS}}
+    config = {**config, "stages": [{k: v for k, v in stage.items() if (k, v) not in ADDED_LATER}
+                                   for stage in config["stages"]]}
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -413,22 +446,23 @@ def _check_keys(d: Any, keys: tuple, path: tuple, source: str) -> None:
 
 
 # -- the space file ----------------------------------------------------------------------------
-FILE_KEYS = {"name": str, "description": str, "stem": int, "token": dict, "head": dict}  # besides KEYS
-LIST_KEYS = tuple(name for name in KEYS if "." not in name)  # resolution, widths, modules and the branch keys
+FILE_KEYS = {"name": str, "description": str, "presets": str, "token": dict, "head": dict}  # besides KEYS
+LIST_KEYS = tuple(name for name in KEYS if "." not in name)  # resolution, stem, widths, the stage and branch keys
 
 
-def _choices(value: Any, where: str, source: str, kind=int) -> tuple:
+def _choices(value: Any, where: str, source: str, key: Key = KEYS["widths"]) -> tuple:
     if not isinstance(value, list) or not value:
         raise SpaceError(f"{source}: {where} must be a non-empty list of choices, got {value!r}")
+    kind = key.kind
     for v in value:
         ok = isinstance(v, bool) if kind is bool else (isinstance(v, kind) and not isinstance(v, bool))
         if kind is str:
-            ok = v in HEAD_TYPES
+            ok = v in key.values
         if kind is float:
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
         if not ok:
             raise SpaceError(f"{source}: {where} has {v!r}; choices must be "
-                             + (f"among {list(HEAD_TYPES)}" if kind is str else kind.__name__))
+                             + (f"among {list(key.values)}" if kind is str else kind.__name__))
     if len(set(value)) != len(value):
         raise SpaceError(f"{source}: {where} lists a choice twice: {value}")
     return tuple(value) if kind is str else tuple(sorted(value))
@@ -447,6 +481,8 @@ def _given(spec: dict, name: str, source: str, stages: int = 1):
 
 
 def _check_space(spec: dict, source: str) -> dict:
+    if isinstance(spec.get("stem"), int) and not isinstance(spec["stem"], bool):
+        spec = {**spec, "stem": [spec["stem"]]}  # one width: a fixed stem
     unknown = sorted(set(spec) - set(FILE_KEYS) - set(LIST_KEYS))
     if unknown:
         raise SpaceError(f"{source}: unknown dimension {unknown[0]!r}; known: {sorted({*FILE_KEYS, *LIST_KEYS})}")
@@ -456,6 +492,9 @@ def _check_space(spec: dict, source: str) -> dict:
     for key, kind in [*FILE_KEYS.items(), *((k, list) for k in LIST_KEYS)]:
         if key in spec and not isinstance(spec[key], kind):
             raise SpaceError(f"{source}: {key} must be a {kind.__name__}, got {spec[key]!r}")
+    if spec.get("presets", "published") not in ("published", "compact"):
+        raise SpaceError(f"{source}: presets {spec['presets']!r} is neither 'published' (the published models) nor "
+                         "'compact' (scaled to a CPU)")
     for scope in ("token", "head"):
         unknown = sorted(set(spec.get(scope, {})) - set(scope_keys(scope)))
         if unknown:
@@ -464,21 +503,27 @@ def _check_space(spec: dict, source: str) -> dict:
     out = dict(spec)
     widths = _given(spec, "widths", source)
     stages = len(widths)
-    modules = _given(spec, "modules", source, stages)
-    if stages < 1 or len(modules) != stages:
-        raise SpaceError(f"{source}: widths lists {stages} branches but modules lists {len(modules)} "
-                         "stages; stage s adds branch s, so they must agree")
+    for key in STAGE_KEYS:
+        per_stage = _given(spec, key, source, stages)
+        if stages < 1 or len(per_stage) != stages:
+            raise SpaceError(f"{source}: widths lists {stages} branches but {key} lists {len(per_stage)} "
+                             "stages; stage s adds branch s, so they must agree")
+        out[key] = [_choices(c, f"{key}[{s}]", source, KEYS[key]) for s, c in enumerate(per_stage)]
     out["widths"] = [_choices(w, f"widths[{b}]", source) for b, w in enumerate(widths)]
-    out["modules"] = [_choices(m, f"modules[{s}]", source) for s, m in enumerate(modules)]
-    for key in ("resolution", *BRANCH_KEYS):
-        out[key] = _choices(_given(spec, key, source), key, source, KEYS[key].kind)
+    for key in ("resolution", "stem", *BRANCH_KEYS):
+        out[key] = _choices(_given(spec, key, source), key, source, KEYS[key])
     for scope in ("token", "head"):
         out[scope] = {k: _choices(_given(spec, f"{scope}.{k}", source), f"{scope}.{k}", source,
-                                  KEYS[f"{scope}.{k}"].kind) for k in scope_keys(scope)}
+                                  KEYS[f"{scope}.{k}"]) for k in scope_keys(scope)}
+    if any("bottleneck" in blocks for blocks in out["block"][1:]):
+        raise SpaceError(f"{source}: block 'bottleneck' is for the first stage only (HRNet's first stage)")
+    if any(True in choices for choices in out["keep_stride"][:-1]) or stages < 2 and True in out["keep_stride"][0]:
+        raise SpaceError(f"{source}: keep_stride true is for the last stage only (LitePose's), after at least "
+                         "one other")
     if min(min(m) for m in out["modules"]) < 1:
         raise SpaceError(f"{source}: modules must be >= 1 in every stage")
-    if min(min(w) for w in out["widths"]) < 1:
-        raise SpaceError(f"{source}: widths must be >= 1")
+    if min(min(w) for w in out["widths"]) < 1 or min(out["stem"]) < 1:
+        raise SpaceError(f"{source}: widths and stem must be >= 1")
     if min(out["expand"]) < 2:
         raise SpaceError(f"{source}: expand ratios must be >= 2, got {list(out['expand'])} (the elastic "
                          "block always has its 1x1 expansion)")
@@ -487,7 +532,7 @@ def _check_space(spec: dict, source: str) -> dict:
                          "(each stage's newest branch needs a block)")
     if any(k % 2 == 0 or k < 1 for k in out["kernel"]):
         raise SpaceError(f"{source}: kernel sizes must be odd, got {list(out['kernel'])}")
-    stride = 2 ** (stages + 1)
+    stride = 2 ** (stages + 1)  # what the lowest branch runs at where the last stage downsamples
     if any(r % stride for r in out["resolution"]):
         raise SpaceError(f"{source}: every resolution must be a multiple of {stride} (the lowest branch's "
                          f"stride), got {list(out['resolution'])}")

@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM
+from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride
 
 FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_deconv", "macs_matmul", "activations",
             "elementwise", "attention", "pruning", "ops")
@@ -95,33 +95,63 @@ class Cost:
         if cin == cout:
             self.add(cout * pixels)
 
-    def fusion_up(self, cin: int, cskip: int, head: dict, pixels_in: int) -> None:
-        cout = head["width"]
-        self.conv(cin, cout, 4, pixels_in, transposed=True)  # counted over input pixels, as ptflops does
-        self.conv(cskip, cout, 1, 4 * pixels_in)
-        self.add(cout * 4 * pixels_in)
-        self.conv(cout, cout, 5, 4 * pixels_in, depthwise=True)
-        self.conv(cout, cout, 1, 4 * pixels_in)
+    def block(self, block_type: str, cin: int, width: int, branch: dict, pixels: int) -> None:
+        """One block of a branch (``supernet.layers``: MBConv, BasicBlock, Bottleneck)."""
+        if block_type == "mbconv":
+            return self.mbconv(cin, width, branch, pixels)
+        if block_type == "basic":
+            self.conv(width, width, 3, pixels)
+            self.conv(width, width, 3, pixels)
+        else:
+            self.conv(cin, width // 4, 1, pixels)
+            self.conv(width // 4, width // 4, 3, pixels)
+            self.conv(width // 4, width, 1, pixels)
+            if cin != width:
+                self.conv(cin, width, 1, pixels)
+        self.add(width * pixels)
+
+    def fusion_up(self, cin: int, cskip: int, head: dict, pixels_in: int, scale: int = 2) -> None:
+        cout, pixels = head["width"], scale * scale * pixels_in
+        if scale == 2:
+            self.conv(cin, cout, 4, pixels_in, transposed=True)  # counted over input pixels, as ptflops does
+        else:
+            self.conv(cin, cout, 1, pixels)
+        self.conv(cskip, cout, 1, pixels)
+        self.add(cout * pixels)
+        self.conv(cout, cout, 5, pixels, depthwise=True)
+        self.conv(cout, cout, 1, pixels)
 
 
 def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
     """MACs (for one image) and parameters of the static model of ``arch``."""
     c, k = Cost(), num_keypoints
     stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
+    first = arch["stages"][0].get("block", "mbconv")
     side = arch["resolution"] // 2
     c.conv(3, stem, 3, side * side)
-    c.mbconv(stem, stem, STEM_BLOCK, side * side)
+    if first == "mbconv":
+        c.mbconv(stem, stem, STEM_BLOCK, side * side)
     sides = [side // 2 ** (b + 1) for b in range(len(widths))]  # stride 4, 8, ...
+    last_scale = 1 if keeps_stride(arch["stages"][-1]) else 2
+    if last_scale == 1:  # the last stage kept the stride of the one before
+        sides[-1] = sides[-2]
     for s, stage in enumerate(arch["stages"]):
-        cin = stem if s == 0 else widths[s - 1]
-        c.conv(cin, cin, 3, sides[s] ** 2, depthwise=True)
-        c.conv(cin, widths[s], 1, sides[s] ** 2)
+        block = stage.get("block", "mbconv")
+        cin = stem if s == 0 else 4 * stem if s == 1 and first == "bottleneck" else widths[s - 1]
+        if s == 1 and first == "bottleneck":  # HRNet's transition to the first branch's width
+            c.conv(cin, widths[0], 3, sides[0] ** 2)
+        if block == "mbconv":
+            c.conv(cin, cin, 3, sides[s] ** 2, depthwise=True)
+            c.conv(cin, widths[s], 1, sides[s] ** 2)
+        else:
+            c.conv(cin, cin if block == "bottleneck" else widths[s], 3, sides[s] ** 2)
+        own = [4 * stem] if block == "bottleneck" else widths
         active = [b for b, branch in enumerate(stage["branches"]) if branch["depth"] > 0]
         for _ in range(stage["modules"]):
             for b in active:
                 branch = stage["branches"][b]
-                for _ in range(branch["depth"]):
-                    c.mbconv(widths[b], widths[b], branch, sides[b] ** 2)
+                for d in range(branch["depth"]):
+                    c.block(block, stem if block == "bottleneck" and d == 0 else own[b], own[b], branch, sides[b] ** 2)
             for j in active if len(active) > 1 else ():
                 for i in active:
                     if i != j:
@@ -130,8 +160,11 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
                         c.conv(widths[i], widths[j], 1, sides[i] ** 2)
                     for t in range(j - i):  # i < j: stride-2 steps
                         out = widths[j] if t == j - i - 1 else widths[i]
-                        c.conv(widths[i], widths[i], 3, sides[i + t + 1] ** 2, depthwise=True)
-                        c.conv(widths[i], out, 1, sides[i + t + 1] ** 2)
+                        if block == "mbconv":
+                            c.conv(widths[i], widths[i], 3, sides[i + t + 1] ** 2, depthwise=True)
+                            c.conv(widths[i], out, 1, sides[i + t + 1] ** 2)
+                        else:
+                            c.conv(widths[i], out, 3, sides[i + t + 1] ** 2)
     token = arch["token"]
     if token["depth"] > 0:
         e, n, low = token["width"], sides[-1] ** 2, widths[-1]
@@ -147,7 +180,7 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
         c.linear(e, head, k)
     cin = widths[-1]
     for b in range(len(widths) - 2, -1, -1):
-        c.fusion_up(cin, widths[b], arch["head"], sides[b + 1] ** 2)
+        c.fusion_up(cin, widths[b], arch["head"], sides[b + 1] ** 2, last_scale if b == len(widths) - 2 else 2)
         cin = head
     if arch["head"]["type"] == "query":
         c.query_head(arch["head"], k, sides[0] ** 2)

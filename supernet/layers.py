@@ -1,7 +1,10 @@
-"""Elastic building blocks: conv-BN-act, MBConv, HRNet fusion, stage transitions, fusion deconv.
+"""Elastic building blocks: conv-BN-act, MBConv and HRNet's blocks, HRNet fusion, stage
+transitions, fusion deconv.
 
 Each block is built at some size (the supernet's largest, or exactly a subnet's) and told its
-active size by ``set_active``; input channels always follow the input tensor.
+active size by ``set_active``; input channels always follow the input tensor. A stage is built
+with every block type its space allows there (``types``) and runs the active one: MBConv stages
+downsample with depthwise-separable steps, stages of HRNet blocks with dense 3x3 convolutions.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.space import keeps_stride
 from supernet.ops import DynamicBatchNorm2d, DynamicConv2d, DynamicConvTranspose2d
 
 
@@ -20,11 +24,13 @@ class ConvBN(nn.Module):
         self.bn = DynamicBatchNorm2d(cin if depthwise else cout)
         self.act = act
 
-    def set_active(self, cout: int | None = None, kernel: int | None = None) -> None:
+    def set_active(self, cout: int | None = None, kernel: int | None = None, stride: int | None = None) -> None:
         if cout is not None:
             self.conv.active_out = cout
         if kernel is not None:
             self.conv.active_kernel = kernel
+        if stride is not None:
+            self.conv.active_stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn(self.conv(x))
@@ -61,51 +67,116 @@ class MBConv(nn.Module):
         return x + y if self.stride == 1 and x.shape[1] == self.active_out else y
 
 
+class BasicBlock(nn.Module):
+    """HRNet's basic block: two dense 3x3 convolutions and the identity."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1, self.conv2 = ConvBN(width, width, 3), ConvBN(width, width, 3, act=False)
+
+    def set_active(self, width: int, block: dict) -> None:
+        self.conv1.set_active(width)
+        self.conv2.set_active(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.conv2(self.conv1(x)))
+
+
+class Bottleneck(nn.Module):
+    """HRNet's first-stage bottleneck (ResNet's): 1x1 down to a quarter of the width, 3x3, 1x1 up,
+    and the identity, or a 1x1 projection where the input is narrower (the first block)."""
+
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        self.reduce, self.conv = ConvBN(cin, width // 4, 1), ConvBN(width // 4, width // 4, 3)
+        self.restore = ConvBN(width // 4, width, 1, act=False)
+        self.shortcut = ConvBN(cin, width, 1, act=False) if cin != width else None
+
+    def set_active(self, width: int, block: dict) -> None:
+        for conv, cout in ((self.reduce, width // 4), (self.conv, width // 4), (self.restore, width),
+                           (self.shortcut, width)):
+            if conv is not None:
+                conv.set_active(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(identity + self.restore(self.conv(self.reduce(x))))
+
+
+def _blocks(block_type: str, width: int, branch: dict, cin: int) -> nn.ModuleList:
+    if block_type == "mbconv":
+        return nn.ModuleList(MBConv(width, width, branch) for _ in range(branch["depth"]))
+    if block_type == "basic":
+        return nn.ModuleList(BasicBlock(width) for _ in range(branch["depth"]))
+    return nn.ModuleList(Bottleneck(cin if d == 0 else 4 * cin, 4 * cin) for d in range(branch["depth"]))
+
+
 class Branch(nn.Module):
     """The blocks of one branch in one fusion module (``branch``: its arch config dict, ``depth``
-    blocks alike); depth 0 passes the input on."""
+    blocks alike), one list per block type in ``types``; depth 0 passes the input on. Bottlenecks
+    (HRNet's first stage) run at four times the stage's input width ``cin``, whatever ``width``."""
 
-    def __init__(self, width: int, branch: dict):
+    def __init__(self, width: int, branch: dict, types: tuple[str, ...] = ("mbconv",), cin: int | None = None):
         super().__init__()
-        self.blocks = nn.ModuleList(MBConv(width, width, branch) for _ in range(branch["depth"]))
-        self.active_depth = branch["depth"]
+        for block_type in types:  # the attribute names keep checkpoints of MBConv-only supernets valid
+            setattr(self, BLOCK_LISTS[block_type], _blocks(block_type, width, branch, cin or width))
+        self.active_depth, self.active_type = branch["depth"], types[0]
 
-    def set_active(self, width: int, branch: dict) -> None:
-        self.active_depth = branch["depth"]
-        for block in self.blocks[:self.active_depth]:
+    def set_active(self, width: int, branch: dict, block_type: str = "mbconv") -> None:
+        self.active_depth, self.active_type = branch["depth"], block_type
+        for block in getattr(self, BLOCK_LISTS[block_type])[:self.active_depth]:
             block.set_active(width, branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks[:self.active_depth]:
+        for block in getattr(self, BLOCK_LISTS[self.active_type])[:self.active_depth]:
             x = block(x)
         return x
 
 
+BLOCK_LISTS = {"mbconv": "blocks", "basic": "basic", "bottleneck": "bottlenecks"}
+
+
+def dense(types: tuple[str, ...]) -> tuple[bool, ...]:
+    """Which downsampling styles a stage of these block types needs: separable (False), dense (True)."""
+    return tuple(sorted({t != "mbconv" for t in types}))
+
+
 class Resample(nn.Module):
     """HRNet's exchange from branch ``i`` to branch ``j``: 1x1 conv then nearest upsampling when
-    ``i > j``; when ``i < j``, ``j - i`` depthwise-separable stride-2 steps (Lite-HRNet style)."""
+    ``i > j``; when ``i < j``, ``j - i`` stride-2 steps: depthwise-separable (Lite-HRNet style,
+    ``steps``) in MBConv stages, dense 3x3 (HRNet's, ``dense_steps``) in stages of HRNet blocks."""
 
-    def __init__(self, i: int, j: int, cin: int, cout: int):
+    def __init__(self, i: int, j: int, cin: int, cout: int, styles: tuple[bool, ...] = (False,)):
         super().__init__()
         self.scale = 2 ** (i - j) if i > j else 1
+        self.dense = styles[0]
         if i > j:
             self.steps = nn.ModuleList([ConvBN(cin, cout, 1, act=False)])
-        else:
+            return
+        if False in styles:
             steps = []
             for t in range(j - i):
                 last = t == j - i - 1
                 steps += [ConvBN(cin, cin, 3, 2, depthwise=True, act=False),
                           ConvBN(cin, cout if last else cin, 1, act=not last)]
             self.steps = nn.ModuleList(steps)
+        if True in styles:
+            self.dense_steps = nn.ModuleList(ConvBN(cin, cout if t == j - i - 1 else cin, 3, 2, act=t < j - i - 1)
+                                             for t in range(j - i))
 
-    def set_active(self, cin: int, cout: int) -> None:
-        for step in self.steps:
+    def _active_steps(self) -> nn.ModuleList:
+        return self.dense_steps if self.dense and self.scale == 1 else self.steps
+
+    def set_active(self, cin: int, cout: int, dense: bool = False) -> None:
+        self.dense = dense
+        steps = self._active_steps()
+        for step in steps:
             if not step.conv.depthwise:
                 step.set_active(cin)
-        self.steps[-1].set_active(cout)
+        steps[-1].set_active(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for step in self.steps:
+        for step in self._active_steps():
             x = step(x)
         return F.interpolate(x, scale_factor=self.scale, mode="nearest") if self.scale > 1 else x
 
@@ -114,22 +185,23 @@ class FusionModule(nn.Module):
     """One HRNet module: every active branch runs its blocks, then the active branches exchange
     features (sum of resampled inputs, then ReLU). Branches at depth 0 sit out and pass through."""
 
-    def __init__(self, widths: list[int], branches: list[dict]):
+    def __init__(self, widths: list[int], branches: list[dict], types: tuple[str, ...] = ("mbconv",),
+                 cin: int | None = None):
         super().__init__()
-        self.branches = nn.ModuleList(Branch(w, b) for w, b in zip(widths, branches))
+        self.branches = nn.ModuleList(Branch(w, b, types, cin) for w, b in zip(widths, branches))
         active = [i for i, b in enumerate(branches) if b["depth"] > 0]
-        self.fuse = nn.ModuleDict({f"{i}_{j}": Resample(i, j, widths[i], widths[j])
+        self.fuse = nn.ModuleDict({f"{i}_{j}": Resample(i, j, widths[i], widths[j], dense(types))
                                    for j in active for i in active if i != j})
         self.active = active
 
-    def set_active(self, widths: list[int], branches: list[dict]) -> None:
+    def set_active(self, widths: list[int], branches: list[dict], block_type: str = "mbconv") -> None:
         self.active = [i for i, b in enumerate(branches) if b["depth"] > 0]
         for branch, w, b in zip(self.branches, widths, branches):
-            branch.set_active(w, b)
+            branch.set_active(w, b, block_type)
         for j in self.active:
             for i in self.active:
                 if i != j:
-                    self.fuse[f"{i}_{j}"].set_active(widths[i], widths[j])
+                    self.fuse[f"{i}_{j}"].set_active(widths[i], widths[j], block_type != "mbconv")
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         ys = list(xs)
@@ -149,22 +221,48 @@ class FusionModule(nn.Module):
 
 class Stage(nn.Module):
     """A transition that opens the stage's new, lower-resolution branch from the previous lowest
-    one (depthwise 3x3 stride 2, then 1x1), followed by ``modules`` fusion modules."""
+    one, followed by ``modules`` fusion modules. MBConv stages open with a depthwise 3x3 stride 2,
+    then 1x1 (``transition``); stages of HRNet blocks with a dense 3x3 stride 2 (``dense_transition``;
+    for bottlenecks at the input's width, which they widen fourfold). ``adapt``: the input width of
+    the first branch where it may arrive at another width than the stage's (after bottlenecks): a
+    dense 3x3 brings it there (HRNet's transition). ``types``: the block types the stage may run."""
 
-    def __init__(self, cin: int, widths: list[int], stage: dict):
+    def __init__(self, cin: int, widths: list[int], stage: dict, types: tuple[str, ...] = ("mbconv",),
+                 adapt: int | None = None):
         super().__init__()
-        self.transition = nn.Sequential(ConvBN(cin, cin, 3, 2, depthwise=True), ConvBN(cin, widths[-1], 1))
-        self.fusion_modules = nn.ModuleList(FusionModule(widths, stage["branches"]) for _ in range(stage["modules"]))
-        self.active_modules = stage["modules"]
+        low, stride = widths[-1], 1 if keeps_stride(stage) else 2
+        if "mbconv" in types:
+            self.transition = nn.Sequential(ConvBN(cin, cin, 3, stride, depthwise=True), ConvBN(cin, low, 1))
+        if set(types) - {"mbconv"}:
+            self.dense_transition = ConvBN(cin, max(cin if t == "bottleneck" else low for t in types if t != "mbconv"),
+                                           3, stride)
+        if adapt is not None:
+            self.adapter = ConvBN(adapt, widths[0], 3)
+        self.fusion_modules = nn.ModuleList(FusionModule(widths, stage["branches"], types, cin)
+                                            for _ in range(stage["modules"]))
+        self.active_modules, self.active_type, self.adapting = stage["modules"], types[0], False
 
-    def set_active(self, widths: list[int], stage: dict) -> None:
-        self.transition[1].set_active(widths[-1])
+    def set_active(self, widths: list[int], stage: dict, adapting: bool = False) -> None:
+        """``widths``: the branches' (a bottleneck stage's: four times its input's); ``adapting``:
+        the first branch arrives at another width than ``widths[0]``."""
+        self.active_type, self.adapting = stage["block"], adapting
+        low = widths[-1] // 4 if stage["block"] == "bottleneck" else widths[-1]
+        stride = 1 if keeps_stride(stage) else 2
+        if stage["block"] == "mbconv":
+            self.transition[0].set_active(stride=stride)
+            self.transition[1].set_active(low)
+        else:
+            self.dense_transition.set_active(low, stride=stride)
+        if adapting:
+            self.adapter.set_active(widths[0])
         self.active_modules = stage["modules"]
         for module in self.fusion_modules[:self.active_modules]:
-            module.set_active(widths, stage["branches"])
+            module.set_active(widths, stage["branches"], stage["block"])
 
     def forward(self, xs: list[torch.Tensor], low: torch.Tensor) -> list[torch.Tensor]:
-        xs = xs + [self.transition(low)]
+        if self.adapting:
+            xs = [self.adapter(xs[0]), *xs[1:]]
+        xs = xs + [(self.transition if self.active_type == "mbconv" else self.dense_transition)(low)]
         for module in self.fusion_modules[:self.active_modules]:
             xs = module(xs)
         return xs
@@ -173,20 +271,31 @@ class Stage(nn.Module):
 class FusionUp(nn.Module):
     """One step of LitePose's fusion deconv head: 2x deconvolution, add the projected skip
     features of that resolution, refine with a depthwise 5x5 and a 1x1. ``head`` is the arch
-    config's head dict (its ``width`` is the step's output channels)."""
+    config's head dict (its ``width`` is the step's output channels). ``scales``: where the
+    input may already be at the skip's resolution (a last stage that did not downsample), a
+    1x1 (``lateral``) stands in for the deconvolution."""
 
-    def __init__(self, cin: int, cskip: int, head: dict):
+    def __init__(self, cin: int, cskip: int, head: dict, scales: tuple[int, ...] = (2,)):
         super().__init__()
         cout = head["width"]
-        self.deconv = DynamicConvTranspose2d(cin, cout)
-        self.bn = DynamicBatchNorm2d(cout)
+        if 2 in scales:
+            self.deconv = DynamicConvTranspose2d(cin, cout)
+            self.bn = DynamicBatchNorm2d(cout)
+        if 1 in scales:
+            self.lateral = ConvBN(cin, cout, 1)
         self.skip = ConvBN(cskip, cout, 1, act=False)
         self.refine = nn.Sequential(ConvBN(cout, cout, 5, depthwise=True), ConvBN(cout, cout, 1))
+        self.scale = scales[0]
 
-    def set_active(self, head: dict) -> None:
-        self.deconv.active_out = head["width"]
+    def set_active(self, head: dict, scale: int = 2) -> None:
+        self.scale = scale
+        if scale == 2:
+            self.deconv.active_out = head["width"]
+        else:
+            self.lateral.set_active(head["width"])
         self.skip.set_active(head["width"])
         self.refine[1].set_active(head["width"])
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.refine(F.relu(self.bn(self.deconv(x))) + self.skip(skip))
+        up = F.relu(self.bn(self.deconv(x))) if self.scale == 2 else self.lateral(x)
+        return self.refine(up + self.skip(skip))

@@ -5,8 +5,12 @@ config it is the supernet: ``set_active(config)`` switches it to any subnet, and
 ``extract(supernet, config)`` returns that subnet as a network of plain torch ops with the
 inherited weights. Outputs follow the pose engine's convention: stride 4 with K heatmaps and K tag
 maps, then (``head.multi_resolution``) stride 2 with K heatmaps; under the query head, what
-``supernet.query.QueryHead`` hands out. A supernet (``PoseNet.supernet``) holds every head type of
-its space over the one backbone; a subnet, its own.
+``supernet.query.QueryHead`` hands out. A supernet (``PoseNet.supernet``) holds every block type
+and head type of its space over the one backbone; a subnet, its own.
+
+The stem is a stride-2 3x3 convolution, followed in MBConv networks by LitePose's depthwise-
+separable step; in networks of HRNet blocks the first stage's dense transition is HRNet's second
+stem convolution.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import torch
 from torch import nn
 
 from search_spaces import SearchSpace
-from search_spaces.space import STEM_BLOCK, with_head_defaults
+from search_spaces.space import STEM_BLOCK, keeps_stride, with_defaults
 from supernet.layers import ConvBN, FusionUp, MBConv, Stage
 from supernet.ops import DynamicConv2d, make_static, slice_like
 from supernet.query import QueryHead
@@ -25,20 +29,32 @@ from supernet.tokens import TokenStage
 
 class PoseNet(nn.Module):
     def __init__(self, arch: dict, num_keypoints: int = 17, joint_mask: torch.Tensor | None = None,
-                 heads: tuple[str, ...] | None = None):
+                 space: SearchSpace | None = None):
+        """``space``: build every block and head type it allows (a supernet); otherwise ``arch``'s."""
         super().__init__()
-        self.arch = arch = with_head_defaults(arch)
-        heads = heads or (arch["head"]["type"],)
+        self.arch = arch = with_defaults(arch)
+        heads = space.choices("head.type") if space else (arch["head"]["type"],)
+        blocks = [space.choices(f"stages.{s}.block") if space else (stage["block"],)
+                  for s, stage in enumerate(arch["stages"])]
+        last = len(arch["stages"]) - 1
+        kept = space.choices(f"stages.{last}.keep_stride") if space else (keeps_stride(arch["stages"][-1]),)
+        scales = tuple(1 if k else 2 for k in kept)  # of the head's first step; a supernet builds its largest first
         self.num_keypoints = k = num_keypoints
         stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
-        self.stem = nn.Sequential(ConvBN(3, stem, 3, 2), MBConv(stem, stem, STEM_BLOCK))
-        self.stages = nn.ModuleList(Stage(stem if s == 0 else widths[s - 1], widths[:s + 1], stage)
-                                    for s, stage in enumerate(arch["stages"]))
+        lite = [MBConv(stem, stem, STEM_BLOCK)] if "mbconv" in blocks[0] else []  # LitePose's separable step
+        self.stem = nn.Sequential(ConvBN(3, stem, 3, 2), *lite)
+        handed_on = max(4 * stem if t == "bottleneck" else widths[0] for t in blocks[0])  # by the first stage
+        self.stages = nn.ModuleList()
+        for s, stage in enumerate(arch["stages"]):
+            cin = stem if s == 0 else handed_on if s == 1 else widths[s - 1]
+            adapt = handed_on if s == 1 and "bottleneck" in blocks[0] else None
+            self.stages.append(Stage(cin, widths[:s + 1], stage, blocks[s], adapt))
         token = arch["token"]
         self.tokens = (TokenStage(widths[-1], token["width"], token["depth"], head, k, joint_mask)
                        if token["depth"] > 0 else None)
         cins = [widths[-1]] + [head] * (len(widths) - 2)
-        self.ups = nn.ModuleList(FusionUp(cin, skip, arch["head"]) for cin, skip in zip(cins, widths[-2::-1]))
+        self.ups = nn.ModuleList(FusionUp(cin, skip, arch["head"], scales if b == 0 else (2,))
+                                 for b, (cin, skip) in enumerate(zip(cins, widths[-2::-1])))
         finals = []
         if "ae" in heads:
             self.final = DynamicConv2d(head, 2 * k, 1, bias=True)
@@ -58,18 +74,23 @@ class PoseNet(nn.Module):
     def supernet(cls, space: SearchSpace, num_keypoints: int = 17, joint_mask: torch.Tensor | None = None
                  ) -> "PoseNet":
         """The weight-sharing network of ``space``: its largest config, every head type it allows."""
-        return cls(space.max(), num_keypoints, joint_mask, space.choices("head.type"))
+        return cls(space.max(), num_keypoints, joint_mask, space)
 
     def set_active(self, arch: dict) -> "PoseNet":
         """Switch to the subnet ``arch`` (validated by the search space; at most the built size)."""
-        arch = with_head_defaults(arch)
-        widths, head = arch["widths"], arch["head"]["width"]
+        arch = with_defaults(arch)
+        stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
+        self.stem[0].set_active(stem)
+        first = arch["stages"][0]["block"]
+        if first == "mbconv":
+            self.stem[1].set_active(stem, STEM_BLOCK)
         for s, (stage, settings) in enumerate(zip(self.stages, arch["stages"])):
-            stage.set_active(widths[:s + 1], settings)
+            own = [4 * stem] if s == 0 and first == "bottleneck" else widths[:s + 1]
+            stage.set_active(own, settings, adapting=s == 1 and first == "bottleneck")
         if self.tokens is not None and arch["token"]["depth"] > 0:
             self.tokens.set_active(widths[-1], arch["token"], head)
-        for up in self.ups:
-            up.set_active(arch["head"])
+        for b, up in enumerate(self.ups):
+            up.set_active(arch["head"], 1 if b == 0 and keeps_stride(arch["stages"][-1]) else 2)
         if arch["head"]["type"] == "query":
             self.query.set_active(arch["head"])
         elif arch["head"]["multi_resolution"]:
@@ -80,7 +101,9 @@ class PoseNet(nn.Module):
     def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The outputs of the active head; ``seeds`` (training the query head) add queries there."""
         k = self.num_keypoints
-        s2 = self.stem(x)
+        s2 = self.stem[0](x)
+        if self.active["stages"][0]["block"] == "mbconv":
+            s2 = self.stem[1](s2)
         feats: list[torch.Tensor] = []
         for stage in self.stages:
             feats = stage(feats, feats[-1] if feats else s2)

@@ -22,6 +22,7 @@ class DynamicConv2d(nn.Conv2d):
         self.depthwise = depthwise
         self.active_out = cin if depthwise else cout
         self.active_kernel = kernel
+        self.active_stride = stride
 
     def active_weight(self, cin: int) -> torch.Tensor:
         """The active slice; untouched dimensions are not sliced (a full slice still costs a
@@ -41,10 +42,10 @@ class DynamicConv2d(nn.Conv2d):
         cin = x.shape[1]
         weight = self.active_weight(cin)
         bias = self.bias if self.bias is None or len(self.bias) == weight.shape[0] else self.bias[:weight.shape[0]]
-        return F.conv2d(x, weight, bias, self.stride, self.active_kernel // 2, 1, cin if self.depthwise else 1)
+        return F.conv2d(x, weight, bias, self.active_stride, self.active_kernel // 2, 1, cin if self.depthwise else 1)
 
     def to_static(self) -> nn.Conv2d:
-        _check_full(self, self.active_kernel == self.kernel_size[0] and
+        _check_full(self, self.active_kernel == self.kernel_size[0] and self.active_stride == self.stride[0] and
                     (self.depthwise or self.active_out == self.out_channels))
         return _loaded(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                                  self.padding, groups=self.groups, bias=self.bias is not None), self)

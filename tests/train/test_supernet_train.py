@@ -303,7 +303,7 @@ def test_eval_subnet_cli_and_a_checkpoint_from_another_space(tmp_path, synth_sma
     (tmp_path / "cpu.json").write_text(json.dumps(bad))
     assert main(["eval-subnet", "--supernet", str(out / "supernet.pt"), "--arch", str(tmp_path / "cpu.json"),
                  "--data", str(synth_small)]) == 2
-    assert "cpu.json: stem is 16; space 'tiny' has stem 8" in capsys.readouterr().err
+    assert "cpu.json: resolution = 256 is not allowed; allowed: [64, 96]" in capsys.readouterr().err
     config = _run_config(tmp_path, synth_small, space="cpu")
     assert main(["train-supernet", "--config", str(config), "--out", str(out)]) == 2
     assert "trained on another search space than 'cpu'" in capsys.readouterr().err
