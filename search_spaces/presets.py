@@ -1,25 +1,33 @@
 """Published bottom-up pose models written as (ideal) arch configs.
 
 A space snaps each value to its nearest allowed choice (``SearchSpace.preset``), so a preset is
-"as close as this space allows", never an error. The figures are approximations of the papers'
-models in this family's terms (MBConv blocks everywhere, HRNet-style fusion, fusion deconv head):
+"as close as this space allows", never an error. ``PRESETS`` are the published models as their
+authors' code builds them (read from it, measured with ptflops: ``PUBLISHED``); the ``default``
+space holds them (``posenas arch presets --space default`` prints each beside its model):
 
-- HigherHRNet-W32 (Cheng et al., CVPR 2020): input 512, four branches of width 32/64/128/256,
-  4 blocks per branch per module, 1/1/4/3 fusion modules, 3x3 kernels, stride-2 output.
+- HigherHRNet-W32 (Cheng et al., CVPR 2020): input 512, a two-convolution stem of width 64, a
+  first stage of 4 bottlenecks at width 256, then basic blocks on four branches of width
+  32/64/128/256, 4 blocks per branch per module, 1/1/4/3 fusion modules, dense transitions and
+  exchanges, a stride-2 output.
 - LitePose-XS/S/M/L (Wang et al., CVPR 2022): a single branch (every high-resolution branch at
-  depth 0: gradual shrinking carried to the end), widths 16/32/48/80, 7x7 kernels, a fusion deconv
-  head with stride-4 and stride-2 outputs; XS at 256 px, S and M at 448, L at 512, growing depth.
+  depth 0: gradual shrinking carried to the end) of 6/8/10/10 MBConv blocks (expand 6, kernel 7),
+  the last stage at stride 16, a fusion deconv head with stride-4 and stride-2 outputs; the sizes
+  grow by width and input (XS 16/32/48/80 at 256 px up to L 24/64/96/160 at 512).
+
+Spaces sized for a CPU (``cpu``, ``tiny``) say ``presets: compact``: their presets keep the names
+but are the models scaled down to them (``COMPACT``), far smaller than the published ones.
 """
 from __future__ import annotations
 
 
-def _config(resolution: int, widths: list[int], depths: list[list[int]], modules: list[int], kernel: int,
-            expand: int, head: int, token: tuple[int, int, float] = (0, 0, 1.0)) -> dict:
+def _config(resolution: int, stem: int, widths: list[int], depths: list[list[int]], modules: list[int],
+            blocks: list[str], kernel: int, expand: int, head: int, keep_stride: bool = False) -> dict:
     return {
-        "resolution": resolution, "stem": 0, "widths": widths,
-        "stages": [{"modules": m, "branches": [{"depth": d, "kernel": kernel, "expand": expand} for d in ds]}
-                   for m, ds in zip(modules, depths)],
-        "token": dict(zip(("depth", "width", "keep_ratio"), token)),
+        "resolution": resolution, "stem": stem, "widths": widths,
+        "stages": [{"modules": m, "block": block, "keep_stride": keep_stride and s == len(depths) - 1,
+                    "branches": [{"depth": d, "kernel": kernel, "expand": expand} for d in ds]}
+                   for s, (m, ds, block) in enumerate(zip(modules, depths, blocks))],
+        "token": {"depth": 0, "width": 0, "keep_ratio": 1.0},
         "head": {"width": head, "multi_resolution": True},
     }
 
@@ -28,14 +36,35 @@ def _single_branch(depths: list[int]) -> list[list[int]]:
     return [[0] * s + [d] for s, d in enumerate(depths)]
 
 
+def _litepose(resolution: int, stem: int, widths: list[int], head: int) -> dict:
+    return _config(resolution, stem, widths, _single_branch([6, 8, 10, 10]), [1] * 4, ["mbconv"] * 4, 7, 6, head,
+                   keep_stride=True)
+
+
 PRESETS: dict[str, dict] = {
-    "higherhrnet_w32": _config(512, [32, 64, 128, 256], [[4] * (s + 1) for s in range(4)], [1, 1, 4, 3],
-                               kernel=3, expand=4, head=32),
-    "litepose_xs": _config(256, [16, 32, 48, 80], _single_branch([2, 3, 4, 3]), [1, 1, 1, 1], 7, 4, head=24),
-    "litepose_s": _config(448, [16, 32, 48, 80], _single_branch([4, 6, 8, 8]), [1, 1, 1, 1], 7, 6, head=24),
-    "litepose_m": _config(448, [16, 32, 48, 80], _single_branch([6, 8, 10, 10]), [1, 1, 1, 1], 7, 6, head=32),
-    "litepose_l": _config(512, [16, 32, 48, 80], _single_branch([6, 8, 10, 10]), [1, 1, 1, 1], 7, 6, head=32),
+    "higherhrnet_w32": _config(512, 64, [32, 64, 128, 256], [[4] * (s + 1) for s in range(4)], [1, 1, 4, 3],
+                               ["bottleneck", "basic", "basic", "basic"], kernel=3, expand=4, head=32),
+    "litepose_xs": _litepose(256, 16, [16, 32, 48, 80], head=24),
+    "litepose_s": _litepose(448, 16, [16, 32, 48, 120], head=32),
+    "litepose_m": _litepose(448, 16, [24, 48, 72, 120], head=32),
+    "litepose_l": _litepose(512, 24, [24, 64, 96, 160], head=32),
 }
+
+# The same models scaled to two CPU cores: MBConv everywhere, widths 16/32/48/80, fewer blocks
+# (what the ``cpu`` zoo entry's stand-alone records were trained as).
+COMPACT: dict[str, dict] = {
+    "higherhrnet_w32": _config(512, 0, [32, 64, 128, 256], [[4] * (s + 1) for s in range(4)], [1, 1, 4, 3],
+                               ["mbconv"] * 4, kernel=3, expand=4, head=32),
+    "litepose_xs": _config(256, 0, [16, 32, 48, 80], _single_branch([2, 3, 4, 3]), [1] * 4, ["mbconv"] * 4, 7, 4,
+                           head=24),
+    "litepose_s": _config(448, 0, [16, 32, 48, 80], _single_branch([4, 6, 8, 8]), [1] * 4, ["mbconv"] * 4, 7, 6,
+                          head=24),
+    "litepose_m": _config(448, 0, [16, 32, 48, 80], _single_branch([6, 8, 10, 10]), [1] * 4, ["mbconv"] * 4, 7, 6,
+                          head=32),
+    "litepose_l": _config(512, 0, [16, 32, 48, 80], _single_branch([6, 8, 10, 10]), [1] * 4, ["mbconv"] * 4, 7, 6,
+                          head=32),
+}
+PRESET_TABLES = {"published": PRESETS, "compact": COMPACT}
 
 
 # The published models themselves, measured with ptflops (aten backend) on the authors' own code at

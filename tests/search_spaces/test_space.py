@@ -94,17 +94,17 @@ def test_presets_mirror_the_published_designs():
     hr = space.preset("higherhrnet_w32")
     assert hr["widths"] == [32, 64, 128, 256] and hr["resolution"] == 512
     assert [s["modules"] for s in hr["stages"]] == [1, 1, 4, 3]
-    assert all(b["depth"] == 4 and b["kernel"] == 3 for s in hr["stages"] for b in s["branches"])
-    blocks = []
-    for name in ("litepose_xs", "litepose_s", "litepose_m"):
+    assert all(b["depth"] == 4 for s in hr["stages"] for b in s["branches"])
+    assert [s["block"] for s in hr["stages"]] == ["bottleneck", "basic", "basic", "basic"] and hr["stem"] == 64
+    for name in ("litepose_xs", "litepose_s", "litepose_m", "litepose_l"):  # they grow by width and input alone
         lp = space.preset(name)
         assert all(b["depth"] == 0 for s in lp["stages"] for b in s["branches"][:-1])  # a single branch
-        assert all(s["branches"][-1]["kernel"] == 7 for s in lp["stages"])
-        blocks.append(sum(s["modules"] * s["branches"][-1]["depth"] for s in lp["stages"]))
-    assert blocks == sorted(blocks) and blocks[0] < blocks[-1]
-    # depth beyond the space's choices is re-split into modules x depth: LitePose-M's 10 blocks -> 3 x 3
-    stage = space.preset("litepose_m")["stages"][2]
-    assert (stage["modules"], stage["branches"][-1]["depth"]) == (3, 3)
+        assert all(s["branches"][-1]["kernel"] == 7 and s["branches"][-1]["expand"] == 6 for s in lp["stages"])
+        assert all(s["block"] == "mbconv" for s in lp["stages"]) and lp["stages"][-1]["keep_stride"] is True
+        # depth beyond the space's choices is re-split into modules x depth: 8 blocks -> 2 x 4, 10 -> 2 x 5
+        assert [s["modules"] * s["branches"][-1]["depth"] for s in lp["stages"]] == [6, 8, 10, 10]
+    assert space.preset("litepose_xs")["widths"] == [16, 32, 48, 80]
+    assert space.preset("litepose_l")["widths"] == [24, 64, 96, 160]
     with pytest.raises(SpaceError, match="unknown preset 'resnet'.*litepose_xs"):
         space.preset("resnet")
 
@@ -128,7 +128,7 @@ def _broken(mutate):
     (lambda c: c["stages"].pop(), r"stages must be a list of 4 entries"),
     (lambda c: c["head"].update(multi_resolution=1), r"head\.multi_resolution = 1 is not allowed"),
     (lambda c: c["token"].update(keep_ratio=0.3), r"token\.keep_ratio = 0\.3 is not allowed"),
-    (lambda c: c.update(stem=8), r"stem is 8; space 'cpu' has stem 16"),
+    (lambda c: c.update(stem=8), r"stem = 8 is not allowed; allowed: \[16\]"),
 ])
 def test_bad_configs_name_the_field_and_the_allowed_values(mutate, message):
     with pytest.raises(SpaceError, match=message):
