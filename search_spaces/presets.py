@@ -8,7 +8,8 @@ space holds them (``posenas arch presets --space default`` prints each beside it
 - HigherHRNet-W32 (Cheng et al., CVPR 2020): input 512, a two-convolution stem of width 64, a
   first stage of 4 bottlenecks at width 256, then basic blocks on four branches of width
   32/64/128/256, 4 blocks per branch per module, 1/1/4/3 fusion modules, dense transitions and
-  exchanges, a stride-2 output.
+  exchanges, the last module fusing into the first branch, its heatmaps and tags at stride 4 and
+  a deconvolution with four basic blocks to its stride-2 heatmaps.
 - LitePose-XS/S/M/L (Wang et al., CVPR 2022): a single branch (every high-resolution branch at
   depth 0: gradual shrinking carried to the end) of 6/8/10/10 MBConv blocks (expand 6, kernel 7),
   the last stage at stride 16, a fusion deconv head with stride-4 and stride-2 outputs; the sizes
@@ -21,14 +22,15 @@ from __future__ import annotations
 
 
 def _config(resolution: int, stem: int, widths: list[int], depths: list[list[int]], modules: list[int],
-            blocks: list[str], kernel: int, expand: int, head: int, keep_stride: bool = False) -> dict:
+            blocks: list[str], kernel: int, expand: int, head: int, keep_stride: bool = False,
+            style: str = "litepose") -> dict:
     return {
         "resolution": resolution, "stem": stem, "widths": widths,
         "stages": [{"modules": m, "block": block, "keep_stride": keep_stride and s == len(depths) - 1,
                     "branches": [{"depth": d, "kernel": kernel, "expand": expand} for d in ds]}
                    for s, (m, ds, block) in enumerate(zip(modules, depths, blocks))],
         "token": {"depth": 0, "width": 0, "keep_ratio": 1.0},
-        "head": {"width": head, "multi_resolution": True},
+        "head": {"width": head, "multi_resolution": True, "style": style},
     }
 
 
@@ -43,7 +45,8 @@ def _litepose(resolution: int, stem: int, widths: list[int], head: int) -> dict:
 
 PRESETS: dict[str, dict] = {
     "higherhrnet_w32": _config(512, 64, [32, 64, 128, 256], [[4] * (s + 1) for s in range(4)], [1, 1, 4, 3],
-                               ["bottleneck", "basic", "basic", "basic"], kernel=3, expand=4, head=32),
+                               ["bottleneck", "basic", "basic", "basic"], kernel=3, expand=4, head=32,
+                               style="higherhrnet"),
     "litepose_xs": _litepose(256, 16, [16, 32, 48, 80], head=24),
     "litepose_s": _litepose(448, 16, [16, 32, 48, 120], head=32),
     "litepose_m": _litepose(448, 16, [24, 48, 72, 120], head=32),

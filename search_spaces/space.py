@@ -22,7 +22,11 @@ dense transitions and exchanges) or, in the first stage only, ``bottleneck`` (HR
 bottlenecks at four times the stem's width, the stem's width inside); ``kernel`` and ``expand``
 are MBConv's own. ``keep_stride: true`` keeps the last stage's branch at the stride of the one
 before (LitePose's stride-16 last stage); it takes effect in a single-branch stage only.
-``head.type`` picks the head: ``ae`` (heatmaps and associative-embedding
+``head.style`` picks how the branches meet: ``litepose`` (a fusion deconv head climbs from the
+lowest branch to stride 4, with a deconvolution to stride 2 for ``multi_resolution``) or
+``higherhrnet`` (the last module fuses every branch into the first; for ``multi_resolution`` the
+stride-4 features and maps go through a deconvolution and four basic blocks at stride 2; it takes
+no token stage). ``head.type`` picks the head: ``ae`` (heatmaps and associative-embedding
 tags, grouped after the network) or ``query`` (people straight out of the network; ``queries``,
 ``decoder_depth`` and ``decoder_width`` are its own). A categorical dimension keeps the space file's
 order: block types run from largest to smallest, head types have no order (the first choice
@@ -64,6 +68,7 @@ class Key:
 
 # Every elastic key: a new dimension is one entry here (its block reads it from the config dict).
 HEAD_TYPES = ("ae", "query")
+HEAD_STYLES = ("higherhrnet", "litepose")
 BLOCK_TYPES = ("mbconv", "basic", "bottleneck")
 KEYS = {
     "resolution": Key("top", int, "resolution"),
@@ -80,6 +85,7 @@ KEYS = {
     "token.keep_ratio": Key("token", float, "token", (1.0,)),
     "head.width": Key("head", int, "width", (32,)),
     "head.multi_resolution": Key("head", bool, "depth", (False,)),
+    "head.style": Key("head", str, "head", ("litepose",), HEAD_STYLES, ordered=True),
     "head.type": Key("head", str, "head", ("ae",), HEAD_TYPES),
     "head.queries": Key("head", int, "head", (10,)),
     "head.decoder_depth": Key("head", int, "head", (1,)),
@@ -98,7 +104,8 @@ def scope_keys(scope: str) -> tuple[str, ...]:
 STAGE_KEYS, BRANCH_KEYS = scope_keys("stage"), scope_keys("branch")
 TOKEN_KEYS, HEAD_KEYS = scope_keys("token"), scope_keys("head")
 MBCONV_KEYS = ("kernel", "expand")  # inert in a stage of HRNet blocks
-ADDED_LATER = (("block", "mbconv"), ("keep_stride", False))  # stage keys and the value configs before them meant
+# Keys added since configs were first written, and the value a config without them meant.
+ADDED_LATER = {"stages": (("block", "mbconv"), ("keep_stride", False)), "head": (("style", "litepose"),)}
 
 
 class SpaceError(ValueError):
@@ -264,7 +271,8 @@ class SearchSpace:
     def canonical(self, config: dict) -> dict:
         """Inert choices set to their minimum (every key but depth of a depth-0 branch or token
         stage; MBConv's keys in a stage of HRNet blocks; the query head's keys under the AE head;
-        the stride-2 heatmaps under the query head), so equal networks have equal configs and hashes."""
+        the stride-2 heatmaps under the query head; the token stage and the head's width where the
+        HigherHRNet head has none), so equal networks have equal configs and hashes."""
         config = copy.deepcopy(config)
         smallest = {d.path: d.smallest for d in self.dimensions}
         for s, stage in enumerate(config["stages"]):
@@ -273,12 +281,14 @@ class SearchSpace:
                 for key in inert:
                     branch[key] = smallest[("stages", s, "branches", b, key)]
             stage["keep_stride"] = keeps_stride(stage)
-        if config["token"]["depth"] == 0:
-            for key in TOKEN_KEYS[1:]:
-                config["token"][key] = smallest[("token", key)]
         head = config["head"]
+        if not uses_tokens(config):
+            for key in TOKEN_KEYS:
+                config["token"][key] = smallest[("token", key)]
         for key in QUERY_KEYS if head["type"] == "ae" else ("multi_resolution",):
             head[key] = smallest[("head", key)]
+        if head["style"] == "higherhrnet" and not (head["type"] == "ae" and head["multi_resolution"]):
+            head["width"] = smallest[("head", "width")]  # only HigherHRNet's stride-2 module has it
         return config
 
     def choices(self, name: str) -> tuple:
@@ -385,9 +395,11 @@ def with_defaults(config: dict) -> dict:
     if isinstance(config.get("head"), dict):
         for key in NEWER_HEAD_KEYS:
             config["head"].setdefault(key, KEYS[f"head.{key}"].default[0])
+        for key, value in ADDED_LATER["head"]:
+            config["head"].setdefault(key, value)
     for stage in config.get("stages") if isinstance(config.get("stages"), list) else ():
         if isinstance(stage, dict):
-            for key, value in ADDED_LATER:
+            for key, value in ADDED_LATER["stages"]:
                 stage.setdefault(key, value)
     return config
 
@@ -398,15 +410,20 @@ def keeps_stride(stage: dict) -> bool:
     return stage.get("keep_stride", False) and not any(branch["depth"] for branch in stage["branches"][:-1])
 
 
+def uses_tokens(config: dict) -> bool:
+    """Whether a config's token stage runs: it has layers, under the LitePose head."""
+    return config["token"]["depth"] > 0 and config["head"].get("style", "litepose") == "litepose"
+
+
 def arch_hash(config: dict) -> str:
     """A short stable key for a (canonical) config: it keys every cache. A config hashes without
     the keys added since, at their old values (the AE head's newer keys, MBConv blocks), as it did
     before them, so caches and records stay valid."""
-    head = config["head"]
+    head = {k: v for k, v in config["head"].items() if (k, v) not in ADDED_LATER["head"]}
     if head.get("type", "ae") == "ae":
-        config = {**config, "head": {k: v for k, v in head.items() if k not in NEWER_HEAD_KEYS}}
-    config = {**config, "stages": [{k: v for k, v in stage.items() if (k, v) not in ADDED_LATER}
-                                   for stage in config["stages"]]}
+        head = {k: v for k, v in head.items() if k not in NEWER_HEAD_KEYS}
+    config = {**config, "head": head, "stages": [{k: v for k, v in stage.items() if (k, v) not in ADDED_LATER["stages"]}
+                                                 for stage in config["stages"]]}
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -515,6 +532,8 @@ def _check_space(spec: dict, source: str) -> dict:
     for scope in ("token", "head"):
         out[scope] = {k: _choices(_given(spec, f"{scope}.{k}", source), f"{scope}.{k}", source,
                                   KEYS[f"{scope}.{k}"]) for k in scope_keys(scope)}
+    if "higherhrnet" in out["head"]["style"] and 0 not in out["token"]["depth"]:
+        raise SpaceError(f"{source}: head.style higherhrnet takes no token stage, so token.depth must offer 0")
     if any("bottleneck" in blocks for blocks in out["block"][1:]):
         raise SpaceError(f"{source}: block 'bottleneck' is for the first stage only (HRNet's first stage)")
     if any(True in choices for choices in out["keep_stride"][:-1]) or stages < 2 and True in out["keep_stride"][0]:

@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride
+from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride, uses_tokens
 
 FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_deconv", "macs_matmul", "activations",
             "elementwise", "attention", "pruning", "ops")
@@ -67,9 +67,9 @@ class Cost:
         self.linear(e, 2 * e, rows)
         self.linear(2 * e, e, rows)
 
-    def query_head(self, head: dict, k: int, pixels: int) -> None:
-        """``supernet.query.QueryHead`` on ``pixels`` stride-4 features."""
-        c, q, d = head["width"], min(head["queries"], pixels), head["decoder_width"]
+    def query_head(self, head: dict, k: int, c: int, pixels: int) -> None:
+        """``supernet.query.QueryHead`` on ``pixels`` stride-4 features of ``c`` channels."""
+        q, d = min(head["queries"], pixels), head["decoder_width"]
         self.conv(c, 1, 1, pixels, bias=True, bn=False)  # the centre map
         self.params += (c + 1) * k  # the auxiliary heatmaps (training only: weights, no MACs)
         self.linear(c, d, q)
@@ -127,6 +127,7 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
     c, k = Cost(), num_keypoints
     stem, widths, head = arch["stem"], arch["widths"], arch["head"]["width"]
     first = arch["stages"][0].get("block", "mbconv")
+    higher = arch["head"].get("style") == "higherhrnet"
     side = arch["resolution"] // 2
     c.conv(3, stem, 3, side * side)
     if first == "mbconv":
@@ -147,12 +148,13 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
             c.conv(cin, cin if block == "bottleneck" else widths[s], 3, sides[s] ** 2)
         own = [4 * stem] if block == "bottleneck" else widths
         active = [b for b, branch in enumerate(stage["branches"]) if branch["depth"] > 0]
-        for _ in range(stage["modules"]):
+        for m in range(stage["modules"]):
             for b in active:
                 branch = stage["branches"][b]
                 for d in range(branch["depth"]):
                     c.block(block, stem if block == "bottleneck" and d == 0 else own[b], own[b], branch, sides[b] ** 2)
-            for j in active if len(active) > 1 else ():
+            into_first = higher and s == len(arch["stages"]) - 1 and m == stage["modules"] - 1
+            for j in [j for j in active if j == 0 or not into_first] if len(active) > 1 else ():
                 for i in active:
                     if i != j:
                         c.add(widths[j] * sides[j] ** 2)  # resampled and summed into branch j
@@ -166,7 +168,7 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
                         else:
                             c.conv(widths[i], out, 3, sides[i + t + 1] ** 2)
     token = arch["token"]
-    if token["depth"] > 0:
+    if uses_tokens(arch):
         e, n, low = token["width"], sides[-1] ** 2, widths[-1]
         keep = max(1, math.ceil(token["keep_ratio"] * n))  # as supernet.tokens keeps
         rows = k + n
@@ -179,19 +181,25 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
         c.linear(e, low, n)
         c.linear(e, head, k)
     cin = widths[-1]
-    for b in range(len(widths) - 2, -1, -1):
+    for b in range(len(widths) - 2, -1, -1) if not higher else ():
         c.fusion_up(cin, widths[b], arch["head"], sides[b + 1] ** 2, last_scale if b == len(widths) - 2 else 2)
         cin = head
+    features = widths[0] if higher else head  # stride-4 channels
     if arch["head"]["type"] == "query":
-        c.query_head(arch["head"], k, sides[0] ** 2)
+        c.query_head(arch["head"], k, features, sides[0] ** 2)
         return c
-    c.conv(head, 2 * k, 1, sides[0] ** 2, bias=True, bn=False)
+    c.conv(features, 2 * k, 1, sides[0] ** 2, bias=True, bn=False)
     outputs = [sides[0]]
     if arch["head"]["multi_resolution"]:
-        c.fusion_up(head, stem, arch["head"], sides[0] ** 2)
+        if higher:  # HigherUp: a deconvolution of the maps and features, four basic blocks
+            c.conv(2 * k + features, head, 4, sides[0] ** 2, transposed=True)
+            for _ in range(4):
+                c.block("basic", head, head, {}, side * side)
+        else:
+            c.fusion_up(head, stem, arch["head"], sides[0] ** 2)
         c.conv(head, k, 1, side * side, bias=True, bn=False)
         outputs.append(side)
-    if token["depth"] > 0:  # the keypoint classifiers over the head features of each output
+    if uses_tokens(arch):  # the keypoint classifiers over the head features of each output
         for s in outputs:
             c.matmul(k * head * s * s)
     return c

@@ -183,22 +183,25 @@ class Resample(nn.Module):
 
 class FusionModule(nn.Module):
     """One HRNet module: every active branch runs its blocks, then the active branches exchange
-    features (sum of resampled inputs, then ReLU). Branches at depth 0 sit out and pass through."""
+    features (sum of resampled inputs, then ReLU). Branches at depth 0 sit out and pass through.
+    ``into_first``: only the first branch receives (HRNet's last module, under its own head)."""
 
     def __init__(self, widths: list[int], branches: list[dict], types: tuple[str, ...] = ("mbconv",),
-                 cin: int | None = None):
+                 cin: int | None = None, into_first: bool = False):
         super().__init__()
         self.branches = nn.ModuleList(Branch(w, b, types, cin) for w, b in zip(widths, branches))
         active = [i for i, b in enumerate(branches) if b["depth"] > 0]
         self.fuse = nn.ModuleDict({f"{i}_{j}": Resample(i, j, widths[i], widths[j], dense(types))
-                                   for j in active for i in active if i != j})
-        self.active = active
+                                   for j in _receivers(active, into_first) for i in active if i != j})
+        self.active, self.receivers = active, _receivers(active, into_first)
 
-    def set_active(self, widths: list[int], branches: list[dict], block_type: str = "mbconv") -> None:
+    def set_active(self, widths: list[int], branches: list[dict], block_type: str = "mbconv",
+                   into_first: bool = False) -> None:
         self.active = [i for i, b in enumerate(branches) if b["depth"] > 0]
+        self.receivers = _receivers(self.active, into_first)
         for branch, w, b in zip(self.branches, widths, branches):
             branch.set_active(w, b, block_type)
-        for j in self.active:
+        for j in self.receivers:
             for i in self.active:
                 if i != j:
                     self.fuse[f"{i}_{j}"].set_active(widths[i], widths[j], block_type != "mbconv")
@@ -210,7 +213,7 @@ class FusionModule(nn.Module):
         if len(self.active) == 1:
             return ys
         out = list(ys)
-        for j in self.active:
+        for j in self.receivers:
             total = ys[j]
             for i in self.active:
                 if i != j:
@@ -219,16 +222,22 @@ class FusionModule(nn.Module):
         return out
 
 
+def _receivers(active: list[int], into_first: bool) -> list[int]:
+    return [j for j in active if j == 0 or not into_first]
+
+
 class Stage(nn.Module):
     """A transition that opens the stage's new, lower-resolution branch from the previous lowest
     one, followed by ``modules`` fusion modules. MBConv stages open with a depthwise 3x3 stride 2,
     then 1x1 (``transition``); stages of HRNet blocks with a dense 3x3 stride 2 (``dense_transition``;
     for bottlenecks at the input's width, which they widen fourfold). ``adapt``: the input width of
     the first branch where it may arrive at another width than the stage's (after bottlenecks): a
-    dense 3x3 brings it there (HRNet's transition). ``types``: the block types the stage may run."""
+    dense 3x3 brings it there (HRNet's transition). ``types``: the block types the stage may run.
+    ``into_first``: the last module fuses into the first branch only (HRNet's last stage, under
+    its own head)."""
 
     def __init__(self, cin: int, widths: list[int], stage: dict, types: tuple[str, ...] = ("mbconv",),
-                 adapt: int | None = None):
+                 adapt: int | None = None, into_first: bool = False):
         super().__init__()
         low, stride = widths[-1], 1 if keeps_stride(stage) else 2
         if "mbconv" in types:
@@ -238,11 +247,12 @@ class Stage(nn.Module):
                                            3, stride)
         if adapt is not None:
             self.adapter = ConvBN(adapt, widths[0], 3)
-        self.fusion_modules = nn.ModuleList(FusionModule(widths, stage["branches"], types, cin)
-                                            for _ in range(stage["modules"]))
+        last = stage["modules"] - 1
+        self.fusion_modules = nn.ModuleList(FusionModule(widths, stage["branches"], types, cin, into_first and m == last)
+                                            for m in range(stage["modules"]))
         self.active_modules, self.active_type, self.adapting = stage["modules"], types[0], False
 
-    def set_active(self, widths: list[int], stage: dict, adapting: bool = False) -> None:
+    def set_active(self, widths: list[int], stage: dict, adapting: bool = False, into_first: bool = False) -> None:
         """``widths``: the branches' (a bottleneck stage's: four times its input's); ``adapting``:
         the first branch arrives at another width than ``widths[0]``."""
         self.active_type, self.adapting = stage["block"], adapting
@@ -255,9 +265,9 @@ class Stage(nn.Module):
             self.dense_transition.set_active(low, stride=stride)
         if adapting:
             self.adapter.set_active(widths[0])
-        self.active_modules = stage["modules"]
-        for module in self.fusion_modules[:self.active_modules]:
-            module.set_active(widths, stage["branches"], stage["block"])
+        self.active_modules = last = stage["modules"]
+        for m, module in enumerate(self.fusion_modules[:self.active_modules]):
+            module.set_active(widths, stage["branches"], stage["block"], into_first and m == last - 1)
 
     def forward(self, xs: list[torch.Tensor], low: torch.Tensor) -> list[torch.Tensor]:
         if self.adapting:
@@ -266,6 +276,31 @@ class Stage(nn.Module):
         for module in self.fusion_modules[:self.active_modules]:
             xs = module(xs)
         return xs
+
+
+class HigherUp(nn.Module):
+    """HigherHRNet's deconvolution module: the stride-4 maps and features (concatenated, maps
+    first, so that their channels keep their weights whatever the features' width), a 4x4
+    deconvolution to stride 2, batch norm, ReLU and four basic blocks."""
+
+    BLOCKS = 4
+
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        self.deconv = DynamicConvTranspose2d(cin, width)
+        self.bn = DynamicBatchNorm2d(width)
+        self.blocks = nn.ModuleList(BasicBlock(width) for _ in range(self.BLOCKS))
+
+    def set_active(self, head: dict) -> None:
+        self.deconv.active_out = head["width"]
+        for block in self.blocks:
+            block.set_active(head["width"], head)
+
+    def forward(self, maps: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn(self.deconv(torch.cat([maps, features], dim=1))))
+        for block in self.blocks:
+            y = block(y)
+        return y
 
 
 class FusionUp(nn.Module):

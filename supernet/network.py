@@ -5,8 +5,11 @@ config it is the supernet: ``set_active(config)`` switches it to any subnet, and
 ``extract(supernet, config)`` returns that subnet as a network of plain torch ops with the
 inherited weights. Outputs follow the pose engine's convention: stride 4 with K heatmaps and K tag
 maps, then (``head.multi_resolution``) stride 2 with K heatmaps; under the query head, what
-``supernet.query.QueryHead`` hands out. A supernet (``PoseNet.supernet``) holds every block type
-and head type of its space over the one backbone; a subnet, its own.
+``supernet.query.QueryHead`` hands out. Under LitePose's head style the stride-4 features come
+from a fusion deconv head climbing from the lowest branch; under HigherHRNet's they are the first
+branch's after the last module fused every branch into it. A supernet (``PoseNet.supernet``)
+holds every block type, head style and head type of its space over the one backbone; a subnet,
+its own.
 
 The stem is a stride-2 3x3 convolution, followed in MBConv networks by LitePose's depthwise-
 separable step; in networks of HRNet blocks the first stage's dense transition is HRNet's second
@@ -20,8 +23,8 @@ import torch
 from torch import nn
 
 from search_spaces import SearchSpace
-from search_spaces.space import STEM_BLOCK, keeps_stride, with_defaults
-from supernet.layers import ConvBN, FusionUp, MBConv, Stage
+from search_spaces.space import STEM_BLOCK, keeps_stride, uses_tokens, with_defaults
+from supernet.layers import ConvBN, FusionUp, HigherUp, MBConv, Stage
 from supernet.ops import DynamicConv2d, make_static, slice_like
 from supernet.query import QueryHead
 from supernet.tokens import TokenStage
@@ -34,6 +37,7 @@ class PoseNet(nn.Module):
         super().__init__()
         self.arch = arch = with_defaults(arch)
         heads = space.choices("head.type") if space else (arch["head"]["type"],)
+        styles = space.choices("head.style") if space else (arch["head"]["style"],)
         blocks = [space.choices(f"stages.{s}.block") if space else (stage["block"],)
                   for s, stage in enumerate(arch["stages"])]
         last = len(arch["stages"]) - 1
@@ -48,26 +52,32 @@ class PoseNet(nn.Module):
         for s, stage in enumerate(arch["stages"]):
             cin = stem if s == 0 else handed_on if s == 1 else widths[s - 1]
             adapt = handed_on if s == 1 and "bottleneck" in blocks[0] else None
-            self.stages.append(Stage(cin, widths[:s + 1], stage, blocks[s], adapt))
+            into_first = s == last and styles == ("higherhrnet",)  # a supernet builds every exchange
+            self.stages.append(Stage(cin, widths[:s + 1], stage, blocks[s], adapt, into_first))
         token = arch["token"]
         self.tokens = (TokenStage(widths[-1], token["width"], token["depth"], head, k, joint_mask)
-                       if token["depth"] > 0 else None)
-        cins = [widths[-1]] + [head] * (len(widths) - 2)
-        self.ups = nn.ModuleList(FusionUp(cin, skip, arch["head"], scales if b == 0 else (2,))
-                                 for b, (cin, skip) in enumerate(zip(cins, widths[-2::-1])))
+                       if token["depth"] > 0 and "litepose" in styles else None)
+        if "litepose" in styles:
+            cins = [widths[-1]] + [head] * (len(widths) - 2)
+            self.ups = nn.ModuleList(FusionUp(cin, skip, arch["head"], scales if b == 0 else (2,))
+                                     for b, (cin, skip) in enumerate(zip(cins, widths[-2::-1])))
+        features = max(head if style == "litepose" else widths[0] for style in styles)  # at stride 4
         finals = []
         if "ae" in heads:
-            self.final = DynamicConv2d(head, 2 * k, 1, bias=True)
+            self.final = DynamicConv2d(features, 2 * k, 1, bias=True)
             finals.append(self.final)
             if arch["head"]["multi_resolution"]:
-                self.up_high = FusionUp(head, stem, arch["head"])
+                if "litepose" in styles:
+                    self.up_high = FusionUp(head, stem, arch["head"])
+                if "higherhrnet" in styles:
+                    self.higher = HigherUp(2 * k + widths[0], head)
                 self.final_high = DynamicConv2d(head, k, 1, bias=True)
                 finals.append(self.final_high)
         for final in finals:  # near-zero maps at the start, as HigherHRNet initialises its final layers
             nn.init.normal_(final.weight, std=0.001)
             nn.init.zeros_(final.bias)
         if "query" in heads:
-            self.query = QueryHead(head, arch["head"]["decoder_width"], arch["head"]["decoder_depth"], k)
+            self.query = QueryHead(features, arch["head"]["decoder_width"], arch["head"]["decoder_depth"], k)
         self.set_active(self.arch)
 
     @classmethod
@@ -84,17 +94,18 @@ class PoseNet(nn.Module):
         first = arch["stages"][0]["block"]
         if first == "mbconv":
             self.stem[1].set_active(stem, STEM_BLOCK)
+        higher = arch["head"]["style"] == "higherhrnet"
         for s, (stage, settings) in enumerate(zip(self.stages, arch["stages"])):
             own = [4 * stem] if s == 0 and first == "bottleneck" else widths[:s + 1]
-            stage.set_active(own, settings, adapting=s == 1 and first == "bottleneck")
-        if self.tokens is not None and arch["token"]["depth"] > 0:
+            stage.set_active(own, settings, s == 1 and first == "bottleneck", higher and s == len(self.stages) - 1)
+        if uses_tokens(arch):
             self.tokens.set_active(widths[-1], arch["token"], head)
-        for b, up in enumerate(self.ups):
+        for b, up in enumerate(self.ups if not higher else ()):
             up.set_active(arch["head"], 1 if b == 0 and keeps_stride(arch["stages"][-1]) else 2)
         if arch["head"]["type"] == "query":
             self.query.set_active(arch["head"])
         elif arch["head"]["multi_resolution"]:
-            self.up_high.set_active(arch["head"])
+            (self.higher if higher else self.up_high).set_active(arch["head"])
         self.active = copy.deepcopy(arch)
         return self
 
@@ -108,10 +119,11 @@ class PoseNet(nn.Module):
         for stage in self.stages:
             feats = stage(feats, feats[-1] if feats else s2)
         classifiers = None
-        if self.active["token"]["depth"] > 0:
+        if uses_tokens(self.active):
             feats[-1], classifiers = self.tokens(feats[-1])
-        y = feats[-1]
-        for up, skip in zip(self.ups, feats[-2::-1]):
+        higher = self.active["head"]["style"] == "higherhrnet"
+        y = feats[0] if higher else feats[-1]
+        for up, skip in zip(() if higher else self.ups, feats[-2::-1]):
             y = up(y, skip)
         if self.active["head"]["type"] == "query":
             return self.query(y, seeds)
@@ -120,7 +132,7 @@ class PoseNet(nn.Module):
             out = torch.cat([out[:, :k] + _classify(classifiers, y), out[:, k:]], dim=1)
         outputs = [out]
         if self.active["head"]["multi_resolution"]:
-            y2 = self.up_high(y, s2)
+            y2 = self.higher(out, y) if higher else self.up_high(y, s2)
             high = self.final_high(y2)
             outputs.append(high if classifiers is None else high + _classify(classifiers, y2))
         return outputs

@@ -25,6 +25,8 @@ def world(tmp_path_factory, tiny_supernet, synth_small):
     (root / "broken.json").write_text('{"resolution": 64,')
     (root / "broken-config.yaml").write_text("phases: [1, 2\n")
     (root / "nameless-zoo.yaml").write_text("space: tiny\n")
+    default = Path(SearchSpace.load("default").source).read_text()
+    (root / "late-bottleneck.yaml").write_text(default.replace("[basic, mbconv]", "[bottleneck, mbconv]", 1))
     (root / "short-token").write_text("hunter2\n")
     gt = json.loads((synth_small / "annotations.json").read_text())
     people = [a for a in gt["annotations"] if a["num_keypoints"] > 0]
@@ -111,6 +113,7 @@ def cases(w):
          None),
         (["arch", "macs", "--space", "tiny", "--arch", str(w["cpu-arch"])], "cpu-arch.json:", None),
         (["arch", "macs", "--space", str(r / "missing-space.yaml"), "--preset", "min"], "missing-space.yaml", None),
+        (["arch", "presets", "--space", str(w["late-bottleneck"])], "'bottleneck' is for the first stage only", None),
         (["arch", "macs", "--space", "cpu", "--preset", "min", "--head", "query"], "head.type 'query' is not in space",
          None),
         (["bench", "--only", "everything"], "unknown figure(s) ['everything']", None),

@@ -115,6 +115,7 @@ def test_the_default_space_holds_the_published_models_within_10_percent(capsys):
         assert cost.params / 1e6 == pytest.approx(mparams, rel=0.10), model
     hrnet = space.preset("higherhrnet_w32")
     assert [s["block"] for s in hrnet["stages"]] == ["bottleneck", "basic", "basic", "basic"] and hrnet["stem"] == 64
+    assert hrnet["head"]["style"] == "higherhrnet" and arch_cost(hrnet).macs / 1e9 == pytest.approx(46.2, rel=0.01)
     assert [s["modules"] for s in hrnet["stages"]] == [1, 1, 4, 3] and hrnet["widths"] == [32, 64, 128, 256]
     assert all(b["depth"] == 4 for s in hrnet["stages"] for b in s["branches"])
     assert space.validate(space.max()) and arch_cost(space.max()).macs > arch_cost(hrnet).macs
@@ -124,4 +125,7 @@ def test_the_default_space_holds_the_published_models_within_10_percent(capsys):
     assert "published LitePose-XS at 256 px: 0.886 GMACs, 1.68 M params; this preset there: 0.95x, 1.03x" \
         in lines[xs + 1]
     assert sum("published" in line for line in lines) == 5  # HigherHRNet-W32 and LitePose-XS/S/M/L
+    assert not any("compact" in line for line in lines)
+    assert main(["arch", "presets", "--space", "cpu"]) == 0  # the cpu space's presets say they are not the models
+    assert "presets: compact: the published models' names on configs scaled" in capsys.readouterr().out
 
