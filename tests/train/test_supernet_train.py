@@ -76,6 +76,32 @@ def test_sandwich_update_steps_per_subnet_or_once(synth_small, update, steps):
         SupernetConfig.from_dict(settings(synth_small, sandwich_update="mean"))
 
 
+def test_the_sandwich_trains_hrnet_and_litepose_networks_on_one_supernet(synth_small):
+    """The largest subnet of a space with every block type is HRNet's (bottlenecks, basic blocks,
+    its head); the smallest is LitePose's: one sandwich step teaches both, and the distillation
+    reads the teacher's maps whatever head made them."""
+    from torch.utils.data import DataLoader
+
+    from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler
+    from nas.train.static import spec_mask
+    from supernet.network import PoseNet
+
+    cfg = SupernetConfig.from_dict(settings(synth_small))
+    data, _ = datasets(cfg)
+    space = SearchSpace.load(Path(__file__).parents[1] / "supernet" / "hrnet-tiny.yaml")
+    net = PoseNet.supernet(space, data.spec.num_keypoints, spec_mask(data.spec))
+    batch = next(iter(DataLoader(PoseTrainSet(data, (4, 2), None, 0, 1),
+                                 batch_sampler=ResolutionBatchSampler(len(data), 4, (96,)))))
+    archs = sandwich(space, ("depth", "head"), random.Random(0), 0)
+    assert [a["head"]["style"] for a in archs] == ["higherhrnet", "litepose"]
+    before = {n: p.clone() for n, p in net.named_parameters()}
+    losses = sandwich_step(net, archs, batch, cfg, torch.device("cpu"), torch.optim.Adam(net.parameters(), lr=1e-3))
+    changed = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+    for part in (".bottlenecks.", ".basic.", ".blocks.", "dense_transition", "adapter", "higher.", "ups."):
+        assert any(part in name for name in changed), part
+    assert all(map(math.isfinite, losses))
+
+
 def test_the_sandwich_trains_both_heads_on_one_backbone(synth_small):
     """With the head group open, query-head subnets learn beside AE ones: from the labels, by
     matching (the teacher, the largest subnet, keeps the AE head, a categorical first choice)."""
