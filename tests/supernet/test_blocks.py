@@ -10,9 +10,9 @@ from nas.subnet.onnx import max_abs_difference, to_onnx
 from search_spaces import SearchSpace
 from search_spaces.space import SpaceError, arch_hash
 from supernet.cost import arch_cost
-from supernet.network import PoseNet, build_static, extract
+from supernet.network import PoseNet, extract
 from tests.supernet.test_cost import ptflops_macs
-from tests.supernet.test_supernet import max_difference, trained_like
+from tests.supernet.test_supernet import max_difference, three_ways, trained_like
 
 SPACE = Path(__file__).with_name("hrnet-tiny.yaml")
 
@@ -42,12 +42,8 @@ def test_every_block_type_and_the_kept_stride_extract_exactly_and_cost_what_ptfl
     assert [s["block"] for s in space.min()["stages"]] == ["mbconv"] * 4, "block types run largest first"
     assert space.max()["head"]["style"] == "higherhrnet" and space.min()["head"]["style"] == "litepose"
     for config in configs(space):
-        x = torch.randn(2, 3, config["resolution"], config["resolution"])
-        with torch.no_grad():
-            active = supernet.set_active(config)(x)
-            static = extract(supernet, config)
-            out = static(x)
-            rebuilt = build_static(config, {k: v.clone() for k, v in static.state_dict().items()})(x)
+        active, out, rebuilt, static = three_ways(supernet, config, torch.randn(2, 3, config["resolution"],
+                                                                                 config["resolution"]))
         assert max_difference(active, out) <= 1e-5 and max_difference(out, rebuilt) == 0.0
         macs, params = ptflops_macs(static, config["resolution"])
         cost = arch_cost(config)

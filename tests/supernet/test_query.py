@@ -8,7 +8,7 @@ from supernet.cost import arch_cost
 from supernet.network import build_static, extract
 from supernet.query import centre_peaks, sample
 from tests.supernet.test_cost import ptflops_macs
-from tests.supernet.test_supernet import max_difference, trained_like
+from tests.supernet.test_supernet import max_difference, three_ways, trained_like
 
 
 def query_configs(space: SearchSpace) -> list[dict]:
@@ -34,12 +34,8 @@ def test_query_subnets_extract_exactly_and_rebuild_from_their_weights():
     space = SearchSpace.load("tiny")
     supernet = trained_like(space)
     for config in query_configs(space):
-        x = torch.randn(2, 3, config["resolution"], config["resolution"])
-        with torch.no_grad():
-            active = supernet.set_active(config)(x)
-            static = extract(supernet, config)
-            out = static(x)
-            rebuilt = build_static(config, {k: v.clone() for k, v in static.state_dict().items()})(x)
+        active, out, rebuilt, _ = three_ways(supernet, config, torch.randn(2, 3, config["resolution"],
+                                                                            config["resolution"]))
         assert out[0].shape == (2, config["head"]["queries"], 18, 3)
         assert max_difference(active, out) <= 1e-5 and max_difference(out, rebuilt) == 0.0
         scores = out[0][..., 2]

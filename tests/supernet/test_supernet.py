@@ -34,6 +34,17 @@ def trained_like(space: SearchSpace, seed: int = 0) -> PoseNet:
     return net.eval()
 
 
+def three_ways(supernet: PoseNet, config: dict, x: torch.Tensor) -> tuple:
+    """A subnet's outputs on ``x`` from the supernet switched to it, from its extracted static twin
+    and from that twin rebuilt from its config and weights alone; and the twin."""
+    with torch.no_grad():
+        active = supernet.set_active(config)(x)
+        static = extract(supernet, config)
+        out = static(x)
+        rebuilt = build_static(config, {k: v.clone() for k, v in static.state_dict().items()})(x)
+    return active, out, rebuilt, static
+
+
 def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     assert [t.shape for t in a] == [t.shape for t in b]
     return max((x - y).abs().max().item() for x, y in zip(a, b))
