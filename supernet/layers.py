@@ -103,6 +103,9 @@ class Bottleneck(nn.Module):
         return F.relu(identity + self.restore(self.conv(self.reduce(x))))
 
 
+BLOCK_LISTS = {"mbconv": "blocks", "basic": "basic", "bottleneck": "bottlenecks"}  # a branch's attribute per type
+
+
 def _blocks(block_type: str, width: int, branch: dict, cin: int) -> nn.ModuleList:
     if block_type == "mbconv":
         return nn.ModuleList(MBConv(width, width, branch) for _ in range(branch["depth"]))
@@ -133,11 +136,8 @@ class Branch(nn.Module):
         return x
 
 
-BLOCK_LISTS = {"mbconv": "blocks", "basic": "basic", "bottleneck": "bottlenecks"}
-
-
-def dense(types: tuple[str, ...]) -> tuple[bool, ...]:
-    """Which downsampling styles a stage of these block types needs: separable (False), dense (True)."""
+def downsampling(types: tuple[str, ...]) -> tuple[bool, ...]:
+    """Which downsampling a stage of these block types needs: separable (False), dense (True)."""
     return tuple(sorted({t != "mbconv" for t in types}))
 
 
@@ -146,21 +146,22 @@ class Resample(nn.Module):
     ``i > j``; when ``i < j``, ``j - i`` stride-2 steps: depthwise-separable (Lite-HRNet style,
     ``steps``) in MBConv stages, dense 3x3 (HRNet's, ``dense_steps``) in stages of HRNet blocks."""
 
-    def __init__(self, i: int, j: int, cin: int, cout: int, styles: tuple[bool, ...] = (False,)):
+    def __init__(self, i: int, j: int, cin: int, cout: int, dense: tuple[bool, ...] = (False,)):
+        """``dense``: the downsampling it may run, as ``downsampling`` gives it."""
         super().__init__()
         self.scale = 2 ** (i - j) if i > j else 1
-        self.dense = styles[0]
+        self.dense = dense[0]
         if i > j:
             self.steps = nn.ModuleList([ConvBN(cin, cout, 1, act=False)])
             return
-        if False in styles:
+        if False in dense:
             steps = []
             for t in range(j - i):
                 last = t == j - i - 1
                 steps += [ConvBN(cin, cin, 3, 2, depthwise=True, act=False),
                           ConvBN(cin, cout if last else cin, 1, act=not last)]
             self.steps = nn.ModuleList(steps)
-        if True in styles:
+        if True in dense:
             self.dense_steps = nn.ModuleList(ConvBN(cin, cout if t == j - i - 1 else cin, 3, 2, act=t < j - i - 1)
                                              for t in range(j - i))
 
@@ -191,7 +192,7 @@ class FusionModule(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList(Branch(w, b, types, cin) for w, b in zip(widths, branches))
         active = [i for i, b in enumerate(branches) if b["depth"] > 0]
-        self.fuse = nn.ModuleDict({f"{i}_{j}": Resample(i, j, widths[i], widths[j], dense(types))
+        self.fuse = nn.ModuleDict({f"{i}_{j}": Resample(i, j, widths[i], widths[j], downsampling(types))
                                    for j in _receivers(active, into_first) for i in active if i != j})
         self.active, self.receivers = active, _receivers(active, into_first)
 
@@ -265,9 +266,9 @@ class Stage(nn.Module):
             self.dense_transition.set_active(low, stride=stride)
         if adapting:
             self.adapter.set_active(widths[0])
-        self.active_modules = last = stage["modules"]
+        self.active_modules = stage["modules"]
         for m, module in enumerate(self.fusion_modules[:self.active_modules]):
-            module.set_active(widths, stage["branches"], stage["block"], into_first and m == last - 1)
+            module.set_active(widths, stage["branches"], stage["block"], into_first and m == self.active_modules - 1)
 
     def forward(self, xs: list[torch.Tensor], low: torch.Tensor) -> list[torch.Tensor]:
         if self.adapting:
