@@ -7,10 +7,11 @@ disagree about what a config is.
 An arch config is plain JSON data::
 
     {"resolution": 256, "stem": 16, "widths": [24, 32, 48, 64],
-     "stages": [{"modules": 1, "block": "mbconv", "branches": [{"depth": 2, "kernel": 7, "expand": 4}]},
-                {"modules": 1, "block": "mbconv", "branches": [{...}, {...}]}, ...],
+     "stages": [{"modules": 1, "block": "mbconv", "keep_stride": false,
+                 "branches": [{"depth": 2, "kernel": 7, "expand": 4}]},
+                {"modules": 1, "block": "mbconv", "keep_stride": false, "branches": [{...}, {...}]}, ...],
      "token": {"depth": 1, "width": 64, "keep_ratio": 0.5},
-     "head": {"width": 32, "multi_resolution": true, "type": "ae",
+     "head": {"width": 32, "multi_resolution": true, "style": "litepose", "type": "ae",
               "queries": 10, "decoder_depth": 1, "decoder_width": 32}}
 
 Stage ``s`` has branches ``0..s``; branch ``b`` runs at stride ``4 * 2**b`` with ``widths[b]``
