@@ -262,7 +262,7 @@ class SupernetRun:
         and under ``fit_budget`` shortens every phase alike from step times probed first."""
         ckpt = self.folder.resume(self.device)
         if ckpt is not None:
-            if _plain(SearchSpace(ckpt["space"]).spec) != _plain(self.space.spec):  # defaults of newer keys filled
+            if _networks(SearchSpace(ckpt["space"])) != _networks(self.space):  # defaults of newer keys filled
                 raise PoseNASError(f"{self.folder.checkpoint}: trained on another search space than "
                                    f"{self.cfg.space!r}; use a new --out")
             self.net.load_state_dict(ckpt["supernet"])
@@ -292,7 +292,7 @@ class SupernetRun:
     def start_from(self, source: str) -> None:
         """Go on training another run's supernet (a zoo entry, say): its weights, a fresh schedule."""
         trained = TrainedSupernet.load(source, device=self.device)
-        if _backbone(trained.space.spec) != _backbone(self.space.spec):
+        if _networks(trained.space, NEWER_HEAD_KEYS) != _networks(self.space, NEWER_HEAD_KEYS):
             raise PoseNASError(f"init {source}: trained on another search space than {self.cfg.space!r}")
         missing, unexpected = self.net.load_state_dict(trained.net.state_dict(), strict=False)
         new = sorted({name.split(".")[0] for name in missing})
@@ -447,10 +447,10 @@ def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:
     return [i for i, _ in next(iter(sampler))]
 
 
-def _backbone(spec: dict) -> dict:
-    """A space spec but for its head types and the query head's keys: an init may add a head."""
-    spec = _plain(spec)
-    return {**spec, "head": {k: v for k, v in spec["head"].items() if k not in NEWER_HEAD_KEYS}}
+def _networks(space: SearchSpace, without: tuple[str, ...] = ()) -> list:
+    """What makes a space's networks: its dimensions and their choices (not its name, description
+    or preset table), but for the head keys ``without`` (an init may add a head)."""
+    return [d for d in space.dimensions if not (d.path[0] == "head" and d.path[1] in without)]
 
 
 def _plain(spec: dict) -> dict:

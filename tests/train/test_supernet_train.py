@@ -335,6 +335,21 @@ def test_eval_subnet_cli_and_a_checkpoint_from_another_space(tmp_path, synth_sma
     assert "trained on another search space than 'cpu'" in capsys.readouterr().err
 
 
+def test_a_checkpoint_from_before_the_block_types_resumes_with_a_phase_added(tmp_path, synth_small):
+    """A run's stored space written before keys were added (the stem's choices, block types, the
+    kept stride, the head style, the preset table) is the same space: its run goes on."""
+    out = tmp_path / "run"
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:1], eval_archs=[])), out,
+                   progress=False)
+    state = torch.load(out / "supernet.pt", weights_only=True)
+    old = {k: v for k, v in state["space"].items() if k not in ("block", "keep_stride", "presets")}
+    state["space"] = {**old, "stem": old["stem"][0], "head": {k: v for k, v in old["head"].items() if k != "style"}}
+    torch.save(state, out / "supernet.pt")
+    log = train_supernet(SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:2], eval_archs=[])), out,
+                         progress=False)
+    assert [row["phase"] for row in log][-1] == PHASES[1]["name"]
+
+
 def test_supernet_config_names_bad_phases(synth_small):
 
     for phases, message in (([{"epochs": 1, "elastic": ["colour"]}], r"phases\[0\]\.elastic: unknown group 'colour'"),
