@@ -292,6 +292,11 @@ class SearchSpace:
             head["width"] = smallest[("head", "width")]  # only HigherHRNet's stride-2 module has it
         return config
 
+    def networks(self, without: tuple[str, ...] = ()) -> list[Dimension]:
+        """What makes this space's networks, to compare two spaces: its dimensions and their choices
+        (not its name, description or preset table), but for the head keys ``without``."""
+        return [d for d in self.dimensions if not (d.path[0] == "head" and d.path[1] in without)]
+
     def choices(self, name: str) -> tuple:
         """The choices of a dimension by its flat name, e.g. ``head.type``."""
         return next(d.choices for d in self.dimensions if d.name == name)

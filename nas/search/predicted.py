@@ -76,7 +76,7 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
         raise PoseNASError("--accuracy-predictor needs a latency model too: give --predictor LATENCY.json "
                            "(posenas latency build-predictor)")
     accuracy = AccuracyPredictor.load(cfg.accuracy_predictor)
-    if accuracy.space.spec != objective.space.spec:
+    if accuracy.space.networks() != objective.space.networks():
         raise PoseNASError(f"{cfg.accuracy_predictor}: fitted on space {accuracy.space.name!r}, not on this "
                            f"supernet's space {objective.space.name!r}")
     fitted_for = accuracy.info.get("evaluation", {}).get("supernet")

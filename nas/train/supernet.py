@@ -262,7 +262,7 @@ class SupernetRun:
         and under ``fit_budget`` shortens every phase alike from step times probed first."""
         ckpt = self.folder.resume(self.device)
         if ckpt is not None:
-            if _networks(SearchSpace(ckpt["space"])) != _networks(self.space):  # defaults of newer keys filled
+            if SearchSpace(ckpt["space"]).networks() != self.space.networks():  # defaults of newer keys filled
                 raise PoseNASError(f"{self.folder.checkpoint}: trained on another search space than "
                                    f"{self.cfg.space!r}; use a new --out")
             self.net.load_state_dict(ckpt["supernet"])
@@ -292,7 +292,7 @@ class SupernetRun:
     def start_from(self, source: str) -> None:
         """Go on training another run's supernet (a zoo entry, say): its weights, a fresh schedule."""
         trained = TrainedSupernet.load(source, device=self.device)
-        if _networks(trained.space, NEWER_HEAD_KEYS) != _networks(self.space, NEWER_HEAD_KEYS):
+        if trained.space.networks(NEWER_HEAD_KEYS) != self.space.networks(NEWER_HEAD_KEYS):  # it may add a head
             raise PoseNASError(f"init {source}: trained on another search space than {self.cfg.space!r}")
         missing, unexpected = self.net.load_state_dict(trained.net.state_dict(), strict=False)
         new = sorted({name.split(".")[0] for name in missing})
@@ -445,12 +445,6 @@ def train_supernet(cfg: SupernetConfig, out: str | Path, progress: bool = True,
 def sampler_first(sampler: ResolutionBatchSampler) -> list[int]:
     """Sample indices of the sampler's current first batch (to show that ranks see different data)."""
     return [i for i, _ in next(iter(sampler))]
-
-
-def _networks(space: SearchSpace, without: tuple[str, ...] = ()) -> list:
-    """What makes a space's networks: its dimensions and their choices (not its name, description
-    or preset table), but for the head keys ``without`` (an init may add a head)."""
-    return [d for d in space.dimensions if not (d.path[0] == "head" and d.path[1] in without)]
 
 
 def _plain(spec: dict) -> dict:
