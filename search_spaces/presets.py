@@ -15,8 +15,9 @@ space holds them (``posenas arch presets --space default`` prints each beside it
   the last stage at stride 16, a fusion deconv head with stride-4 and stride-2 outputs; the sizes
   grow by width and input (XS 16/32/48/80 at 256 px up to L 24/64/96/160 at 512).
 
-Spaces sized for a CPU (``cpu``, ``tiny``) say ``presets: compact``: their presets keep the names
-but are the models scaled down to them (``COMPACT``), far smaller than the published ones.
+A space file names its table: ``presets: published`` (``default``) or ``compact`` (the models
+scaled down, far smaller than the published ones: ``cpu`` and ``tiny``, and every space file that
+names none, as every space meant before the published table existed, stored ones included).
 """
 from __future__ import annotations
 

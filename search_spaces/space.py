@@ -339,7 +339,7 @@ class SearchSpace:
             return self.max()
         if name not in PRESETS:
             raise SpaceError(f"unknown preset {name!r}; known: {self.preset_names()}")
-        ideal = PRESET_TABLES[self.spec.get("presets", "published")][name]
+        ideal = PRESET_TABLES[self.spec.get("presets", "compact")][name]  # compact: what spaces meant before
 
         def nearest(dim: Dimension):
             try:
@@ -515,7 +515,7 @@ def _check_space(spec: dict, source: str) -> dict:
     for key, kind in [*FILE_KEYS.items(), *((k, list) for k in LIST_KEYS)]:
         if key in spec and not isinstance(spec[key], kind):
             raise SpaceError(f"{source}: {key} must be a {kind.__name__}, got {spec[key]!r}")
-    if spec.get("presets", "published") not in ("published", "compact"):
+    if spec.get("presets", "compact") not in ("published", "compact"):
         raise SpaceError(f"{source}: presets {spec['presets']!r} is neither 'published' (the published models) nor "
                          "'compact' (scaled to a CPU)")
     for scope in ("token", "head"):

@@ -1,6 +1,7 @@
 """HRNet's blocks and head beside LitePose's, and LitePose's stride-16 last stage: one supernet
 holds them all (``hrnet-tiny.yaml``: the tiny space with every block type, both head styles and the
 kept stride)."""
+import json
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,8 @@ def test_configs_written_before_the_block_types_build_and_hash_as_before():
                                 for s in preset["stages"]],
            "head": {k: v for k, v in preset["head"].items() if k != "style"}}
     assert cpu.resolve(old) == preset and arch_hash(preset) == arch_hash(old) == "c6d4b6f7fd1ed4cc"
+    stored = json.loads(json.dumps({k: v for k, v in cpu.spec.items() if k != "presets"}))  # as checkpoints hold it
+    assert arch_hash(SearchSpace(stored).resolve("litepose_xs")) == "c6d4b6f7fd1ed4cc", "presets mean what they did"
     names = PoseNet.supernet(cpu).state_dict()
     assert not any(part in name for name in names
                    for part in ("basic", "bottleneck", "dense", "adapter", "lateral", "higher")), \
