@@ -39,15 +39,21 @@ def _single_branch(depths: list[int]) -> list[list[int]]:
     return [[0] * s + [d] for s, d in enumerate(depths)]
 
 
-def _litepose(resolution: int, stem: int, widths: list[int], head: int) -> dict:
-    return _config(resolution, stem, widths, _single_branch([6, 8, 10, 10]), [1] * 4, ["mbconv"] * 4, 7, 6, head,
-                   keep_stride=True)
+def _hrnet(stem: int, blocks: list[str], style: str) -> dict:
+    """HigherHRNet-W32's branches, modules and blocks per branch."""
+    return _config(512, stem, [32, 64, 128, 256], [[4] * (s + 1) for s in range(4)], [1, 1, 4, 3], blocks,
+                   kernel=3, expand=4, head=32, style=style)
+
+
+def _litepose(resolution: int, stem: int, widths: list[int], head: int, depths: tuple[int, ...] = (6, 8, 10, 10),
+              expand: int = 6, keep_stride: bool = True) -> dict:
+    """A single MBConv branch of 7x7 kernels: LitePose's (by default) or a smaller one."""
+    return _config(resolution, stem, widths, _single_branch(list(depths)), [1] * 4, ["mbconv"] * 4, 7, expand, head,
+                   keep_stride=keep_stride)
 
 
 PRESETS: dict[str, dict] = {
-    "higherhrnet_w32": _config(512, 64, [32, 64, 128, 256], [[4] * (s + 1) for s in range(4)], [1, 1, 4, 3],
-                               ["bottleneck", "basic", "basic", "basic"], kernel=3, expand=4, head=32,
-                               style="higherhrnet"),
+    "higherhrnet_w32": _hrnet(64, ["bottleneck", "basic", "basic", "basic"], "higherhrnet"),
     "litepose_xs": _litepose(256, 16, [16, 32, 48, 80], head=24),
     "litepose_s": _litepose(448, 16, [16, 32, 48, 120], head=32),
     "litepose_m": _litepose(448, 16, [24, 48, 72, 120], head=32),
@@ -56,17 +62,13 @@ PRESETS: dict[str, dict] = {
 
 # The same models scaled to two CPU cores: MBConv everywhere, widths 16/32/48/80, fewer blocks
 # (what the ``cpu`` zoo entry's stand-alone records were trained as).
+_SMALL = {"stem": 0, "widths": [16, 32, 48, 80], "keep_stride": False}
 COMPACT: dict[str, dict] = {
-    "higherhrnet_w32": _config(512, 0, [32, 64, 128, 256], [[4] * (s + 1) for s in range(4)], [1, 1, 4, 3],
-                               ["mbconv"] * 4, kernel=3, expand=4, head=32),
-    "litepose_xs": _config(256, 0, [16, 32, 48, 80], _single_branch([2, 3, 4, 3]), [1] * 4, ["mbconv"] * 4, 7, 4,
-                           head=24),
-    "litepose_s": _config(448, 0, [16, 32, 48, 80], _single_branch([4, 6, 8, 8]), [1] * 4, ["mbconv"] * 4, 7, 6,
-                          head=24),
-    "litepose_m": _config(448, 0, [16, 32, 48, 80], _single_branch([6, 8, 10, 10]), [1] * 4, ["mbconv"] * 4, 7, 6,
-                          head=32),
-    "litepose_l": _config(512, 0, [16, 32, 48, 80], _single_branch([6, 8, 10, 10]), [1] * 4, ["mbconv"] * 4, 7, 6,
-                          head=32),
+    "higherhrnet_w32": _hrnet(0, ["mbconv"] * 4, "litepose"),
+    "litepose_xs": _litepose(256, **_SMALL, head=24, depths=(2, 3, 4, 3), expand=4),
+    "litepose_s": _litepose(448, **_SMALL, head=24, depths=(4, 6, 8, 8)),
+    "litepose_m": _litepose(448, **_SMALL, head=32),
+    "litepose_l": _litepose(512, **_SMALL, head=32),
 }
 PRESET_TABLES = {"published": PRESETS, "compact": COMPACT}
 

@@ -339,7 +339,7 @@ class SearchSpace:
             return self.max()
         if name not in PRESETS:
             raise SpaceError(f"unknown preset {name!r}; known: {self.preset_names()}")
-        ideal = PRESET_TABLES[self.spec.get("presets", "compact")][name]  # compact: what spaces meant before
+        ideal = PRESET_TABLES[self.spec["presets"]][name]
 
         def nearest(dim: Dimension):
             try:
@@ -518,6 +518,7 @@ def _check_space(spec: dict, source: str) -> dict:
     if spec.get("presets", "compact") not in ("published", "compact"):
         raise SpaceError(f"{source}: presets {spec['presets']!r} is neither 'published' (the published models) nor "
                          "'compact' (scaled to a CPU)")
+    spec = {**spec, "presets": spec.get("presets", "compact")}  # none named: compact, what every space meant before
     for scope in ("token", "head"):
         unknown = sorted(set(spec.get(scope, {})) - set(scope_keys(scope)))
         if unknown:

@@ -85,8 +85,9 @@ class QueryHead(nn.Module):
     """Outputs, in training, per decoder layer (coarse to fine): joints (L, B, Q, K, 2) in stride-4
     pixels, joint logits (L, B, Q, K), person logits (L, B, Q), with the centre map (B, 1, H, W),
     the queries' seed positions (B, Q, 2) and the auxiliary joint heatmaps (B, K, H, W); ``seeds``
-    (B, S, 2) add queries at given positions after the proposals. In evaluation, people: (B, Q, K + 1, 3), rows x, y, score of every joint
-    and last the person's seed position and score, at stride 4."""
+    (B, S, 2) add queries at given positions after the proposals. In evaluation, people:
+    (B, Q, K + 1, 3), rows x, y, score of every joint and last the person's seed position and
+    score, at stride 4."""
 
     def __init__(self, cin: int, width: int, depth: int, num_keypoints: int):
         super().__init__()

@@ -262,7 +262,7 @@ class SupernetRun:
         and under ``fit_budget`` shortens every phase alike from step times probed first."""
         ckpt = self.folder.resume(self.device)
         if ckpt is not None:
-            if SearchSpace(ckpt["space"]).networks() != self.space.networks():  # defaults of newer keys filled
+            if SearchSpace(ckpt["space"]).networks() != self.space.networks():  # keys added since: their old values
                 raise PoseNASError(f"{self.folder.checkpoint}: trained on another search space than "
                                    f"{self.cfg.space!r}; use a new --out")
             self.net.load_state_dict(ckpt["supernet"])

@@ -60,7 +60,7 @@ class Presets(Command):
 
         space = SearchSpace.load(args.space)
         print(space.describe())
-        if space.spec.get("presets", "compact") == "compact":
+        if space.spec["presets"] == "compact":
             print("presets: compact: the published models' names on configs scaled to this space, far smaller than the "
                   "models (posenas arch presets --space default holds the models themselves)")
         for name in space.preset_names():
