@@ -263,9 +263,10 @@ def refine(heat: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray
                 for t in range(d):
                     gap = max(np.float32(0), low[b, t] - mean[p, t], mean[p, t] - high[b, t])
                     squares += gap * gap
-                if tops[b] - np.rint(np.sqrt(squares)) < best:
-                    continue
+                bound = tops[b] - np.rint(np.sqrt(squares))
                 top, left = (b // blocks_x) * BLOCK, (b % blocks_x) * BLOCK
+                if bound < best or (bound == best and top * width + left > first):  # it cannot win, nor a tie
+                    continue
                 for y in range(top, min(top + BLOCK, height)):
                     for x in range(left, min(left + BLOCK, width)):
                         if heat[k, y, x] < best:
