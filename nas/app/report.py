@@ -126,8 +126,8 @@ def plot_run(run: str | Path) -> list[Path]:
     axes[0].set_title("accuracy against measured latency")
     axes[1].set_title("accuracy against MACs")
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     paths = []
     for fmt in ("png", "svg"):
         path = run.pareto_plot.with_suffix(f".{fmt}")
