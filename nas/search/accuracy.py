@@ -42,7 +42,8 @@ def _fit_ridge(x: np.ndarray, y: np.ndarray, seed: int) -> dict:
 def _fit_mlp(x: np.ndarray, y: np.ndarray, seed: int) -> dict:
     from sklearn.neural_network import MLPRegressor
 
-    mean, std = x.mean(0), x.std(0) + 1e-6
+    mean, std = x.mean(0), x.std(0)
+    std = np.where(std > 1e-6, std, 1.0)  # a choice constant in the samples: another value must not blow up
     m = MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, learning_rate_init=3e-3, max_iter=3000, random_state=seed,
                      early_stopping=False).fit((x - mean) / std, y)
     return {"kind": "mlp", "mean": mean.tolist(), "std": std.tolist(), "weights": [w.tolist() for w in m.coefs_],

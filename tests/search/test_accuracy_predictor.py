@@ -37,6 +37,16 @@ def test_plain_models_predict_what_scikit_learn_fitted():
                                                                   / np.asarray(mlp["std"])))
 
 
+def test_a_choice_never_sampled_does_not_blow_up_the_mlp():
+    """One-hot columns constant in the samples (a choice no sampled subnet took) once scaled the
+    MLP's input by 1e6 where a searched subnet took that choice: predictions in the hundreds."""
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.random((40, 5)), np.zeros(40)]
+    y = x[:, :5].sum(1) / 5
+    novel = np.c_[rng.random((10, 5)), np.ones(10)]
+    assert np.abs(predict_model(FITTERS["mlp"](x, y, 0), novel)).max() < 5
+
+
 def test_encoding_is_one_hot_per_dimension_plus_macs():
     space = SearchSpace.load("tiny")
     x = encode(space, space.max(), 17)
