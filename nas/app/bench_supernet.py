@@ -38,7 +38,7 @@ def train_alone(arch: dict, settings: dict, epochs: float, out: Path) -> float:
     alone = TrainConfig.from_dict({**settings, "arch": arch, "epochs": epochs, "val_every": max(1, round(epochs)),
                                    "lr": 4e-3, "warmup_epochs": warmup, "checkpoint_every": 50})  # resumable
     ap = train(alone, out)["AP"]
-    write_json(record, {"arch_hash": arch_hash(arch), "epochs": epochs, "AP": ap}, indent=1)
+    write_json(record, {"arch_hash": arch_hash(arch), "epochs": epochs, "AP": ap, "arch": arch}, indent=1)
     return ap
 
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from nas.app.pipeline import check_user_data, load_run_config, make_data, supernet_config
 from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
-from nas.io import read_checkpoint, write_json, write_text
+from nas.io import read_checkpoint, read_json, write_json, write_text
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.predictor_build import PREDICTOR, build_accuracy_predictor
 from nas.subnet import zoo
@@ -26,6 +26,8 @@ from nas.subnet.inherit import CALIBRATION_IMAGES, TrainedSupernet
 from nas.train.supernet import train_supernet
 from search_spaces import SearchSpace, arch_hash
 from supernet.cost import arch_cost
+
+STANDALONE = Path("ranking") / "standalone"  # the ranking's subnets trained alone, under the run folder
 
 
 def hardware() -> str:
@@ -97,8 +99,8 @@ def train_ranking_alone(config: str, out: str | Path, count: int = 8, epochs: fl
     from nas.app.bench_supernet import train_alone
 
     _, run, supernet_cfg = prepare_run(config, out)
-    settings, folder = standalone_settings(supernet_cfg), run.root / "ranking" / "standalone"
-    archs = sorted(ranking_archs(SearchSpace.load(supernet_cfg.space), count).items(),
+    settings, folder = standalone_settings(supernet_cfg), run.root / STANDALONE
+    archs = sorted(ranking_archs(SearchSpace.load(supernet_cfg.space), count, folder).items(),
                    key=lambda item: arch_cost(item[1]).macs)  # the cheapest first: results come sooner
     return {name: train_alone(arch, settings, epochs, folder / name) for name, arch in archs}
 
@@ -131,18 +133,24 @@ def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_c
 
     from nas.app.bench_supernet import inherited_vs_standalone
 
-    table = inherited_vs_standalone(shipped, ranking_archs(shipped.space, count), standalone_settings(supernet_cfg),
-                                    epochs, run.root / "ranking")
+    table = inherited_vs_standalone(shipped, ranking_archs(shipped.space, count, run.root / STANDALONE),
+                                    standalone_settings(supernet_cfg), epochs, run.root / "ranking")
     return {"kendall_tau": float(kendalltau(table["inherited_AP"], table["standalone_AP"]).statistic),
             "subnets": len(table), "epochs": epochs, "table": table.round(4).to_dict("records")}
 
 
-def ranking_archs(space, count: int) -> dict[str, dict]:
-    """The presets, then subnets spread over the MACs range: ``count`` subnets in all."""
+def ranking_archs(space, count: int, trained: Path | None = None) -> dict[str, dict]:
+    """The presets, then subnets spread over the MACs range: ``count`` subnets in all. A spread
+    subnet whose stand-alone record under ``trained`` holds its config stays the one ranked: a
+    sampler that draws differently since (a space that gained dimensions) does not throw away
+    hours of training."""
     from nas.search.predictor_build import spread_subnets
 
     archs = {name: space.resolve(name) for name in space.preset_names()[:count]}
-    archs.update({f"spread{i}": a for i, a in enumerate(spread_subnets(space, max(0, count - len(archs))))})
+    for i, arch in enumerate(spread_subnets(space, max(0, count - len(archs)))):
+        record = trained / f"spread{i}" / "result.json" if trained else None
+        saved = read_json(record, "stand-alone record") if record and record.exists() else {}
+        archs[f"spread{i}"] = space.validate(saved["arch"], str(record)) if "arch" in saved else arch
     return archs
 
 

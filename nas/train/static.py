@@ -26,7 +26,7 @@ from nas.train.curves import plot_curves
 from nas.train.device import autocast, batch_to, select_device
 from nas.train.schedule import warmup_cosine
 from nas.train.settings import Settings, datasets
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, arch_hash
 from supernet.network import new_static
 from supernet.tokens import joint_mask
 
@@ -102,6 +102,9 @@ def _train(cfg: TrainConfig, out: str | Path, progress: bool, init: dict | None,
     start_epoch, step, spent, log, done_in_epoch, sums, batches = 0, 0, 0.0, [], 0, np.zeros(4), 0
     ckpt = folder.resume(device)
     if ckpt is not None:
+        if ckpt.get("arch") is not None and arch_hash(ckpt["arch"]) != arch_hash(arch):
+            raise PoseNASError(f"{out}: holds the checkpoint of another network (arch {arch_hash(ckpt['arch'])}, "
+                               f"not {arch_hash(arch)}); write elsewhere or remove it")
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, step, spent, log = ckpt["epoch"], ckpt["step"], ckpt["train_seconds"], ckpt["log"]

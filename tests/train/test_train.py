@@ -28,6 +28,8 @@ def test_train_writes_checkpoint_log_and_curves_and_resumes(tmp_path, synth_smal
     train(_cfg(synth_small, epochs=1), out, progress=False)
     first = torch.load(out / "checkpoint.pt", weights_only=True)
     assert first["epoch"] == 1 and first["step"] == 3
+    with pytest.raises(PoseNASError, match="holds the checkpoint of another network"):  # not a size mismatch
+        train(_cfg(synth_small, epochs=2, arch="min"), out, progress=False)
     metrics = train(_cfg(synth_small, epochs=2), out, progress=False)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 6, "resumed at step 3, not from scratch"
