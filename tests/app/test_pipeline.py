@@ -108,6 +108,17 @@ def test_the_shipped_gpu_configs_check_in_every_section(name, spec):
     assert not Path("unused").exists()
 
 
+def test_the_embedded_default_searches_the_shipped_supernet_and_scratch_trains_one():
+    main_job = Pipeline(None, "unused")  # nothing read or written
+    assert main_job.supernet_cfg is None and main_job.supernet == "zoo:cpu-synth"
+    assert main_job.search_cfg.accuracy_predictor == "zoo:cpu-synth" and main_job.runtime.latency_of == "total"
+    assert main_job.data["val_seed"] != main_job.data["train_seed"]
+    scratch = Pipeline("scratch.yaml", "unused")
+    assert scratch.supernet_cfg.space == "cpu" and scratch.supernet_cfg.time_budget_min == 12
+    assert scratch.search_cfg.accuracy_predictor is None and scratch.search_cfg.latency_budget_ms == 6
+    assert not Path("unused").exists()
+
+
 @pytest.mark.parametrize("flaw, message", [
     (lambda d, t: d.update(train={"ann": str(t / "missing.json"), "images": str(t)}), "annotation file not found"),
     (lambda d, t: d.update(val={"ann": str(t / "broken.json"), "images": str(t)}), "broken.json: malformed JSON"),
