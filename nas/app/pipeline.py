@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -202,7 +203,9 @@ class Pipeline:
                     print(f"[{i + 1}/{len(STAGES)}] {stage}: done earlier")
                     continue
                 print(f"[{i + 1}/{len(STAGES)}] {stage}")
+                started = time.perf_counter()
                 getattr(self, f"stage_{stage}")()
+                print(f"[{i + 1}/{len(STAGES)}] {stage}: {time.perf_counter() - started:.0f} s")
                 done.append(stage)
                 write_json(self.run.stages, done)
             return self.summary()
