@@ -10,6 +10,7 @@ checkpoints (supernet, Optuna study, finetuning runs).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -152,7 +153,8 @@ def train_supernet_as(cfg: SupernetConfig, out: Path, processes: int) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                str(Path(sys.executable).with_name("posenas")), "train-supernet", "--config", str(settings),
                "--out", str(out)]
-    if subprocess.run(command).returncode:
+    threads = max(1, int(os.environ.get("OMP_NUM_THREADS", processes)) // processes)  # the free cores, shared
+    if subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode:
         raise PoseNASError(f"{out}: the supernet's training under torchrun ({processes} processes) failed; its "
                            f"output above says why, and the same command resumes it")
 

@@ -1,12 +1,13 @@
 """The installed console script, as a user runs it: real processes, real exit codes."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from nas.app.cli import main
+from nas.app.cli import free_cores, main, use_free_cores
 from search_spaces import SearchSpace
 from search_spaces.presets import PUBLISHED
 from supernet.cost import arch_cost
@@ -129,3 +130,14 @@ def test_the_default_space_holds_the_published_models_within_10_percent(capsys):
     assert main(["arch", "presets", "--space", "cpu"]) == 0  # the cpu space's presets say they are not the models
     assert "presets: compact: the published models' names on configs scaled" in capsys.readouterr().out
 
+
+
+def test_torch_gets_the_cores_other_processes_leave_free():
+    assert [free_cores(2, load) for load in (0.0, 0.4, 1.0, 1.6, 3.0)] == [2, 2, 1, 1, 1]
+    assert free_cores(16, 3.2) == 13
+    environ = {"OMP_NUM_THREADS": "3"}
+    use_free_cores(environ)
+    assert environ == {"OMP_NUM_THREADS": "3"}  # the user's word stands
+    environ = {}
+    use_free_cores(environ)
+    assert 1 <= int(environ["OMP_NUM_THREADS"]) <= len(os.sched_getaffinity(0))

@@ -48,7 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def free_cores(cores: int, load: float) -> int:
+    """The cores other processes leave free (at least one)."""
+    return max(1, int(cores - load + 0.5))
+
+
+def use_free_cores(environ=os.environ) -> None:
+    """Torch's threads on the free cores, unless OMP_NUM_THREADS says otherwise: on two cores with
+    one kept busy, two threads ran the main job's training 3.3x slower than quiet (every op waits
+    for the thread that shares a core) and one thread 1.4x; on a quiet machine a second thread
+    gains under 10 %."""
+    if "OMP_NUM_THREADS" not in environ and hasattr(os, "sched_getaffinity"):
+        environ["OMP_NUM_THREADS"] = str(free_cores(len(os.sched_getaffinity(0)), os.getloadavg()[0]))
+
+
 def main(argv: list[str] | None = None) -> int:
+    use_free_cores()
     try:
         args = build_parser().parse_args(argv)
         args.action(args)
