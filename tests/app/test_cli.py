@@ -141,3 +141,10 @@ def test_torch_gets_the_cores_other_processes_leave_free():
     environ = {}
     use_free_cores(environ)
     assert 1 <= int(environ["OMP_NUM_THREADS"]) <= len(os.sched_getaffinity(0))
+
+
+def test_bench_help_names_every_figure():
+    from nas.app.bench import FIGURES
+    from nas.app.cli.run import FIGURE_NAMES
+
+    assert list(FIGURE_NAMES) == list(FIGURES)

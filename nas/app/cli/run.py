@@ -37,6 +37,10 @@ class Plot(Command):
             print(path)
 
 
+FIGURE_NAMES = ("synth", "oracle", "baseline", "cost", "largest", "overhead", "supernet", "predictor", "repeatability",
+                "runtime", "decode", "search", "completion", "new-budget", "deployed-budget")  # --help without torch
+
+
 class Bench(Command):
     """every benchmark figure beside its target: results/bench/bench.{json,md}"""
 
@@ -45,8 +49,7 @@ class Bench(Command):
     def add_arguments(self, p):
         p.add_argument("--quick", action="store_true", help="small scale, under 10 minutes; full-scale targets not "
                        "judged")
-        p.add_argument("--only", nargs="+", metavar="FIGURE", help="run these figures only (synth, oracle, baseline, "
-                       "cost, largest, overhead, supernet, predictor, runtime, decode, search, new-budget)")
+        p.add_argument("--only", nargs="+", metavar="FIGURE", help=f"run these figures only ({', '.join(FIGURE_NAMES)})")
         p.add_argument("--out", default="results/bench")
 
     def take_action(self, args):
