@@ -391,12 +391,12 @@ def bench_new_budget(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: 
     ]
 
 
-def bench_deployed_budget(scale: Scale, work: Path, budget_ms: float = 6.0,
+def bench_deployed_budget(scale: Scale, work: Path, budgets_ms: tuple[float, ...] = (6.0, 12.0),
                           zoo_ref: str = "zoo:cpu-synth") -> list[dict]:
-    """The Pareto set under an end-to-end budget beside the one under the same network-only budget
-    on the shipped supernet (searches on predictions, verified): which subnets change, and how far
-    the network-only front overstates what fits once post-processing is counted (table:
-    deployed-budget.csv)."""
+    """At each budget, the Pareto set under the end-to-end budget beside the one under the same
+    network-only budget on the shipped supernet (searches on predictions, verified): which
+    subnets change, and how far the network-only front overstates what fits once post-processing
+    is counted (table: deployed-budget.csv)."""
     from nas.io import read_json
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
     from nas.latency.predictor import adapted_reference
@@ -405,27 +405,39 @@ def bench_deployed_budget(scale: Scale, work: Path, budget_ms: float = 6.0,
     from nas.search.study import run_search
     from nas.subnet.inherit import TrainedSupernet
 
-    common = shipped_zoo_search(scale, work, zoo_ref, budget_ms)
+    common = shipped_zoo_search(scale, work, zoo_ref, budgets_ms[0])
     if common is None:
         return not_shipped("end-to-end against network-only budgets", zoo_ref)
     space, cache = TrainedSupernet.load(zoo_ref).space, LatencyCache(work / "zoo-latency.sqlite")
     meters = {kind: LatencyMeter(LocalBackend(RuntimeSettings(latency_of=kind)), cache)
               for kind in ("network", "total")}
-    fronts = {}
     for kind, meter in meters.items():
         adapted_reference(meter, space).save(work / f"zoo-latency-{kind}.json")
-        shutil.rmtree(work / f"search-{kind}", ignore_errors=True)
-        run_search(SearchConfig(**common, out=str(work / f"search-{kind}"), accuracy_predictor=zoo_ref,
-                                predictor=str(work / f"zoo-latency-{kind}.json")), meter)
-        fronts[kind] = read_json(work / f"search-{kind}" / "pareto.json")["pareto"]
-    total_hashes = {p["arch_hash"] for p in fronts["total"]}
-    rows = [{"front": kind, "arch_hash": p["arch_hash"], "AP": p["AP"], "resolution": p["arch"]["resolution"],
-             "head": p["arch"]["head"].get("type", "ae"),
-             "network_ms": meters["network"].measure(p["arch"])["median_ms"],
-             "total_ms": meters["total"].measure(p["arch"])["median_ms"], "on_both": p["arch_hash"] in total_hashes}
-            for kind in fronts for p in fronts[kind]]
-    table = pd.DataFrame(rows)
-    write_text(work / "deployed-budget.csv", table.to_csv(index=False))
+    tables, figures = [], []
+    for budget in budgets_ms:
+        fronts = {}
+        for kind, meter in meters.items():
+            out = work / f"search-{kind}-{budget:g}ms"
+            shutil.rmtree(out, ignore_errors=True)
+            run_search(SearchConfig(**{**common, "latency_budget_ms": budget}, out=str(out),
+                                    accuracy_predictor=zoo_ref, predictor=str(work / f"zoo-latency-{kind}.json")),
+                       meter)
+            fronts[kind] = read_json(out / "pareto.json")["pareto"]
+        total_hashes = {p["arch_hash"] for p in fronts["total"]}
+        table = pd.DataFrame([{"budget_ms": budget, "front": kind, "arch_hash": p["arch_hash"], "AP": p["AP"],
+                               "resolution": p["arch"]["resolution"], "head": p["arch"]["head"].get("type", "ae"),
+                               "multi_resolution": p["arch"]["head"].get("multi_resolution", False),
+                               "network_ms": meters["network"].measure(p["arch"])["median_ms"],
+                               "total_ms": meters["total"].measure(p["arch"])["median_ms"],
+                               "on_both": p["arch_hash"] in total_hashes}
+                              for kind in fronts for p in fronts[kind]])
+        tables.append(table)
+        figures += deployed_budget_figures(table, budget)
+    write_text(work / "deployed-budget.csv", pd.concat(tables).to_csv(index=False))
+    return figures
+
+
+def deployed_budget_figures(table: pd.DataFrame, budget_ms: float) -> list[dict]:
     network_front = table[table["front"] == "network"]
     over = float((network_front["total_ms"] > budget_ms).mean())
     promised, fits = network_front["AP"].max(), table.loc[table["front"] == "total", "AP"].max()
@@ -435,7 +447,7 @@ def bench_deployed_budget(scale: Scale, work: Path, budget_ms: float = 6.0,
                round(over, 3), "share", "report", None),
         figure(f"best AP under {budget_ms:g} ms, network-only / end to end ({promised:.3f} / {fits:.3f})",
                round(promised / fits, 3) if fits else None, "x", "report", None),
-        figure("end-to-end / network latency on the network-only Pareto set (median)",
+        figure(f"end-to-end / network latency on the network-only {budget_ms:g} ms Pareto set (median)",
                round(float((network_front["total_ms"] / network_front["network_ms"]).median()), 2), "x", "report",
                None),
     ]

@@ -133,8 +133,10 @@ def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_p
     from nas.app.bench import QUICK, bench_deployed_budget
 
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
-    rows = bench_deployed_budget(QUICK, tmp_path, budget_ms=1000, zoo_ref=str(tiny_zoo / "entry"))
+    rows = bench_deployed_budget(QUICK, tmp_path, budgets_ms=(1000, 2000), zoo_ref=str(tiny_zoo / "entry"))
     table = pd.read_csv(tmp_path / "deployed-budget.csv")
+    assert len(rows) == 6 and set(table["budget_ms"]) == {1000, 2000}
+    table = table[table["budget_ms"] == 1000]
     assert set(table["front"]) == {"network", "total"}
     ae = table[table["head"] == "ae"]  # a query head's people come out of its network: nothing runs after it
     assert len(ae) and (ae["total_ms"] > ae["network_ms"]).all(), "post-processing counted end to end"
