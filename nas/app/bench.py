@@ -423,13 +423,13 @@ def bench_deployed_budget(scale: Scale, work: Path, budgets_ms: tuple[float, ...
                                     accuracy_predictor=zoo_ref, predictor=str(work / f"zoo-latency-{kind}.json")),
                        meter)
             fronts[kind] = read_json(out / "pareto.json")["pareto"]
-        total_hashes = {p["arch_hash"] for p in fronts["total"]}
+        hashes = {kind: {p["arch_hash"] for p in front} for kind, front in fronts.items()}
         table = pd.DataFrame([{"budget_ms": budget, "front": kind, "arch_hash": p["arch_hash"], "AP": p["AP"],
                                "resolution": p["arch"]["resolution"], "head": p["arch"]["head"].get("type", "ae"),
                                "multi_resolution": p["arch"]["head"].get("multi_resolution", False),
                                "network_ms": meters["network"].measure(p["arch"])["median_ms"],
                                "total_ms": meters["total"].measure(p["arch"])["median_ms"],
-                               "on_both": p["arch_hash"] in total_hashes}
+                               "on_both": all(p["arch_hash"] in h for h in hashes.values())}
                               for kind in fronts for p in fronts[kind]])
         tables.append(table)
         figures += deployed_budget_figures(table, budget)

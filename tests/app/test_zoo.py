@@ -138,6 +138,8 @@ def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_p
     assert len(rows) == 6 and set(table["budget_ms"]) == {1000, 2000}
     table = table[table["budget_ms"] == 1000]
     assert set(table["front"]) == {"network", "total"}
+    on_both = table.groupby("arch_hash")["front"].nunique() == 2
+    assert (table["on_both"] == table["arch_hash"].map(on_both)).all()
     ae = table[table["head"] == "ae"]  # a query head's people come out of its network: nothing runs after it
     assert len(ae) and (ae["total_ms"] > ae["network_ms"]).all(), "post-processing counted end to end"
     network = table[table["front"] == "network"]
