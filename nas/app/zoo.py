@@ -7,6 +7,7 @@ evaluated in fp32 to show that fp16 storage changes nothing.
 """
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -31,8 +32,10 @@ STANDALONE = Path("ranking") / "standalone"  # the ranking's subnets trained alo
 
 
 def hardware() -> str:
+    """The machine, not the threads of the moment: an entry trains over many sessions and is packed
+    by a process whose torch threads follow the load."""
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads{gpu}"
+    return f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores{gpu}"
 
 
 def commit() -> str | None:
