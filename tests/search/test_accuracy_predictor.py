@@ -122,3 +122,19 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
         assert p["AP"] == pytest.approx(supernet.evaluate(p["arch"], data, limit=4)["AP"], abs=1e-9)
     verified = pd.read_csv(tmp_path / "search" / "verified.csv")
     assert verified["latency_measured"].all() and len(verified) == summary["verified"] <= 2
+
+
+def test_verification_reaches_the_budget_past_a_predicted_plateau():
+    """A predictor flat from 2 ms on ends the predicted front at 2 ms; the subnets verified are the
+    best predicted in each latency band, so the ones near the budget are measured too."""
+    from nas.search.predicted import candidates
+    from nas.search.results import pareto_front
+
+    latency = np.linspace(1.0, 6.0, 51)
+    table = pd.DataFrame({"latency_ms": np.append(latency, 7.0), "AP": np.append(np.minimum(latency, 2.0) / 10, 0.5),
+                          "feasible": np.append(latency <= 6.0, False), "evaluated": True})
+    assert pareto_front(table)["latency_ms"].max() == 2.0
+    chosen = candidates(table, 5)
+    assert len(chosen) == 5 and chosen["latency_ms"].is_monotonic_increasing
+    assert chosen["latency_ms"].max() >= 5.0 and chosen["feasible"].all()  # in the last band, never over budget
+    assert chosen["AP"].max() == table.loc[table["feasible"], "AP"].max()
