@@ -33,7 +33,7 @@ class SearchConfig:
     timeout_min: float | None = None  # stop adding trials after this long (the study keeps what finished)
     accuracy_predictor: str | None = None  # predictor.json: search on predicted AP, then verify the front for real
     predicted_trials: int = 2000  # trials of a search on predicted AP
-    verify: int = 8  # candidates of the predicted front measured and evaluated for real
+    verify: int = 8  # latency bands whose best predicted subnet is measured and evaluated for real
 
     RANGES = {"latency_budget_ms": POSITIVE, "trials": AT_LEAST_ONE, "eval_images": AT_LEAST_ONE,
               "calib_images": AT_LEAST_ONE, "seed": Range(0, 2 ** 32 - 1), "population": Range(2),

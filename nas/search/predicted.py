@@ -1,9 +1,9 @@
-"""A new budget in seconds: NSGA-II on predicted AP and predicted latency, then the predicted front
-verified by real measurement.
+"""A new budget in seconds: NSGA-II on predicted AP and predicted latency, then the best predicted
+subnets verified by real measurement.
 
 Thousands of predicted trials cost less than one real one, so the search itself runs in an
 in-memory study in seconds (OFA's accuracy predictor plus a latency model). Predictions are not
-results: the predicted Pareto front's candidates, spread over latency, each get a real measured
+results: the best predicted subnet of each latency band up to the budget gets a real measured
 latency and a real inherited AP through the same ``Objective.assess`` a direct search uses, and
 only those verified figures make ``pareto.json``'s front (the predicted ones stand beside them).
 """

@@ -37,7 +37,7 @@ class Search(Command):
         p.add_argument("--predictor", help="latency predictor.json: skip measuring subnets predicted far over budget")
         p.add_argument("--accuracy-predictor", metavar="PREDICTOR",
                        help="accuracy predictor.json (posenas predictor build): NSGA-II on predicted AP and latency "
-                            "(needs --predictor), then the predicted front verified by real measurement")
+                            "(needs --predictor), then the best predicted subnets verified by real measurement")
         p.add_argument("--predicted-trials", type=COUNT, help=f"default {DEFAULT['predicted_trials']}")
         p.add_argument("--verify", type=COUNT, help=f"candidates verified for real (default {DEFAULT['verify']})")
         p.add_argument("--seed", type=SEED, help="sampler seed (give each worker its own)")
