@@ -63,3 +63,18 @@ def test_equal_neighbouring_peaks_count_once():
     joints[0, :, :] = [[5, 5, 0.9], [6, 5, 0.9], [20, 20, 0.9], [5, 6, 0.5]]
     out = drop_equal_peaks(joints, 1)
     assert out[0, :, 2].tolist() == pytest.approx([0.9, 0.0, 0.9, 0.5])
+
+
+@pytest.mark.parametrize("fine, coarse, dims", [((37, 45), (19, 23), 1), ((100, 60), (50, 30), 2), ((16, 16), (16, 16), 2)])
+def test_refinement_is_the_references_on_maps_of_any_size(fine, coarse, dims):
+    """Maps whose sides are no multiple of the search's blocks, tags with a flip dimension, and heat
+    in quarters so that scores tie: the block search returns the full search's first maximum."""
+    rng = np.random.default_rng(dims)
+    for _ in range(20):
+        heat = (rng.integers(0, 5, (3, *fine)) / 4).astype(np.float32)
+        tags = rng.normal(0, 2, (3, *coarse, dims)).astype(np.float32)
+        people = np.zeros((4, 3, 3 + dims), np.float32)
+        people[..., 2] = rng.random((4, 3)) < 0.5
+        people[..., 3:] = rng.normal(0, 2, (4, 3, dims))
+        expected = reference_grouping.refine(torch.from_numpy(heat), torch.from_numpy(tags), people)
+        assert np.array_equal(refine(heat, tags, people), expected)
