@@ -262,7 +262,7 @@ def refine(heat: np.ndarray, tags: np.ndarray, people: np.ndarray) -> np.ndarray
         if len(missing) == 0:
             continue
         _block_ranges(heat[k], tags, k, y_sources, x_sources, tops, low, high)
-        order = np.argsort(-tops, kind="mergesort")  # stable: of equal blocks the first in raster order, which wins ties
+        order = np.argsort(-tops, kind="mergesort")  # stable: of equal blocks the first in raster order (wins ties)
         for p in missing:
             best, first = -np.inf, height * width
             for b in order:

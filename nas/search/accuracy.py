@@ -31,6 +31,11 @@ def encode(space: SearchSpace, arch: dict, num_keypoints: int) -> np.ndarray:
     return np.array(onehot + [math.log10(arch_cost(arch, num_keypoints).macs)])
 
 
+# One layer under strong weight decay: fitted on hundreds of subnets (OFA's on 16,000), two layers of
+# 64 at light decay overfit (cross-validated tau 0.19 on the zoo's 415 subnets; this 0.76).
+MLP = {"hidden_layer_sizes": (128,), "alpha": 3.0, "learning_rate_init": 3e-3, "max_iter": 3000}
+
+
 # -- models as plain data: fit with scikit-learn, predict with numpy ---------------------------------
 def _fit_ridge(x: np.ndarray, y: np.ndarray, seed: int) -> dict:
     from sklearn.linear_model import RidgeCV
@@ -44,8 +49,7 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, seed: int) -> dict:
 
     mean, std = x.mean(0), x.std(0)
     std = np.where(std > 1e-6, std, 1.0)  # a choice constant in the samples: another value must not blow up
-    m = MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, learning_rate_init=3e-3, max_iter=3000, random_state=seed,
-                     early_stopping=False).fit((x - mean) / std, y)
+    m = MLPRegressor(**MLP, random_state=seed).fit((x - mean) / std, y)
     return {"kind": "mlp", "mean": mean.tolist(), "std": std.tolist(), "weights": [w.tolist() for w in m.coefs_],
             "biases": [b.tolist() for b in m.intercepts_]}
 

@@ -65,7 +65,8 @@ def test_equal_neighbouring_peaks_count_once():
     assert out[0, :, 2].tolist() == pytest.approx([0.9, 0.0, 0.9, 0.5])
 
 
-@pytest.mark.parametrize("fine, coarse, dims", [((37, 45), (19, 23), 1), ((100, 60), (50, 30), 2), ((16, 16), (16, 16), 2)])
+@pytest.mark.parametrize("fine, coarse, dims", [((37, 45), (19, 23), 1), ((100, 60), (50, 30), 2),
+                                                ((16, 16), (16, 16), 2)])
 def test_refinement_is_the_references_on_maps_of_any_size(fine, coarse, dims):
     """Maps whose sides are no multiple of the search's blocks, tags with a flip dimension, and heat
     in quarters so that scores tie: the block search returns the full search's first maximum."""

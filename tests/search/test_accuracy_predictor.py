@@ -9,7 +9,7 @@ import pytest
 
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
-from nas.search.accuracy import FITTERS, AccuracyPredictor, encode, predict_model
+from nas.search.accuracy import FITTERS, MLP, AccuracyPredictor, encode, predict_model
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace
@@ -31,7 +31,7 @@ def test_plain_models_predict_what_scikit_learn_fitted():
     ridge = RidgeCV(alphas=np.logspace(-3, 2, 12)).fit(x, y)
     assert np.allclose(predict_model(FITTERS["ridge"](x, y, 0), grid), ridge.predict(grid))
     mlp = FITTERS["mlp"](x, y, 0)
-    reference = MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, learning_rate_init=3e-3, max_iter=3000, random_state=0).fit(
+    reference = MLPRegressor(**MLP, random_state=0).fit(
         (x - np.asarray(mlp["mean"])) / np.asarray(mlp["std"]), y)
     assert np.allclose(predict_model(mlp, grid), reference.predict((grid - np.asarray(mlp["mean"]))
                                                                   / np.asarray(mlp["std"])))
