@@ -3,7 +3,8 @@ and judge it on held-out subnets.
 
 Every evaluation is one inherited subnet, BN recalibrated, on the same images a search scores it
 on; rows are written as they come (``samples.csv``), so a killed build resumes, and trials that
-searches of the same supernet on the same data already evaluated are taken instead of re-run.
+searches of the same supernet on the same data already evaluated are taken instead of re-run;
+they all count toward ``samples``, so a larger count extends a build with subnets spread over MACs.
 """
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ def spread_subnets(space: SearchSpace, count: int, seed: int = 0) -> list[dict]:
     pool = sorted((space.canonical(space.random(rng)) for _ in range(max(400, 4 * count))),
                   key=lambda a: arch_cost(a).macs)
     return [pool[int((i + 0.5) * len(pool) / count)] for i in range(count)]
+
+
+def prefix_spread(count: int) -> list[int]:
+    """0 .. count - 1 in van der Corput order (the middle, then the quarters, ...): every prefix of
+    a MACs-sorted list taken in this order spreads over the whole range."""
+    def radical_inverse(i: int) -> float:
+        out, unit = 0.0, 0.5
+        while i:
+            out, i, unit = out + unit * (i & 1), i >> 1, unit / 2
+        return out
+
+    steps = 2 ** max(count - 1, 0).bit_length()  # at least count: the fractions j / steps reach every index
+    return list(dict.fromkeys(int(radical_inverse(j) * count) for j in [*range(1, steps), 0])) if count else []
 
 
 def evaluation_key(supernet: TrainedSupernet, val_ann: str, eval_images: int | None, calib_images: int,
@@ -79,9 +93,10 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
         if r["arch_hash"] not in done:
             rows.append(r)
             done.add(r["arch_hash"])
-    wanted = [space.resolve(p) for p in space.preset_names()] + spread_subnets(space, samples, seed)
-    wanted = list(dict((arch_hash(a), a) for a in wanted).values())[:samples]  # presets, then spread, distinct
-    todo = [a for a in wanted if arch_hash(a) not in done]
+    spread = spread_subnets(space, samples, seed)
+    wanted = [space.resolve(p) for p in space.preset_names()] + [spread[i] for i in prefix_spread(len(spread))]
+    todo = list({arch_hash(a): a for a in wanted if arch_hash(a) not in done}.values())
+    todo = todo[:max(0, samples - len(rows))]  # what is evaluated counts: a larger --samples extends a build
     dataset = CocoPoseDataset(*val, supernet.spec)
     for arch in tqdm(todo, desc="evaluating subnets", disable=not progress):
         ap = supernet.evaluate(arch, dataset, flip_test, eval_images)["AP"]

@@ -10,6 +10,7 @@ import pytest
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import FITTERS, MLP, AccuracyPredictor, encode, predict_model
+from nas.search.predictor_build import prefix_spread
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace
@@ -81,9 +82,19 @@ def test_build_reuses_search_trials_resumes_and_reports_held_out(tmp_path, tiny_
     table = pd.read_csv(out / "samples-predicted.csv")
     archs = [json.loads(a) for a in samples["arch"]]
     assert np.allclose(predictor.predict(archs), table["predicted_AP"])
-    # a second build evaluates nothing: it resumes from samples.csv
+    # a second build evaluates nothing: it resumes from samples.csv; a larger --samples adds the difference
     calls.clear()
     assert main(argv) == 0 and calls == []
+    argv[argv.index("--samples") + 1] = "17"
+    assert main(argv) == 0 and len(calls) == 3 and len(pd.read_csv(out / "samples.csv")) == 17
+
+
+def test_the_evaluation_order_takes_the_middle_then_the_quarters_then_the_eighths():
+    for count in (0, 1, 2, 5, 8, 13, 1000):
+        assert sorted(prefix_spread(count)) == list(range(count))
+    order = prefix_spread(1000)
+    assert order[0] == 500 and sorted(order[:3]) == [250, 500, 750]
+    assert sorted(order[:7]) == [125 * k for k in range(1, 8)]
 
 
 def test_an_unfit_predictor_file_is_one_line(tmp_path, capsys):
