@@ -49,6 +49,7 @@ import yaml
 SHIPPED = Path(__file__).resolve().parent
 TOP_KEYS = ("resolution", "stem", "widths", "stages", "token", "head")
 TOKEN_HEAD_DIM = 16  # channels per attention head: embed widths must be multiples of it
+SNAP_RADIUS = 8  # the query head's joints snap to their heatmap's strongest pixel within this many stride-4 pixels
 STEM_BLOCK = {"kernel": 3, "expand": 1}  # the fixed block after the stride-2 stem conv of every subnet
 # Elastic groups, in the order progressive shrinking opens them.
 GROUPS = ("resolution", "kernel", "depth", "width", "token", "head")

@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride, uses_tokens
+from search_spaces.space import SNAP_RADIUS, STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride, uses_tokens
 
 FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_deconv", "macs_matmul", "activations",
             "elementwise", "attention", "pruning", "ops")
@@ -71,7 +71,7 @@ class Cost:
         """``supernet.query.QueryHead`` on ``pixels`` stride-4 features of ``c`` channels."""
         q, d = min(head["queries"], pixels), head["decoder_width"]
         self.conv(c, 1, 1, pixels, bias=True, bn=False)  # the centre map
-        self.params += (c + 1) * k  # the auxiliary heatmaps (training only: weights, no MACs)
+        self.conv(c, k, 1, pixels, bias=True, bn=False)  # the joint heatmaps the joints snap to
         self.linear(c, d, q)
         self.linear(2, d, q)
         self.linear(d, 2 * k, q)
@@ -85,6 +85,7 @@ class Cost:
             self.linear(d, 2, q * k)
             self.linear(d, 1, q * k)
             self.linear(d, 1, q)
+        self.add(q * k * (2 * SNAP_RADIUS + 1) ** 2)  # the snap's window reads
 
     def mbconv(self, cin: int, cout: int, block: dict, pixels: int) -> None:
         mid = cin * block["expand"]

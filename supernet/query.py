@@ -7,10 +7,16 @@ every joint at the centre. Each decoder layer reads the features under the curre
 context) and then the queries to one another (duplicates learn to step back), and moves each
 joint by a predicted offset: coarse to fine, every layer supervised (``nas.pose.matching``).
 In training, extra queries seeded at the true centres (``seeds``) learn with a known assignment
-beside the matched proposals, and joint heatmaps from the same features learn beside them (an
-auxiliary loss, as PETR and ED-Pose have, never exported): what makes a few thousand steps
-enough where random queries need epochs. Widths are prefixes as everywhere in the supernet;
-depth keeps the first layers; the number of queries is weight-free.
+beside the matched proposals: what makes a few thousand steps enough where random queries need
+epochs.
+
+Joint heatmaps from the same features place the joints: the decoder finds each person's joint
+to within a few pixels, and the joint moves to the strongest pixel of its own heatmap within
+``SNAP_RADIUS`` (``snap``), in the graph, each person on its own: no grouping. The heatmaps own
+the backbone (the query parts read the features detached): regressed joints alone, or heatmaps
+sharing the features with the query losses, stayed far below the AE head (results/README.md).
+Widths are prefixes as everywhere in the supernet; depth keeps the first layers; the number of
+queries is weight-free.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.space import SNAP_RADIUS
 from supernet.ops import DynamicConv2d, DynamicLayerNorm, DynamicLinear
 from supernet.tokens import TokenLayer
 
@@ -81,13 +88,46 @@ def centre_peaks(centre: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.
     return torch.stack([index % w, torch.div(index, w, rounding_mode="floor")], dim=-1).float(), values
 
 
+def snap(heat: torch.Tensor, joints: torch.Tensor, radius: int = SNAP_RADIUS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joints (B, Q, K, 2) moved to the strongest pixel of their heatmap (B, K, H, W) within
+    ``radius`` pixels (the first in raster order of equals), then to the vertex of the parabola
+    through the log-heat of it and its neighbours on each axis, as the AE decoding places its peaks
+    (``nas.pose.grouping.subpixel``). Returns the joints and the heat there, clipped to [0, 1]
+    (B, Q, K): each joint's score."""
+    b, k, h, w = heat.shape
+    q = joints.shape[1]
+    steps = torch.arange(-radius, radius + 1, device=heat.device)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    centre = joints.round().long()
+    xs = (centre[..., 0, None] + dx.flatten()).clamp(0, w - 1)  # (B, Q, K, window)
+    ys = (centre[..., 1, None] + dy.flatten()).clamp(0, h - 1)
+    flat = heat.flatten(2)
+
+    def read(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        index = (y * w + x).permute(0, 2, 1, 3).reshape(b, k, -1)
+        return flat.gather(2, index).reshape(b, k, q, -1).permute(0, 2, 1, 3)
+
+    def vertex(low: torch.Tensor, middle: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        low, middle, high = (v.clamp(min=1e-10).log() for v in (low, middle, high))
+        curvature = 2 * middle - low - high
+        offset = ((high - low) / (2 * curvature.clamp(min=1e-6))).clamp(-0.5, 0.5)
+        return torch.where(curvature > 1e-6, offset, torch.zeros_like(offset))
+
+    values = read(xs, ys)
+    best = values.argmax(-1, keepdim=True)
+    x, y, peak = xs.gather(-1, best), ys.gather(-1, best), values.gather(-1, best)
+    fx = x + vertex(read((x - 1).clamp(min=0), y), peak, read((x + 1).clamp(max=w - 1), y))
+    fy = y + vertex(read(x, (y - 1).clamp(min=0)), peak, read(x, (y + 1).clamp(max=h - 1)))
+    return torch.cat([fx, fy], dim=-1).to(joints.dtype), peak[..., 0].clamp(0, 1)
+
+
 class QueryHead(nn.Module):
     """Outputs, in training, per decoder layer (coarse to fine): joints (L, B, Q, K, 2) in stride-4
     pixels, joint logits (L, B, Q, K), person logits (L, B, Q), with the centre map (B, 1, H, W),
-    the queries' seed positions (B, Q, 2) and the auxiliary joint heatmaps (B, K, H, W); ``seeds``
+    the queries' seed positions (B, Q, 2) and the joint heatmaps (B, K, H, W); ``seeds``
     (B, S, 2) add queries at given positions after the proposals. In evaluation, people:
-    (B, Q, K + 1, 3), rows x, y, score of every joint and last the person's seed position and
-    score, at stride 4."""
+    (B, Q, K + 1, 3), rows x, y, score (its heat) of every joint, snapped, and last the person's
+    seed position and score, at stride 4."""
 
     def __init__(self, cin: int, width: int, depth: int, num_keypoints: int):
         super().__init__()
@@ -101,7 +141,7 @@ class QueryHead(nn.Module):
         nn.init.zeros_(self.first.weight)
         nn.init.zeros_(self.first.bias)
         self.layers = nn.ModuleList(DecoderLayer(cin, width) for _ in range(depth))
-        self.heatmaps = DynamicConv2d(cin, num_keypoints, 1, bias=True)  # training only: the auxiliary loss
+        self.heatmaps = DynamicConv2d(cin, num_keypoints, 1, bias=True)  # where joints snap; trained as the AE's
         nn.init.normal_(self.heatmaps.weight, std=0.001)
         nn.init.zeros_(self.heatmaps.bias)
 
@@ -114,6 +154,8 @@ class QueryHead(nn.Module):
     def forward(self, features: torch.Tensor, seeds: torch.Tensor | None = None):
         b, _, h, w = features.shape
         k = self.joint_embed.shape[0]
+        heat = self.heatmaps(features)
+        features = features.detach()  # the heatmaps' loss trains the backbone, the query losses this head
         centre = self.centre(features)
         positions, values = centre_peaks(centre.detach() if self.training else centre, min(self.queries, h * w))
         if seeds is not None:
@@ -131,8 +173,9 @@ class QueryHead(nn.Module):
             query, joints, joint_logits, person_logits = layer(features, query, joints, embed)
             stages.append((joints, joint_logits, person_logits))
         if self.training:
-            return [centre, *(torch.stack(s) for s in zip(*stages)), positions, self.heatmaps(features)]
-        joints, joint_logits, person_logits = stages[-1]
-        people = torch.cat([joints, joint_logits.sigmoid()[..., None]], dim=-1)
+            return [centre, *(torch.stack(s) for s in zip(*stages)), positions, heat]
+        joints, _, person_logits = stages[-1]
+        joints, scores = snap(heat, joints)
+        people = torch.cat([joints, scores[..., None]], dim=-1)
         person = torch.cat([positions, person_logits.sigmoid()[..., None]], dim=-1)
         return [torch.cat([people, person[:, :, None]], dim=2)]

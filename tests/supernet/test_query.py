@@ -1,4 +1,6 @@
 """The query head inside the supernet: extraction, cost, ONNX and rebuilds on configs of each head."""
+import math
+
 import pytest
 import torch
 
@@ -6,7 +8,7 @@ from nas.subnet.onnx import PEOPLE, max_abs_difference, session, to_onnx
 from search_spaces import SearchSpace
 from supernet.cost import arch_cost
 from supernet.network import build_static, extract
-from supernet.query import centre_peaks, sample
+from supernet.query import centre_peaks, sample, snap
 from tests.supernet.test_cost import ptflops_macs
 from tests.supernet.test_supernet import max_difference, three_ways, trained_like
 
@@ -79,7 +81,7 @@ def test_training_outputs_every_decoder_layer_and_seeded_queries():
     supernet.set_active(config)
     seeds = torch.tensor([[[3.0, 4.0], [10.5, 7.25]]] * 2)
     centre, joints, joint_logits, person_logits, positions, heatmaps = supernet(torch.randn(2, 3, 96, 96), seeds=seeds)
-    assert heatmaps.shape == (2, 17, *centre.shape[-2:]), "the auxiliary joint heatmaps, at the centre map's size"
+    assert heatmaps.shape == (2, 17, *centre.shape[-2:]), "the joint heatmaps, at the centre map's size"
     q, depth = config["head"]["queries"], config["head"]["decoder_depth"]
     assert centre.shape == (2, 1, 24, 24)
     assert joints.shape == (depth, 2, q + 2, 17, 2) and joint_logits.shape == (depth, 2, q + 2, 17)
@@ -95,6 +97,31 @@ def test_centre_peaks_and_bilinear_sampling():
     features = torch.arange(16.0).reshape(1, 1, 4, 4)
     points = torch.tensor([[[[1.0, 2.0], [1.5, 2.0], [0.0, 0.5]]]])
     assert sample(features, points)[0, 0, :, 0].tolist() == [9.0, 9.5, 2.0]
+
+
+def test_joints_snap_to_their_heatmaps_strongest_pixel_within_the_radius():
+    heat = torch.zeros(1, 2, 20, 20)
+    heat[0, 0, 4:7, 6:9] = torch.tensor([[0.1, 0.2, 0.1], [0.2, 0.8, 0.4], [0.1, 0.2, 0.1]])  # 2 pixels off
+    heat[0, 0, 15, 15] = 1.0  # stronger, but out of reach
+    heat[0, 1, 9, 9] = 1.7  # alone: no sub-pixel move, scored at most 1
+    joints = torch.tensor([[[[5.4, 4.2], [10.0, 11.0]]]])
+    placed, scores = snap(heat, joints, radius=3)
+    curvature = 2 * math.log(0.8) - math.log(0.2) - math.log(0.4)
+    assert placed[0, 0, 0].tolist() == pytest.approx([7 + math.log(2) / (2 * curvature), 5.0], abs=1e-6)
+    assert placed[0, 0, 1].tolist() == [9.0, 9.0]
+    assert scores.tolist() == [[pytest.approx([0.8, 1.0])]]
+
+
+def test_the_query_losses_train_the_head_and_the_heatmaps_the_backbone():
+    space = SearchSpace.load("tiny")
+    supernet = trained_like(space).train()
+    supernet.set_active(query_configs(space)[0])
+    centre, joints, joint_logits, person_logits, _, heatmaps = supernet(torch.randn(1, 3, 96, 96))
+    stem = next(supernet.stem.parameters())
+    for loss, reaches_backbone in ((joints.sum() + person_logits.sum() + centre.sum(), False), (heatmaps.sum(), True)):
+        supernet.zero_grad()
+        loss.backward(retain_graph=True)
+        assert (stem.grad is not None and stem.grad.abs().sum() > 0) == reaches_backbone
 
 
 def test_a_checkpoint_arch_written_before_the_query_head_builds_the_ae_network():
