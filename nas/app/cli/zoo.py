@@ -46,7 +46,8 @@ class Build(Command):
         p.add_argument("--standalone-epochs", type=AMOUNT, default=1,
                        help="epochs each of those trains alone (a fraction is fine: 0.25)")
         p.add_argument("--predictor-samples", type=INDEX, default=200,
-                       help="subnets evaluated to fit the entry's accuracy predictor (0: none)")
+                       help="subnets evaluated in all to fit the entry's accuracy predictor (0: none; more than an "
+                            "earlier build of this run folder evaluates the difference)")
         p.add_argument("--standalone-only", action="store_true",
                        help="only train the --standalone subnets alone (independent of the supernet: run it "
                             "beside the supernet's training, on another core or machine) and stop")
