@@ -86,6 +86,15 @@ class PoseNet(nn.Module):
         """The weight-sharing network of ``space``: its largest config, every head type it allows."""
         return cls(space.max(), num_keypoints, joint_mask, space)
 
+    def seed_query_heatmaps(self) -> None:
+        """The query head's joint heatmaps set to the AE head's (the same 1x1 convolution of the same
+        features to the same targets): a query head added to a trained supernet starts with heatmaps
+        that place joints, and only its decoder has to learn."""
+        k = self.num_keypoints
+        with torch.no_grad():
+            self.query.heatmaps.weight.copy_(self.final.weight[:k])
+            self.query.heatmaps.bias.copy_(self.final.bias[:k])
+
     def set_active(self, arch: dict) -> "PoseNet":
         """Switch to the subnet ``arch`` (validated by the search space; at most the built size)."""
         arch = with_defaults(arch)

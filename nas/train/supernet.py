@@ -299,6 +299,8 @@ class SupernetRun:
         if unexpected or set(new) - {"query", "final", "up_high", "final_high"}:
             raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} "
                                f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+        if "query" in new and "final" not in new:
+            self.net.seed_query_heatmaps()
         if self.main:
             print(f"starting from the weights of {source}" + (f"; new heads: {', '.join(new)}" if new else ""))
 

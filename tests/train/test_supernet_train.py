@@ -413,10 +413,13 @@ def test_a_run_may_start_from_a_supernet_without_the_query_head_and_add_it(synth
     train_supernet(SupernetConfig.from_dict(settings(synth_small, space=str(tmp_path / "ae.yaml"), phases=one_step,
                                                      eval_archs=[])), old, progress=False)
     new = tmp_path / "both"
-    train_supernet(SupernetConfig.from_dict(settings(synth_small, init=str(old / "supernet.pt"), phases=one_step,
+    still = [{**one_step[0], "lr": 1e-12}]  # so that the weights after the step are those it started from
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, init=str(old / "supernet.pt"), phases=still,
                                                      eval_archs=[])), new, progress=False)
     before, after = (TrainedSupernet.load(p / "supernet.pt").net.state_dict() for p in (old, new))
     assert "query.centre.weight" in after and "query.centre.weight" not in before
+    assert torch.allclose(after["query.heatmaps.weight"], before["final.weight"][:17], atol=1e-7), \
+        "the new head's heatmaps start as the AE head's"
     spec["widths"][0] = [8, 16]
     (tmp_path / "wider.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(PoseNASError, match="trained on another search space"):
