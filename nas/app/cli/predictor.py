@@ -16,7 +16,9 @@ class Build(Command):
     def add_arguments(self, p):
         supernet_flag(p)
         data_flags(p, what="held-out evaluation set folder (the one searches score subnets on)")
-        p.add_argument("--samples", type=COUNT, default=200, help="evaluated subnets in all (presets, reused trials and an earlier build's included: a larger number extends it)")
+        p.add_argument("--samples", type=COUNT, default=200,
+                       help="evaluated subnets in all (presets, reused trials and an earlier build's included: "
+                            "a larger number extends it)")
         p.add_argument("--eval-images", type=COUNT, default=100)
         p.add_argument("--calib-images", type=COUNT, default=64)
         p.add_argument("--flip-test", action="store_true")
