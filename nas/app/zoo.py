@@ -118,15 +118,22 @@ def shipped_supernet(ckpt: dict, card: dict, dtype: torch.dtype) -> TrainedSuper
 
 
 def evaluate_entry(shipped: TrainedSupernet, run: RunLayout, names: list[str] | None = None) -> dict:
-    """Inherited AP of ``names`` (default min, max and every preset) on the run's validation set."""
+    """Inherited AP of ``names`` (default min, max and every preset) on the run's validation set;
+    by default, in a space of several head types, also each preset's backbone under every other
+    head (its own keys at their largest, as ``--head`` gives it): the heads on the same weights."""
     space, val = shipped.space, CocoPoseDataset(*set_files(run.data("val")))
+    presets = {name: space.resolve(name) for name in names or space.preset_names()}
+    others = [] if names else [(name, space.with_head(arch, head)) for name, arch in presets.items()
+                               for head in space.choices("head.type") if head != arch["head"]["type"]]
     rows = []
-    for name in tqdm(names or space.preset_names(), desc="inherited AP"):
-        arch = space.resolve(name)
-        rows.append({"subnet": name, "AP": round(shipped.evaluate(arch, val)["AP"], 4),
+    for name, arch in tqdm([*presets.items(), *others], desc="inherited AP"):
+        rows.append({"subnet": name, "head": arch["head"]["type"],
+                     "AP": round(shipped.evaluate(arch, val)["AP"], 4),
                      "macs": arch_cost(arch, shipped.num_keypoints).macs, "resolution": arch["resolution"],
                      "arch_hash": arch_hash(arch)})
-    return {"val_images": len(val), "calibration_images": CALIBRATION_IMAGES, "inherited": rows}
+    inherited, other_heads = rows[:len(presets)], rows[len(presets):]
+    return {"val_images": len(val), "calibration_images": CALIBRATION_IMAGES, "inherited": inherited,
+            **({"other_heads": other_heads} if other_heads else {})}
 
 
 def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_cfg, count: int,

@@ -27,6 +27,8 @@ def test_entry_holds_weights_card_and_log_without_pickles(tiny_zoo):
     assert card["sha256"] == sha256(entry / zoo.WEIGHTS)
     assert card["weights_dtype"] == "float16" and card["training"]["steps"] == 3
     assert {row["subnet"] for row in card["evaluation"]["inherited"]} >= {"min", "max", "litepose_xs"}
+    assert [(row["subnet"], row["head"]) for row in card["evaluation"]["other_heads"]] == [  # the same backbones
+        (row["subnet"], "query") for row in card["evaluation"]["inherited"]]
     assert (entry / zoo.LOG).read_text().startswith("phase,")
     predictor = AccuracyPredictor.load(entry)  # the entry's own: fitted for exactly these weights
     assert predictor.info["evaluation"]["supernet"] == card["sha256"]
@@ -39,9 +41,13 @@ def test_entry_reproduces_its_card(tiny_zoo, monkeypatch):
     card = zoo.read_card(entry)
     supernet = TrainedSupernet.load(entry)  # calibrated on images regenerated from the card's recipe
     val = CocoPoseDataset(*set_files(tiny_zoo / "run" / "data" / "val"))
+    space = supernet.space
     for row in card["evaluation"]["inherited"][:2]:
-        assert supernet.evaluate(supernet.space.resolve(row["subnet"]), val)["AP"] == pytest.approx(row["AP"],
-                                                                                                    abs=1e-4)
+        assert supernet.evaluate(space.resolve(row["subnet"]), val)["AP"] == pytest.approx(row["AP"], abs=1e-4)
+    row = card["evaluation"]["other_heads"][1]  # the largest backbone under the query head: `--preset max --head query`
+    arch = space.with_head(space.resolve(row["subnet"]), row["head"])
+    assert (row["subnet"], row["head"], row["arch_hash"]) == ("max", "query", arch_hash(arch))
+    assert supernet.evaluate(arch, val)["AP"] == pytest.approx(row["AP"], abs=1e-4)
 
 
 def test_damaged_weights_are_refused(tiny_zoo, tmp_path):

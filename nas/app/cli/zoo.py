@@ -61,8 +61,11 @@ class Build(Command):
             return
         card = build_entry(args.config, args.out, args.into, not args.fp32, args.predictor_samples, args.standalone,
                            args.standalone_epochs)
-        aps = ", ".join(f"{row['subnet']} {row['AP']:.3f}" for row in card["evaluation"]["inherited"])
-        print(f"zoo entry {card['name']}: sha256 {card['sha256']}\ninherited AP: {aps}")
+        print(f"zoo entry {card['name']}: sha256 {card['sha256']}")
+        for title, key in (("inherited AP", "inherited"), ("the presets' backbones under other heads", "other_heads")):
+            if key in card["evaluation"]:
+                print(f"{title}: " + ", ".join(f"{row['subnet']} ({row['head']}) {row['AP']:.3f}"
+                                               for row in card["evaluation"][key]))
         if "standalone" in card:
             print(f"Kendall's tau against {card['standalone']['subnets']} subnets trained alone: "
                   f"{card['standalone']['kendall_tau']:.3f}")
