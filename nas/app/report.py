@@ -7,6 +7,7 @@ inherited AP to their finetuned AP. Labels are placed by adjustText so that none
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -50,8 +51,8 @@ def summary_table(run: RunLayout) -> pd.DataFrame:
             rows.append({"kind": "preset", "name": r["preset"], "AP_inherited": r["AP"],
                          "latency_ms": r["latency_ms"], "GMACs": r["macs"] / 1e9})
     for p in read_json(run.pareto)["pareto"]:
-        rows.append({"kind": "pareto", "name": f"trial {p['number']}", "AP_inherited": p["AP"],
-                     "latency_ms": p["latency_ms"], "GMACs": p["macs"] / 1e9})
+        rows.append({"kind": "pareto", "name": f"trial {p['number']}", "head": p["arch"]["head"].get("type", "ae"),
+                     "AP_inherited": p["AP"], "latency_ms": p["latency_ms"], "GMACs": p["macs"] / 1e9})
     for _, w in finetuned(run).iterrows():
         rows.append({"kind": "winner", "name": w["winner"], "AP_inherited": w["AP_inherited"],
                      "AP_finetuned": w["AP_finetuned"], "latency_ms": w["latency_ms"], "GMACs": w["macs"] / 1e9,
@@ -84,6 +85,7 @@ def plot_run(run: str | Path) -> list[Path]:
     baselines = pd.read_csv(run.baselines) if run.baselines.is_file() else pd.DataFrame()
     winners = finetuned(run)
     trials["gmacs"] = trials["macs"] / 1e9
+    trials["head"] = [json.loads(arch)["head"].get("type", "ae") for arch in trials["arch"]]
     feasible = trials["feasible"] & trials["evaluated"]
     front = pareto_front(trials)
 
@@ -100,6 +102,11 @@ def plot_run(run: str | Path) -> list[Path]:
                    label="feasible trial (inherited AP, measured)")
         ax.plot(front[x] if x != "gmacs" else front["macs"] / 1e9, front["AP"], "-o", color="tab:red", ms=5,
                 label="Pareto set")
+        if trials.loc[feasible, "head"].nunique() > 1:  # a search across heads: which one each point uses
+            for head, marker in zip(sorted(trials["head"].unique()), "sD^v"):
+                on = front[front["head"] == head]
+                ax.scatter(on[x] if x != "gmacs" else on["macs"] / 1e9, on["AP"], marker=marker, s=60,
+                           facecolors="none", edgecolors="k", zorder=4, label=f"Pareto set, {head} head")
         labels = []
         if not baselines.empty:
             bx = baselines["latency_ms"] if x == "latency_ms" else baselines["macs"] / 1e9
