@@ -88,8 +88,8 @@ class PoseNet(nn.Module):
 
     def seed_query_heatmaps(self) -> None:
         """The query head's joint heatmaps set to the AE head's (the same 1x1 convolution of the same
-        features to the same targets): a query head added to a trained supernet starts with heatmaps
-        that place joints, and only its decoder has to learn."""
+        features to the same targets): when training first opens the head group, the query head
+        starts with heatmaps that place joints, and only its decoder has to learn."""
         k = self.num_keypoints
         with torch.no_grad():
             self.query.heatmaps.weight.copy_(self.final.weight[:k])

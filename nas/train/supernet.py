@@ -299,8 +299,6 @@ class SupernetRun:
         if unexpected or set(new) - {"query", "final", "up_high", "final_high"}:
             raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} "
                                f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
-        if "query" in new and "final" not in new:
-            self.net.seed_query_heatmaps()
         if self.main:
             print(f"starting from the weights of {source}" + (f"; new heads: {', '.join(new)}" if new else ""))
 
@@ -334,8 +332,14 @@ class SupernetRun:
         """Train phase ``pi`` to its end, evaluate and save; False when the time budget ended it."""
         phase, cfg, position = self.phases[pi], self.cfg, self.position
         fresh = position["epoch"] == 0 and position["batch"] == 0
-        if fresh and "width" in phase.elastic and (pi == 0 or "width" not in self.phases[pi - 1].elastic):
+
+        def opens(group: str) -> bool:
+            return fresh and group in phase.elastic and (pi == 0 or group not in self.phases[pi - 1].elastic)
+
+        if opens("width"):
             sort_hidden_channels(self.net)  # OFA: most important hidden channels first, before widths shrink
+        if opens("head") and "query" in self.space.choices("head.type"):
+            self.net.seed_query_heatmaps()  # the query head, never trained until now, places joints from the start
         opt = torch.optim.Adam(self.net.parameters(), lr=phase.lr, fused=True)
         if not fresh and self.opt_state is not None:
             opt.load_state_dict(self.opt_state)

@@ -401,7 +401,8 @@ def test_an_epoch_resumed_after_its_last_step_logs_its_row_whole(tmp_path, synth
 
 def test_a_run_may_start_from_a_supernet_without_the_query_head_and_add_it(synth_small, tmp_path):
     """The zoo's way onto a space with a new head: the backbone and AE head come from ``init``,
-    the query head starts fresh; a supernet of another backbone is refused."""
+    the query head's heatmaps start as the AE head's once a phase opens the head group (not
+    before); a supernet of another backbone is refused."""
     from nas.subnet.inherit import TrainedSupernet
 
     spec = yaml.safe_load((Path(SearchSpace.load("tiny").source)).read_text())
@@ -413,7 +414,7 @@ def test_a_run_may_start_from_a_supernet_without_the_query_head_and_add_it(synth
     train_supernet(SupernetConfig.from_dict(settings(synth_small, space=str(tmp_path / "ae.yaml"), phases=one_step,
                                                      eval_archs=[])), old, progress=False)
     new = tmp_path / "both"
-    still = [{**one_step[0], "lr": 1e-12}]  # so that the weights after the step are those it started from
+    still = [{**one_step[0], "lr": 1e-12}, {**one_step[0], "lr": 1e-12, "elastic": ["head"]}]  # weights stay put
     train_supernet(SupernetConfig.from_dict(settings(synth_small, init=str(old / "supernet.pt"), phases=still,
                                                      eval_archs=[])), new, progress=False)
     before, after = (TrainedSupernet.load(p / "supernet.pt").net.state_dict() for p in (old, new))
