@@ -47,7 +47,8 @@ def commit() -> str | None:
 
 
 def build_entry(config: str, out: str | Path, into: str | Path | None = None, half: bool = True,
-                predictor_samples: int = 200, standalone: int = 8, standalone_epochs: float = 1) -> dict:
+                predictor_samples: int = 200, standalone: int = 8, standalone_epochs: float = 1,
+                predictor_workers: int = 1) -> dict:
     """Train (or resume) the run config's supernet into ``out``, rank ``standalone`` subnets
     against the same subnets trained alone (0: skip), write the entry to ``into`` (default
     ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets (0: none),
@@ -77,7 +78,8 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
     card = zoo.write_entry(folder, ckpt["supernet"], card, pd.DataFrame(log).to_csv(index=False), half)
     if predictor_samples:
         report = build_accuracy_predictor(str(folder), set_files(run.data("val")), run.root / "predictor",
-                                          predictor_samples, eval_images=card["data"]["val_images"])
+                                          predictor_samples, eval_images=card["data"]["val_images"],
+                                          workers=predictor_workers)
         write_text(folder / zoo.PREDICTOR, (run.root / "predictor" / PREDICTOR).read_text(encoding="utf-8"))
         card = {**card, "accuracy_predictor": {k: report[k] for k in ("model", "subnets", "held_out_scores")}}
         write_json(folder / zoo.CARD, card, indent=1)

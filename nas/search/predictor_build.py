@@ -9,12 +9,15 @@ they all count toward ``samples``, so a larger count extends a build with subnet
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from nas.errors import PoseNASError
@@ -79,7 +82,7 @@ def study_rows(storages: list[str], key: dict) -> list[dict]:
 def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str | Path, samples: int = 200,
                              eval_images: int | None = 100, calib_images: int = 64, flip_test: bool = False,
                              studies: list[str] = (), holdout: float = 0.2, seed: int = 0,
-                             progress: bool = True) -> dict:
+                             progress: bool = True, workers: int = 1) -> dict:
     out = Path(out)
     supernet = TrainedSupernet.load(supernet_ref, calibration_images=calib_images)
     space, k = supernet.space, supernet.num_keypoints
@@ -97,9 +100,8 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
     wanted = [space.resolve(p) for p in space.preset_names()] + [spread[i] for i in prefix_spread(len(spread))]
     todo = list({arch_hash(a): a for a in wanted if arch_hash(a) not in done}.values())
     todo = todo[:max(0, samples - len(rows))]  # what is evaluated counts: a larger --samples extends a build
-    dataset = CocoPoseDataset(*val, supernet.spec)
-    for arch in tqdm(todo, desc="evaluating subnets", disable=not progress):
-        ap = supernet.evaluate(arch, dataset, flip_test, eval_images)["AP"]
+    for arch, ap in tqdm(evaluated(supernet_ref, supernet, todo, val, flip_test, eval_images, calib_images, workers),
+                         total=len(todo), desc="evaluating subnets", disable=not progress):
         rows.append({"arch_hash": arch_hash(arch), "AP": ap if ap == ap else 0.0,
                      "arch": json.dumps(arch, separators=(",", ":")), "source": "sampled"})
         write_text(out / SAMPLES, pd.DataFrame(rows).to_csv(index=False))
@@ -107,6 +109,37 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
         raise PoseNASError(f"--samples {samples}: at least 10 evaluated subnets are needed to fit and judge a "
                            f"predictor, have {len(rows)}")
     return fit_and_report(space, k, pd.DataFrame(rows), key, out, holdout, seed)
+
+
+def evaluated(supernet_ref: str, supernet: TrainedSupernet, archs: list[dict], val: tuple[str, str],
+              flip_test: bool, eval_images: int | None, calib_images: int, workers: int):
+    """(arch, inherited AP) of each of ``archs``, as they finish: here, or in ``workers`` processes
+    of one thread each (small subnets use cores better side by side than split across threads)."""
+    if workers <= 1:
+        dataset = CocoPoseDataset(*val, supernet.spec)
+        for arch in archs:
+            yield arch, supernet.evaluate(arch, dataset, flip_test, eval_images)["AP"]
+        return
+    supernet.calibration  # its images made here once, not raced for by the workers
+    context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive a fork
+    with ProcessPoolExecutor(workers, context, initializer=_start_worker,
+                             initargs=(supernet_ref, val, calib_images)) as pool:
+        jobs = {pool.submit(_evaluate_in_worker, arch, flip_test, eval_images): arch for arch in archs}
+        for job in as_completed(jobs):
+            yield jobs[job], job.result()
+
+
+_worker: dict = {}  # a worker process's supernet and dataset, loaded once
+
+
+def _start_worker(supernet_ref: str, val: tuple[str, str], calib_images: int) -> None:
+    torch.set_num_threads(1)
+    supernet = TrainedSupernet.load(supernet_ref, calibration_images=calib_images)
+    _worker.update(supernet=supernet, dataset=CocoPoseDataset(*val, supernet.spec))
+
+
+def _evaluate_in_worker(arch: dict, flip_test: bool, eval_images: int | None) -> float:
+    return _worker["supernet"].evaluate(arch, _worker["dataset"], flip_test, eval_images)["AP"]
 
 
 def fit_and_report(space: SearchSpace, k: int, table: pd.DataFrame, key: dict, out: Path, holdout: float,

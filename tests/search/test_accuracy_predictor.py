@@ -10,7 +10,7 @@ import pytest
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import FITTERS, MLP, AccuracyPredictor, encode, predict_model
-from nas.search.predictor_build import prefix_spread
+from nas.search.predictor_build import build_accuracy_predictor, prefix_spread
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace
@@ -87,6 +87,17 @@ def test_build_reuses_search_trials_resumes_and_reports_held_out(tmp_path, tiny_
     assert main(argv) == 0 and calls == []
     argv[argv.index("--samples") + 1] = "17"
     assert main(argv) == 0 and len(calls) == 3 and len(pd.read_csv(out / "samples.csv")) == 17
+
+
+def test_worker_processes_evaluate_what_one_process_does(tmp_path, tiny_supernet, synth_small):
+    """--workers N: the same subnets, the same APs, only side by side."""
+    tables = []
+    for workers in (1, 2):
+        build_accuracy_predictor(str(tiny_supernet), set_files(synth_small), tmp_path / str(workers), 10,
+                                 eval_images=4, calib_images=8, progress=False, workers=workers)
+        tables.append(pd.read_csv(tmp_path / str(workers) / "samples.csv").sort_values("arch_hash", ignore_index=True))
+    assert list(tables[0]["arch_hash"]) == list(tables[1]["arch_hash"]) and len(tables[0]) == 10
+    assert np.allclose(tables[0]["AP"], tables[1]["AP"], atol=1e-9)
 
 
 def test_the_evaluation_order_takes_the_middle_then_the_quarters_then_the_eighths():

@@ -25,6 +25,8 @@ class Build(Command):
         p.add_argument("--studies", nargs="+", default=[], metavar="STORAGE",
                        help="Optuna storage URLs whose trials on the same supernet and data are reused")
         p.add_argument("--seed", type=SEED, default=0)
+        p.add_argument("--workers", type=COUNT, default=1,
+                       help="subnets evaluated side by side, each in a process of one thread (default 1)")
         p.add_argument("--out", required=True, help="folder; a killed build resumes from its samples.csv")
         p.add_argument("--json", action="store_true")
 
@@ -37,7 +39,7 @@ class Build(Command):
         with writer_lock(args.out):
             report = build_accuracy_predictor(args.supernet, data_paths(args), args.out, args.samples,
                                               args.eval_images, args.calib_images, args.flip_test, args.studies,
-                                              seed=args.seed)
+                                              seed=args.seed, workers=args.workers)
         held = report["held_out_scores"]
         print(f"{report['model']} on {report['fitted_on']} subnets; held-out {report['held_out']}: Kendall tau "
               f"{held['kendall_tau']}, Spearman {held['spearman']}, RMSE {held['rmse']:.4f}")
