@@ -22,6 +22,13 @@ from search_spaces.space import SNAP_RADIUS, STEM_BLOCK, TOKEN_HEAD_DIM, keeps_s
 FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_deconv", "macs_matmul", "activations",
             "elementwise", "attention", "pruning", "ops")
 
+# The query head's operators that the work priced above does not stand for (reshapes, gathers,
+# norms, softmax, top-k, the snap's arithmetic), counted in its exported graph (Constant and
+# Identity aside): each is launched once a run, whatever its size, and a latency model that
+# left them out under-predicted small query subnets by up to 18 %.
+DECODER_LAYER_GLUE_OPS = 77  # 94 operators a decoder layer, 17 counted by its linears and attention
+QUERY_HEAD_GLUE_OPS = 151  # 157 operators outside the layers, 6 counted
+
 
 @dataclass
 class Cost:
@@ -85,7 +92,9 @@ class Cost:
             self.linear(d, 2, q * k)
             self.linear(d, 1, q * k)
             self.linear(d, 1, q)
+            self.features["ops"] += DECODER_LAYER_GLUE_OPS
         self.add(q * k * (2 * SNAP_RADIUS + 1) ** 2)  # the snap's window reads
+        self.features["ops"] += QUERY_HEAD_GLUE_OPS
 
     def mbconv(self, cin: int, cout: int, block: dict, pixels: int) -> None:
         mid = cin * block["expand"]

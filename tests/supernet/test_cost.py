@@ -56,3 +56,23 @@ def test_attention_pruning_is_priced_only_where_a_top_k_runs():
     pruned = {**base, "token": {**base["token"], "keep_ratio": 0.25}}
     assert arch_cost(base).features["pruning"] == 0 < arch_cost(pruned).features["pruning"]
     assert arch_cost(base).features["attention"] == arch_cost(pruned).features["attention"] > 0
+
+
+def test_the_query_heads_operator_count_follows_its_exported_graph():
+    """What the latency model prices per launched operator: a decoder layer more adds as many
+    operators to the cost as to the exported graph (within 10 %), and so does the head itself."""
+    import onnx
+
+    from nas.subnet.onnx import to_onnx
+
+    space = SearchSpace.load("tiny")
+    supernet = PoseNet.supernet(space).eval()
+    ops, nodes = [], []
+    for depth in (1, 2):
+        arch = space.with_head(space.min(), "query")
+        arch["head"]["decoder_depth"] = depth
+        graph = onnx.load_from_string(to_onnx(extract(supernet, arch), arch["resolution"])).graph
+        nodes.append(sum(n.op_type not in ("Constant", "Identity") and "/query/" in n.name for n in graph.node))
+        ops.append(arch_cost(arch).features["ops"] - arch_cost(space.min()).features["ops"])
+    assert ops[1] - ops[0] == pytest.approx(nodes[1] - nodes[0], rel=0.10)  # one decoder layer
+    assert ops[0] == pytest.approx(nodes[0], rel=0.10)  # the head with one layer
