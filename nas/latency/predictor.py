@@ -23,7 +23,7 @@ from nas.io import write_json
 from nas.latency.settings import measured_for
 from supernet.cost import FEATURES, arch_cost
 
-REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # 2-core x86 server, 1 thread, total; 95 subnets
+REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # 2-core x86, 1 thread, total; 95 subnets, both heads
 ANCHORS = ("min", "litepose_xs", "litepose_s")  # presets measured to move it to another device
 CV_FOLDS = 10  # the report's cross-validation: every subnet held out once
 SCALE = {"ops": 1.0}  # features are scaled to comparable magnitudes before fitting
