@@ -122,11 +122,13 @@ def evaluated(supernet_ref: str, supernet: TrainedSupernet, archs: list[dict], v
         return
     supernet.calibration  # its images made here once, not raced for by the workers
     context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive a fork
-    with ProcessPoolExecutor(workers, context, initializer=_start_worker,
-                             initargs=(supernet_ref, val, calib_images)) as pool:
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(supernet_ref, val, calib_images))
+    try:
         jobs = {pool.submit(_evaluate_in_worker, arch, flip_test, eval_images): arch for arch in archs}
         for job in as_completed(jobs):
             yield jobs[job], job.result()
+    finally:  # stopped early (interrupted, a failure): the subnets not begun are dropped, not waited for
+        pool.shutdown(cancel_futures=True)
 
 
 _worker: dict = {}  # a worker process's supernet and dataset, loaded once
