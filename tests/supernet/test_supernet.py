@@ -122,7 +122,9 @@ def test_inherited_weights_are_channel_prefixes_and_kernel_centres():
 def test_onnxruntime_matches_torch_on_extracted_subnets():
     space = SearchSpace.load("cpu")
     supernet = trained_like(space)
-    configs = [space.max(), space.random(1), space.random(2)]
+    # AE heads: a query head's joints snap to heatmap maxima, which near-ties in these untrained maps
+    # leave to rounding (tests/subnet/test_export.py checks it on a trained supernet)
+    configs = [space.max(), space.with_head(space.random(1), "ae"), space.with_head(space.random(2), "ae")]
     configs[0]["token"]["keep_ratio"] = 0.25  # pruning (top-k) must export too
     for config in configs:
         net = extract(supernet, config)
