@@ -404,6 +404,7 @@ def bench_deployed_budget(scale: Scale, work: Path, budgets_ms: tuple[float, ...
     from nas.search.config import SearchConfig
     from nas.search.study import run_search
     from nas.subnet.inherit import TrainedSupernet
+    from search_spaces.space import with_defaults
 
     common = shipped_zoo_search(scale, work, zoo_ref, budgets_ms[0])
     if common is None:
@@ -425,7 +426,7 @@ def bench_deployed_budget(scale: Scale, work: Path, budgets_ms: tuple[float, ...
             fronts[kind] = read_json(out / "pareto.json")["pareto"]
         hashes = {kind: {p["arch_hash"] for p in front} for kind, front in fronts.items()}
         table = pd.DataFrame([{"budget_ms": budget, "front": kind, "arch_hash": p["arch_hash"], "AP": p["AP"],
-                               "resolution": p["arch"]["resolution"], "head": p["arch"]["head"].get("type", "ae"),
+                               "resolution": p["arch"]["resolution"], "head": with_defaults(p["arch"])["head"]["type"],
                                "multi_resolution": p["arch"]["head"].get("multi_resolution", False),
                                "network_ms": meters["network"].measure(p["arch"])["median_ms"],
                                "total_ms": meters["total"].measure(p["arch"])["median_ms"],

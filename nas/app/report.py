@@ -20,6 +20,7 @@ from nas.search.predicted import VERIFIED
 from nas.search.results import pareto_front
 from nas.subnet.export import CARD
 from nas.train.finetune import EXPORT, RECORD
+from search_spaces.space import with_defaults
 
 
 def search_folder(run: RunLayout) -> Path:
@@ -51,7 +52,7 @@ def summary_table(run: RunLayout) -> pd.DataFrame:
             rows.append({"kind": "preset", "name": r["preset"], "AP_inherited": r["AP"],
                          "latency_ms": r["latency_ms"], "GMACs": r["macs"] / 1e9})
     for p in read_json(run.pareto)["pareto"]:
-        rows.append({"kind": "pareto", "name": f"trial {p['number']}", "head": p["arch"]["head"].get("type", "ae"),
+        rows.append({"kind": "pareto", "name": f"trial {p['number']}", "head": with_defaults(p["arch"])["head"]["type"],
                      "AP_inherited": p["AP"], "latency_ms": p["latency_ms"], "GMACs": p["macs"] / 1e9})
     for _, w in finetuned(run).iterrows():
         rows.append({"kind": "winner", "name": w["winner"], "AP_inherited": w["AP_inherited"],
@@ -85,7 +86,7 @@ def plot_run(run: str | Path) -> list[Path]:
     baselines = pd.read_csv(run.baselines) if run.baselines.is_file() else pd.DataFrame()
     winners = finetuned(run)
     trials["gmacs"] = trials["macs"] / 1e9
-    trials["head"] = [json.loads(arch)["head"].get("type", "ae") for arch in trials["arch"]]
+    trials["head"] = [with_defaults(json.loads(arch))["head"]["type"] for arch in trials["arch"]]
     feasible = trials["feasible"] & trials["evaluated"]
     front = pareto_front(trials)
 
