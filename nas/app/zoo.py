@@ -66,7 +66,7 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
             "training": {"config": str(config), "command": f"posenas zoo build {config} --out {out}",
                          "steps": ckpt["position"]["step"], "phases_done": ckpt["position"]["phase"],
                          "train_hours": round(ckpt["train_seconds"] / 3600, 2), "hardware": hardware(),
-                         "commit": commit(), "settings": ckpt["config"]}}
+                         "commit": commit(), "settings": ckpt["config"], **earlier_stage(supernet_cfg.init)}}
     shipped = shipped_supernet(ckpt, card, torch.float16 if half else torch.float32)
     card["evaluation"] = evaluate_entry(shipped, run)
     if half:  # fp16 storage is fine if the inherited APs do not change
@@ -96,6 +96,15 @@ def prepare_run(config: str, out: str | Path):
     check_user_data(run, cfg.get("data", {}))
     make_data(run, cfg.get("data", {}))
     return cfg, run, supernet_cfg
+
+
+def earlier_stage(init: str | None) -> dict:
+    """``{"continues": ...}``: the record of the zoo entry this run started from (its SHA-256, its
+    own training record, and so on back), so the card accounts for every step its weights took."""
+    if not init or not zoo.is_entry(init):
+        return {}
+    card = zoo.read_card(zoo.locate(init))
+    return {"continues": {"entry": str(init), "sha256": card["sha256"], **card.get("training", {})}}
 
 
 def train_ranking_alone(config: str, out: str | Path, count: int = 8, epochs: float = 1) -> dict[str, float]:
@@ -153,13 +162,15 @@ def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_c
 
 
 def ranking_archs(space, count: int, trained: Path | None = None) -> dict[str, dict]:
-    """The presets, then subnets spread over the MACs range: ``count`` subnets in all. A spread
-    subnet whose stand-alone record under ``trained`` holds its config stays the one ranked: a
-    sampler that draws differently since (a space that gained dimensions) does not throw away
-    hours of training."""
+    """The presets (one name per network: two presets a space resolves alike are one subnet), then
+    subnets spread over the MACs range: ``count`` distinct subnets in all. A spread subnet whose
+    stand-alone record under ``trained`` holds its config stays the one ranked: a sampler that
+    draws differently since (a space that gained dimensions) does not throw away hours of training."""
     from nas.search.predictor_build import spread_subnets
 
-    archs = {name: space.resolve(name) for name in space.preset_names()[:count]}
+    presets = {arch_hash(space.resolve(name)): name for name in reversed(space.preset_names())}  # the first name
+    archs = {name: space.resolve(name) for name in space.preset_names() if name in presets.values()}
+    archs = dict(list(archs.items())[:count])
     for i, arch in enumerate(spread_subnets(space, max(0, count - len(archs)))):
         record = trained / f"spread{i}" / "result.json" if trained else None
         saved = read_json(record, "stand-alone record") if record and record.exists() else {}

@@ -62,6 +62,16 @@ def is_card(record: dict) -> bool:
     return record.get("format") == FORMAT
 
 
+def training_stages(card: dict) -> list[dict]:
+    """The card's training records, the first stage first (a run that went on training an earlier
+    entry names it under ``continues``)."""
+    stages, record = [], card.get("training", {})
+    while record:
+        stages.insert(0, record)
+        record = record.get("continues", {})
+    return stages
+
+
 def load_weights(folder: str | Path, card: dict, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """The entry's state dict in float32, after checking the file against the card's SHA-256."""
     from safetensors import SafetensorError

@@ -89,18 +89,20 @@ def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypa
 
 
 @pytest.mark.slow  # a second, short training run
-def test_a_run_goes_on_training_a_zoo_entry(tiny_zoo, monkeypatch):
-    from nas.train.supernet import SupernetConfig, train_supernet
+def test_a_run_goes_on_training_a_zoo_entry_and_its_card_names_both_stages(tiny_zoo, monkeypatch):
+    from nas.app.zoo import build_entry
 
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
-    ann, images = set_files(tiny_zoo / "run" / "data" / "train")
-    cfg = SupernetConfig.from_dict({**TINY_ZOO["supernet"], "train_ann": ann, "train_images": images,
-                                    "space": "tiny", "init": str(tiny_zoo / "entry"),
-                                    "phases": [{"name": "largest", "epochs": 0.3, "lr": 1e-30, "warmup_epochs": 0}]})
-    start = TrainedSupernet.load(tiny_zoo / "entry").net.state_dict()
+    config = {**TINY_ZOO, "supernet": {**TINY_ZOO["supernet"], "init": str(tiny_zoo / "entry"), "phases": [
+        {"name": "largest", "epochs": 0.3, "lr": 1e-30, "warmup_epochs": 0}]}}
+    (tiny_zoo / "continued.yaml").write_text(yaml.safe_dump(config))
     out = tiny_zoo / "continued"
-    train_supernet(cfg, out, progress=False)
-    after = TrainedSupernet.load(out / "supernet.pt").net.state_dict()
+    card = build_entry(str(tiny_zoo / "continued.yaml"), out, predictor_samples=0, standalone=0)
+    first = zoo.read_card(tiny_zoo / "entry")
+    assert card["training"]["continues"]["sha256"] == first["sha256"]
+    assert [stage["steps"] for stage in zoo.training_stages(card)] == [first["training"]["steps"], 1]
+    start = TrainedSupernet.load(tiny_zoo / "entry").net.state_dict()
+    after = TrainedSupernet.load(out / "supernet" / "supernet.pt").net.state_dict()
     learned = [k for k in start if start[k].is_floating_point() and "running" not in k]
     assert all(torch.allclose(start[k], after[k], rtol=0, atol=1e-20) for k in learned)  # steps too small to move
     fresh = TrainedSupernet.load(tiny_zoo / "run" / "supernet" / "supernet.pt").net.state_dict()
@@ -181,3 +183,15 @@ def test_a_spread_subnet_trained_alone_stays_ranked_when_the_sampler_changes(tmp
     (tmp_path / "spread0" / "result.json").write_text(json.dumps({"arch_hash": "x", "AP": 0.1, "arch": kept}))
     assert arch_hash(drawn) != arch_hash(kept)
     assert arch_hash(ranking_archs(space, len(space.preset_names()) + 1, tmp_path)["spread0"]) == arch_hash(kept)
+
+
+def test_the_ranking_counts_each_network_once():
+    """cpu's litepose_m and litepose_l resolve to one network: ranked twice, it would be a tie the
+    stand-alone training cannot break, and one subnet fewer than the card claims."""
+    from nas.app.zoo import ranking_archs
+
+    space = SearchSpace.load("cpu")
+    assert arch_hash(space.resolve("litepose_m")) == arch_hash(space.resolve("litepose_l"))
+    archs = ranking_archs(space, 8)
+    assert len({arch_hash(arch) for arch in archs.values()}) == len(archs) == 8
+    assert "litepose_m" in archs and "litepose_l" not in archs

@@ -19,11 +19,12 @@ class List(Command):
         cards = zoo.cards()
         for card in cards:
             aps = {row["subnet"]: row["AP"] for row in card.get("evaluation", {}).get("inherited", [])}
-            training = card.get("training", {})
-            print(f"zoo:{card['name']}  space {card['space_name']}, {card['data']['kind']} data, "
-                  f"{training.get('steps', '?')} steps ({training.get('train_hours', '?')} h on "
-                  f"{training.get('hardware', '?')}), {card.get('size_bytes', 0) / 1e6:.1f} MB; inherited AP "
-                  f"max {aps.get('max', '?')}, min {aps.get('min', '?')}; sha256 {card['sha256'][:12]}")
+            stages = zoo.training_stages(card)
+            steps, hours = (sum(stage.get(key, 0) for stage in stages) for key in ("steps", "train_hours"))
+            hardware = " then ".join(dict.fromkeys(stage.get("hardware", "?") for stage in stages)) or "?"
+            print(f"zoo:{card['name']}  space {card['space_name']}, {card['data']['kind']} data, {steps} steps in "
+                  f"{len(stages)} stage(s) ({hours:.2f} h on {hardware}), {card.get('size_bytes', 0) / 1e6:.1f} MB; "
+                  f"inherited AP max {aps.get('max', '?')}, min {aps.get('min', '?')}; sha256 {card['sha256'][:12]}")
         if not cards:
             print("no supernet ships in this installation")
         if args.json:
