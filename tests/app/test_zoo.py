@@ -157,15 +157,19 @@ def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_p
     assert rows[3]["value"] == round(float((total["head"] == "query").mean()), 3)  # which head the budget picks
 
 
-def test_the_shipped_entry_is_whole_and_meets_its_floors():
+def test_the_shipped_entry_is_whole_and_meets_its_floors(capsys):
     """zoo:cpu-synth, the main job's supernet: its weights match the card's SHA-256 and load; the
-    card records how it was made and the AP floors it meets (issue 20)."""
+    card records how it was made, in both stages, and the AP floors it meets (issues 20, 22)."""
     card = zoo.read_card(zoo.locate("zoo:cpu-synth"))
     assert [c["name"] for c in zoo.cards()] == ["cpu-synth"]
     assert card["sha256"] == sha256(zoo.ZOO / "cpu-synth" / zoo.WEIGHTS) and card["size_bytes"] < 10e6
     weights = zoo.load_weights(zoo.ZOO / "cpu-synth", card)
     assert all(v.dtype != torch.float16 for v in weights.values())  # stored fp16, handed out as float32
-    assert card["training"]["command"].startswith("posenas zoo build nas/app/configs/zoo-cpu-synth.yaml")
+    stages = zoo.training_stages(card)
+    assert [stage["command"].split()[3] for stage in stages] == [
+        "nas/app/configs/zoo-cpu-synth.yaml", "nas/app/configs/zoo-cpu-synth-query.yaml"]  # the AE head, then both
+    assert main(["zoo", "list"]) == 0
+    assert f"{sum(stage['steps'] for stage in stages)} steps in 2 stage(s)" in capsys.readouterr().out
     ap = {row["subnet"]: row for row in card["evaluation"]["inherited"]}
     assert ap["max"]["AP"] >= 0.45 and card["evaluation"]["val_images"] == 200
     assert all(r["AP"] >= 0.20 for n, r in ap.items() if n.startswith(("litepose", "higherhrnet")))
