@@ -37,7 +37,8 @@ def finetuned(run: RunLayout) -> pd.DataFrame:
     rows = []
     for folder in run.winners():
         record, card = read_json(folder / RECORD), read_json(folder / EXPORT / CARD)
-        rows.append({"winner": folder.name, "AP_inherited": record["before"]["AP"],
+        rows.append({"winner": folder.name, "head": with_defaults(record["arch"])["head"]["type"],
+                     "AP_inherited": record["before"]["AP"],
                      "AP_finetuned": record["after"]["AP"], "latency_ms": card.get("latency", {}).get("median_ms"),
                      "macs": card["macs"], "export": str(folder / EXPORT),
                      **{level: record["after"][level] for level in CROWD_LEVELS if level in record["after"]}})
@@ -55,7 +56,7 @@ def summary_table(run: RunLayout) -> pd.DataFrame:
         rows.append({"kind": "pareto", "name": f"trial {p['number']}", "head": with_defaults(p["arch"])["head"]["type"],
                      "AP_inherited": p["AP"], "latency_ms": p["latency_ms"], "GMACs": p["macs"] / 1e9})
     for _, w in finetuned(run).iterrows():
-        rows.append({"kind": "winner", "name": w["winner"], "AP_inherited": w["AP_inherited"],
+        rows.append({"kind": "winner", "name": w["winner"], "head": w["head"], "AP_inherited": w["AP_inherited"],
                      "AP_finetuned": w["AP_finetuned"], "latency_ms": w["latency_ms"], "GMACs": w["macs"] / 1e9,
                      "export": w["export"], **{level: w[level] for level in CROWD_LEVELS if level in w}})
     return pd.DataFrame(rows)

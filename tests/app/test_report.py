@@ -1,4 +1,4 @@
-"""The run's plot and summary table: a search across heads shows which head each Pareto point uses."""
+"""The run's plot and summary table: a search across heads shows which head each Pareto point and winner uses."""
 import json
 
 import pandas as pd
@@ -22,8 +22,13 @@ def test_a_search_across_heads_marks_each_pareto_point_with_its_head(tmp_path):
     run.pareto.write_text(json.dumps({"latency_budget_ms": 5.0, "latency_of": "total", "pareto": [
         {**r, "arch": json.loads(r["arch"])} for r in front[["number", "AP", "latency_ms", "macs", "params",
                                                               "arch_hash", "arch"]].to_dict("records")]}))
+    winner = run.winner(1, "1")  # the query-head point, finetuned and exported
+    (winner / "export").mkdir(parents=True)
+    (winner / "finetune.json").write_text(json.dumps({"arch": query, "before": {"AP": 0.3}, "after": {"AP": 0.35}}))
+    (winner / "export" / "card.json").write_text(json.dumps({"macs": 2e6, "latency": {"median_ms": 2.0}}))
     plot_run(tmp_path)
     svg = (tmp_path / "pareto.svg").read_text()
     assert "Pareto set, ae head" in svg and "Pareto set, query head" in svg
     pareto = summary_table(run).query("kind == 'pareto'")
     assert list(pareto["head"]) == ["ae", "query"] and list(pareto["name"]) == ["trial 0", "trial 1"]
+    assert list(summary_table(run).query("kind == 'winner'")["head"]) == ["query"]
