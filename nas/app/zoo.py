@@ -168,9 +168,11 @@ def ranking_archs(space, count: int, trained: Path | None = None) -> dict[str, d
     draws differently since (a space that gained dimensions) does not throw away hours of training."""
     from nas.search.predictor_build import spread_subnets
 
-    presets = {arch_hash(space.resolve(name)): name for name in reversed(space.preset_names())}  # the first name
-    archs = {name: space.resolve(name) for name in space.preset_names() if name in presets.values()}
-    archs = dict(list(archs.items())[:count])
+    archs = {}
+    for name in space.preset_names():
+        arch = space.resolve(name)
+        if len(archs) < count and arch_hash(arch) not in {arch_hash(a) for a in archs.values()}:
+            archs[name] = arch
     for i, arch in enumerate(spread_subnets(space, max(0, count - len(archs)))):
         record = trained / f"spread{i}" / "result.json" if trained else None
         saved = read_json(record, "stand-alone record") if record and record.exists() else {}
