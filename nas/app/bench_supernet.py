@@ -8,7 +8,6 @@ AP, and Kendall's tau between the two rankings. Every stage resumes from what it
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -45,20 +44,24 @@ def train_alone(arch: dict, settings: dict, epochs: float, out: Path) -> float:
 def inherited_vs_standalone(supernet, archs: dict[str, dict], settings: dict, epochs: float,
                             out: Path) -> pd.DataFrame:
     """Each subnet's inherited AP beside its AP trained alone for ``epochs`` on the same data
-    (static trainer ``settings``); one record per subnet in ``out/subnets``, so it resumes."""
+    (static trainer ``settings``); one record per subnet in ``out/subnets``, so it resumes, kept
+    only for the same weights (a supernet trained on since is evaluated again)."""
     from nas.pose.dataset import CocoPoseDataset
 
     val = CocoPoseDataset(settings["val_ann"], settings["val_images"])
     rows = []
     for name, arch in archs.items():
         record = out / "subnets" / f"{name}.json"
-        if record.exists():
-            rows.append(json.loads(record.read_text()))
+        saved = read_json(record, "ranking record") if record.exists() else {}
+        if saved.get("supernet") == supernet.identity and saved.get("arch_hash") == arch_hash(arch) \
+                and saved.get("epochs") == epochs:
+            rows.append(saved)
             continue
         inherited = supernet.evaluate(arch, val)["AP"]
         standalone = train_alone(arch, settings, epochs, out / "standalone" / name)
         cost = arch_cost(arch)
-        row = {"subnet": name, "arch_hash": arch_hash(arch), "macs": cost.macs, "params": cost.params,
+        row = {"subnet": name, "supernet": supernet.identity, "arch_hash": arch_hash(arch), "macs": cost.macs,
+               "params": cost.params,
                "resolution": arch["resolution"], "inherited_AP": inherited, "standalone_AP": standalone,
                "epochs": epochs}
         write_json(record, row, indent=1)

@@ -158,7 +158,8 @@ def rank_against_standalone(shipped: TrainedSupernet, run: RunLayout, supernet_c
     table = inherited_vs_standalone(shipped, ranking_archs(shipped.space, count, run.root / STANDALONE),
                                     standalone_settings(supernet_cfg), epochs, run.root / "ranking")
     return {"kendall_tau": float(kendalltau(table["inherited_AP"], table["standalone_AP"]).statistic),
-            "subnets": len(table), "epochs": epochs, "table": table.round(4).to_dict("records")}
+            "subnets": len(table), "epochs": epochs,
+            "table": table.drop(columns="supernet").round(4).to_dict("records")}
 
 
 def ranking_archs(space, count: int, trained: Path | None = None) -> dict[str, dict]:

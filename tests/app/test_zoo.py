@@ -86,6 +86,12 @@ def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypa
     assert standalone["subnets"] == 3 and len(standalone["table"]) == 3 and standalone["epochs"] == 1
     assert {row["subnet"]: row["standalone_AP"] for row in standalone["table"]} == pytest.approx(trained, abs=1e-4)
     assert not any((f / "checkpoint.pt").exists() for f in folders)
+    first = standalone["table"][0]  # a record of other weights (a supernet trained on since) is evaluated again
+    record = run / "ranking" / "subnets" / f"{first['subnet']}.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "supernet": "older", "inherited_AP": 9.9}))
+    assert main(["zoo", "build", str(config), "--out", str(run), "--into", str(entry),
+                 "--predictor-samples", "0", "--standalone", "3"]) == 0
+    assert zoo.read_card(entry)["standalone"]["table"][0]["inherited_AP"] == pytest.approx(first["inherited_AP"])
 
 
 @pytest.mark.slow  # a second, short training run
