@@ -23,11 +23,14 @@ PRESETS = ("max", "min", "litepose_xs", "litepose_s")
 
 
 def train_alone(arch: dict, settings: dict, epochs: float, out: Path) -> float:
-    """AP of ``arch`` trained alone for ``epochs`` into ``out`` (static trainer ``settings``),
-    recorded in ``out/result.json``: the record alone is enough to skip the training again, so a
-    finished subnet's checkpoint need not be kept (a ranking outlives the machine it was trained on)."""
+    """AP of ``arch`` trained alone for ``epochs`` into ``out/epochs-E`` (static trainer
+    ``settings``; one folder per schedule, so a longer one never resumes a shorter one's
+    checkpoint), recorded in its ``result.json``: the record alone is enough to skip the training
+    again, so a finished subnet's checkpoint need not be kept (a ranking outlives the machine it
+    was trained on)."""
     from nas.train.static import TrainConfig, train
 
+    out = out / f"epochs-{epochs:g}"
     record = out / "result.json"
     if record.exists():
         saved = read_json(record, "stand-alone record")

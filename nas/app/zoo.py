@@ -175,9 +175,9 @@ def ranking_archs(space, count: int, trained: Path | None = None) -> dict[str, d
         if len(archs) < count and arch_hash(arch) not in {arch_hash(a) for a in archs.values()}:
             archs[name] = arch
     for i, arch in enumerate(spread_subnets(space, max(0, count - len(archs)))):
-        record = trained / f"spread{i}" / "result.json" if trained else None
-        saved = read_json(record, "stand-alone record") if record and record.exists() else {}
-        archs[f"spread{i}"] = space.validate(saved["arch"], str(record)) if "arch" in saved else arch
+        records = sorted((trained / f"spread{i}").glob("epochs-*/result.json")) if trained else []
+        saved = read_json(records[0], "stand-alone record") if records else {}
+        archs[f"spread{i}"] = space.validate(saved["arch"], str(records[0])) if "arch" in saved else arch
     return archs
 
 

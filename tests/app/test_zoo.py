@@ -75,9 +75,9 @@ def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypa
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
     config, entry, run = tiny_zoo / "tiny-zoo.yaml", tiny_zoo / "ranked", tiny_zoo / "run"
     assert main(["zoo", "build", str(config), "--out", str(run), "--standalone", "3", "--standalone-only"]) == 0
-    folders = sorted((run / "ranking" / "standalone").iterdir())
+    folders = sorted((run / "ranking" / "standalone").glob("*/epochs-1"))  # a folder per schedule
     assert len(folders) == 3 and not (run / "ranking" / "subnets").exists()  # no inherited AP: the supernet waits
-    trained = {f.name: json.loads((f / "result.json").read_text())["AP"] for f in folders}
+    trained = {f.parent.name: json.loads((f / "result.json").read_text())["AP"] for f in folders}
     for folder in folders:
         (folder / "checkpoint.pt").unlink()
     assert main(["zoo", "build", str(config), "--out", str(run), "--into", str(entry),
@@ -190,9 +190,10 @@ def test_a_spread_subnet_trained_alone_stays_ranked_when_the_sampler_changes(tmp
 
     space = SearchSpace.load("tiny")
     drawn = ranking_archs(space, len(space.preset_names()) + 1)["spread0"]
-    kept = space.resolve("min")
-    (tmp_path / "spread0").mkdir()
-    (tmp_path / "spread0" / "result.json").write_text(json.dumps({"arch_hash": "x", "AP": 0.1, "arch": kept}))
+    kept = space.resolve("min")  # trained one epoch: a ranking at two epochs trains the same subnet further
+    (tmp_path / "spread0" / "epochs-1").mkdir(parents=True)
+    (tmp_path / "spread0" / "epochs-1" / "result.json").write_text(json.dumps({"arch_hash": "x", "AP": 0.1,
+                                                                                "arch": kept}))
     assert arch_hash(drawn) != arch_hash(kept)
     assert arch_hash(ranking_archs(space, len(space.preset_names()) + 1, tmp_path)["spread0"]) == arch_hash(kept)
 
