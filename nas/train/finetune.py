@@ -1,5 +1,6 @@
 """Finetune searched winners: start from the inherited weights, train further with the supernet's
-largest subnet as teacher, and record the AP before and after.
+largest subnet as teacher (none at ``distill_weight`` 0: a third of the time), and record the AP
+before and after.
 
 Each winner gets its own folder: ``before.json`` (inherited AP, BN recalibrated), the training run
 (checkpoint, log, curves; resumable), ``finetune.json`` (before and after) and ``export/``.
@@ -58,7 +59,7 @@ def _finetune(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, out: P
         before = metrics_json(evaluate_network(student, val_ds, arch["resolution"], cfg.flip_test,
                                                progress=progress)[0])
         write_json(before_path, before, indent=1)
-    teacher = supernet.inherit(supernet.space.max(), resolution=arch["resolution"])
+    teacher = supernet.inherit(supernet.space.max(), resolution=arch["resolution"]) if cfg.distill_weight else None
     after = metrics_json(train(replace(cfg, arch=arch, space=supernet.space_source), out, progress,
                                init=student.state_dict(), teacher=teacher))
     record = {"arch_hash": arch_hash(arch), "arch": arch, "epochs": cfg.epochs, "before": before, "after": after,
