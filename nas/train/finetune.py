@@ -47,8 +47,9 @@ def _finetune(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, out: P
               progress: bool) -> dict:
     if cfg.val_ann is None:
         raise PoseNASError("finetuning needs held-out data to evaluate before and after: give --val-data")
-    supernet = TrainedSupernet.load(supernet_path, (cfg.train_ann, cfg.train_images), cfg.calibration_images,
-                                    cfg.seed)
+    # BN calibrated on the supernet's own training set, as the search and the card calibrate it:
+    # "before" is the inherited AP they report, whatever data the finetuning then trains on
+    supernet = TrainedSupernet.load(supernet_path, calibration_images=cfg.calibration_images, seed=cfg.seed)
     arch = supernet.space.validate(arch, "finetune arch")
     student = supernet.inherit(arch)
     before_path = out / "before.json"

@@ -17,9 +17,11 @@ from nas.app.cli import main
 from nas.errors import PoseNASError
 from nas.io import recover_folder, writer_lock
 from nas.pose.completion import synthetic_skeletons, train_completion
+from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.decode import DecodeConfig
 from nas.pose.inference import decode_batch, people_from_candidates, prepare
 from nas.pose.keypoints import COCO
+from nas.pose.synth import generate
 from nas.search.results import pareto_winners
 from nas.subnet.export import load_refiner, load_subnet
 from nas.subnet.inherit import TrainedSupernet
@@ -59,6 +61,27 @@ def test_finetune_starts_from_inherited_weights_and_learns_from_the_teacher(tmp_
     loss = [json.loads(json.dumps(torch.load(f / "checkpoint.pt", weights_only=True)["log"]))[0]["loss"]
             for f in (with_teacher, without)]
     assert loss[0] > loss[1], "distillation adds a loss term"
+
+
+@pytest.mark.slow  # a zoo entry's subnet evaluated twice and finetuned a step
+def test_finetuning_starts_from_the_inherited_ap_a_search_reports(tmp_path, monkeypatch):
+    """BN is calibrated as the search and the card calibrate it (on the supernet's own training
+    set), not on the finetuning data: "before" is the AP the user saw in the search."""
+    monkeypatch.setenv("POSENAS_CACHE", str(tmp_path / "cache"))
+    for name, seed in (("val", 2), ("train", 4)):
+        generate(tmp_path / name, 8, seed=seed, progress=False)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--supernet", "zoo:cpu-synth", "--arch", "litepose_xs", "--data", str(tmp_path / "train"),
+                 "--val-data", str(tmp_path / "val"), "--epochs", "1", "--lr", "1e-30", "--batch-size", "8",
+                 "--workers", "0", "--no-cache", "--repeats", "3", "--warmup", "1", "--out", str(out),
+                 "--config", str(_yaml(tmp_path))]) == 0  # no teacher: its calibration would double the time
+    (folder,) = out.iterdir()
+    before = json.loads((folder / "finetune.json").read_text())["before"]["AP"]
+    supernet = TrainedSupernet.load("zoo:cpu-synth")
+    searched = supernet.evaluate(supernet.space.resolve("litepose_xs"), CocoPoseDataset(*set_files(tmp_path / "val")))
+    assert before == pytest.approx(searched["AP"], abs=1e-6) and before > 0.1
+    regenerated = sorted(p.name for p in (tmp_path / "cache").glob("synthetic-*"))  # calibration images only: the
+    assert regenerated == ["synthetic-seed1-256x256-64"], regenerated    # entry's 8,000 are not trained on here
 
 
 def _yaml(tmp_path):

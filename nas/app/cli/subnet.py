@@ -76,8 +76,9 @@ class Finetune(Command):
             raise PoseNASError("give exactly one of --arch ARCH.json|PRESET or --pareto PARETO.json")
         archs = ([supernet.space.resolve(args.arch)] if args.arch
                  else [supernet.space.validate(a) for a in pareto_winners(args.pareto, args.top)])
-        train_ann, train_images = supernet.train_files  # by default, finetune on the supernet's training data
-        cfg = training_config(args, FinetuneConfig, {"train_ann": train_ann, "train_images": train_images})
+        # by default, finetune on the supernet's training data (a zoo entry's is regenerated: skip it when given)
+        own = {} if args.data or args.ann else dict(zip(("train_ann", "train_images"), supernet.train_files))
+        cfg = training_config(args, FinetuneConfig, own)
         latency = meter(args)
         with writer_lock(args.out):
             for i, arch in enumerate(archs):
