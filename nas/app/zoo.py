@@ -66,7 +66,8 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
             "training": {"config": str(config), "command": f"posenas zoo build {config} --out {out}",
                          "steps": ckpt["position"]["step"], "phases_done": ckpt["position"]["phase"],
                          "train_hours": round(ckpt["train_seconds"] / 3600, 2), "hardware": hardware(),
-                         "commit": commit(), "settings": ckpt["config"], **earlier_stage(supernet_cfg.init)}}
+                         "commit": commit(), "settings": ckpt["config"],
+                         **({"continues": ckpt["continues"]} if ckpt.get("continues") else {})}}
     shipped = shipped_supernet(ckpt, card, torch.float16 if half else torch.float32)
     card["evaluation"] = evaluate_entry(shipped, run)
     if half:  # fp16 storage is fine if the inherited APs do not change
@@ -96,15 +97,6 @@ def prepare_run(config: str, out: str | Path):
     check_user_data(run, cfg.get("data", {}))
     make_data(run, cfg.get("data", {}))
     return cfg, run, supernet_cfg
-
-
-def earlier_stage(init: str | None) -> dict:
-    """``{"continues": ...}``: the record of the zoo entry this run started from (its SHA-256, its
-    own training record, and so on back), so the card accounts for every step its weights took."""
-    if not init or not zoo.is_entry(init):
-        return {}
-    card = zoo.read_card(zoo.locate(init))
-    return {"continues": {"entry": str(init), "sha256": card["sha256"], **card.get("training", {})}}
 
 
 def train_ranking_alone(config: str, out: str | Path, count: int = 8, epochs: float = 1) -> dict[str, float]:

@@ -62,6 +62,14 @@ def is_card(record: dict) -> bool:
     return record.get("format") == FORMAT
 
 
+def earlier_stage(source: str, card: dict) -> dict:
+    """What a run that starts from the entry ``source`` (whose card is ``card``) keeps of it: its
+    SHA-256 and training record, and so on back, so that the run's own card accounts for every
+    step its weights took. Kept when training starts, not when the run is packed: by then the
+    entry may have been replaced (packed into the same folder)."""
+    return {"entry": str(source), "sha256": card["sha256"], **card.get("training", {})}
+
+
 def training_stages(card: dict) -> list[dict]:
     """The card's training records, the first stage first (a run that went on training an earlier
     entry names it under ``continues``)."""

@@ -37,6 +37,7 @@ from nas.pose.losses import distillation_loss, heatmaps, pose_loss
 from nas.pose.matching import query_forward_loss
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
 from nas.pose.transforms import Augment
+from nas.subnet import zoo
 from nas.subnet.inherit import TrainedSupernet, parameter_digest
 from nas.train import distributed
 from nas.train.checkpoint import RunFolder
@@ -249,6 +250,7 @@ class SupernetRun:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 autocast needs no loss scaling
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0, "steps": None}
         self.spent, self.log, self.opt_state, self.scale = 0.0, [], None, 1.0
+        self.continues = None  # the zoo entry this run started from (zoo.earlier_stage)
         self.per_epoch = len(ResolutionBatchSampler(len(self.train_ds), cfg.batch_size, (1,), rank=self.rank,
                                                     num_replicas=self.world))
         if self.per_epoch == 0:
@@ -269,6 +271,7 @@ class SupernetRun:
             self.position, self.spent, self.log = ckpt["position"], ckpt["train_seconds"], ckpt["log"]
             self.opt_state, self.scale = ckpt["optimizer"], ckpt.get("schedule_scale", 1.0)
             self.scaler.load_state_dict(ckpt["scaler"])
+            self.continues = ckpt.get("continues")
             if self.main:
                 phase = self.phases[min(self.position["phase"], len(self.phases) - 1)]
                 print(f"resuming {self.out} in phase {self.position['phase'] + 1} ({phase.name}), epoch "
@@ -299,6 +302,8 @@ class SupernetRun:
         if unexpected or set(new) - {"query", "final", "up_high", "final_high"}:
             raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} "
                                f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+        if zoo.is_card(trained.record):
+            self.continues = zoo.earlier_stage(source, trained.record)
         if self.main:
             print(f"starting from the weights of {source}" + (f"; new heads: {', '.join(new)}" if new else ""))
 
@@ -309,7 +314,8 @@ class SupernetRun:
             self.folder.save({"supernet": self.net.state_dict(), "optimizer": opt.state_dict() if opt else None,
                               "scaler": self.scaler.state_dict(), "position": dict(self.position),
                               "train_seconds": self.spent, "schedule_scale": self.scale, "config": asdict(self.cfg),
-                              "space": _plain(self.space.spec), "spec": self.train_ds.spec.name, "num_keypoints": k},
+                              "space": _plain(self.space.spec), "spec": self.train_ds.spec.name, "num_keypoints": k,
+                              "continues": self.continues},
                              self.log)
 
     def run(self) -> list[dict]:

@@ -3,6 +3,7 @@ loads anywhere, is checked against its SHA-256, and reproduces its card's APs.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,17 +96,19 @@ def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypa
 
 
 @pytest.mark.slow  # a second, short training run
-def test_a_run_goes_on_training_a_zoo_entry_and_its_card_names_both_stages(tiny_zoo, monkeypatch):
+def test_a_run_goes_on_training_a_zoo_entry_and_its_card_names_both_stages(tiny_zoo, tmp_path, monkeypatch):
     from nas.app.zoo import build_entry
 
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
-    config = {**TINY_ZOO, "supernet": {**TINY_ZOO["supernet"], "init": str(tiny_zoo / "entry"), "phases": [
+    entry = shutil.copytree(tiny_zoo / "entry", tmp_path / "entry")
+    config = {**TINY_ZOO, "supernet": {**TINY_ZOO["supernet"], "init": str(entry), "phases": [
         {"name": "largest", "epochs": 0.3, "lr": 1e-30, "warmup_epochs": 0}]}}
-    (tiny_zoo / "continued.yaml").write_text(yaml.safe_dump(config))
-    out = tiny_zoo / "continued"
-    card = build_entry(str(tiny_zoo / "continued.yaml"), out, predictor_samples=0, standalone=0)
-    first = zoo.read_card(tiny_zoo / "entry")
-    assert card["training"]["continues"]["sha256"] == first["sha256"]
+    (tmp_path / "continued.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "continued"
+    first = zoo.read_card(entry)
+    for _ in range(2):  # packed over the entry it started from, twice: the chain still names that entry
+        card = build_entry(str(tmp_path / "continued.yaml"), out, entry, predictor_samples=0, standalone=0)
+        assert card["training"]["continues"]["sha256"] == first["sha256"] != card["sha256"]
     assert [stage["steps"] for stage in zoo.training_stages(card)] == [first["training"]["steps"], 1]
     start = TrainedSupernet.load(tiny_zoo / "entry").net.state_dict()
     after = TrainedSupernet.load(out / "supernet" / "supernet.pt").net.state_dict()
