@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nas.errors import PoseNASError
+from nas.errors import FolderInUse, PoseNASError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -81,7 +81,7 @@ def _locked(path: Path, folder: Path) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise PoseNASError(f"{folder}: in use by {holder}; wait for it to end or write elsewhere") from None
+            raise FolderInUse(f"{folder}: in use by {holder}; wait for it to end or write elsewhere") from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd

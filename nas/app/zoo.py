@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from nas.app.pipeline import check_user_data, load_run_config, make_data, supernet_config
 from nas.app.runs import RunLayout
-from nas.errors import PoseNASError
+from nas.errors import FolderInUse, PoseNASError
 from nas.io import read_checkpoint, read_json, write_json, write_text
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.predictor_build import PREDICTOR, build_accuracy_predictor
@@ -102,14 +102,21 @@ def prepare_run(config: str, out: str | Path):
 def train_ranking_alone(config: str, out: str | Path, count: int = 8, epochs: float = 1) -> dict[str, float]:
     """The stand-alone half of the card's ranking: the ``count`` subnets trained alone on the run's
     data, independent of the supernet, so it can run beside the supernet's training (another core,
-    another machine); ``build_entry`` then finds them done. Returns each subnet's AP."""
+    another machine); ``build_entry`` then finds them done. A subnet another process trains is
+    left to it: the same command run N times trains N subnets at once. Returns each AP it got."""
     from nas.app.bench_supernet import train_alone
 
     _, run, supernet_cfg = prepare_run(config, out)
     settings, folder = standalone_settings(supernet_cfg), run.root / STANDALONE
     archs = sorted(ranking_archs(SearchSpace.load(supernet_cfg.space), count, folder).items(),
                    key=lambda item: arch_cost(item[1]).macs)  # the cheapest first: results come sooner
-    return {name: train_alone(arch, settings, epochs, folder / name) for name, arch in archs}
+    aps = {}
+    for name, arch in archs:
+        try:
+            aps[name] = train_alone(arch, settings, epochs, folder / name)
+        except FolderInUse:
+            print(f"{name}: trained alone by another process; going on with the next")
+    return aps
 
 
 def shipped_supernet(ckpt: dict, card: dict, dtype: torch.dtype) -> TrainedSupernet:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,12 +72,28 @@ def test_unknown_zoo_name_is_one_line(capsys):
 
 
 @pytest.mark.slow  # subnets trained alone
-def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypatch):
-    """The stand-alone half trains on its own (``--standalone-only``) and leaves records that
-    are enough for the card: with the subnets' checkpoints deleted, nothing is trained again."""
+def test_the_card_ranks_inherited_against_standalone_training(tiny_zoo, monkeypatch, capsys):
+    """The stand-alone half trains on its own (``--standalone-only``; a subnet another process
+    trains is left to it) and leaves records that are enough for the card: with the subnets'
+    checkpoints deleted, nothing is trained again."""
+    from nas.app.zoo import ranking_archs
+
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
     config, entry, run = tiny_zoo / "tiny-zoo.yaml", tiny_zoo / "ranked", tiny_zoo / "run"
-    assert main(["zoo", "build", str(config), "--out", str(run), "--standalone", "3", "--standalone-only"]) == 0
+    held = sorted(ranking_archs(SearchSpace.load("tiny"), 3))[0]
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom nas.io import writer_lock\nwith writer_lock("
+                               "sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()",
+                               str(run / "ranking" / "standalone" / held / "epochs-1")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    only = ["zoo", "build", str(config), "--out", str(run), "--standalone", "3", "--standalone-only"]
+    assert main(only) == 0
+    assert f"{held}: trained alone by another process" in capsys.readouterr().out
+    assert len(list((run / "ranking" / "standalone").glob("*/epochs-1/result.json"))) == 2
+    holder.stdin.close()
+    assert holder.wait() == 0
+    assert main(only) == 0  # trains the one left
+    assert (run / "ranking" / "standalone" / held / "epochs-1" / "result.json").exists()
     folders = sorted((run / "ranking" / "standalone").glob("*/epochs-1"))  # a folder per schedule
     assert len(folders) == 3 and not (run / "ranking" / "subnets").exists()  # no inherited AP: the supernet waits
     trained = {f.parent.name: json.loads((f / "result.json").read_text())["AP"] for f in folders}

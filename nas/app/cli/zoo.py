@@ -53,7 +53,8 @@ class Build(Command):
                        help="processes of one thread that evaluate the predictor's subnets side by side")
         p.add_argument("--standalone-only", action="store_true",
                        help="only train the --standalone subnets alone (independent of the supernet: run it "
-                            "beside the supernet's training, on another core or machine) and stop")
+                            "beside the supernet's training, on another core or machine; run it twice to train "
+                            "two at once) and stop")
 
     def take_action(self, args):
         from nas.app.zoo import build_entry, train_ranking_alone
