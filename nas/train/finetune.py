@@ -1,5 +1,5 @@
 """Finetune searched winners: start from the inherited weights, train further with the supernet's
-largest subnet as teacher (none at ``distill_weight`` 0: a third of the time), and record the AP
+largest subnet as teacher (none at ``distill_weight`` 0: about half the time), and record the AP
 before and after.
 
 Each winner gets its own folder: ``before.json`` (inherited AP, BN recalibrated), the training run
