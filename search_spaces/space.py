@@ -229,6 +229,17 @@ class SearchSpace:
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         return self._build(lambda d: rng.choice(d.choices) if d.group in groups else d.largest)
 
+    def single_branch(self, config: dict) -> dict:
+        """``config`` with every branch but each stage's last at depth 0 (LitePose's single branch:
+        gradual shrinking carried to the end), where the space allows depth 0; a uniform draw
+        seldom lands there (one in 729 in the ``cpu`` space: six such branches, three depths each)."""
+        config = copy.deepcopy(config)
+        for s, stage in enumerate(config["stages"]):
+            for b, branch in enumerate(stage["branches"][:-1]):
+                if 0 in self.choices(f"stages.{s}.branches.{b}.depth"):
+                    branch["depth"] = 0
+        return config
+
     def mutate(self, config: dict, rng: random.Random | int | None = None, prob: float = 0.1) -> dict:
         """Each dimension re-drawn with probability ``prob`` (the others kept), as evolutionary NAS does."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)

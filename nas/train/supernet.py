@@ -77,6 +77,8 @@ class Phase:
 class SupernetConfig(Settings):
     phases: list = field(default_factory=lambda: [dict(p) for p in DEFAULT_PHASES])
     sandwich_random: int = 2  # random subnets per step besides the largest and the smallest
+    # share of those made single-branch (LitePose's); uniform draws almost never are, and train them too little
+    sandwich_single_branch: float = 0.0
     sandwich_update: str = "sequential"  # one Adam step per subnet of the sandwich, or one for all ("accumulate")
     teacher_input: str = "largest"  # the largest subnet's input size: the space's largest, or the batch's (OFA)
     warmup_epochs: float = 0.5  # linear warm-up of the first phase (the others set their own, default none)
@@ -88,7 +90,8 @@ class SupernetConfig(Settings):
     fit_budget: float | None = None
     init: str | None = None  # a supernet.pt or zoo entry (zoo:NAME) of the same space whose weights start a fresh run
 
-    RANGES = {**Settings.RANGES, "sandwich_random": Range(0, 16), "warmup_epochs": NON_NEGATIVE,
+    RANGES = {**Settings.RANGES, "sandwich_random": Range(0, 16),
+              "sandwich_single_branch": Range(0, 1), "warmup_epochs": NON_NEGATIVE,
               "checkpoint_every": AT_LEAST_ONE, "calibration_images": AT_LEAST_ONE}
 
     def __post_init__(self):
@@ -129,12 +132,18 @@ def parse_phases(cfg: SupernetConfig) -> list[Phase]:
     return phases
 
 
-def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_random: int) -> list[dict]:
+def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_random: int,
+             single_branch: float = 0.0) -> list[dict]:
     """Largest first (the teacher), then the smallest and ``n_random`` random subnets of the open
-    groups; with nothing open, the largest alone."""
+    groups, each made single-branch with probability ``single_branch`` once depth is open; with
+    nothing open, the largest alone."""
     if not groups:
         return [space.max()]
-    return [space.max(), space.min(groups)] + [space.random(rng, groups) for _ in range(n_random)]
+
+    def draw() -> dict:
+        arch = space.random(rng, groups)
+        return space.single_branch(arch) if "depth" in groups and rng.random() < single_branch else arch
+    return [space.max(), space.min(groups)] + [draw() for _ in range(n_random)]
 
 
 def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, device: torch.device,
@@ -202,8 +211,8 @@ def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pa
     def step(phase: Phase, size: int) -> None:
         items = default_collate([pairs[(i % len(pairs), size)] for i in range(cfg.batch_size)])
         batch, teacher = pair_to(items, device)
-        sandwich_step(probe, sandwich(space, phase.elastic, rng, cfg.sandwich_random), batch, cfg, device, opt, teacher,
-                      sigmas)
+        archs = sandwich(space, phase.elastic, rng, cfg.sandwich_random, cfg.sandwich_single_branch)
+        sandwich_step(probe, archs, batch, cfg, device, opt, teacher, sigmas)
 
     step(phases[0], space.max()["resolution"])  # warm-up: the first step pays for allocations
     seconds = []
@@ -409,8 +418,8 @@ class SupernetRun:
             for g in opt.param_groups:
                 g["lr"] = lr
             rng = random.Random(cfg.seed * 1_000_003 + position["step"])
-            losses = sandwich_step(self.net, sandwich(self.space, phase.elastic, rng, cfg.sandwich_random), batch,
-                                   cfg, self.device, opt, teacher_batch, self.sigmas)
+            archs = sandwich(self.space, phase.elastic, rng, cfg.sandwich_random, cfg.sandwich_single_branch)
+            losses = sandwich_step(self.net, archs, batch, cfg, self.device, opt, teacher_batch, self.sigmas)
             position["batch"] += 1
             position["step"] += 1
             self.first = self.first or (self.clock(), done + 1)

@@ -27,6 +27,20 @@ def test_samples_presets_and_json_round_trip_are_valid(name):
         assert all(stage["branches"][-1]["depth"] >= 1 for stage in config["stages"])
 
 
+@pytest.mark.parametrize("name", SPACES)
+def test_single_branch_keeps_each_stages_newest_branch_alone_and_nothing_else_changes(name):
+    space = SearchSpace.load(name)
+    for config in [space.max()] + [space.random(s) for s in range(20)]:
+        single = space.single_branch(config)
+        assert space.validate(single) == single
+        for stage, before in zip(single["stages"], config["stages"]):
+            assert [b["depth"] for b in stage["branches"][:-1]] == [0] * (len(stage["branches"]) - 1)
+            assert stage["branches"][-1] == before["branches"][-1]
+        assert {**single, "stages": None} == {**config, "stages": None}
+    preset = space.preset("litepose_xs")  # LitePose is single-branch already
+    assert space.single_branch(preset) == preset
+
+
 def test_min_and_max_bound_every_dimension_but_the_head_type_and_its_own_keys():
     """min and max carry the AE head, whose query keys are inert (at their smallest)."""
     space = SearchSpace.load("cpu")

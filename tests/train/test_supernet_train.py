@@ -24,6 +24,7 @@ from nas.train.schedule import budget_scale, steps_in_budget
 from nas.train.settings import datasets
 from nas.train.supernet import PACE_STEPS, SupernetConfig, parse_phases, sandwich, sandwich_step, train_supernet
 from search_spaces import SearchSpace
+from search_spaces.space import GROUPS
 from supernet.importance import sort_hidden_channels
 from tests.supernet.test_supernet import trained_like
 
@@ -51,6 +52,18 @@ def test_sandwich_is_largest_smallest_and_random_subnets_of_the_open_groups():
                 space.encode(space.max())[space.dimensions.index(d)]]
         assert set(diff) <= {"kernel"}
     assert sandwich(space, (), random.Random(0), 2) == [space.max()]
+
+
+def test_sandwich_makes_its_random_subnets_single_branch_at_the_given_share_once_depth_is_open():
+    space = SearchSpace.load("cpu")
+
+    def singles(groups, share):
+        archs = sandwich(space, groups, random.Random(0), 200, share)[2:]
+        return sum(a == space.single_branch(a) for a in archs)
+    assert singles(GROUPS, 1.0) == 200
+    assert 70 < singles(GROUPS, 0.5) < 130
+    assert singles(GROUPS, 0.0) < 5  # a uniform draw: one in 729
+    assert singles(("kernel", "width"), 1.0) == 0  # depth closed: every branch at its largest
 
 
 @pytest.mark.parametrize("update,steps", [("sequential", 4), ("accumulate", 1)])
