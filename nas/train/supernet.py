@@ -142,7 +142,8 @@ def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_
 
     def draw() -> dict:
         arch = space.random(rng, groups)
-        return space.single_branch(arch) if "depth" in groups and rng.random() < single_branch else arch
+        shrunk = single_branch and "depth" in groups and rng.random() < single_branch  # no draw at 0: runs repeat
+        return space.single_branch(arch) if shrunk else arch
     return [space.max(), space.min(groups)] + [draw() for _ in range(n_random)]
 
 

@@ -64,6 +64,8 @@ def test_sandwich_makes_its_random_subnets_single_branch_at_the_given_share_once
     assert 70 < singles(GROUPS, 0.5) < 130
     assert singles(GROUPS, 0.0) < 5  # a uniform draw: one in 729
     assert singles(("kernel", "width"), 1.0) == 0  # depth closed: every branch at its largest
+    rng = random.Random(0)  # share 0 draws as before the share existed: older runs repeat
+    assert sandwich(space, GROUPS, random.Random(0), 3)[2:] == [space.random(rng, GROUPS) for _ in range(3)]
 
 
 @pytest.mark.parametrize("update,steps", [("sequential", 4), ("accumulate", 1)])
