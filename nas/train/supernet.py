@@ -58,7 +58,7 @@ DEFAULT_PHASES = ({"name": "largest", "epochs": 2, "lr": PHASE_LR, "elastic": []
     for name, opened in (("resolution+kernel", 2), ("depth", 3), ("width", 4), ("token", 5)))  # one group more each
 
 
-PHASE_KEYS = ("epochs", "name", "lr", "elastic", "warmup_epochs")
+PHASE_KEYS = ("epochs", "name", "lr", "elastic", "warmup_epochs", "single_branch")
 SANDWICH_UPDATES = ("sequential", "accumulate")
 TEACHER_INPUTS = ("largest", "batch")
 PACE_STEPS = 5  # steps of a phase timed before its pace may shorten it to fit a time budget
@@ -71,6 +71,7 @@ class Phase:
     lr: float
     elastic: tuple[str, ...]
     warmup_epochs: float  # linear warm-up from zero: every phase starts a fresh Adam
+    single_branch: float  # share of the random subnets made single-branch (default: sandwich_single_branch)
 
 
 @dataclass
@@ -125,8 +126,11 @@ def parse_phases(cfg: SupernetConfig) -> list[Phase]:
         warmup = p.get("warmup_epochs", cfg.warmup_epochs if i == 0 else 0.0)
         if not is_kind(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
             raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
+        single = p.get("single_branch", cfg.sandwich_single_branch)
+        if not is_kind(single, (int, float)) or not 0 <= single <= 1:
+            raise PoseNASError(f"{where}.single_branch must lie in [0, 1], got {single!r}")
         phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(lr),
-                            elastic, float(warmup)))
+                            elastic, float(warmup), float(single)))
     if not phases:
         raise PoseNASError("phases: give at least one phase")
     return phases
@@ -212,7 +216,7 @@ def probe_step_seconds(net: PoseNet, space: SearchSpace, phases: list[Phase], pa
     def step(phase: Phase, size: int) -> None:
         items = default_collate([pairs[(i % len(pairs), size)] for i in range(cfg.batch_size)])
         batch, teacher = pair_to(items, device)
-        archs = sandwich(space, phase.elastic, rng, cfg.sandwich_random, cfg.sandwich_single_branch)
+        archs = sandwich(space, phase.elastic, rng, cfg.sandwich_random, phase.single_branch)
         sandwich_step(probe, archs, batch, cfg, device, opt, teacher, sigmas)
 
     step(phases[0], space.max()["resolution"])  # warm-up: the first step pays for allocations
@@ -419,7 +423,7 @@ class SupernetRun:
             for g in opt.param_groups:
                 g["lr"] = lr
             rng = random.Random(cfg.seed * 1_000_003 + position["step"])
-            archs = sandwich(self.space, phase.elastic, rng, cfg.sandwich_random, cfg.sandwich_single_branch)
+            archs = sandwich(self.space, phase.elastic, rng, cfg.sandwich_random, phase.single_branch)
             losses = sandwich_step(self.net, archs, batch, cfg, self.device, opt, teacher_batch, self.sigmas)
             position["batch"] += 1
             position["step"] += 1

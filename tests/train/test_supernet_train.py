@@ -365,12 +365,19 @@ def test_a_checkpoint_from_before_the_block_types_resumes_with_a_phase_added(tmp
     assert [row["phase"] for row in log][-1] == PHASES[1]["name"]
 
 
+def test_a_phase_may_set_its_own_single_branch_share(synth_small):
+    cfg = SupernetConfig.from_dict(settings(synth_small, sandwich_single_branch=0.5,
+                                            phases=[{"epochs": 1}, {"epochs": 1, "single_branch": 1.0}]))
+    assert [p.single_branch for p in parse_phases(cfg)] == [0.5, 1.0]
+
+
 def test_supernet_config_names_bad_phases(synth_small):
 
     for phases, message in (([{"epochs": 1, "elastic": ["colour"]}], r"phases\[0\]\.elastic: unknown group 'colour'"),
                             ([{"epochs": 0}], r"phases\[0\]\.epochs must be a positive number"),
                             ([{"epochs": True}], r"phases\[0\]\.epochs must be a positive number"),
                             ([{"epochs": 1, "warmup_epochs": 2}], r"phases\[0\]\.warmup_epochs must lie in \[0, epochs\]"),
+                            ([{"epochs": 1, "single_branch": 1.5}], r"phases\[0\]\.single_branch must lie in \[0, 1\]"),
                             ([], "at least one phase")):
         with pytest.raises(PoseNASError, match=message):
             parse_phases(SupernetConfig.from_dict(settings(synth_small, phases=phases)))
