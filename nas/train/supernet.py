@@ -286,8 +286,10 @@ class SupernetRun:
             self.opt_state, self.scale = ckpt["optimizer"], ckpt.get("schedule_scale", 1.0)
             self.scaler.load_state_dict(ckpt["scaler"])
             self.continues = ckpt.get("continues")
-            if self.main:
-                phase = self.phases[min(self.position["phase"], len(self.phases) - 1)]
+            if self.main and self.position["phase"] >= len(self.phases):
+                print(f"{self.out}: all {len(self.phases)} phases done (step {self.position['step']})")
+            elif self.main:
+                phase = self.phases[self.position["phase"]]
                 print(f"resuming {self.out} in phase {self.position['phase'] + 1} ({phase.name}), epoch "
                       f"{self.position['epoch'] + 1}, batch {self.position['batch']} (step {self.position['step']})")
             return

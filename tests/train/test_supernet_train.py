@@ -167,7 +167,7 @@ def test_the_teacher_learns_at_the_largest_input_and_the_students_at_the_batch_s
 
 
 @pytest.mark.slow  # three phases with evaluations, then a resume
-def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
+def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small, capsys):
     out = tmp_path / "run"
     cfg = SupernetConfig.from_dict(settings(synth_small, phases=PHASES[:2]))
     log = train_supernet(cfg, out, progress=False)
@@ -185,6 +185,9 @@ def test_phases_train_log_evaluate_and_resume(tmp_path, synth_small):
     assert ckpt["position"]["step"] == 18 and [r["phase"] for r in rows] == ["largest", "kernel", "all"]
     # a phase's last step is near the end of its cosine, unless its warm-up spans the whole phase
     assert rows[1]["lr"] < 0.001 and rows[2]["lr"] == pytest.approx(0.003)
+    capsys.readouterr()
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, eval_archs=[])), out, progress=False)
+    assert f"{out}: all 3 phases done (step 18)" in capsys.readouterr().out
 
 
 def phase_steps(log: list[dict]) -> dict[str, int]:
