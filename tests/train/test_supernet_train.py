@@ -368,10 +368,22 @@ def test_a_checkpoint_from_before_the_block_types_resumes_with_a_phase_added(tmp
     assert [row["phase"] for row in log][-1] == PHASES[1]["name"]
 
 
-def test_a_phase_may_set_its_own_single_branch_share(synth_small):
+def test_a_phase_may_set_its_own_single_branch_share(synth_small, tmp_path, monkeypatch):
     cfg = SupernetConfig.from_dict(settings(synth_small, sandwich_single_branch=0.5,
                                             phases=[{"epochs": 1}, {"epochs": 1, "single_branch": 1.0}]))
     assert [p.single_branch for p in parse_phases(cfg)] == [0.5, 1.0]
+    import nas.train.supernet as trainer
+    shares = []
+
+    def watched(*args):  # the real sandwich, its share noted
+        shares.append(args[4])
+        return sandwich(*args)
+    monkeypatch.setattr(trainer, "sandwich", watched)
+    elastic = ["resolution", "kernel", "depth", "width", "token"]
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, sandwich_random=1, eval_archs=[], phases=[
+        {"epochs": 0.5, "elastic": elastic}, {"epochs": 0.5, "elastic": elastic, "single_branch": 1.0}])),
+        tmp_path / "run", progress=False)
+    assert shares[0] == 0.0 and shares[-1] == 1.0 and sorted(set(shares)) == [0.0, 1.0]
 
 
 def test_supernet_config_names_bad_phases(synth_small):
