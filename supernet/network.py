@@ -158,8 +158,15 @@ def extract(supernet: PoseNet, arch: dict) -> nn.Module:
     supernet; its outputs equal ``supernet.set_active(arch)``'s."""
     joint_mask = supernet.tokens.joint_mask if supernet.tokens is not None else None
     sub = PoseNet(arch, supernet.num_keypoints, joint_mask)
-    big = supernet.state_dict()
-    sub.load_state_dict({name: slice_like(big[name], t.shape) for name, t in sub.state_dict().items()})
+    big, ops = supernet.state_dict(), dict(supernet.named_modules())
+
+    def inherited(name: str, shape: torch.Size) -> torch.Tensor:
+        owner, _, leaf = name.rpartition(".")
+        if leaf == "weight" and isinstance(ops[owner], DynamicConv2d):  # the kernel transformed to its size
+            return slice_like(ops[owner].kernel_weight(shape[-1]).detach(), shape)
+        return slice_like(big[name], shape)
+
+    sub.load_state_dict({name: inherited(name, t.shape) for name, t in sub.state_dict().items()})
     return make_static(sub).train(supernet.training)
 
 

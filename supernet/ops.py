@@ -2,8 +2,9 @@
 
 Input channels always come from the input tensor; output channels and kernel size are set by the
 block that owns the op (``active_out``, ``active_kernel``). Channels are prefixes and kernels are
-centre crops, so a subnet's weights are the matching slices of the supernet's (``slice_like``),
-and every op hands out its plain torch twin with ``to_static`` (mmrazor's one generic walk:
+centre crops (a depthwise kernel's through OFA's kernel transformations), so a subnet's weights
+are the matching slices of the supernet's (``slice_like``, ``DynamicConv2d.kernel_weight``), and
+every op hands out its plain torch twin with ``to_static`` (mmrazor's one generic walk:
 ``make_static``).
 """
 from __future__ import annotations
@@ -14,7 +15,13 @@ from torch import nn
 
 
 class DynamicConv2d(nn.Conv2d):
-    """``weight[:out, :in]`` with the kernel centre-cropped; depthwise when ``depthwise``."""
+    """``weight[:out, :in]`` with the kernel centre-cropped; depthwise when ``depthwise``.
+
+    A depthwise kernel shrinks two pixels at a time, each smaller size through a learned k²×k²
+    transformation of the larger one's centre, shared by the channels (OFA's kernel transformation
+    matrices): the centre of a 7x7 kernel trained as such is a poor 3x3 kernel (inherited AP 0.41
+    against 0.55 at kernel 7 on zoo:cpu-synth's multi-branch preset). They start as the identity,
+    which is also what weights saved before them load with."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False,
                  bias: bool = False):
@@ -23,20 +30,38 @@ class DynamicConv2d(nn.Conv2d):
         self.active_out = cin if depthwise else cout
         self.active_kernel = kernel
         self.active_stride = stride
+        self.smaller_kernels = tuple(range(kernel - 2, 2, -2)) if depthwise else ()
+        for k in self.smaller_kernels:
+            self.register_parameter(f"transform_{k}", nn.Parameter(torch.eye(k * k)))
+
+    def kernel_weight(self, k: int, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``weight`` (default: all of it) at kernel size ``k``: the centre crop, transformed
+        step by step where this op learns transformations."""
+        w = self.weight if weight is None else weight
+        if k < w.shape[-1] and not self.smaller_kernels:
+            lo = (w.shape[-1] - k) // 2
+            return w[:, :, lo:lo + k, lo:lo + k]
+        while w.shape[-1] > k:
+            n = w.shape[-1] - 2
+            w = F.linear(w[:, :, 1:-1, 1:-1].reshape(-1, n * n), getattr(self, f"transform_{n}")).view(
+                *w.shape[:2], n, n)
+        return w
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        for k in self.smaller_kernels:  # weights saved before kernel transformations: the identity
+            state_dict.setdefault(f"{prefix}transform_{k}", torch.eye(k * k))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def active_weight(self, cin: int) -> torch.Tensor:
         """The active slice; untouched dimensions are not sliced (a full slice still costs a
         full-size gradient copy in backward)."""
-        w, k = self.weight, self.active_kernel
+        w = self.weight
         out = cin if self.depthwise else self.active_out
         if out < w.shape[0]:
             w = w[:out]
         if not self.depthwise and cin < w.shape[1]:
             w = w[:, :cin]
-        if k < w.shape[-1]:
-            lo = (w.shape[-1] - k) // 2
-            w = w[:, :, lo:lo + k, lo:lo + k]
-        return w
+        return self.kernel_weight(self.active_kernel, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin = x.shape[1]
@@ -120,7 +145,9 @@ def _check_full(op: nn.Module, full: bool) -> None:
 
 
 def _loaded(plain: nn.Module, dynamic: nn.Module) -> nn.Module:
-    plain.load_state_dict(dynamic.state_dict())
+    """``plain`` with the dynamic op's weights (at full size a kernel transformation is unused)."""
+    own = plain.state_dict()
+    plain.load_state_dict({name: t for name, t in dynamic.state_dict().items() if name in own})
     return plain.train(dynamic.training)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from nas.subnet.onnx import max_abs_difference, session, to_onnx
 from search_spaces import SearchSpace
 from supernet.network import PoseNet, build_static, extract
-from supernet.ops import DYNAMIC
+from supernet.ops import DYNAMIC, DynamicConv2d
 from supernet.tokens import joint_mask, prune_scores
 
 COCO_SKELETON = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
@@ -17,8 +17,8 @@ COCO_FLIPS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 
 
 
 def trained_like(space: SearchSpace, seed: int = 0) -> PoseNet:
-    """A supernet whose weights and BN statistics are far from their initial values, so that a
-    wrong slice anywhere shows in the outputs."""
+    """A supernet whose weights, kernel transformations and BN statistics are far from their
+    initial values, so that a wrong slice anywhere shows in the outputs."""
     torch.manual_seed(seed)
     net = PoseNet.supernet(space, 17, joint_mask(17, COCO_SKELETON, COCO_FLIPS))
     with torch.no_grad():
@@ -31,6 +31,8 @@ def trained_like(space: SearchSpace, seed: int = 0) -> PoseNet:
         for name, p in net.named_parameters():
             if name.startswith(("final", "tokens.to_", "query.")) and "norm" not in name:
                 p.normal_(0, 0.2)
+            if ".transform_" in name:
+                p.add_(torch.randn_like(p), alpha=0.3)
     return net.eval()
 
 
@@ -105,18 +107,40 @@ def test_depth_zero_branches_sit_out_and_shrink_towards_a_single_branch():
     assert fusions == []  # one active branch per stage: no exchange left
 
 
-def test_inherited_weights_are_channel_prefixes_and_kernel_centres():
-    space = SearchSpace.load("tiny")
+def test_inherited_weights_are_channel_prefixes_and_transformed_kernel_centres():
+    space = SearchSpace.load("cpu")
     supernet = trained_like(space)
-    config = space.min()
+    config = space.min()  # kernel 3 of 7: two transformations
     static = extract(supernet, config)
     big = dict(supernet.named_parameters())
+    shrunk = 0
     for name, p in static.named_parameters():
         q = big[name]
-        if p.dim() == 4 and p.shape[-1] < q.shape[-1]:
-            lo = (q.shape[-1] - p.shape[-1]) // 2
-            q = q[..., lo:lo + p.shape[-1], lo:lo + p.shape[-1]]
-        assert torch.equal(p, q[tuple(slice(0, n) for n in p.shape)]), name
+        while p.dim() == 4 and p.shape[-1] < q.shape[-1]:  # depthwise: centre, then its k²×k² transformation
+            n = q.shape[-1] - 2
+            t = big[name.replace("weight", f"transform_{n}")]
+            q = torch.einsum("cij,kij->ck", q[:, 0, 1:-1, 1:-1], t.view(n * n, n, n)).view(-1, 1, n, n)
+            shrunk += n == p.shape[-1]
+        assert torch.allclose(p, q[tuple(slice(0, n) for n in p.shape)], atol=1e-6), name
+    assert shrunk >= 4  # min's blocks
+
+
+def test_kernel_transformations_start_as_identity_and_old_weights_load_with_them():
+    space = SearchSpace.load("cpu")
+    fresh = PoseNet.supernet(space, 17)
+    conv = next(m for m in fresh.modules() if isinstance(m, DynamicConv2d) and m.smaller_kernels)
+    assert conv.smaller_kernels == (5, 3) and torch.equal(conv.transform_3, torch.eye(9))
+    assert torch.equal(conv.kernel_weight(3), conv.weight[:, :, 2:5, 2:5])  # a plain centre crop
+    trained = trained_like(space)
+    older = {k: v for k, v in trained.state_dict().items() if ".transform_" not in k}  # saved before them
+    fresh.load_state_dict(older)  # strict: nothing missing
+    assert all(torch.equal(p, torch.eye(len(p))) for n, p in fresh.named_parameters() if ".transform_" in n)
+    config = space.min()
+    x = torch.randn(1, 3, config["resolution"], config["resolution"])
+    with torch.no_grad():
+        assert not torch.allclose(trained.set_active(config)(x)[0], fresh.set_active(config)(x)[0])
+    fresh.train().set_active(config)(x)[0].sum().backward()
+    assert conv.transform_3.grad.abs().sum() > 0  # trained with the rest
 
 
 def test_onnxruntime_matches_torch_on_extracted_subnets():
