@@ -38,13 +38,11 @@ class DynamicConv2d(nn.Conv2d):
         """``weight`` (default: all of it) at kernel size ``k``: the centre crop, transformed
         step by step where this op learns transformations."""
         w = self.weight if weight is None else weight
-        if k < w.shape[-1] and not self.smaller_kernels:
-            lo = (w.shape[-1] - k) // 2
-            return w[:, :, lo:lo + k, lo:lo + k]
         while w.shape[-1] > k:
             n = w.shape[-1] - 2
-            w = F.linear(w[:, :, 1:-1, 1:-1].reshape(-1, n * n), getattr(self, f"transform_{n}")).view(
-                *w.shape[:2], n, n)
+            w = w[:, :, 1:-1, 1:-1]
+            if self.smaller_kernels:
+                w = F.linear(w.reshape(-1, n * n), getattr(self, f"transform_{n}")).view(*w.shape)
         return w
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:

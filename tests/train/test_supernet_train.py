@@ -372,13 +372,12 @@ def test_a_phase_may_set_its_own_single_branch_share(synth_small, tmp_path, monk
     cfg = SupernetConfig.from_dict(settings(synth_small, sandwich_single_branch=0.5,
                                             phases=[{"epochs": 1}, {"epochs": 1, "single_branch": 1.0}]))
     assert [p.single_branch for p in parse_phases(cfg)] == [0.5, 1.0]
-    import nas.train.supernet as trainer
     shares = []
 
     def watched(*args):  # the real sandwich, its share noted
         shares.append(args[4])
         return sandwich(*args)
-    monkeypatch.setattr(trainer, "sandwich", watched)
+    monkeypatch.setattr("nas.train.supernet.sandwich", watched)
     elastic = ["resolution", "kernel", "depth", "width", "token"]
     train_supernet(SupernetConfig.from_dict(settings(synth_small, sandwich_random=1, eval_archs=[], phases=[
         {"epochs": 0.5, "elastic": elastic}, {"epochs": 0.5, "elastic": elastic, "single_branch": 1.0}])),
