@@ -58,7 +58,7 @@ DEFAULT_PHASES = ({"name": "largest", "epochs": 2, "lr": PHASE_LR, "elastic": []
     for name, opened in (("resolution+kernel", 2), ("depth", 3), ("width", 4), ("token", 5)))  # one group more each
 
 
-PHASE_KEYS = ("epochs", "name", "lr", "elastic", "warmup_epochs", "single_branch")
+PHASE_KEYS = ("epochs", "name", "lr", "elastic", "warmup_epochs", "single_branch", "transform_lr")
 SANDWICH_UPDATES = ("sequential", "accumulate")
 TEACHER_INPUTS = ("largest", "batch")
 PACE_STEPS = 5  # steps of a phase timed before its pace may shorten it to fit a time budget
@@ -72,6 +72,9 @@ class Phase:
     elastic: tuple[str, ...]
     warmup_epochs: float  # linear warm-up from zero: every phase starts a fresh Adam
     single_branch: float  # share of the random subnets made single-branch (default: sandwich_single_branch)
+    # peak learning rate of the kernel transformations (default: lr); Adam moves each of their entries
+    # by about lr a step, and at the weights' 1e-3 they hardly leave the identity in a phase
+    transform_lr: float
 
 
 @dataclass
@@ -121,8 +124,10 @@ def parse_phases(cfg: SupernetConfig) -> list[Phase]:
         if not is_kind(p["epochs"], (int, float)) or not 0 < p["epochs"] < math.inf:
             raise PoseNASError(f"{where}.epochs must be a positive number, got {p['epochs']!r}")
         lr = p.get("lr", PHASE_LR)
-        if not is_kind(lr, (int, float)) or not 0 < lr < math.inf:
-            raise PoseNASError(f"{where}.lr must be a positive number, got {lr!r}")
+        transform_lr = p.get("transform_lr", lr)
+        for key, value in (("lr", lr), ("transform_lr", transform_lr)):
+            if not is_kind(value, (int, float)) or not 0 < value < math.inf:
+                raise PoseNASError(f"{where}.{key} must be a positive number, got {value!r}")
         warmup = p.get("warmup_epochs", cfg.warmup_epochs if i == 0 else 0.0)
         if not is_kind(warmup, (int, float)) or not 0 <= warmup <= p["epochs"]:
             raise PoseNASError(f"{where}.warmup_epochs must lie in [0, epochs], got {warmup!r}")
@@ -130,10 +135,22 @@ def parse_phases(cfg: SupernetConfig) -> list[Phase]:
         if not is_kind(single, (int, float)) or not 0 <= single <= 1:
             raise PoseNASError(f"{where}.single_branch must lie in [0, 1], got {single!r}")
         phases.append(Phase(str(p.get("name", f"phase{i + 1}")), float(p["epochs"]), float(lr),
-                            elastic, float(warmup), float(single)))
+                            elastic, float(warmup), float(single), float(transform_lr)))
     if not phases:
         raise PoseNASError("phases: give at least one phase")
     return phases
+
+
+def phase_param_groups(net: torch.nn.Module, phase: Phase) -> list[dict]:
+    """Adam's parameter groups for ``phase``, each with its peak learning rate: the kernel
+    transformations apart only where the phase gives them their own (so older checkpoints resume)."""
+    if phase.transform_lr == phase.lr:
+        return [{"params": list(net.parameters()), "peak": phase.lr, "lr": phase.lr}]
+    parts = {False: [], True: []}  # is it a kernel transformation?
+    for name, p in net.named_parameters():
+        parts[name.rpartition(".")[2].startswith("transform_")].append(p)
+    return [{"params": parts[False], "peak": phase.lr, "lr": phase.lr},
+            {"params": parts[True], "peak": phase.transform_lr, "lr": phase.transform_lr}]
 
 
 def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_random: int,
@@ -362,7 +379,7 @@ class SupernetRun:
             sort_hidden_channels(self.net)  # OFA: most important hidden channels first, before widths shrink
         if opens("head") and "query" in self.space.choices("head.type"):
             self.net.seed_query_heatmaps()  # the query head, never trained until now, places joints from the start
-        opt = torch.optim.Adam(self.net.parameters(), lr=phase.lr, fused=True)
+        opt = torch.optim.Adam(phase_param_groups(self.net, phase), fused=True)
         if not fresh and self.opt_state is not None:
             opt.load_state_dict(self.opt_state)
         sampler = ResolutionBatchSampler(len(self.train_ds), cfg.batch_size, phase_sizes(self.space, phase),
@@ -423,7 +440,7 @@ class SupernetRun:
             self.seen["samples"] += len(batch[0])
             lr = warmup_cosine(phase.lr, done, self.steps, warmup * self.steps // planned)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["peak"] / phase.lr
             rng = random.Random(cfg.seed * 1_000_003 + position["step"])
             archs = sandwich(self.space, phase.elastic, rng, cfg.sandwich_random, phase.single_branch)
             losses = sandwich_step(self.net, archs, batch, cfg, self.device, opt, teacher_batch, self.sigmas)

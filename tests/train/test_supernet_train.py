@@ -385,6 +385,20 @@ def test_a_phase_may_set_its_own_single_branch_share(synth_small, tmp_path, monk
     assert shares[0] == 0.0 and shares[-1] == 1.0 and sorted(set(shares)) == [0.0, 1.0]
 
 
+def test_a_phase_may_give_the_kernel_transformations_their_own_learning_rate(synth_small, tmp_path):
+    def moved(transform_lr: float) -> float:  # the farthest any kernel transformation got from the identity
+        phase = {"epochs": 0.5, "lr": 3e-3, "elastic": ["kernel"], "transform_lr": transform_lr}
+        out = tmp_path / str(transform_lr)
+        train_supernet(SupernetConfig.from_dict(settings(synth_small, eval_archs=[], phases=[phase])), out,
+                       progress=False)
+        model = torch.load(out / "supernet.pt", weights_only=True)["supernet"]
+        return max((t - torch.eye(len(t))).abs().max().item() for n, t in model.items() if ".transform_" in n)
+
+    assert [p.transform_lr for p in parse_phases(SupernetConfig.from_dict(settings(synth_small)))] == \
+        [p["lr"] for p in PHASES]  # by default the phase's own
+    assert moved(1e-9) < 1e-6 < 1e-3 < moved(3e-2)
+
+
 def test_supernet_config_names_bad_phases(synth_small):
 
     for phases, message in (([{"epochs": 1, "elastic": ["colour"]}], r"phases\[0\]\.elastic: unknown group 'colour'"),
@@ -392,6 +406,7 @@ def test_supernet_config_names_bad_phases(synth_small):
                             ([{"epochs": True}], r"phases\[0\]\.epochs must be a positive number"),
                             ([{"epochs": 1, "warmup_epochs": 2}], r"phases\[0\]\.warmup_epochs must lie in \[0, epochs\]"),
                             ([{"epochs": 1, "single_branch": 1.5}], r"phases\[0\]\.single_branch must lie in \[0, 1\]"),
+                            ([{"epochs": 1, "transform_lr": 0}], r"phases\[0\]\.transform_lr must be a positive"),
                             ([], "at least one phase")):
         with pytest.raises(PoseNASError, match=message):
             parse_phases(SupernetConfig.from_dict(settings(synth_small, phases=phases)))
