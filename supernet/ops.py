@@ -45,6 +45,10 @@ class DynamicConv2d(nn.Conv2d):
                 w = F.linear(w.reshape(-1, n * n), getattr(self, f"transform_{n}")).view(*w.shape)
         return w
 
+    def transforms(self) -> list[nn.Parameter]:
+        """This op's kernel transformations (none unless depthwise with a kernel above 3)."""
+        return [getattr(self, f"transform_{k}") for k in self.smaller_kernels]
+
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
         for k in self.smaller_kernels:  # weights saved before kernel transformations: the identity
             state_dict.setdefault(f"{prefix}transform_{k}", torch.eye(k * k))

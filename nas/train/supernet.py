@@ -50,6 +50,7 @@ from search_spaces import SearchSpace
 from search_spaces.space import GROUPS, NEWER_HEAD_KEYS
 from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
+from supernet.ops import DynamicConv2d
 
 CHECKPOINT = "supernet.pt"
 PHASE_LR = 6e-3  # every default phase, and any phase that names none: the GPU schedule sweep in the README
@@ -146,11 +147,11 @@ def phase_param_groups(net: torch.nn.Module, phase: Phase) -> list[dict]:
     transformations apart only where the phase gives them their own (so older checkpoints resume)."""
     if phase.transform_lr == phase.lr:
         return [{"params": list(net.parameters()), "peak": phase.lr, "lr": phase.lr}]
-    parts = {False: [], True: []}  # is it a kernel transformation?
-    for name, p in net.named_parameters():
-        parts[name.rpartition(".")[2].startswith("transform_")].append(p)
-    return [{"params": parts[False], "peak": phase.lr, "lr": phase.lr},
-            {"params": parts[True], "peak": phase.transform_lr, "lr": phase.transform_lr}]
+    transforms = [t for m in net.modules() if isinstance(m, DynamicConv2d) for t in m.transforms()]
+    apart = {id(t) for t in transforms}
+    rest = [p for p in net.parameters() if id(p) not in apart]
+    return [{"params": rest, "peak": phase.lr, "lr": phase.lr},
+            {"params": transforms, "peak": phase.transform_lr, "lr": phase.transform_lr}]
 
 
 def sandwich(space: SearchSpace, groups: tuple[str, ...], rng: random.Random, n_random: int,
