@@ -406,6 +406,11 @@ class SearchSpace:
         return f"space {self.name!r}: {len(self.dimensions)} dimensions, {size:.3g} configs"
 
 
+def head_type(config: dict) -> str:
+    """The head type of a config (one written before the query head has the AE head)."""
+    return config["head"].get("type", KEYS["head.type"].default[0])
+
+
 def with_defaults(config: dict) -> dict:
     """A copy of ``config`` with the keys it lacks at their defaults: a config written before the
     query head or the block types (a checkpoint's, an export folder's) is an AE-head, MBConv config."""

@@ -17,18 +17,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from search_spaces.space import SNAP_RADIUS, STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride, uses_tokens
+from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride, uses_tokens
+from supernet.heads import head_of
 
 FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_deconv", "macs_matmul", "activations",
             "elementwise", "attention", "pruning", "ops")
-
-# The query head's operators that the work priced above does not stand for (reshapes, gathers,
-# norms, softmax, top-k, the snap's arithmetic), counted in its exported graph (Constant and
-# Identity aside): each is launched once a run, whatever its size, and a latency model that
-# left them out under-predicted small query subnets by up to 18 %.
-DECODER_LAYER_GLUE_OPS = 77  # 94 operators a decoder layer, 17 counted by its linears and attention
-QUERY_HEAD_GLUE_OPS = 151  # 157 operators outside the layers, 6 counted
-
 
 @dataclass
 class Cost:
@@ -73,28 +66,6 @@ class Cost:
         self.features["attention"] += rows * n * e // TOKEN_HEAD_DIM  # scores normalised
         self.linear(e, 2 * e, rows)
         self.linear(2 * e, e, rows)
-
-    def query_head(self, head: dict, k: int, c: int, pixels: int) -> None:
-        """``supernet.query.QueryHead`` on ``pixels`` stride-4 features of ``c`` channels."""
-        q, d = min(head["queries"], pixels), head["decoder_width"]
-        self.conv(c, 1, 1, pixels, bias=True, bn=False)  # the centre map
-        self.conv(c, k, 1, pixels, bias=True, bn=False)  # the joint heatmaps the joints snap to
-        self.linear(c, d, q)
-        self.linear(2, d, q)
-        self.linear(d, 2 * k, q)
-        self.params += k * d  # joint embeddings
-        for _ in range(head["decoder_depth"]):
-            self.linear(c, d, q * k)  # features under the joints
-            self.add(q * k * c)  # bilinear sampling
-            self.attention_layer(d, q, k + 1)
-            self.attention_layer(d, 1, q)
-            self.params += 2 * d  # the outputs' layer norm
-            self.linear(d, 2, q * k)
-            self.linear(d, 1, q * k)
-            self.linear(d, 1, q)
-            self.features["ops"] += DECODER_LAYER_GLUE_OPS
-        self.add(q * k * (2 * SNAP_RADIUS + 1) ** 2)  # the snap's window reads
-        self.features["ops"] += QUERY_HEAD_GLUE_OPS
 
     def mbconv(self, cin: int, cout: int, block: dict, pixels: int) -> None:
         mid = cin * block["expand"]
@@ -195,21 +166,5 @@ def arch_cost(arch: dict, num_keypoints: int = 17) -> Cost:
         c.fusion_up(cin, widths[b], arch["head"], sides[b + 1] ** 2, last_scale if b == len(widths) - 2 else 2)
         cin = head
     features = widths[0] if higher else head  # stride-4 channels
-    if arch["head"]["type"] == "query":
-        c.query_head(arch["head"], k, features, sides[0] ** 2)
-        return c
-    c.conv(features, 2 * k, 1, sides[0] ** 2, bias=True, bn=False)
-    outputs = [sides[0]]
-    if arch["head"]["multi_resolution"]:
-        if higher:  # HigherUp: a deconvolution of the maps and features, four basic blocks
-            c.conv(2 * k + features, head, 4, sides[0] ** 2, transposed=True)
-            for _ in range(4):
-                c.block("basic", head, head, {}, side * side)
-        else:
-            c.fusion_up(head, stem, arch["head"], sides[0] ** 2)
-        c.conv(head, k, 1, side * side, bias=True, bn=False)
-        outputs.append(side)
-    if uses_tokens(arch):  # the keypoint classifiers over the head features of each output
-        for s in outputs:
-            c.matmul(k * head * s * s)
+    head_of(arch).cost(c, arch, k, features, sides, side)
     return c

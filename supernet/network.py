@@ -3,9 +3,8 @@
 ``PoseNet(arch)`` builds exactly the network ``arch`` describes. Built at a space's largest
 config it is the supernet: ``set_active(config)`` switches it to any subnet, and
 ``extract(supernet, config)`` returns that subnet as a network of plain torch ops with the
-inherited weights. Outputs follow the pose engine's convention: stride 4 with K heatmaps and K tag
-maps, then (``head.multi_resolution``) stride 2 with K heatmaps; under the query head, what
-``supernet.query.QueryHead`` hands out. Under LitePose's head style the stride-4 features come
+inherited weights. Its outputs are its head's (``supernet.heads``: one class per head type owns
+its modules here, their forward pass and cost). Under LitePose's head style the stride-4 features come
 from a fusion deconv head climbing from the lowest branch; under HigherHRNet's they are the first
 branch's after the last module fused every branch into it. A supernet (``PoseNet.supernet``)
 holds every block type, head style and head type of its space over the one backbone; a subnet,
@@ -24,9 +23,9 @@ from torch import nn
 
 from search_spaces import SearchSpace
 from search_spaces.space import STEM_BLOCK, keeps_stride, uses_tokens, with_defaults
-from supernet.layers import ConvBN, FusionUp, HigherUp, MBConv, Stage
+from supernet.heads import head_named, head_of
+from supernet.layers import ConvBN, FusionUp, MBConv, Stage
 from supernet.ops import DynamicConv2d, make_static, slice_like
-from supernet.query import QueryHead
 from supernet.tokens import TokenStage
 
 
@@ -62,22 +61,8 @@ class PoseNet(nn.Module):
             self.ups = nn.ModuleList(FusionUp(cin, skip, arch["head"], scales if b == 0 else (2,))
                                      for b, (cin, skip) in enumerate(zip(cins, widths[-2::-1])))
         features = max(head if style == "litepose" else widths[0] for style in styles)  # at stride 4
-        finals = []
-        if "ae" in heads:
-            self.final = DynamicConv2d(features, 2 * k, 1, bias=True)
-            finals.append(self.final)
-            if arch["head"]["multi_resolution"]:
-                if "litepose" in styles:
-                    self.up_high = FusionUp(head, stem, arch["head"])
-                if "higherhrnet" in styles:
-                    self.higher = HigherUp(2 * k + widths[0], head)
-                self.final_high = DynamicConv2d(head, k, 1, bias=True)
-                finals.append(self.final_high)
-        for final in finals:  # near-zero maps at the start, as HigherHRNet initialises its final layers
-            nn.init.normal_(final.weight, std=0.001)
-            nn.init.zeros_(final.bias)
-        if "query" in heads:
-            self.query = QueryHead(features, arch["head"]["decoder_width"], arch["head"]["decoder_depth"], k)
+        for name in heads:
+            head_named(name).build(self, arch, features, styles)
         self.set_active(self.arch)
 
     @classmethod
@@ -85,15 +70,6 @@ class PoseNet(nn.Module):
                  ) -> "PoseNet":
         """The weight-sharing network of ``space``: its largest config, every head type it allows."""
         return cls(space.max(), num_keypoints, joint_mask, space)
-
-    def seed_query_heatmaps(self) -> None:
-        """The query head's joint heatmaps set to the AE head's (the same 1x1 convolution of the same
-        features to the same targets): when training first opens the head group, the query head
-        starts with heatmaps that place joints, and only its decoder has to learn."""
-        k = self.num_keypoints
-        with torch.no_grad():
-            self.query.heatmaps.weight.copy_(self.final.weight[:k])
-            self.query.heatmaps.bias.copy_(self.final.bias[:k])
 
     def set_active(self, arch: dict) -> "PoseNet":
         """Switch to the subnet ``arch`` (validated by the search space; at most the built size)."""
@@ -111,16 +87,12 @@ class PoseNet(nn.Module):
             self.tokens.set_active(widths[-1], arch["token"], head)
         for b, up in enumerate(self.ups if not higher else ()):
             up.set_active(arch["head"], 1 if b == 0 and keeps_stride(arch["stages"][-1]) else 2)
-        if arch["head"]["type"] == "query":
-            self.query.set_active(arch["head"])
-        elif arch["head"]["multi_resolution"]:
-            (self.higher if higher else self.up_high).set_active(arch["head"])
+        head_of(arch).set_active(self, arch)
         self.active = copy.deepcopy(arch)
         return self
 
     def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The outputs of the active head; ``seeds`` (training the query head) add queries there."""
-        k = self.num_keypoints
         s2 = self.stem[0](x)
         if self.active["stages"][0]["block"] == "mbconv":
             s2 = self.stem[1](s2)
@@ -134,23 +106,7 @@ class PoseNet(nn.Module):
         y = feats[0] if higher else feats[-1]
         for up, skip in zip(() if higher else self.ups, feats[-2::-1]):
             y = up(y, skip)
-        if self.active["head"]["type"] == "query":
-            return self.query(y, seeds)
-        out = self.final(y)
-        if classifiers is not None:  # without a token stage the final convolutions' outputs go out as they are
-            out = torch.cat([out[:, :k] + _classify(classifiers, y), out[:, k:]], dim=1)
-        outputs = [out]
-        if self.active["head"]["multi_resolution"]:
-            y2 = self.higher(out, y) if higher else self.up_high(y, s2)
-            high = self.final_high(y2)
-            outputs.append(high if classifiers is None else high + _classify(classifiers, y2))
-        return outputs
-
-
-def _classify(classifiers: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Per-keypoint classifier responses (B, K, H, W) of the token stage."""
-    b, c, h, w = features.shape
-    return (classifiers @ features.flatten(2)).reshape(b, -1, h, w) * c ** -0.5
+        return head_of(self.active).forward(self, y, s2, classifiers, seeds)
 
 
 def extract(supernet: PoseNet, arch: dict) -> nn.Module:
@@ -177,8 +133,7 @@ def new_static(arch: dict, num_keypoints: int = 17, joint_mask: torch.Tensor | N
 
 def build_static(arch: dict, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """A static subnet rebuilt from its arch config and its own weights alone."""
-    k = (state_dict["query.joint_embed"].shape[0] if "query.joint_embed" in state_dict
-         else state_dict["final.bias"].shape[0] // 2)
+    k = head_of(arch).keypoints_in(state_dict)
     net = new_static(arch, k, state_dict.get("tokens.joint_mask"))
     net.load_state_dict(state_dict)
     return net.eval()

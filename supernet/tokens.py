@@ -115,6 +115,12 @@ class TokenStage(nn.Module):
         return x, self.to_classifier(t[:, :k])
 
 
+def classify(classifiers: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Per-keypoint classifier responses (B, K, H, W) of the token stage over head features."""
+    b, c, h, w = features.shape
+    return (classifiers @ features.flatten(2)).reshape(b, -1, h, w) * c ** -0.5
+
+
 def joint_mask(num_keypoints: int, skeleton: list[tuple[int, int]], flip_pairs: list[tuple[int, int]]) -> torch.Tensor:
     """Which keypoint tokens each keypoint token may attend to: itself, skeleton neighbours, mirror."""
     mask = torch.eye(num_keypoints, dtype=torch.bool)

@@ -64,3 +64,20 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert not cycles, "\n".join(cycles)
+
+
+def test_no_module_compares_a_head_types_name_outside_the_heads_and_the_space():
+    """A head type is an interface (``supernet.heads``, ``nas.pose.codecs``): everything else asks
+    the head of an arch config, so a new head type touches its head, its codec and its space entry."""
+    import re
+
+    from search_spaces.space import HEAD_TYPES
+
+    owners = ("supernet/heads/", "nas/pose/codecs/", "search_spaces/space.py")
+    named = re.compile(r"""(==|!=|\bin)\s*\(?\s*["'](%s)["']|["'](%s)["']\s*(==|!=|\bin\b)""" % (
+        "|".join(HEAD_TYPES), "|".join(HEAD_TYPES)))
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+             if not str(path.relative_to(ROOT)).startswith(owners)
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if named.search(line)]
+    assert not found, "\n".join(found)

@@ -443,7 +443,10 @@ def deployed_budget_figures(table: pd.DataFrame, budget_ms: float) -> list[dict]
     over = float((network_front["total_ms"] > budget_ms).mean())
     total_front = table[table["front"] == "total"]
     promised, fits = network_front["AP"].max(), total_front["AP"].max()
-    query = total_front[total_front["head"] == "query"]
+    shares = [figure(f"end-to-end {budget_ms:g} ms Pareto set: {head}-head subnets ({len(on)} of {len(total_front)}; "
+                     f"AP {', '.join(f'{ap:.3f}' for ap in on['AP']) or 'none'})",
+                     round(len(on) / len(total_front), 3) if len(total_front) else None, "share", "report", None)
+              for head, on in ((h, total_front[total_front["head"] == h]) for h in sorted(set(table["head"])))]
     return [
         figure(f"network-only {budget_ms:g} ms Pareto set: subnets over {budget_ms:g} ms end to end "
                f"({len(network_front)} subnets; {int(network_front['on_both'].sum())} also on the end-to-end set)",
@@ -453,10 +456,7 @@ def deployed_budget_figures(table: pd.DataFrame, budget_ms: float) -> list[dict]
         figure(f"end-to-end / network latency on the network-only {budget_ms:g} ms Pareto set (median)",
                round(float((network_front["total_ms"] / network_front["network_ms"]).median()), 2), "x", "report",
                None),
-        figure(f"end-to-end {budget_ms:g} ms Pareto set: query-head subnets ({len(query)} of {len(total_front)}; "
-               f"AP {', '.join(f'{ap:.3f}' for ap in query['AP']) or 'none'})",
-               round(len(query) / len(total_front), 3) if len(total_front) else None, "share", "report", None),
-    ]
+    ] + shares
 
 
 FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench_baseline, "cost": bench_cost_speed,

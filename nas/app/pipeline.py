@@ -29,6 +29,7 @@ from nas.errors import PoseNASError
 from nas.io import read_json, read_yaml, write_json, write_text, writer_lock
 from nas.latency.meter import make_meter
 from nas.latency.predictor import adapted_reference
+from nas.latency.runtimes import runtime_of
 from nas.latency.settings import RuntimeSettings
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.synth import synthetic_set
@@ -175,6 +176,7 @@ class Pipeline:
         self.processes = supernet_processes(cfg, self.source)
         self.supernet = cfg["supernet"] if self.supernet_cfg is None else str(self.run.supernet)
         self.runtime = typed(RuntimeSettings, cfg.get("latency", {}), f"{self.source} (latency)")
+        runtime_of(self.runtime)
         search = cfg.get("search", {})
         if "latency_budget_ms" not in search:
             raise PoseNASError(f"{self.source}: search.latency_budget_ms is required")

@@ -1,12 +1,8 @@
 """Measured latency of a subnet on a device, cached by (device, runtime settings, arch).
 
-The deployment latency is the static subnet exported to ONNX at its input resolution and timed in
-an onnxruntime session: warm-up runs, then single-image runs in rounds interleaved with a reference
-network, scaled by the reference's calibrated latency (``Stopwatch``); the figures are the median,
-the 90th percentile and the spread (p90 / p10), with the machine's load and the reference's
-slowdown. Weights do not change the time of these networks, so a measurement needs the arch config
-only. ``torch`` times eager PyTorch for comparison: it is not a deployment latency.
-``RemoteBackend`` sends the ONNX model to ``posenas latency-server`` on the target device.
+A backend measures: ``LocalBackend`` on this machine, in a runtime of ``nas.latency.runtimes``;
+``RemoteBackend`` by sending the exported model to ``posenas latency-server`` on the target device.
+Weights do not change the time of these networks, so a measurement needs the arch config only.
 """
 from __future__ import annotations
 
@@ -26,13 +22,10 @@ from pathlib import Path
 import onnxruntime as ort
 
 from nas.errors import PoseNASError
-from nas.latency.postprocess import grouping_run
+from nas.latency.runtimes import export_for, runtime_of
 from nas.latency.settings import RuntimeSettings
 from nas.latency.stopwatch import Stopwatch
-from nas.latency.timing import time_runs
-from nas.subnet.onnx import candidates_onnx, outputs_people, runner, to_onnx
 from search_spaces import arch_hash
-from supernet.network import new_static
 
 
 def device_fingerprint() -> dict:
@@ -53,79 +46,43 @@ def fingerprint_key(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def measure_model(model: bytes, resolution: int, multi_resolution: bool, num_keypoints: int,
-                  settings: RuntimeSettings, watch: Stopwatch) -> dict:
-    """A model's latency in onnxruntime on this device: a network alone (``latency_of`` network),
-    or a deployed model (``to_onnx`` with decoding) and the grouping outside it for
-    ``settings.people`` people: the total from a letterboxed image to people, with the in-graph
-    decoding also timed alone so that network and post-processing are reported apart. The one
-    measurement of this machine and of a latency server."""
-    timed = watch.time(runner(model, settings.threads, settings.optimization, settings.provider))
-    if settings.latency_of == "network":
-        return {**timed, "network_ms": timed["median_ms"]}
-    if outputs_people(model):  # a query head: people come out of the graph, nothing runs after it
-        return {**timed, "network_ms": timed["median_ms"], "postprocess_ms": 0.0, "in_graph_decode_ms": 0.0,
-                "grouping_ms": 0.0, "people": settings.people}
-    in_graph = watch.once(("in_graph", num_keypoints, resolution, multi_resolution),
-                          lambda: runner(candidates_onnx(num_keypoints, resolution, multi_resolution),
-                                         settings.threads, settings.optimization, settings.provider))
-    grouping = watch.once(("grouping", num_keypoints, resolution, multi_resolution, settings.people),
-                          lambda: grouping_run(num_keypoints, resolution, multi_resolution, settings.people))
-    return {**timed, "median_ms": timed["median_ms"] + grouping["median_ms"],
-            "p90_ms": timed["p90_ms"] + grouping["p90_ms"],
-            "network_ms": max(timed["median_ms"] - in_graph["median_ms"], 0.0),
-            "postprocess_ms": in_graph["median_ms"] + grouping["median_ms"],
-            "in_graph_decode_ms": in_graph["median_ms"], "grouping_ms": grouping["median_ms"],
-            "people": settings.people}
+class LatencyBackend:
+    """Where a subnet is measured: ``measure`` gives its figures on the device ``fingerprint``
+    names, run and timed as ``settings`` say."""
+    settings: RuntimeSettings
+    fingerprint: dict
+
+    def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
+        raise NotImplementedError
 
 
-def time_torch(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> dict:
-    import torch
-
-    net = new_static(arch, num_keypoints).eval()
-    x = torch.randn(1, 3, arch["resolution"], arch["resolution"])
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
-        with torch.inference_mode():
-            timed = time_runs(lambda: net(x), settings.warmup, settings.repeats)
-        return {**timed, "network_ms": timed["median_ms"]}
-    finally:
-        torch.set_num_threads(threads)
-
-
-def export_for(arch: dict, num_keypoints: int, settings: RuntimeSettings) -> bytes:
-    """What is timed of a subnet: its network, or its deployed model (with in-graph decoding)."""
-    return to_onnx(new_static(arch, num_keypoints), arch["resolution"], decode=settings.latency_of == "total")
-
-
-class LocalBackend:
-    """Measures on this machine."""
+class LocalBackend(LatencyBackend):
+    """Measures on this machine, in the runtime its settings name."""
 
     def __init__(self, settings: RuntimeSettings = RuntimeSettings()):
-        self.settings = settings
+        self.settings, self.runtime = settings, runtime_of(settings)
         self.fingerprint = device_fingerprint()
         self.watch = None
 
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
-        if self.settings.backend == "torch":
-            return time_torch(arch, num_keypoints, self.settings)
+        return self.runtime.measure(arch, num_keypoints, self.settings, self._stopwatch)
+
+    def _stopwatch(self) -> Stopwatch:
         if self.watch is None:  # calibrates the reference network on first use
             self.watch = Stopwatch(self.settings, fingerprint_key(self.fingerprint))
-        return measure_model(export_for(arch, num_keypoints, self.settings), arch["resolution"],
-                             arch["head"]["multi_resolution"], num_keypoints, self.settings, self.watch)
+        return self.watch
 
 
-class RemoteBackend:
+class RemoteBackend(LatencyBackend):
     """Measures on the device that runs ``posenas latency-server`` at ``url``: the same
-    ``measure_model``, calibrated there. ``token``: the server's shared secret. Replies are
-    checked before anything is cached from them."""
+    ``Runtime.measure_model``, calibrated there. ``token``: the server's shared secret. Replies
+    are checked before anything is cached from them."""
 
     def __init__(self, url: str, settings: RuntimeSettings = RuntimeSettings(), timeout: float = 600,
                  token: str | None = None):
-        if settings.backend != "onnxruntime":
-            raise PoseNASError("a latency server measures ONNX models: use the onnxruntime backend")
+        runtime = runtime_of(settings)
+        if not runtime.deployment:
+            raise PoseNASError(f"a latency server measures exported models: {runtime.label} does not run them")
         if urllib.parse.urlparse(url).scheme not in ("http", "https"):
             raise PoseNASError(f"--url {url!r}: give http://host:port (or https://)")
         self.url, self.settings, self.timeout, self.token = url.rstrip("/"), settings, timeout, token
@@ -149,7 +106,8 @@ class RemoteBackend:
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
         query = {**asdict(self.settings), "resolution": arch["resolution"],
                  "multi_resolution": arch["head"]["multi_resolution"], "keypoints": num_keypoints}
-        return checked_figures(self._request("/measure", export_for(arch, num_keypoints, self.settings), query),
+        model = export_for(arch, num_keypoints, self.settings.latency_of)
+        return checked_figures(self._request("/measure", model, query),
                                self.settings, self.url)
 
 
@@ -209,7 +167,7 @@ class LatencyCache:
 class LatencyMeter:
     """A backend behind a cache: ``measure`` returns the figures and whether they were cached."""
 
-    def __init__(self, backend: LocalBackend | RemoteBackend, cache: LatencyCache | None = None):
+    def __init__(self, backend: LatencyBackend, cache: LatencyCache | None = None):
         self.backend, self.cache = backend, cache
         self.device = fingerprint_key(backend.fingerprint)
 

@@ -21,6 +21,7 @@ from scipy.optimize import nnls
 from nas.errors import PoseNASError
 from nas.io import write_json
 from nas.latency.settings import measured_for
+from nas.pose.codecs import codec_of
 from supernet.cost import FEATURES, arch_cost
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # 2-core x86, 1 thread, total; 95 subnets, both heads
@@ -38,11 +39,6 @@ def feature_vector(arch: dict, num_keypoints: int = 17) -> np.ndarray:
     f = arch_cost(arch, num_keypoints).features
     return np.array([1.0, float(arch["head"]["multi_resolution"])] + [f[name] / SCALE.get(name, 1e6)
                                                                      for name in FEATURES])
-
-
-def postprocess_key(arch: dict) -> str:
-    """What the post-processing's cost depends on in an arch config: its resolution and head."""
-    return f"{arch['resolution']}px/{'two' if arch['head']['multi_resolution'] else 'one'}-resolution head"
 
 
 @dataclass
@@ -66,9 +62,9 @@ class LatencyPredictor:
 
     def predict(self, arch: dict) -> float:
         """The latency its settings measure: the network, plus post-processing for the total."""
-        if measured_for(self.settings) == "network" or arch["head"]["type"] == "query":  # people out of the graph
+        key = codec_of(arch).postprocess_key(arch)
+        if measured_for(self.settings) == "network" or key is None:  # nothing runs after the network
             return self.network(arch)
-        key = postprocess_key(arch)
         if key not in self.postprocess_ms:
             raise PoseNASError(f"latency predictor: no post-processing measured for {key} "
                                f"(it has {sorted(self.postprocess_ms)}); rebuild it for this space")
@@ -111,14 +107,18 @@ def postprocess_terms(meter, space, num_keypoints: int = 17, progress: bool = Tr
 
     if meter.settings.latency_of != "total":
         return {}
-    archs = []
+    archs = {}
     for resolution in space.spec["resolution"]:
         for multi in space.spec["head"]["multi_resolution"]:
-            arch = space.min()
-            arch["resolution"], arch["head"]["multi_resolution"] = resolution, multi
-            archs.append(space.canonical(arch))
-    return {postprocess_key(a): meter.measure(a, num_keypoints)["postprocess_ms"]
-            for a in tqdm(archs, desc="post-processing", disable=not progress)}
+            for head in space.choices("head.type"):
+                arch = space.min()
+                arch["resolution"], arch["head"]["multi_resolution"], arch["head"]["type"] = resolution, multi, head
+                arch = space.canonical(arch)
+                key = codec_of(arch).postprocess_key(arch)
+                if key is not None and key not in archs:
+                    archs[key] = arch
+    return {key: meter.measure(a, num_keypoints)["postprocess_ms"]
+            for key, a in tqdm(archs.items(), desc="post-processing", disable=not progress)}
 
 
 def adapted_reference(meter, space, anchors: tuple[str, ...] = ANCHORS, progress: bool = True) -> LatencyPredictor:

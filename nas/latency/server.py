@@ -2,7 +2,7 @@
 
 GET /fingerprint -> the device fingerprint (JSON). POST /measure?resolution=R&multi_resolution=M&
 keypoints=K&<runtime settings> with the ONNX model as the body (a network, or with latency_of=total
-a deployed model) -> the figures of ``measure_model`` (JSON), timed against the reference network
+a deployed model) -> the figures of the runtime's ``measure_model`` (JSON), timed against the reference network
 calibrated on this device.
 
 It listens on a network, so it trusts nothing: with a token (``nas.latency.token``) every request
@@ -24,11 +24,12 @@ from urllib.parse import parse_qs, urlparse
 
 from nas.config import typed
 from nas.errors import PoseNASError
-from nas.latency.meter import device_fingerprint, fingerprint_key, measure_model
-from nas.latency.postprocess import spec_of
+from nas.latency.meter import device_fingerprint, fingerprint_key
+from nas.latency.runtimes import runtime_of
 from nas.latency.settings import RuntimeSettings
 from nas.latency.stopwatch import Stopwatch
 from nas.latency.token import check_exposure
+from nas.pose.crowd import spec_of
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024  # HigherHRNet-W32 in float32 is about 115 MB
 MAX_REPEATS, MAX_WARMUP = 1000, 100  # a measurement holds the device: minutes at most, not hours
@@ -62,8 +63,8 @@ def measurement_settings(q: dict, cores: int, providers: list[str]) -> RuntimeSe
             value = q[name]
             given[name] = flag(value, name) if kind == "bool" else integer(value, name) if kind == "int" else value
     settings = typed(RuntimeSettings, given, "query")
-    if settings.backend != "onnxruntime":
-        raise PoseNASError("backend must be onnxruntime: the server measures ONNX models")
+    if not runtime_of(settings).deployment:
+        raise PoseNASError(f"backend {settings.backend}: the server measures exported models in a deployment runtime")
     if settings.threads > cores:
         raise PoseNASError(f"threads {settings.threads}: this device has {cores} cores (0 for the runtime's default)")
     if settings.repeats > MAX_REPEATS or settings.warmup > MAX_WARMUP:
@@ -157,7 +158,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             with self.server.measuring:
-                figures = measure_model(model, **request, watch=self.server.watch(request["settings"]))
+                settings = request["settings"]
+                figures = runtime_of(settings).measure_model(model, **request, watch=self.server.watch(settings))
         except Exception as e:  # noqa: BLE001 - onnxruntime rejects the model
             self._refused(400, f"model not runnable: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             return

@@ -1,5 +1,5 @@
-"""How a subnet is run and timed: the latency backends and runtime settings, declared once (the
-measuring code and the command line both read them here)."""
+"""How a subnet is run and timed: the runtime settings, declared once (the measuring code and the
+command line both read them here)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 
 from nas.errors import PoseNASError
 
-BACKENDS = ("onnxruntime", "torch")  # torch: eager PyTorch network, for comparison only (not a deployment latency)
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 MEASURES = "deployed/4"  # how figures are taken (a new method or graph, a new cache key): cheaper in-graph decoding
 LATENCY_OF = ("network", "total")
@@ -23,7 +22,7 @@ def measured_for(settings: dict) -> str:
 @dataclass(frozen=True)
 class RuntimeSettings:
     """How a model is run and timed; part of every cache key."""
-    backend: str = "onnxruntime"
+    backend: str = "onnxruntime"  # a runtime of ``nas.latency.runtimes.RUNTIMES``
     threads: int = 1  # intra-op threads (0: the runtime's default); one repeats best on a shared machine
     provider: str = "CPUExecutionProvider"
     optimization: str = "all"  # onnxruntime's graph optimization level
@@ -34,8 +33,6 @@ class RuntimeSettings:
     reference: bool = True  # onnxruntime: time against the reference network, scaled by its calibrated latency
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise PoseNASError(f"latency backend {self.backend!r} unknown; use one of {list(BACKENDS)}")
         if self.optimization not in OPTIMIZATION_LEVELS:
             raise PoseNASError(f"optimization {self.optimization!r} unknown; use one of {list(OPTIMIZATION_LEVELS)}")
         if not (3 <= self.repeats <= 10_000 and 0 <= self.warmup <= 1_000 and 0 <= self.threads <= 256):
@@ -43,9 +40,6 @@ class RuntimeSettings:
                                f"needed, got {self.repeats}, {self.warmup} and {self.threads}")
         if self.latency_of not in LATENCY_OF:
             raise PoseNASError(f"latency_of {self.latency_of!r} unknown; use one of {list(LATENCY_OF)}")
-        if self.backend == "torch" and self.latency_of == "total":
-            raise PoseNASError("the torch backend times the network alone (eager, for comparison): "
-                               "give --latency-of network with it")
         if not 0 <= self.people <= MAX_PEOPLE:
             raise PoseNASError(f"--people {self.people}: give 0 to {MAX_PEOPLE}")
 
@@ -55,5 +49,5 @@ class RuntimeSettings:
 
     def key(self) -> str:
         """The settings and what is measured: a cache never serves figures of another kind."""
-        reference = list(REFERENCE_NETWORK) if self.reference and self.backend == "onnxruntime" else None
+        reference = list(REFERENCE_NETWORK) if self.reference else None
         return json.dumps({**asdict(self), "reference": reference, "measures": MEASURES}, sort_keys=True)

@@ -34,6 +34,7 @@ ROUND = 5  # runs of the measured call, then of the reference, per round
 CALIBRATION_ROUNDS = 20
 BUSY = 1.5  # the reference this much slower than calibrated: the machine is busy
 CALIBRATIONS = "latency-reference.json"  # in the user's cache folder
+NOTHING = {"median_ms": 0.0, "p90_ms": 0.0}  # the timing of a step that does not run
 
 
 @lru_cache(maxsize=1)
@@ -107,11 +108,12 @@ class Stopwatch:
         return {**summary([t for r in rounds for t in r]), "median_ms": float(np.median([min(r) for r in rounds])),
                 "raw_median_ms": float(np.median(raw)), "slowdown": slowdown, "load": os.getloadavg()[0]}
 
-    def once(self, key, make_run: Callable[[], Callable[[], object]]) -> dict:
+    def once(self, key, make_run: Callable[[], Callable[[], object] | None]) -> dict:
         """``time`` of a call that many measurements share (the decoding of one shape), timed once
-        in this process."""
+        in this process; zero where ``make_run`` gives no call (a step the head does not have)."""
         if key not in self.timed:
-            self.timed[key] = self.time(make_run())
+            run = make_run()
+            self.timed[key] = NOTHING if run is None else self.time(run)
         return self.timed[key]
 
     def _warn(self, slowdown: float) -> None:

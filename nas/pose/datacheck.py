@@ -5,15 +5,15 @@ The oracle's AP is the ceiling that heatmap resolution, NMS and grouping leave t
 from __future__ import annotations
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from nas.pose.codecs.ae import CODEC as AE  # the oracle encodes ground truth as the AE head's maps
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import DecodeConfig
 from nas.pose.evaluate import evaluate
 from nas.pose.inference import decode_batch, to_coco_results
-from nas.pose.targets import heatmaps, tag_maps
-from nas.pose.transforms import apply_to_points, letterbox_matrix, stride_matrix, warp_keypoints
+from nas.pose.targets import oracle_outputs
+from nas.pose.transforms import letterbox_matrix, warp_keypoints
 
 SCALE_BINS = (0, 32, 64, 96, 128, 256, float("inf"))  # sqrt(area) in pixels; COCO's M/L split at 32 and 96
 
@@ -39,19 +39,6 @@ def summarize(ds: CocoPoseDataset) -> dict:
     }
 
 
-def oracle_outputs(keypoints: np.ndarray, size: int, num_keypoints: int, strides: tuple[int, ...]) -> list[torch.Tensor]:
-    """Perfect network outputs for keypoints in input pixels: heatmaps per stride, ideal tags."""
-    outs = []
-    for i, s in enumerate(strides):
-        kp = keypoints.copy()
-        kp[..., :2] = apply_to_points(stride_matrix(s), keypoints[..., :2])
-        maps = [heatmaps(kp, size // s, num_keypoints)]
-        if i == 0:
-            maps.append(tag_maps(kp, size // s, num_keypoints))
-        outs.append(torch.from_numpy(np.concatenate(maps))[None])
-    return outs
-
-
 def oracle_ap(ds: CocoPoseDataset, size: int, strides: tuple[int, ...] = (4, 2),
               cfg: DecodeConfig = DecodeConfig(), progress: bool = False) -> dict[str, float]:
     results = []
@@ -60,6 +47,6 @@ def oracle_ap(ds: CocoPoseDataset, size: int, strides: tuple[int, ...] = (4, 2),
         m = letterbox_matrix(info["width"], info["height"], size)
         kps, _ = ds.people(image_id)
         outs = oracle_outputs(warp_keypoints(kps, m, size), size, ds.spec.num_keypoints, strides)
-        (people, scores), = decode_batch(outs, [m], size, ds.spec, cfg)
+        (people, scores), = decode_batch(AE, outs, [m], size, ds.spec, cfg)
         results += to_coco_results(image_id, people, scores)
     return evaluate(ds.coco, results, ds.spec)

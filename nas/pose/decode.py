@@ -156,6 +156,11 @@ def group(heat: torch.Tensor, tags: torch.Tensor, spec: KeypointSpec, stride: in
     return group_candidates(heat, tags, joints[0].numpy(), joint_tags[0].numpy(), spec, stride, cfg)
 
 
+def finest_stride(multi_resolution: bool) -> int:
+    """The stride of a network's finest output, where decoding works."""
+    return 2 if multi_resolution else 4
+
+
 def nms_radius(cfg: DecodeConfig, stride: int) -> int:
     """The NMS window's radius in map pixels at output ``stride``."""
     return max(1, round(cfg.nms_radius / stride))

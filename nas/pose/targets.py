@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from nas.pose.transforms import apply_to_points, stride_matrix
 
 SIGMA = 2.0
 
@@ -60,3 +63,16 @@ def tag_maps(keypoints: np.ndarray, size: int, num_keypoints: int, sigma: float 
         tags[win] = i + 1
         best = np.maximum(best, h)
     return tags
+
+
+def oracle_outputs(keypoints: np.ndarray, size: int, num_keypoints: int, strides: tuple[int, ...]) -> list[torch.Tensor]:
+    """Perfect network outputs for keypoints in input pixels: heatmaps per stride, ideal tags."""
+    outs = []
+    for i, s in enumerate(strides):
+        kp = keypoints.copy()
+        kp[..., :2] = apply_to_points(stride_matrix(s), keypoints[..., :2])
+        maps = [heatmaps(kp, size // s, num_keypoints)]
+        if i == 0:
+            maps.append(tag_maps(kp, size // s, num_keypoints))
+        outs.append(torch.from_numpy(np.concatenate(maps))[None])
+    return outs

@@ -15,8 +15,9 @@ import torch
 
 from nas.errors import PoseNASError
 from nas.io import read_checkpoint, read_json, sha256, staged_folder, write_json, writer_lock
-from nas.pose.decode import DecodeConfig
-from nas.subnet.onnx import OPSET, OUTPUTS, PEOPLE, finest_stride, max_abs_difference, to_onnx
+from nas.pose.codecs import codec_of
+from nas.pose.decode import DecodeConfig, finest_stride
+from nas.subnet.onnx import OPSET, max_abs_difference, to_onnx
 from search_spaces import arch_hash, write_arch
 from supernet.cost import arch_cost
 from supernet.network import build_static
@@ -49,8 +50,8 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
         card = {"arch_hash": arch_hash(arch), "spec": spec, "num_keypoints": net.num_keypoints,
                 "resolution": arch["resolution"], "macs": cost.macs, "params": cost.params, "metrics": metrics,
                 "onnx": {"opset": OPSET, "max_abs_difference": difference,
-                         "outputs": list(PEOPLE if arch["head"]["type"] == "query" else OUTPUTS),
-                         "decode": asdict(DecodeConfig()), "stride": finest_stride(arch)},
+                         "outputs": list(codec_of(arch).deployed_outputs),
+                         "decode": asdict(DecodeConfig()), "stride": finest_stride(arch["head"]["multi_resolution"])},
                 "source": source or {}}
         if latency is not None:
             card["latency"] = latency

@@ -15,10 +15,9 @@ from tqdm import tqdm
 from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from nas.errors import PoseNASError
 from nas.io import writer_lock
+from nas.pose.codecs import codec_of
 from nas.pose.evaluate import evaluate_network
 from nas.pose.keypoints import KeypointSpec
-from nas.pose.losses import distillation_loss, heatmaps, pose_loss
-from nas.pose.matching import query_forward_loss
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler
 from nas.pose.transforms import Augment
 from nas.train.checkpoint import RunFolder
@@ -87,9 +86,10 @@ def _train(cfg: TrainConfig, out: str | Path, progress: bool, init: dict | None,
     net = net.to(device)
     if teacher is not None:
         teacher = teacher.to(device).eval()
+        teacher_codec = codec_of(teacher.arch)
     size = arch["resolution"]
     strides = (4, 2) if arch["head"]["multi_resolution"] else (4,)
-    query = arch["head"]["type"] == "query"
+    codec = codec_of(arch)
     sigmas = torch.as_tensor(train_ds.spec.sigmas, dtype=torch.float32, device=device)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
@@ -141,27 +141,19 @@ def _train(cfg: TrainConfig, out: str | Path, progress: bool, init: dict | None,
         for batch in bar:
             for g in opt.param_groups:
                 g["lr"] = warmup_cosine(cfg.lr, step, total_steps, warmup)
-            images, heats, masks, joints, people = batch_to(batch, device)
-            if query:
-                with autocast(device):
-                    loss = query_forward_loss(net, images, people, masks[0], sigmas, heats[0])
-                h_loss = pull = push = torch.zeros(())
-            else:
-                with autocast(device):
-                    outputs = net(images)
-                outputs = [o.float() for o in outputs]
-                loss, h_loss, pull, push = pose_loss(outputs, heats, masks, joints, k, cfg.ae_weight,
-                                                     cfg.background_weight)
-            if teacher is not None and not query:
+            batch = batch_to(batch, device)
+            loss, parts, outputs = codec.loss(net, batch, cfg, sigmas, lambda: autocast(device))
+            if teacher is not None and codec.distils:
+                images, masks = batch[0], batch[2]
                 with torch.no_grad(), autocast(device):
-                    targets = heatmaps([o.float() for o in teacher(images)], k)
-                loss = loss + cfg.distill_weight * distillation_loss(outputs, targets, masks, k)
+                    targets = teacher_codec.teacher_maps([o.float() for o in teacher(images)], k)
+                loss = loss + cfg.distill_weight * codec.distillation(outputs, targets, masks, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
             batches += 1
-            sums += [loss.item(), h_loss.item(), pull.item(), push.item()]
+            sums += [loss.item(), *(part.item() for part in parts)]
             bar.set_postfix(loss=f"{loss.item():.2e}", lr=f"{opt.param_groups[0]['lr']:.1e}")
             if step >= total_steps:
                 break

@@ -33,8 +33,7 @@ from tqdm import tqdm
 from nas.config import AT_LEAST_ONE, NON_NEGATIVE, Range, is_kind
 from nas.errors import PoseNASError
 from nas.io import write_text, writer_lock
-from nas.pose.losses import distillation_loss, heatmaps, pose_loss
-from nas.pose.matching import query_forward_loss
+from nas.pose.codecs import codec_of
 from nas.pose.samples import PoseTrainSet, ResolutionBatchSampler, TeacherPairs
 from nas.pose.transforms import Augment
 from nas.subnet import zoo
@@ -48,6 +47,7 @@ from nas.train.settings import Settings, datasets
 from nas.train.static import spec_mask
 from search_spaces import SearchSpace
 from search_spaces.space import GROUPS, NEWER_HEAD_KEYS
+from supernet.heads import head_named
 from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
 from supernet.ops import DynamicConv2d
@@ -188,19 +188,15 @@ def sandwich_step(net: PoseNet, archs: list[dict], batch, cfg: SupernetConfig, d
     for i, arch in enumerate(archs):
         images, heats, masks, joints, people = teacher_batch if i == 0 and teacher_batch is not None else batch
         net.set_active({**arch, "resolution": images.shape[-1]})
-        if arch["head"]["type"] == "query":
-            with autocast(device):
-                loss = query_forward_loss(net, images, people, masks[0], sigmas, heats[0])
-        else:
-            with autocast(device):
-                outputs = [o.float() for o in net(images)]
-            loss = pose_loss(outputs, heats, masks, joints, k, cfg.ae_weight, cfg.background_weight)[0]
-        if i == 0 and arch["head"]["type"] == "ae":
+        codec = codec_of(arch)
+        loss, _, outputs = codec.loss(net, (images, heats, masks, joints, people), cfg, sigmas,
+                                      lambda: autocast(device))
+        if i == 0 and codec.distils:
             teacher = [h.detach() if h.shape[-2:] == t.shape[-2:] else  # pixel centres scale with the size
                        F.interpolate(h.detach(), size=t.shape[-2:], mode="bilinear", align_corners=False)
-                       for h, t in zip(heatmaps(outputs, k), batch[1])]
-        elif teacher is not None and arch["head"]["type"] == "ae":
-            loss = loss + cfg.distill_weight * distillation_loss(outputs, teacher, masks, k)
+                       for h, t in zip(codec.teacher_maps(outputs, k), batch[1])]
+        elif teacher is not None and codec.distils:
+            loss = loss + cfg.distill_weight * codec.distillation(outputs, teacher, masks, k)
         loss.backward()
         losses.append(loss.item())
         if sequential or i == len(archs) - 1:
@@ -333,7 +329,7 @@ class SupernetRun:
             raise PoseNASError(f"init {source}: trained on another search space than {self.cfg.space!r}")
         missing, unexpected = self.net.load_state_dict(trained.net.state_dict(), strict=False)
         new = sorted({name.split(".")[0] for name in missing})
-        if unexpected or set(new) - {"query", "final", "up_high", "final_high"}:
+        if unexpected or set(new) - {m for h in self.space.choices("head.type") for m in head_named(h).modules}:
             raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} "
                                f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
         if zoo.is_card(trained.record):
@@ -378,8 +374,9 @@ class SupernetRun:
 
         if opens("width"):
             sort_hidden_channels(self.net)  # OFA: most important hidden channels first, before widths shrink
-        if opens("head") and "query" in self.space.choices("head.type"):
-            self.net.seed_query_heatmaps()  # the query head, never trained until now, places joints from the start
+        if opens("head"):
+            for head in self.space.choices("head.type"):
+                head_named(head).when_opened(self.net)
         opt = torch.optim.Adam(phase_param_groups(self.net, phase), fused=True)
         if not fresh and self.opt_state is not None:
             opt.load_state_dict(self.opt_state)

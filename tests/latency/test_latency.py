@@ -41,9 +41,9 @@ def test_bad_runtime_settings_are_named():
     with pytest.raises(PoseNASError, match="optimization 'fast' unknown"):
         RuntimeSettings(optimization="fast")
     with pytest.raises(PoseNASError, match="latency backend 'tflite' unknown"):
-        RuntimeSettings(backend="tflite")
+        LocalBackend(RuntimeSettings(backend="tflite"))
     with pytest.raises(PoseNASError, match="give --latency-of network"):
-        RuntimeSettings(backend="torch")  # eager torch times no post-processing: not a total
+        LocalBackend(RuntimeSettings(backend="torch"))  # eager torch times no post-processing: not a total
 
 
 def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):
@@ -114,10 +114,13 @@ def test_total_latency_adds_post_processing_for_a_stated_crowd_and_is_cached_apa
 
 
 def test_grouping_times_the_crowd_it_was_given():
-    from nas.latency.postprocess import crowd, grouping_run
+    from nas.pose.codecs.ae import CODEC as AE
+    from nas.pose.codecs.query import CODEC as QUERY
+    from nas.pose.crowd import crowd
 
-    assert len(grouping_run(17, 128, True, 7)()[0]) == 7
-    assert len(grouping_run(17, 128, False, 0)()[0]) == 0
+    assert len(AE.after_graph(17, 128, True, 7)()[0]) == 7
+    assert len(AE.after_graph(17, 128, False, 0)()[0]) == 0
+    assert QUERY.after_graph(17, 128, False, 7) is None, "people come out of the query head's graph"
     assert 0 < (crowd(20, 256, 17)[..., 2] == 0).mean() < 0.4, "some joints hidden, so that refinement is timed"
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from nas.errors import PoseNASError
-from nas.latency.meter import LatencyCache, LatencyMeter, RemoteBackend, device_fingerprint, export_for
+from nas.latency.meter import LatencyCache, LatencyMeter, RemoteBackend, device_fingerprint
+from nas.latency.runtimes import export_for
 from nas.latency.server import MAX_CONNECTIONS
 from nas.latency.settings import RuntimeSettings
 from nas.latency.token import TOKEN_ENV
@@ -58,7 +59,7 @@ def test_server_measures_over_loopback_and_bounds_each_request():
         assert "grouping_ms" not in figures
         total = RemoteBackend(url, RuntimeSettings(**FAST, people=3)).measure(SearchSpace.load("tiny").max())
         assert total["people"] == 3 and total["grouping_ms"] > 0 and total["network_ms"] >= 0
-        model = export_for(SearchSpace.load("tiny").min(), 17, RuntimeSettings(latency_of="network"))  # 64 px
+        model = export_for(SearchSpace.load("tiny").min(), 17, "network")  # 64 px
         cores = remote.fingerprint["cores"]
         for query, message in (({"resolution": 64, "people": 99}, "--people 99"),
                                ({"resolution": 64, "repeats": 10**9}, "repeats 3 to 10000"),

@@ -1,10 +1,11 @@
 import numpy as np
 import torch
 
-from nas.pose.datacheck import oracle_ap, oracle_outputs
+from nas.pose.datacheck import oracle_ap
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import DecodeConfig, aggregate, group
 from nas.pose.keypoints import COCO
+from nas.pose.targets import oracle_outputs
 from tests.conftest import COCO_MINI, FIXTURES, shared
 
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from nas.pose.datacheck import oracle_outputs
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import Candidates, DecodeConfig, divide_heatmaps, nms_radius
 from nas.pose.grouping import assign, drop_equal_peaks, match, refine, subpixel
+from nas.pose.targets import oracle_outputs
 from nas.pose.transforms import letterbox_matrix, warp_keypoints
 from tests.conftest import COCO_MINI, shared
 from tests.pose import reference_grouping

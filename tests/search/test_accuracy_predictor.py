@@ -119,7 +119,8 @@ def test_an_unfit_predictor_file_is_one_line(tmp_path, capsys):
 def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, monkeypatch):
     """The verified front holds real measurements: its latencies are the meter's (the cache holds
     them) and its APs are the supernet's, neither the predicted figures beside them."""
-    from nas.latency.predictor import NAMES, LatencyPredictor, postprocess_key
+    from nas.latency.predictor import NAMES, LatencyPredictor
+    from nas.pose.codecs.ae import CODEC as AE
 
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
     entry, val = tiny_zoo / "entry", tiny_zoo / "run" / "data" / "val"
@@ -127,7 +128,7 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
     heads = [{**space.min(), "resolution": r, "head": {**space.min()["head"], "multi_resolution": m}}
              for r in space.spec["resolution"] for m in space.spec["head"]["multi_resolution"]]
     # a latency model far from this machine on purpose: 1 ms per pointwise MMAC, 0.5 ms post-processing
-    latency = LatencyPredictor([0.0] * len(NAMES), {}, asdict(FAST), postprocess_ms={postprocess_key(a): 0.5
+    latency = LatencyPredictor([0.0] * len(NAMES), {}, asdict(FAST), postprocess_ms={AE.postprocess_key(a): 0.5
                                                                                    for a in heads})
     latency.coefficients[NAMES.index("macs_pointwise")] = 1.0
     latency.save(tmp_path / "latency.json")

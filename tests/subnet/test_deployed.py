@@ -3,19 +3,21 @@ people grouped from them equal the torch decoder's, on real COCO people."""
 import numpy as np
 import pytest
 
-from nas.pose.datacheck import oracle_outputs
+from nas.pose.codecs.ae import CODEC as AE
+from nas.pose.codecs.ae import comparable
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import Candidates, DecodeConfig, divide_heatmaps, nms_radius
-from nas.pose.inference import decode_batch, people_from_candidates
+from nas.pose.inference import decode_batch, people_from_deployed
+from nas.pose.targets import oracle_outputs
 from nas.pose.transforms import letterbox_matrix, warp_keypoints
-from nas.subnet.onnx import candidates_onnx, comparable, session
+from nas.subnet.onnx import decoding_onnx, session
 from tests.conftest import COCO_MINI, shared
 
 
 @pytest.mark.parametrize("size,strides", [(256, (4, 2)), (512, (4,))])
 def test_graph_candidates_and_people_equal_the_torch_decoders_on_coco_mini(size, strides):
     ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
-    graph = session(candidates_onnx(17, size, len(strides) == 2))
+    graph = session(decoding_onnx(AE, 17, size, len(strides) == 2))
     names = [i.name for i in graph.get_inputs()]
     checked = 0
     for image_id in ds.image_ids[:12]:
@@ -31,8 +33,8 @@ def test_graph_candidates_and_people_equal_the_torch_decoders_on_coco_mini(size,
         radius = nms_radius(DecodeConfig(), strides[-1])
         for g, e in zip(comparable(got, radius), comparable(expected, radius)):
             assert np.abs(g - e).max() <= 1e-5
-        (ref, ref_scores), = decode_batch(outputs, [matrix], size, ds.spec)
-        people, scores = people_from_candidates(got, matrix, size, ds.spec)
+        (ref, ref_scores), = decode_batch(AE, outputs, [matrix], size, ds.spec)
+        people, scores = people_from_deployed(AE, got, matrix, size, ds.spec)
         assert people.shape == ref.shape
         assert np.abs(ordered(people, scores) - ordered(ref, ref_scores)).max() <= 1e-3
         assert np.abs(np.sort(scores) - np.sort(ref_scores)).max() <= 1e-5

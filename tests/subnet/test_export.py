@@ -16,10 +16,12 @@ import nas
 from nas.app.cli import main
 from nas.errors import PoseNASError
 from nas.io import recover_folder, writer_lock
+from nas.pose.codecs.ae import CODEC as AE
+from nas.pose.codecs.query import CODEC as QUERY
 from nas.pose.completion import synthetic_skeletons, train_completion
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.decode import DecodeConfig
-from nas.pose.inference import decode_batch, people_from_candidates, prepare
+from nas.pose.inference import decode_batch, people_from_deployed, prepare
 from nas.pose.keypoints import COCO
 from nas.pose.synth import generate
 from nas.search.results import pareto_winners
@@ -109,8 +111,8 @@ def test_export_round_trip_onnx_eval_and_predict(tmp_path, tiny_supernet, synth_
     ort = session((out / "model.onnx").read_bytes()).run(None, {INPUT: x[None]})
     every_peak = DecodeConfig(detection_threshold=0.0)  # a barely trained net: take every peak as a joint
     with torch.no_grad():
-        (expected, expected_scores), = decode_batch(net(torch.from_numpy(x[None])), [matrix], 96, COCO, every_peak)
-    people, scores = people_from_candidates(ort, matrix, 96, COCO, every_peak)
+        (expected, expected_scores), = decode_batch(AE, net(torch.from_numpy(x[None])), [matrix], 96, COCO, every_peak)
+    people, scores = people_from_deployed(AE, ort, matrix, 96, COCO, every_peak)
     assert len(people) > 0 and people.shape == expected.shape and np.abs(people - expected).max() <= 1e-3
     assert np.abs(scores - expected_scores).max() <= 1e-4
     assert json.loads((out / "arch.json").read_text()) == space.canonical(space.max())
@@ -141,8 +143,8 @@ def test_a_query_subnet_exports_people_and_carries_its_skeleton_completer(tmp_pa
     every = DecodeConfig(person_threshold=0.0)  # an untrained head: every person
     with torch.no_grad():
         outputs = net(torch.from_numpy(x[None]))
-    (expected, expected_scores), = decode_batch(outputs, [matrix], 96, COCO, every, refine=refine)
-    people, scores = people_from_candidates(ort, matrix, 96, COCO, every, refine)
+    (expected, expected_scores), = decode_batch(QUERY, outputs, [matrix], 96, COCO, every, refine=refine)
+    people, scores = people_from_deployed(QUERY, ort, matrix, 96, COCO, every, refine)
     assert len(people) == space.max()["head"]["queries"] == len(expected)
     assert np.abs(people - expected).max() <= 1e-2 and np.abs(scores - expected_scores).max() <= 1e-4
     # joints scoring under missing_below move where the completer puts them; the others stay
@@ -151,9 +153,9 @@ def test_a_query_subnet_exports_people_and_carries_its_skeleton_completer(tmp_pa
             layer.joint_logit.weight.normal_(0, 1.0)
             layer.offset.weight.normal_(0, 0.2)
         outputs = net(torch.from_numpy(x[None]))
-    (plain, _), = decode_batch(outputs, [matrix], 96, COCO, every)
+    (plain, _), = decode_batch(QUERY, outputs, [matrix], 96, COCO, every)
     half = DecodeConfig(person_threshold=0.0, missing_below=float(np.median(plain[..., 2])))
-    (refined, _), = decode_batch(outputs, [matrix], 96, COCO, half, refine=refine)
+    (refined, _), = decode_batch(QUERY, outputs, [matrix], 96, COCO, half, refine=refine)
     kept = plain[..., 2] >= half.missing_below
     assert kept.any() and (~kept).any()
     assert np.array_equal(refined[kept], plain[kept]) and not np.allclose(refined[~kept], plain[~kept])

@@ -4,11 +4,12 @@ import math
 import pytest
 import torch
 
-from nas.subnet.onnx import PEOPLE, max_abs_difference, session, to_onnx
+from nas.pose.codecs.query import CODEC as QUERY
+from nas.subnet.onnx import max_abs_difference, session, to_onnx
 from search_spaces import SearchSpace
 from supernet.cost import arch_cost
+from supernet.heads.query import centre_peaks, sample, snap
 from supernet.network import build_static, extract
-from supernet.query import centre_peaks, sample, snap
 from tests.supernet.test_cost import ptflops_macs
 from tests.supernet.test_supernet import max_difference, three_ways, trained_like
 
@@ -70,7 +71,7 @@ def test_query_head_exports_people_that_onnxruntime_matches():
         for config in configs if seed == 0 else configs[:1]:
             net = extract(supernet, config)
             model = to_onnx(net, config["resolution"])
-            assert [o.name for o in session(model).get_outputs()] == list(PEOPLE)
+            assert [o.name for o in session(model).get_outputs()] == list(QUERY.deployed_outputs)
             assert max_abs_difference(net, model, config["resolution"]) <= 1e-4
 
 

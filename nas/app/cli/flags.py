@@ -8,7 +8,8 @@ from dataclasses import fields
 
 from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from nas.errors import PoseNASError
-from nas.latency.settings import BACKENDS, LATENCY_OF, OPTIMIZATION_LEVELS, RuntimeSettings
+from nas.latency.runtimes import RUNTIMES
+from nas.latency.settings import LATENCY_OF, OPTIMIZATION_LEVELS, RuntimeSettings
 
 TRAINING_SETTINGS = ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device",
                      "spec", "augment")
@@ -91,7 +92,7 @@ def training_config(args: argparse.Namespace, kind, base: dict | None = None):
 
 def latency_flags(p: argparse.ArgumentParser) -> None:
     default = RuntimeSettings()
-    p.add_argument("--backend", choices=BACKENDS, help=f"default {default.backend}")
+    p.add_argument("--backend", choices=list(RUNTIMES), help=f"default {default.backend}")
     p.add_argument("--threads", type=INDEX, help=f"intra-op threads (0: runtime default; default {default.threads})")
     p.add_argument("--optimization", choices=OPTIMIZATION_LEVELS, help=f"default {default.optimization}")
     p.add_argument("--warmup", type=INDEX, help=f"untimed runs first (default {default.warmup})")

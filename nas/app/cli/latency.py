@@ -7,6 +7,7 @@ from nas.app.cli.command import Command, print_json_last
 from nas.app.cli.flags import COUNT, INDEX, SEED, arch_flags, bounded, chosen_arch, cost_row, latency_flags, meter
 from nas.config import Range
 from nas.errors import PoseNASError
+from nas.latency.runtimes import runtime_of
 from nas.latency.settings import REFERENCE_NETWORK
 
 
@@ -25,8 +26,7 @@ class Measure(Command):
         latency = meter(args)
         figures = latency.measure(space.canonical(arch), args.keypoints)
         settings = latency.backend.settings
-        label = "torch eager (not a deployment latency)" if settings.backend == "torch" else settings.backend
-        print(f"{label}: {settings.latency_of} median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, "
+        print(f"{runtime_of(settings).label}: {settings.latency_of} median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, "
               f"spread {figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {settings.threads} "
               f"threads)")
         if "slowdown" in figures:

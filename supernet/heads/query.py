@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.space import SNAP_RADIUS
+from supernet.heads import Head
 from supernet.ops import DynamicConv2d, DynamicLayerNorm, DynamicLinear
 from supernet.tokens import TokenLayer
 
@@ -33,6 +34,12 @@ CENTRE_PRIOR = -2.19  # CenterNet's initial centre logit (a probability of 0.1)
 FIRST_REACH = 16.0  # the first offsets' unit in stride-4 pixels (a person spans tens of them)
 STEP_REACH = 4.0  # each decoder layer's
 NOT_A_PEAK = 100.0  # below every peak (logits); non-peaks still rank by value: one choice in every runtime
+# The query head's operators that the work priced in ``supernet.cost`` does not stand for
+# (reshapes, gathers, norms, softmax, top-k, the snap's arithmetic), counted in its exported graph
+# (Constant and Identity aside): each is launched once a run, whatever its size, and a latency
+# model that left them out under-predicted small query subnets by up to 18 %.
+DECODER_LAYER_GLUE_OPS = 77  # 94 operators a decoder layer, 17 counted by its linears and attention
+QUERY_HEAD_GLUE_OPS = 151  # 157 operators outside the layers, 6 counted
 
 
 class DecoderLayer(nn.Module):
@@ -179,3 +186,58 @@ class QueryHead(nn.Module):
         people = torch.cat([joints, scores[..., None]], dim=-1)
         person = torch.cat([positions, person_logits.sigmoid()[..., None]], dim=-1)
         return [torch.cat([people, person[:, :, None]], dim=2)]
+
+
+class Queries(Head):
+    """The query head on the pose network (``QueryHead`` as ``net.query``)."""
+    name = "query"
+    modules = ("query",)
+
+    def build(self, net: nn.Module, arch: dict, features: int, styles: tuple[str, ...]) -> None:
+        head = arch["head"]
+        net.query = QueryHead(features, head["decoder_width"], head["decoder_depth"], net.num_keypoints)
+
+    def set_active(self, net: nn.Module, arch: dict) -> None:
+        net.query.set_active(arch["head"])
+
+    def forward(self, net: nn.Module, y: torch.Tensor, stem: torch.Tensor, classifiers: torch.Tensor | None,
+                seeds: torch.Tensor | None) -> list[torch.Tensor]:
+        return net.query(y, seeds)
+
+    def keypoints_in(self, state_dict: dict[str, torch.Tensor]) -> int:
+        return state_dict["query.joint_embed"].shape[0]
+
+    def cost(self, c, arch: dict, num_keypoints: int, features: int, sides: list[int], side: int) -> None:
+        head, k, pixels = arch["head"], num_keypoints, sides[0] ** 2
+        q, d = min(head["queries"], pixels), head["decoder_width"]
+        c.conv(features, 1, 1, pixels, bias=True, bn=False)  # the centre map
+        c.conv(features, k, 1, pixels, bias=True, bn=False)  # the joint heatmaps the joints snap to
+        c.linear(features, d, q)
+        c.linear(2, d, q)
+        c.linear(d, 2 * k, q)
+        c.params += k * d  # joint embeddings
+        for _ in range(head["decoder_depth"]):
+            c.linear(features, d, q * k)  # features under the joints
+            c.add(q * k * features)  # bilinear sampling
+            c.attention_layer(d, q, k + 1)
+            c.attention_layer(d, 1, q)
+            c.params += 2 * d  # the outputs' layer norm
+            c.linear(d, 2, q * k)
+            c.linear(d, 1, q * k)
+            c.linear(d, 1, q)
+            c.features["ops"] += DECODER_LAYER_GLUE_OPS
+        c.add(q * k * (2 * SNAP_RADIUS + 1) ** 2)  # the snap's window reads
+        c.features["ops"] += QUERY_HEAD_GLUE_OPS
+
+    def when_opened(self, net: nn.Module) -> None:
+        """The query head's joint heatmaps set to the AE head's where the network has one (the same
+        1x1 convolution of the same features to the same targets): the query head, never trained
+        until now, places joints from the start, and only its decoder has to learn."""
+        if hasattr(net, "final"):
+            k = net.num_keypoints
+            with torch.no_grad():
+                net.query.heatmaps.weight.copy_(net.final.weight[:k])
+                net.query.heatmaps.bias.copy_(net.final.bias[:k])
+
+
+HEAD = Queries()

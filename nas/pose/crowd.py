@@ -1,21 +1,14 @@
-"""The post-processing that runs outside the graph, timed for a stated crowd: grouping candidates
-into people, refining missing joints, sub-pixel peaks.
-
-Its cost grows with the people in the image, not with the network, so it is timed on perfect
-network outputs of ``people`` people laid out on a grid at the subnet's resolution (with ideal
-tags, every candidate a real joint, one joint in five hidden so that the refinement of missing
-joints is timed too) and shared by every subnet of that resolution and head.
-"""
+"""A stated crowd to time post-processing on: its cost grows with the people in the image, not
+with the network, so it is timed on perfect network outputs of ``people`` people laid out on a grid
+at the subnet's resolution (one joint in five hidden, so that the refinement of missing joints is
+timed too) and shared by every subnet of that resolution and head."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import torch
 
 from nas.errors import PoseNASError
-from nas.pose.datacheck import oracle_outputs
-from nas.pose.decode import Candidates, divide_heatmaps, group_candidates
 from nas.pose.keypoints import SPECS, KeypointSpec
 
 HIDDEN = 0.2  # occluded joints: grouping's refinement fills them in from the maps
@@ -43,15 +36,3 @@ def crowd(people: int, size: int, num_keypoints: int, seed: int = 0) -> np.ndarr
         out[p, :, 1] = (row + rng.uniform(0.1, 0.9, num_keypoints)) * cell
         out[p, :, 2] = np.where(rng.random(num_keypoints) < HIDDEN, 0, 2)
     return out
-
-
-def grouping_run(num_keypoints: int, resolution: int, multi_resolution: bool, people: int):
-    """A call of ``group_candidates`` on a crowd of ``people`` (it returns the people found)."""
-    strides = (4, 2) if multi_resolution else (4,)
-    outputs = oracle_outputs(crowd(people, resolution, num_keypoints), resolution, num_keypoints, strides)
-    with torch.no_grad():
-        divided = divide_heatmaps(outputs, num_keypoints)
-        heat, tags, joints, joint_tags = Candidates(num_keypoints, strides[-1])(*divided)
-    spec = spec_of(num_keypoints)
-    args = (heat[0], tags[0][..., None], joints[0].numpy(), joint_tags[0][..., None].numpy(), spec, strides[-1])
-    return lambda: group_candidates(*args)

@@ -1,0 +1,113 @@
+"""The runtimes a subnet is timed in on this machine, one class each.
+
+A deployment runtime times the exported model (``to_onnx``: the network with its head's in-graph
+decoding) and the post-processing after the graph for a stated crowd: warm-up runs, then
+single-image runs in rounds interleaved with a reference network, scaled by the reference's
+calibrated latency (``Stopwatch``); the figures are the median, the 90th percentile and the spread
+(p90 / p10), with the machine's load and the reference's slowdown. ``torch`` times eager PyTorch
+for comparison: it is not a deployment latency.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import onnx
+import torch
+
+from nas.errors import PoseNASError
+from nas.latency.settings import RuntimeSettings
+from nas.latency.stopwatch import Stopwatch
+from nas.latency.timing import time_runs
+from nas.pose.codecs import codec_of_model
+from nas.subnet.onnx import decoding_onnx, runner, to_onnx
+from supernet.network import new_static
+
+
+class Runtime:
+    """How subnets run and are timed on this machine."""
+    name: str
+    label: str  # what a report calls its figures
+    deployment: bool  # times exported models as a user deploys them (and so may serve a latency server)
+
+    def check(self, settings: RuntimeSettings) -> None:
+        """Refuse settings this runtime cannot honour, in one line."""
+
+    def measure(self, arch: dict, num_keypoints: int, settings: RuntimeSettings,
+                stopwatch: Callable[[], Stopwatch]) -> dict:
+        """The figures of subnet ``arch`` (``stopwatch``: this device's, made on first use)."""
+        raise NotImplementedError
+
+    def measure_model(self, model: bytes, resolution: int, multi_resolution: bool, num_keypoints: int,
+                      settings: RuntimeSettings, watch: Stopwatch) -> dict:
+        """The figures of an exported model (what a latency server is sent)."""
+        raise PoseNASError(f"{self.label} does not run exported models")
+
+
+class OnnxRuntime(Runtime):
+    name, label, deployment = "onnxruntime", "onnxruntime", True
+
+    def measure(self, arch, num_keypoints, settings, stopwatch):
+        return self.measure_model(export_for(arch, num_keypoints, settings.latency_of), arch["resolution"],
+                                  arch["head"]["multi_resolution"], num_keypoints, settings, stopwatch())
+
+    def measure_model(self, model, resolution, multi_resolution, num_keypoints, settings, watch):
+        """A network alone (``latency_of`` network), or a deployed model and the post-processing
+        after it for ``settings.people`` people: the total from a letterboxed image to people,
+        with the in-graph decoding also timed alone so that network and post-processing are
+        reported apart (each zero where the model's head has none: people out of the graph)."""
+        timed = watch.time(runner(model, settings.threads, settings.optimization, settings.provider))
+        if settings.latency_of == "network":
+            return {**timed, "network_ms": timed["median_ms"]}
+        codec = codec_of_model([o.name for o in onnx.load_from_string(model).graph.output])
+        decoding = decoding_onnx(codec, num_keypoints, resolution, multi_resolution)
+        in_graph = watch.once(("in_graph", codec.name, num_keypoints, resolution, multi_resolution),
+                              lambda: decoding and runner(decoding, settings.threads, settings.optimization,
+                                                          settings.provider))
+        after = ("grouping", codec.name, num_keypoints, resolution, multi_resolution, settings.people)
+        grouping = watch.once(after, lambda: codec.after_graph(num_keypoints, resolution, multi_resolution,
+                                                               settings.people))
+        return {**timed, "median_ms": timed["median_ms"] + grouping["median_ms"],
+                "p90_ms": timed["p90_ms"] + grouping["p90_ms"],
+                "network_ms": max(timed["median_ms"] - in_graph["median_ms"], 0.0),
+                "postprocess_ms": in_graph["median_ms"] + grouping["median_ms"],
+                "in_graph_decode_ms": in_graph["median_ms"], "grouping_ms": grouping["median_ms"],
+                "people": settings.people}
+
+
+class TorchEager(Runtime):
+    name, label, deployment = "torch", "torch eager (not a deployment latency)", False
+
+    def check(self, settings: RuntimeSettings) -> None:
+        if settings.latency_of == "total":
+            raise PoseNASError("the torch backend times the network alone (eager, for comparison): "
+                               "give --latency-of network with it")
+
+    def measure(self, arch, num_keypoints, settings, stopwatch):
+        net = new_static(arch, num_keypoints).eval()
+        x = torch.randn(1, 3, arch["resolution"], arch["resolution"])
+        threads = torch.get_num_threads()
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        try:
+            with torch.inference_mode():
+                timed = time_runs(lambda: net(x), settings.warmup, settings.repeats)
+            return {**timed, "network_ms": timed["median_ms"]}
+        finally:
+            torch.set_num_threads(threads)
+
+
+RUNTIMES = {runtime.name: runtime for runtime in (OnnxRuntime(), TorchEager())}
+
+
+def runtime_of(settings: RuntimeSettings) -> Runtime:
+    """The runtime ``settings.backend`` names, having checked the settings."""
+    runtime = RUNTIMES.get(settings.backend)
+    if runtime is None:
+        raise PoseNASError(f"latency backend {settings.backend!r} unknown; use one of {list(RUNTIMES)}")
+    runtime.check(settings)
+    return runtime
+
+
+def export_for(arch: dict, num_keypoints: int, latency_of: str) -> bytes:
+    """What is timed of a subnet: its network, or its deployed model (with in-graph decoding)."""
+    return to_onnx(new_static(arch, num_keypoints), arch["resolution"], decode=latency_of == "total")
