@@ -17,6 +17,12 @@ from typing import Any, Callable, Iterator
 from nas.errors import FolderInUse, PoseNASError
 
 
+def cache_folder() -> Path:
+    """The user's cache (latency calibrations, regenerated images): $POSENAS_CACHE, else
+    ~/.cache/posenas."""
+    return Path(os.environ.get("POSENAS_CACHE") or Path.home() / ".cache" / "posenas")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` in one step."""
     path = Path(path)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # lower number: lower layer; a module may import its own layer and any lower one
-LAYERS = {"search_spaces": 0, "supernet": 1, "nas.errors": 2, "nas.io": 3, "nas.config": 3, "nas.pose": 4,
-          "nas.subnet": 5, "nas.latency": 6, "nas.train": 7, "nas.search": 7, "nas.app": 8, "nas": 9}
+LAYERS = {"search_spaces": 0, "supernet": 1, "nas.errors": 2, "nas.io": 3, "nas.config": 3, "nas.plots": 4,
+          "nas.pose": 5, "nas.subnet": 6, "nas.latency": 7, "nas.train": 8, "nas.search": 8, "nas.app": 9, "nas": 10}
 PACKAGES = ("nas", "supernet", "search_spaces")
 
 

@@ -341,7 +341,7 @@ def shipped_zoo_search(scale: Scale, work: Path, zoo_ref: str, budget_ms: float)
     from nas.pose.synth import synthetic_set as generate_set
     from nas.subnet import zoo
 
-    if not zoo.is_entry(zoo.ZOO / zoo_ref.removeprefix(zoo.PREFIX)):
+    if not zoo.is_shipped(zoo_ref):
         return None
     val_ann, val_images = generate_set(work / "zoo-val", 200 if not scale.quick else 40, 2)
     return {"supernet": zoo_ref, "val_ann": val_ann, "val_images": val_images, "latency_budget_ms": budget_ms,

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from nas.io import read_json, write_json, write_text
+from nas.plots import against_diagonal, save, subplots
 from nas.pose.synth import synthetic_set
 from nas.search.predictor_build import spread_subnets
 from search_spaces import arch_hash
@@ -112,19 +113,12 @@ def run_supernet_benchmark(out: str | Path = "results/bench-supernet", minutes: 
 
 
 def plot(table: pd.DataFrame, summary: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from nas.io import atomic_write
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = subplots(figsize=(5.5, 5))
     ax.scatter(table["standalone_AP"], table["inherited_AP"], c=table["macs"] / 1e6, cmap="viridis")
     for _, row in table.iterrows():
         ax.annotate(row["subnet"], (row["standalone_AP"], row["inherited_AP"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    hi = max(table["standalone_AP"].max(), table["inherited_AP"].max(), 0.05) * 1.1
-    ax.plot([0, hi], [0, hi], "k--", lw=0.8, label="inherited = stand-alone")
+    against_diagonal(ax, table["standalone_AP"], table["inherited_AP"], ls="--", label="inherited = stand-alone")
     ax.set_xlabel(f"stand-alone AP ({summary['epochs']} epochs)")
     ax.set_ylabel("inherited AP (BN recalibrated)")
     ax.set_title(f"Kendall tau {summary['kendall_tau']:.2f}; presets inherited >= alone: "
@@ -132,5 +126,4 @@ def plot(table: pd.DataFrame, summary: dict, path: Path) -> None:
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save(fig, path)

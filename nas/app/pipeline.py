@@ -34,6 +34,7 @@ from nas.latency.settings import RuntimeSettings
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.synth import synthetic_set
 from nas.search.config import SearchConfig
+from nas.search.objective import search_supernet
 from nas.search.results import pareto_winners
 from nas.search.study import run_search
 from nas.subnet.export import CARD
@@ -191,6 +192,8 @@ class Pipeline:
                                                      f"{self.source} (finetune)")
         self.baselines = cfg.get("baselines", ["min", "max", "higherhrnet_w32", "litepose_xs", "litepose_s"])
 
+    _searched: TrainedSupernet | None = None
+
     def meter(self):
         return make_meter(self.runtime, cache=self.run.latency_cache)
 
@@ -228,13 +231,13 @@ class Pipeline:
         measuring a few anchor subnets."""
         if self.search_cfg.predictor != str(self.run.latency_predictor):
             return
-        adapted = adapted_reference(self.meter(), TrainedSupernet.load(self.supernet).space)
+        adapted = adapted_reference(self.meter(), TrainedSupernet.space_of(self.supernet))
         adapted.save(self.run.latency_predictor)
         print(f"latency model adapted to this machine: x{adapted.settings['factor']:.2f} of the shipped one")
 
     def stage_baselines(self) -> None:
         """The presets with inherited weights, on the search's evaluation images: labelled baselines."""
-        supernet = TrainedSupernet.load(self.supernet, calibration_images=self.search_cfg.calib_images)
+        supernet = self.searched()
         meter, k, space = self.meter(), supernet.num_keypoints, supernet.space
         val = CocoPoseDataset(self.search_cfg.val_ann, self.search_cfg.val_images, supernet.spec)
         rows = []
@@ -247,7 +250,13 @@ class Pipeline:
         write_text(self.run.baselines, pd.DataFrame(rows).to_csv(index=False))
 
     def stage_search(self) -> None:
-        run_search(self.search_cfg, self.meter())
+        run_search(self.search_cfg, self.meter(), supernet=self.searched())
+
+    def searched(self) -> TrainedSupernet:
+        """The supernet as the search calibrates it, loaded once for the baselines and the search."""
+        if self._searched is None:
+            self._searched = search_supernet(self.search_cfg)
+        return self._searched
 
     def stage_finetune(self) -> None:
         winners = pareto_winners(self.run.pareto, self.top)

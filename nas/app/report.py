@@ -14,7 +14,8 @@ import pandas as pd
 
 from nas.app.runs import RunLayout
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_json, write_text
+from nas.io import read_json, write_text
+from nas.plots import save, subplots
 from nas.pose.evaluate import CROWD_LEVELS
 from nas.search.predicted import VERIFIED
 from nas.search.results import pareto_front
@@ -71,9 +72,6 @@ def write_summary(run: RunLayout) -> None:
 
 def plot_run(run: str | Path) -> list[Path]:
     """Draw ``pareto.png`` and ``pareto.svg`` into the run folder; returns their paths."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from adjustText import adjust_text
 
     run = RunLayout(Path(run))
@@ -91,7 +89,7 @@ def plot_run(run: str | Path) -> list[Path]:
     feasible = trials["feasible"] & trials["evaluated"]
     front = pareto_front(trials)
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, axes = subplots(1, 2, figsize=(13, 5.2))
     for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {latency_of}, onnxruntime)"),
                           (axes[1], "gmacs", "GMACs")):
         if predicted is not None:
@@ -137,10 +135,6 @@ def plot_run(run: str | Path) -> list[Path]:
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    paths = []
-    for fmt in ("png", "svg"):
-        path = run.pareto_plot.with_suffix(f".{fmt}")
-        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, dpi=120, format=fmt))
-        paths.append(path)
-    plt.close(fig)
+    paths = [run.pareto_plot.with_suffix(f".{fmt}") for fmt in ("png", "svg")]
+    save(fig, *paths, dpi=120)
     return paths

@@ -21,6 +21,7 @@ from scipy.optimize import nnls
 from nas.errors import PoseNASError
 from nas.io import write_json
 from nas.latency.settings import measured_for
+from nas.plots import predicted_against_measured
 from nas.pose.codecs import codec_of
 from supernet.cost import FEATURES, arch_cost
 
@@ -200,32 +201,9 @@ def build_predictor(space, backend, out: str | Path, samples: int = 120, holdout
                           **{f"pass{p + 1}_ms": runs[p] for p in range(passes)}, "predicted_ms": predicted,
                           "split": ["held-out" if i in set(test) else "fit" for i in range(len(archs))]})
     write_text(out / "measurements.csv", table.to_csv(index=False))
-    _plot(table, report, out / "predicted_vs_measured.png")
-    return report
-
-
-def _plot(table, report: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from nas.io import atomic_write
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for split, marker in (("fit", "o"), ("held-out", "s")):
-        part = table[table["split"] == split]
-        ax.scatter(part["measured_ms"], part["predicted_ms"], marker=marker, s=18, label=split, alpha=0.7)
-    hi = float(max(table["measured_ms"].max(), table["predicted_ms"].max())) * 1.05
-    xs = np.linspace(0, hi, 50)
-    ax.plot(xs, xs, "k-", lw=0.8)
-    ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="grey", alpha=0.2, label="+/-10 %")
-    ax.set_xlabel(f"measured {report['latency_of']} latency (ms, median of {report['passes']} passes)")
-    ax.set_ylabel("predicted latency (ms)")
     repeat = report["repeatability_within_10pct"]
-    ax.set_title(f"held-out within 10 %: {report['within_10pct']:.0%}"
-                 + (f" (device repeatability {repeat:.0%})" if repeat is not None else ""), fontsize=9)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    predicted_against_measured(table, "measured_ms", "predicted_ms", out / "predicted_vs_measured.png",
+                               f"measured {report['latency_of']} latency (ms, median of {report['passes']} passes)",
+                               "predicted latency (ms)", f"held-out within 10 %: {report['within_10pct']:.0%}"
+                               + (f" (device repeatability {repeat:.0%})" if repeat is not None else ""), band=0.10)
+    return report

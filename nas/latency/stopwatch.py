@@ -22,11 +22,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nas.io import read_json, write_json
+from nas.io import cache_folder, read_json, write_json
 from nas.latency.settings import REFERENCE_NETWORK, RuntimeSettings
 from nas.latency.timing import run_times, summary, time_runs
 from nas.subnet.onnx import runner, to_onnx
-from nas.subnet.zoo import cache_folder
 from search_spaces import SearchSpace
 from supernet.network import new_static
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
@@ -121,6 +122,14 @@ def choose_model(x: np.ndarray, y: np.ndarray, seed: int = 0, folds: int = 5) ->
         cv[name] = scores(predicted, y)
     best = max(cv, key=lambda n: (round(cv[n]["kendall_tau"] or -1.0, 3), -cv[n]["rmse"]))
     return best, cv
+
+
+def evaluation_key(supernet, val_ann: str, eval_images: int | None, calib_images: int,
+                   flip_test: bool) -> dict:
+    """What makes two inherited APs comparable: the same weights (``supernet.identity``), scored
+    the same way."""
+    return {"supernet": supernet.identity, "val_ann": str(Path(val_ann).resolve()), "eval_images": eval_images,
+            "calib_images": calib_images, "flip_test": flip_test}
 
 
 @dataclass

@@ -54,6 +54,12 @@ class SearchConfig:
     def defaults(cls) -> dict:
         return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
+    def over_budgets(self, macs: float, latency_ms: float) -> dict[str, float]:
+        """How far a subnet is over each budget, as Optuna's constraints (at most 0: within);
+        a subnet is feasible when every value is."""
+        return {"macs": macs - self.macs_budget if self.macs_budget else -1.0,
+                "latency_ms": latency_ms - self.latency_budget_ms}
+
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{Path(self.out).resolve() / 'study.db'}"

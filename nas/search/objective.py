@@ -17,8 +17,8 @@ from nas.latency.meter import LatencyMeter
 from nas.latency.predictor import LatencyPredictor
 from nas.latency.settings import measured_for
 from nas.pose.dataset import CocoPoseDataset, set_files
+from nas.search.accuracy import evaluation_key
 from nas.search.config import SearchConfig
-from nas.search.predictor_build import evaluation_key
 from nas.search.strategies import STRATEGIES
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import arch_hash
@@ -28,13 +28,18 @@ CLEARLY_OVER = 1.25  # a predicted latency this far over budget is not measured
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (several workers share a study)
 
 
+def search_supernet(cfg: SearchConfig) -> TrainedSupernet:
+    """The supernet a search evaluates, its BN calibrated as the search says."""
+    return TrainedSupernet.load(cfg.supernet, set_files(cfg.calib_data) if cfg.calib_data else None, cfg.calib_images)
+
+
 class Objective:
     """One trial: arch config -> MACs -> latency -> (if feasible) inherited AP."""
 
-    def __init__(self, cfg: SearchConfig, meter: LatencyMeter):
+    def __init__(self, cfg: SearchConfig, meter: LatencyMeter, supernet: TrainedSupernet | None = None):
+        """``supernet``: ``search_supernet(cfg)`` already loaded (else loaded here)."""
         self.cfg, self.meter = cfg, meter
-        self.supernet = TrainedSupernet.load(cfg.supernet, set_files(cfg.calib_data) if cfg.calib_data else None,
-                                             cfg.calib_images)
+        self.supernet = supernet or search_supernet(cfg)
         self.space, self.k = self.supernet.space, self.supernet.num_keypoints
         self.predictor = LatencyPredictor.load(cfg.predictor) if cfg.predictor else None
         if self.predictor and measured_for(self.predictor.settings) != meter.settings.measures:
@@ -61,8 +66,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         arch = self.space.suggest(trial)
         attrs = self.assess(arch)
-        trial.set_constraint("macs", attrs["macs_over"])
-        trial.set_constraint("latency_ms", attrs["latency_ms"] - self.cfg.latency_budget_ms)
+        for name, over in self.cfg.over_budgets(attrs["macs"], attrs["latency_ms"]).items():
+            trial.set_constraint(name, over)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         values = {"AP": attrs["AP"], "latency_ms": attrs["latency_ms"]}
@@ -75,8 +80,7 @@ class Objective:
         start = time.perf_counter()
         cost = arch_cost(arch, self.k)
         attrs: dict = {"arch": json.dumps(arch, separators=(",", ":")), "arch_hash": arch_hash(arch),
-                       "macs": cost.macs, "params": cost.params, "evaluated": False, "worker": WORKER,
-                       "macs_over": cost.macs - cfg.macs_budget if cfg.macs_budget else -1.0}
+                       "macs": cost.macs, "params": cost.params, "evaluated": False, "worker": WORKER}
         predicted = self.predictor.predict(arch) if self.predictor else None
         attrs["latency_predicted_ms"] = predicted
         if not measure and predicted is not None and predicted > CLEARLY_OVER * cfg.latency_budget_ms:
@@ -89,7 +93,8 @@ class Objective:
                          latency_cached=figures["cached"], latency_s=time.perf_counter() - t)
         attrs["latency_ms"] = latency
         ap = 0.0
-        attrs["feasible"] = attrs["macs_over"] <= 0 and latency <= cfg.latency_budget_ms
+        over = cfg.over_budgets(cost.macs, latency)
+        attrs["macs_over"], attrs["feasible"] = over["macs"], max(over.values()) <= 0
         if attrs["feasible"]:
             timings: dict = {}
             metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)

@@ -1,4 +1,4 @@
-"""A new budget in seconds: NSGA-II on predicted AP and predicted latency, then the best predicted
+"""A new budget in seconds: the search strategy (NSGA-II by default) on predicted AP and predicted latency, then the best predicted
 subnets verified by real measurement.
 
 Thousands of predicted trials cost less than one real one, so the search itself runs in an
@@ -25,19 +25,23 @@ from nas.search.accuracy import AccuracyPredictor
 from nas.search.config import SearchConfig
 from nas.search.objective import Objective
 from nas.search.results import hypervolume, pareto_front
+from nas.search.strategies import DIRECTIONS, STRATEGIES
+from nas.subnet.inherit import TrainedSupernet
 from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
-GENERATION = 50  # NSGA-II population of the predicted search
+GENERATION = 50  # the population of the predicted search (NSGA-II's generation size)
 VERIFIED = "verified.csv"  # the candidates with their measured figures beside the predicted ones
 
 
 def predicted_trials(objective: Objective, accuracy: AccuracyPredictor, trials: int, seed: int | None,
                      progress: bool) -> pd.DataFrame:
-    """NSGA-II over ``trials`` predicted subnets, one generation asked and predicted at a time."""
+    """The search strategy's sampler (``cfg.sampler``; NSGA-II by default) over ``trials`` predicted
+    subnets, one generation asked and predicted at a time."""
     cfg, space = objective.cfg, objective.space
-    sampler = optuna.samplers.NSGAIISampler(population_size=GENERATION, seed=seed)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    strategy = STRATEGIES[cfg.sampler]
+    study = optuna.create_study(directions=[DIRECTIONS[name] for name in strategy.objectives],
+                                sampler=strategy.sampler(seed, GENERATION))
     rows = []
     with tqdm(total=trials, desc="predicted trials", disable=not progress) as bar:
         while len(rows) < trials:
@@ -47,13 +51,14 @@ def predicted_trials(objective: Objective, accuracy: AccuracyPredictor, trials: 
             for trial, arch, ap in zip(asked, archs, aps):
                 macs = arch_cost(arch, objective.k).macs
                 latency = objective.predictor.predict(arch)
-                macs_over = macs - cfg.macs_budget if cfg.macs_budget else -1.0
-                trial.set_constraint("macs", macs_over)
-                trial.set_constraint("latency_ms", latency - cfg.latency_budget_ms)
-                study.tell(trial, (float(ap), latency))
+                over = cfg.over_budgets(macs, latency)
+                for name, value in over.items():
+                    trial.set_constraint(name, value)
+                values = {"AP": float(ap), "latency_ms": latency}
+                study.tell(trial, [values[name] for name in strategy.objectives])
                 rows.append({"number": trial.number, "AP": float(ap), "latency_ms": latency, "macs": macs,
                              "arch_hash": arch_hash(arch), "arch": json.dumps(arch, separators=(",", ":")),
-                             "feasible": macs_over <= 0 and latency <= cfg.latency_budget_ms, "evaluated": True})
+                             "feasible": max(over.values()) <= 0, "evaluated": True})
             bar.update(len(asked))
     return pd.DataFrame(rows).drop_duplicates("arch_hash")
 
@@ -71,11 +76,12 @@ def candidates(table: pd.DataFrame, count: int) -> pd.DataFrame:
     return feasible.loc[feasible.groupby(band)["AP"].idxmax()].sort_values("latency_ms")
 
 
-def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) -> dict:
+def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True,
+                         supernet: TrainedSupernet | None = None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out)
-    objective = Objective(cfg, meter)
+    objective = Objective(cfg, meter, supernet)
     if objective.predictor is None:
         raise PoseNASError("--accuracy-predictor needs a latency model too: give --predictor LATENCY.json "
                            "(posenas latency build-predictor)")

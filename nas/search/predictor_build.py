@@ -21,9 +21,10 @@ import torch
 from tqdm import tqdm
 
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_json, write_json, write_text
+from nas.io import read_json, write_json, write_text
+from nas.plots import predicted_against_measured
 from nas.pose.dataset import CocoPoseDataset
-from nas.search.accuracy import AccuracyPredictor, choose_model, encode, scores
+from nas.search.accuracy import AccuracyPredictor, choose_model, encode, evaluation_key, scores
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace, arch_hash
 from supernet.cost import arch_cost
@@ -51,13 +52,6 @@ def prefix_spread(count: int) -> list[int]:
 
     steps = 2 ** max(count - 1, 0).bit_length()  # at least count: the fractions j / steps reach every index
     return list(dict.fromkeys(int(radical_inverse(j) * count) for j in [*range(1, steps), 0])) if count else []
-
-
-def evaluation_key(supernet: TrainedSupernet, val_ann: str, eval_images: int | None, calib_images: int,
-                   flip_test: bool) -> dict:
-    """What makes two inherited APs comparable: the same weights, scored the same way."""
-    return {"supernet": supernet.identity, "val_ann": str(Path(val_ann).resolve()), "eval_images": eval_images,
-            "calib_images": calib_images, "flip_test": flip_test}
 
 
 def study_rows(storages: list[str], key: dict) -> list[dict]:
@@ -165,29 +159,9 @@ def fit_and_report(space: SearchSpace, k: int, table: pd.DataFrame, key: dict, o
     table = table.assign(predicted_AP=predicted, split=["held-out" if i in set(test.tolist()) else "fit"
                                                         for i in range(len(archs))])
     write_text(out / SAMPLES.replace(".csv", "-predicted.csv"), table.drop(columns="arch").to_csv(index=False))
-    _plot(table, report, out / PLOT)
-    return report
-
-
-def _plot(table: pd.DataFrame, report: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for split, marker in (("fit", "o"), ("held-out", "s")):
-        part = table[table["split"] == split]
-        ax.scatter(part["AP"], part["predicted_AP"], marker=marker, s=18, label=split, alpha=0.7)
-    lo, hi = float(min(table["AP"].min(), table["predicted_AP"].min())), float(
-        max(table["AP"].max(), table["predicted_AP"].max()))
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
     held = report["held_out_scores"]
-    ax.set_xlabel("measured AP (inherited, BN recalibrated)")
-    ax.set_ylabel(f"predicted AP ({report['model']})")
-    ax.set_title(f"held-out: Kendall tau {held['kendall_tau'] or 0:.2f}, Spearman {held['spearman'] or 0:.2f}, "
-                 f"RMSE {held['rmse']:.3f}", fontsize=9)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    predicted_against_measured(table, "AP", "predicted_AP", out / PLOT, "measured AP (inherited, BN recalibrated)",
+                               f"predicted AP ({report['model']})",
+                               f"held-out: Kendall tau {held['kendall_tau'] or 0:.2f}, Spearman "
+                               f"{held['spearman'] or 0:.2f}, RMSE {held['rmse']:.3f}")
+    return report

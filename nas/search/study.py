@@ -26,6 +26,7 @@ from nas.search.objective import Objective
 from nas.search.predicted import run_predicted_search
 from nas.search.results import write_outputs
 from nas.search.strategies import DIRECTIONS, STRATEGIES
+from nas.subnet.inherit import TrainedSupernet
 
 
 def open_study(cfg: SearchConfig, measures: str) -> optuna.Study:
@@ -70,18 +71,20 @@ def keep_budgets(study: optuna.Study, cfg: SearchConfig, measures: str) -> None:
                            f"resume it with those, or search under new budgets in another --out or --study")
 
 
-def run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True) -> dict:
+def run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool = True,
+               supernet: TrainedSupernet | None = None) -> dict:
     """Fill the study (or, with an accuracy predictor, search on predictions and verify); write the
-    outputs. One search writes an ``out`` at a time."""
+    outputs. One search writes an ``out`` at a time. ``supernet``: ``search_supernet(cfg)``, where
+    the caller has it loaded already."""
     with writer_lock(cfg.out):
         if cfg.accuracy_predictor:
-            return run_predicted_search(cfg, meter, progress)
-        return _run_search(cfg, meter, progress)
+            return run_predicted_search(cfg, meter, progress, supernet)
+        return _run_search(cfg, meter, progress, supernet)
 
 
-def _run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool) -> dict:
+def _run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool, supernet: TrainedSupernet | None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    objective = Objective(cfg, meter)
+    objective = Objective(cfg, meter, supernet)
     floor = objective.check_budgets()
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(cfg.out)

@@ -53,6 +53,14 @@ class TrainedSupernet:
             state = record["supernet"]
         return cls.from_state(record, state, calibration, calibration_images, seed, device, str(path))
 
+    @staticmethod
+    def space_of(path: str | Path) -> SearchSpace:
+        """The search space of a supernet checkpoint or zoo entry, its network left unbuilt."""
+        if zoo.is_entry(path):
+            return SearchSpace(zoo.read_card(zoo.locate(path))["space"], f"{path} (space)")
+        record = read_checkpoint(path, ("supernet", "space", "num_keypoints"), "supernet checkpoint")
+        return SearchSpace(record["space"], f"{path} (space)")
+
     @classmethod
     def from_state(cls, record: dict, state: dict[str, torch.Tensor], calibration=None,
                    calibration_images: int = CALIBRATION_IMAGES, seed: int = 0,

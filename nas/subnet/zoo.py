@@ -10,13 +10,12 @@ recipe into a cache folder.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from nas.errors import PoseNASError
-from nas.io import atomic_write, read_json, sha256, write_json, write_text
+from nas.io import atomic_write, cache_folder, read_json, sha256, write_json, write_text
 from nas.pose.synth import synthetic_set
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
@@ -27,16 +26,27 @@ PREDICTOR = "accuracy-predictor.json"  # optional: searches of this entry on pre
 CARD_KEYS = ("format", "name", "space", "space_name", "spec", "num_keypoints", "data", "sha256")
 
 
+def entry_name(ref: str | Path) -> str | None:
+    """NAME of a reference ``zoo:NAME``; None for anything else (a path)."""
+    return str(ref)[len(PREFIX):] if str(ref).startswith(PREFIX) else None
+
+
 def is_entry(ref: str | Path) -> bool:
     """``zoo:NAME`` or a folder holding an entry's card."""
-    return str(ref).startswith(PREFIX) or (Path(ref) / CARD).is_file()
+    return entry_name(ref) is not None or (Path(ref) / CARD).is_file()
+
+
+def is_shipped(ref: str) -> bool:
+    """Whether ``zoo:NAME`` ships in this installation."""
+    name = entry_name(ref)
+    return bool(name) and "/" not in name and (ZOO / name / CARD).is_file()
 
 
 def locate(ref: str | Path) -> Path:
     """The folder of ``zoo:NAME`` (shipped) or of an entry folder given as a path."""
-    if not str(ref).startswith(PREFIX):
+    name = entry_name(ref)
+    if name is None:
         return Path(ref)
-    name = str(ref)[len(PREFIX):]
     folder = ZOO / name
     if not name or "/" in name or not (folder / CARD).is_file():
         raise PoseNASError(f"{ref}: no such zoo supernet; shipped: {[c['name'] for c in cards()] or 'none'} "
@@ -115,11 +125,6 @@ def write_entry(folder: str | Path, state: dict[str, torch.Tensor], card: dict, 
             "sha256": sha256(folder / WEIGHTS), "size_bytes": (folder / WEIGHTS).stat().st_size}
     write_json(folder / CARD, card, indent=1)
     return card
-
-
-def cache_folder() -> Path:
-    """Where regenerated images live: $POSENAS_CACHE, else ~/.cache/posenas."""
-    return Path(os.environ.get("POSENAS_CACHE") or Path.home() / ".cache" / "posenas")
 
 
 def regenerated(card: dict, images: int) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nas.io import atomic_write
+from nas.plots import save, subplots
 
 
 def plot_curves(log: pd.DataFrame, path: Path, x: str, losses: dict[str, str], metrics: dict[str, str],
@@ -13,12 +13,8 @@ def plot_curves(log: pd.DataFrame, path: Path, x: str, losses: dict[str, str], m
     """``losses`` and ``metrics`` map log columns to labels; columns absent from the log are left
     out, and so is the AP panel when no metric was logged. Where the log has a ``phase`` column,
     each phase's end is marked and named."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = {col: label for col, label in metrics.items() if col in log and log[col].notna().any()}
-    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(10 if metrics else 5.5, 3.8), squeeze=False)
+    fig, axes = subplots(1, 2 if metrics else 1, figsize=(10 if metrics else 5.5, 3.8), squeeze=False)
     a = axes[0][0]
     first = next(iter(losses))
     train = log.dropna(subset=[first]) if first in log else log.iloc[0:0]
@@ -40,5 +36,4 @@ def plot_curves(log: pd.DataFrame, path: Path, x: str, losses: dict[str, str], m
         b.legend(title=metrics_title)
         b.set_xlabel(x); b.set_ylabel("validation COCO AP"); b.set_ylim(0, 1); b.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save(fig, path)

@@ -8,6 +8,7 @@ from nas.app.cli.flags import AMOUNT, COUNT, SEED, bounded, data_flags, data_pat
 from nas.config import Range
 from nas.search.config import SearchConfig
 from nas.search.strategies import STRATEGIES
+from nas.subnet import zoo
 
 DEFAULT = SearchConfig.defaults()
 
@@ -49,7 +50,7 @@ class Search(Command):
         from nas.search.study import run_search
 
         ann, images = data_paths(args)
-        zoo_name = args.supernet.removeprefix("zoo:") if args.supernet.startswith("zoo:") else None
+        zoo_name = zoo.entry_name(args.supernet)
         out = args.out or (f"search-{zoo_name}" if zoo_name else str(Path(args.supernet).resolve().parent / "search"))
         flags = given(args, ("macs_budget", "trials", "sampler", "storage", "study", "eval_images", "calib_data",
                              "calib_images", "flip_test", "predictor", "seed", "population",
