@@ -17,6 +17,7 @@ from nas.pose.groundtruth import check_annotations, is_id
 from nas.pose.keypoints import KeypointSpec, detect_spec, get_spec, normalize_name
 
 ANNOTATIONS, IMAGES = "annotations.json", "images"  # a set folder, as `posenas data synth` writes one
+SYNTHETIC = "PoseNAS synthetic people"  # how a synthetic set's info.description begins
 
 
 def set_files(folder: str | Path) -> tuple[str, str]:
@@ -98,6 +99,12 @@ class CocoPoseDataset:
         self.image_dir = Path(image_dir)
         self.coco, self.spec, self.category_id = load_annotations(ann_file, spec)
         self.image_ids = sorted(self.coco.imgs)
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the set is the embedded generator's (what a model trained on it knows)."""
+        info = self.coco.dataset.get("info")
+        return isinstance(info, dict) and str(info.get("description", "")).startswith(SYNTHETIC)
 
     def __len__(self) -> int:
         return len(self.image_ids)

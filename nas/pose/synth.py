@@ -28,7 +28,7 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from nas.io import write_json
-from nas.pose.dataset import ANNOTATIONS, IMAGES
+from nas.pose.dataset import ANNOTATIONS, IMAGES, SYNTHETIC
 from nas.pose.keypoints import COCO
 
 K = COCO.num_keypoints
@@ -252,7 +252,7 @@ def generate(out: str | Path, images: int, seed: int = 0, size: tuple[int, int] 
     out = Path(out)
     (out / IMAGES).mkdir(parents=True, exist_ok=True)
     w, h = size
-    coco = {"info": {"description": f"PoseNAS synthetic people, seed {seed}", "version": "1"},
+    coco = {"info": {"description": f"{SYNTHETIC}, seed {seed}", "version": "1"},
             "images": [], "annotations": [],
             "categories": [{"id": 1, "name": "person", "supercategory": "person",
                             "keypoints": list(COCO.keypoints), "skeleton": [[a + 1, b + 1] for a, b in COCO.skeleton]}]}

@@ -125,10 +125,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     return build_static(ckpt["arch"], ckpt["model"]).to(device), ckpt
 
 
-def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict, str]:
-    """A network from an export folder or a training checkpoint: (model, arch config, spec name)."""
+def load_network(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict, str, bool]:
+    """A network from an export folder or a training checkpoint: (model, arch config, spec name,
+    whether it learned from synthetic data)."""
     if Path(path).is_dir():
         net, card = load_subnet(path)
-        return net.to(device), net.arch, card["spec"]
+        source = card.get("source")
+        return net.to(device), net.arch, card["spec"], isinstance(source, dict) and source.get("synthetic") is True
     net, ckpt = load_model(path, device)
-    return net, ckpt["arch"], ckpt["spec"]
+    return net, ckpt["arch"], ckpt["spec"], ckpt.get("synthetic") is True

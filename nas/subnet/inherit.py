@@ -86,6 +86,12 @@ class TrainedSupernet:
         return self._identity
 
     @property
+    def synthetic(self) -> bool:
+        """Whether it was trained on synthetic data (a zoo card's data kind, a checkpoint's flag)."""
+        return self.record["data"]["kind"] == "synthetic" if zoo.is_card(self.record) else \
+            bool(self.record.get("synthetic"))
+
+    @property
     def space_source(self) -> str:
         """The space name or YAML path it was trained on (what a static trainer reads)."""
         return self.record["space_name"] if zoo.is_card(self.record) else self.record["config"]["space"]

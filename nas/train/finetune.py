@@ -66,8 +66,9 @@ def _finetune(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, out: P
     record = {"arch_hash": arch_hash(arch), "arch": arch, "epochs": cfg.epochs, "before": before, "after": after,
               "supernet": str(supernet_path)}
     write_json(out / RECORD, record, indent=1)
-    net, _ = load_model(out / CHECKPOINT)
+    net, ckpt = load_model(out / CHECKPOINT)
     latency = meter.card_entry(arch, supernet.num_keypoints) if meter is not None else None
     card = export_subnet(net, arch, out / EXPORT, supernet.spec, after, latency,
-                         source={"supernet": str(supernet_path), "finetune_epochs": cfg.epochs, "inherited": before})
+                         source={"supernet": str(supernet_path), "finetune_epochs": cfg.epochs, "inherited": before,
+                                 "synthetic": supernet.synthetic or bool(ckpt.get("synthetic"))})
     return {**record, "export": str(out / EXPORT), "card": card}

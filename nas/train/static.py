@@ -117,7 +117,8 @@ def _train(cfg: TrainConfig, out: str | Path, progress: bool, init: dict | None,
         """A checkpoint after ``done`` batches of ``epoch`` (0-based; the next epoch with none)."""
         folder.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "batch": done,
                      "sums": sums.tolist(), "batches": batches, "step": step, "train_seconds": spent,
-                     "arch": arch, "train_config": asdict(cfg), "spec": train_ds.spec.name}, log)
+                     "arch": arch, "train_config": asdict(cfg), "spec": train_ds.spec.name,
+                     "synthetic": train_ds.synthetic}, log)
 
     def budget_spent(extra: float = 0.0) -> bool:
         return cfg.time_budget_min is not None and spent + extra >= cfg.time_budget_min * 60

@@ -344,6 +344,7 @@ class SupernetRun:
             self.folder.save({"supernet": self.net.state_dict(), "optimizer": opt.state_dict() if opt else None,
                               "scaler": self.scaler.state_dict(), "position": dict(self.position),
                               "train_seconds": self.spent, "schedule_scale": self.scale, "config": asdict(self.cfg),
+                              "synthetic": self.train_ds.synthetic,
                               "space": _plain(self.space.spec), "spec": self.train_ds.spec.name, "num_keypoints": k,
                               "continues": self.continues},
                              self.log)

@@ -63,6 +63,24 @@ def test_loss_falls_on_real_coco_images(tmp_path):
     assert log["heatmap"].iloc[-5:].mean() < 0.6 * log["heatmap"].iloc[:5].mean()
 
 
+def test_predict_warns_for_a_network_that_learned_from_synthetic_figures_only(tmp_path, synth_small, capsys):
+    ann = shared(COCO_MINI / "annotations" / "person_keypoints_train.json")
+    data = json.loads(ann.read_text())
+    data["images"] = data["images"][:4]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in {i["id"] for i in data["images"]}]
+    (tmp_path / "real.json").write_text(json.dumps(data))
+    real = TrainConfig(train_ann=str(tmp_path / "real.json"), train_images=str(COCO_MINI / "images"), arch="min",
+                       batch_size=4, epochs=1, workers=0, augment=False)
+    photo = COCO_MINI / "images" / data["images"][0]["file_name"]
+    for cfg, warned in ((_cfg(synth_small, epochs=1), True), (real, False)):
+        run = tmp_path / ("synthetic" if warned else "real")
+        train(cfg, run, progress=False)
+        capsys.readouterr()
+        assert main(["predict", str(photo), "--checkpoint", str(run / "checkpoint.pt"), "--out",
+                     str(tmp_path / "drawn.png")]) == 0
+        assert ("learned from synthetic figures only" in capsys.readouterr().err) == warned
+
+
 def test_predict_draws_skeletons(tmp_path, synth_small, capsys):
     train(_cfg(synth_small, epochs=1), tmp_path / "run", progress=False)
     image = synth_small / "images" / "000001.jpg"

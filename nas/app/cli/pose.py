@@ -1,6 +1,7 @@
 """`posenas eval` and `posenas predict`: a network's COCO AP, and its skeletons drawn on an image."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from nas.app.cli.command import Command, print_json_last
@@ -40,7 +41,8 @@ class Eval(Command):
             from nas.subnet.export import load_network
 
             refine = refiner(args)
-            net, arch, spec = load_network(args.checkpoint)
+            net, arch, spec, synthetic = load_network(args.checkpoint)
+            warn_if_synthetic(args.checkpoint, synthetic)
             ds = CocoPoseDataset(args.ann, args.images, args.spec or spec)
             metrics, results = evaluate_network(net, ds, args.size or arch["resolution"], args.flip_test,
                                                 progress=True, refine=refine)
@@ -74,7 +76,8 @@ class Predict(Command):
         from nas.subnet.export import load_network
 
         refine = refiner(args)
-        net, arch, spec_name = load_network(args.checkpoint)
+        net, arch, spec_name, synthetic = load_network(args.checkpoint)
+        warn_if_synthetic(args.checkpoint, synthetic)
         spec = get_spec(spec_name)
         image = cv2.imread(args.image, cv2.IMREAD_COLOR)
         if image is None:
@@ -88,6 +91,13 @@ class Predict(Command):
         if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             raise PoseNASError(f"{out}: could not write the image (unknown extension?)")
         print(f"{int(keep.sum())} people drawn on {out}")
+
+
+def warn_if_synthetic(path: str, synthetic: bool) -> None:
+    if synthetic:
+        print(f"warning: {path} learned from synthetic figures only (the embedded generator), not from photos: "
+              f"on a real photo its people mean nothing; for real images train a supernet on a COCO-format set "
+              f"(nas/app/configs/coco.yaml)", file=sys.stderr)
 
 
 def refine_flag(p) -> None:
