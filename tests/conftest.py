@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data beside the project, and small synthetic sets made once per session."""
+"""Shared fixtures: the small real sets in tests/data, and small synthetic sets made once per session."""
 from __future__ import annotations
 
 import os
@@ -22,9 +22,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FIXTURES = SHARED_DATA / "fixtures"
-COCO_MINI = SHARED_DATA / "coco-mini"
+DATA = Path(__file__).resolve().parent / "data"  # small real sets (data/README.md)
+FIXTURES = DATA / "fixtures"
+COCO_MINI = DATA / "coco-mini"
 
 
 @contextmanager
@@ -40,13 +40,6 @@ def held_elsewhere(folder: Path):
         yield holder.pid
     finally:
         holder.communicate(b"")
-
-
-def shared(path: Path) -> Path:
-    """A path under ../shared/data, or a skip that says why."""
-    if not path.exists():
-        pytest.skip(f"real data not present: {path} (see ../shared/data/README.md)")
-    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,7 +11,7 @@ from nas.app.cli import main
 from nas.app.pipeline import STAGES, Pipeline
 from nas.train.supernet import parse_phases
 from search_spaces import SearchSpace
-from tests.conftest import COCO_MINI, FIXTURES, shared
+from tests.conftest import COCO_MINI, FIXTURES
 
 TINY_RUN = {
     "name": "t", "space": "tiny", "data": {"train_images": 8, "val_images": 6, "size": [96, 96]},
@@ -73,7 +73,7 @@ def _coco_run(train_ann, train_images, val_ann, val_images, **data) -> dict:
 
 @pytest.mark.slow  # every stage at tiny scale on real images, twice: about three minutes
 def test_a_run_on_coco_format_sets_ends_in_exports_scored_on_them(tmp_path, capsys):
-    mini, crowd = shared(COCO_MINI), shared(FIXTURES / "crowdpose")
+    mini, crowd = COCO_MINI, FIXTURES / "crowdpose"
     val = mini / "annotations" / "person_keypoints_val.json"
     out = tmp_path / "coco"
     config = _coco_run(mini / "annotations" / "person_keypoints_train.json", mini / "images", val, mini / "images")
@@ -129,7 +129,7 @@ def test_the_embedded_default_searches_the_shipped_supernet_and_scratch_trains_o
     (lambda d, t: d.update(val={"ann": str(t / "broken.json")}), "data.val must be {ann: GT.json, images: FOLDER}"),
 ])
 def test_bad_data_stops_a_run_before_any_stage(tmp_path, capsys, flaw, message):
-    mini = shared(COCO_MINI)
+    mini = COCO_MINI
     (tmp_path / "broken.json").write_text('{"images": [')
     data = _coco_run(mini / "annotations" / "person_keypoints_train.json", mini / "images",
                      mini / "annotations" / "person_keypoints_val.json", mini / "images")["data"]

@@ -19,7 +19,7 @@ from nas.pose.completion import (
 )
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.keypoints import COCO, person_oks
-from tests.conftest import COCO_MINI, shared
+from tests.conftest import COCO_MINI
 
 J = {name: i for i, name in enumerate(COCO.keypoints)}
 
@@ -64,7 +64,7 @@ def test_the_loss_counts_the_masked_joints_only():
 
 
 def test_a_completer_trained_on_synthetic_skeletons_beats_the_heuristic_on_coco_mini(tmp_path):
-    ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
+    ds = CocoPoseDataset(COCO_MINI / "annotations" / "person_keypoints_val.json", COCO_MINI / "images")
     joints, labelled, areas = coco_skeletons(ds)
     keep = labelled.sum(1) >= 6
     joints, labelled, areas = joints[keep], labelled[keep], areas[keep]

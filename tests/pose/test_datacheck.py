@@ -1,11 +1,11 @@
 import json
 
 from nas.app.cli import main
-from tests.conftest import COCO_MINI, shared
+from tests.conftest import COCO_MINI
 
 
 def test_data_check_summarizes_and_reports_the_oracle_on_coco_mini(capsys):
-    ann = shared(COCO_MINI / "annotations" / "person_keypoints_val.json")
+    ann = COCO_MINI / "annotations" / "person_keypoints_val.json"
     code = main(["data", "check", "--ann", str(ann), "--images", str(COCO_MINI / "images"),
                  "--oracle", "--resolution", "512", "--json"])
     assert code == 0

@@ -6,14 +6,14 @@ import pytest
 from nas.app.cli import main
 from nas.errors import PoseNASError
 from nas.pose.dataset import CocoPoseDataset
-from tests.conftest import COCO_MINI, FIXTURES, shared
+from tests.conftest import COCO_MINI, FIXTURES
 
 
 @pytest.mark.parametrize("folder,ann,spec,k", [
     ("coco", "test_coco.json", None, 17), ("crowdpose", "test_crowdpose.json", None, 14),
     ("aic", "test_aic.json", None, 14), ("ochuman", "test_ochuman.json", "ochuman", 17)])
 def test_every_loader_reads_its_fixture(folder, ann, spec, k):
-    ds = CocoPoseDataset(shared(FIXTURES / folder / ann), FIXTURES / folder, spec)
+    ds = CocoPoseDataset(FIXTURES / folder / ann, FIXTURES / folder, spec)
     assert ds.spec.num_keypoints == k
     total = 0
     for i in range(len(ds)):
@@ -30,7 +30,7 @@ def test_every_loader_reads_its_fixture(folder, ann, spec, k):
 
 
 def test_crowds_and_unlabeled_people_become_ignore_masks_on_real_coco():
-    ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
+    ds = CocoPoseDataset(COCO_MINI / "annotations" / "person_keypoints_val.json", COCO_MINI / "images")
     ignored_ids = {a["image_id"] for a in ds.coco.dataset["annotations"] if a["iscrowd"] or a["num_keypoints"] == 0}
     labeled_ids = {a["id"] for a in ds.coco.dataset["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0}
     image_id = sorted(ignored_ids)[0]

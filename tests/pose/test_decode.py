@@ -6,7 +6,7 @@ from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import DecodeConfig, aggregate, group
 from nas.pose.keypoints import COCO
 from nas.pose.targets import oracle_outputs
-from tests.conftest import COCO_MINI, FIXTURES, shared
+from tests.conftest import COCO_MINI, FIXTURES
 
 
 def _two_people():
@@ -60,9 +60,9 @@ def test_flip_test_aggregation_undoes_the_mirror():
 
 
 def test_oracle_round_trip_on_fixture_and_coco_mini():
-    fixture = CocoPoseDataset(shared(FIXTURES / "coco" / "test_coco.json"), FIXTURES / "coco")
+    fixture = CocoPoseDataset(FIXTURES / "coco" / "test_coco.json", FIXTURES / "coco")
     assert oracle_ap(fixture, 256)["AP"] >= 0.9
-    ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
+    ds = CocoPoseDataset(COCO_MINI / "annotations" / "person_keypoints_val.json", COCO_MINI / "images")
     assert oracle_ap(ds, 512)["AP"] >= 0.9
 
 

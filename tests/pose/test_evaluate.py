@@ -6,7 +6,7 @@ import pytest
 from nas.app.cli import main
 from nas.pose.dataset import load_annotations
 from nas.pose.evaluate import evaluate
-from tests.conftest import FIXTURES, shared
+from tests.conftest import FIXTURES
 
 
 def _gt_as_results(gt, jitter=0.0, seed=0):
@@ -21,7 +21,7 @@ def _gt_as_results(gt, jitter=0.0, seed=0):
 
 
 def test_ground_truth_as_predictions_scores_ap_one_on_the_coco_fixture():
-    path = shared(FIXTURES / "coco" / "test_coco.json")
+    path = FIXTURES / "coco" / "test_coco.json"
     gt, spec, _ = load_annotations(path)
     raw = json.loads(path.read_text())["annotations"]
     assert len(_gt_as_results(gt)) == sum(1 for a in raw if a["num_keypoints"] > 0) >= 10
@@ -33,7 +33,7 @@ def test_ground_truth_as_predictions_scores_ap_one_on_the_coco_fixture():
 
 
 def test_crowdpose_reports_easy_medium_hard_by_crowd_index():
-    gt, spec, _ = load_annotations(shared(FIXTURES / "crowdpose" / "test_crowdpose.json"))
+    gt, spec, _ = load_annotations(FIXTURES / "crowdpose" / "test_crowdpose.json")
     m = evaluate(gt, _gt_as_results(gt), spec)
     assert {"AP_easy", "AP_medium", "AP_hard"} <= m.keys()
     assert m["AP_medium"] == pytest.approx(1.0)  # both fixture images have crowdIndex in [0.1, 0.8)
@@ -41,7 +41,7 @@ def test_crowdpose_reports_easy_medium_hard_by_crowd_index():
 
 
 def test_eval_cli_prints_json_last(tmp_path, capsys):
-    gt_path = shared(FIXTURES / "coco" / "test_coco.json")
+    gt_path = FIXTURES / "coco" / "test_coco.json"
     gt, _, _ = load_annotations(gt_path)
     res = tmp_path / "res.json"
     res.write_text(json.dumps(_gt_as_results(gt)))
@@ -51,7 +51,7 @@ def test_eval_cli_prints_json_last(tmp_path, capsys):
 
 
 def test_results_of_another_dataset_are_refused(tmp_path, capsys):
-    gt_path = shared(FIXTURES / "coco" / "test_coco.json")
+    gt_path = FIXTURES / "coco" / "test_coco.json"
     gt, _, _ = load_annotations(gt_path)
     res = tmp_path / "crowdpose_res.json"
     bad = _gt_as_results(gt)
@@ -75,7 +75,7 @@ def test_results_of_another_dataset_are_refused(tmp_path, capsys):
     ({"category_id": 5}, "category_id 5; the people are category 1"),
 ])
 def test_results_cocoeval_would_misjudge_are_refused(tmp_path, capsys, change, message):
-    gt_path = shared(FIXTURES / "coco" / "test_coco.json")
+    gt_path = FIXTURES / "coco" / "test_coco.json"
     gt, _, _ = load_annotations(gt_path)
     res = tmp_path / "res.json"
     res.write_text(json.dumps([{**r, **change} for r in _gt_as_results(gt)]))  # all-NaN once scored AP 1.0

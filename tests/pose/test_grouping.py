@@ -8,7 +8,7 @@ from nas.pose.decode import Candidates, DecodeConfig, divide_heatmaps, nms_radiu
 from nas.pose.grouping import assign, drop_equal_peaks, match, refine, subpixel
 from nas.pose.targets import oracle_outputs
 from nas.pose.transforms import letterbox_matrix, warp_keypoints
-from tests.conftest import COCO_MINI, shared
+from tests.conftest import COCO_MINI
 from tests.pose import reference_grouping
 
 
@@ -27,7 +27,7 @@ def test_compiled_grouping_finds_the_reference_people_on_coco_mini(size):
     """Oracle outputs of real coco-mini crowds (20 images), blurred with noise so that tags collide and scores
     tie: the compiled grouping returns exactly the people of the NumPy/SciPy reference; the
     compiled refinement fills in the joints the reference fills in (those detected too weakly)."""
-    ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
+    ds = CocoPoseDataset(COCO_MINI / "annotations" / "person_keypoints_val.json", COCO_MINI / "images")
     rng, cfg, people_seen, filled = np.random.default_rng(size), DecodeConfig(), 0, 0
     order = np.asarray(ds.spec.group_order)
     for image_id in ds.image_ids[:20]:

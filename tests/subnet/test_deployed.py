@@ -11,12 +11,12 @@ from nas.pose.inference import decode_batch, people_from_deployed
 from nas.pose.targets import oracle_outputs
 from nas.pose.transforms import letterbox_matrix, warp_keypoints
 from nas.subnet.onnx import decoding_onnx, session
-from tests.conftest import COCO_MINI, shared
+from tests.conftest import COCO_MINI
 
 
 @pytest.mark.parametrize("size,strides", [(256, (4, 2)), (512, (4,))])
 def test_graph_candidates_and_people_equal_the_torch_decoders_on_coco_mini(size, strides):
-    ds = CocoPoseDataset(shared(COCO_MINI / "annotations" / "person_keypoints_val.json"), COCO_MINI / "images")
+    ds = CocoPoseDataset(COCO_MINI / "annotations" / "person_keypoints_val.json", COCO_MINI / "images")
     graph = session(decoding_onnx(AE, 17, size, len(strides) == 2))
     names = [i.name for i in graph.get_inputs()]
     checked = 0

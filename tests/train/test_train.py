@@ -12,7 +12,7 @@ from nas.pose.draw import draw_people
 from nas.pose.keypoints import COCO
 from nas.subnet.export import load_model
 from nas.train.static import TrainConfig, train
-from tests.conftest import COCO_MINI, shared
+from tests.conftest import COCO_MINI
 
 TINY = {"space": "tiny", "arch": "litepose_xs"}  # 96 px
 
@@ -49,7 +49,7 @@ def test_train_writes_checkpoint_log_and_curves_and_resumes(tmp_path, synth_smal
 
 @pytest.mark.slow  # 60 training steps on real images
 def test_loss_falls_on_real_coco_images(tmp_path):
-    ann = shared(COCO_MINI / "annotations" / "person_keypoints_train.json")
+    ann = COCO_MINI / "annotations" / "person_keypoints_train.json"
     data = json.loads(ann.read_text())
     keep = {i["id"] for i in data["images"][:4]}
     data["images"] = [i for i in data["images"] if i["id"] in keep]
@@ -64,7 +64,7 @@ def test_loss_falls_on_real_coco_images(tmp_path):
 
 
 def test_predict_warns_for_a_network_that_learned_from_synthetic_figures_only(tmp_path, synth_small, capsys):
-    ann = shared(COCO_MINI / "annotations" / "person_keypoints_train.json")
+    ann = COCO_MINI / "annotations" / "person_keypoints_train.json"
     data = json.loads(ann.read_text())
     data["images"] = data["images"][:4]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] in {i["id"] for i in data["images"]}]
