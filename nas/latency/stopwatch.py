@@ -3,7 +3,7 @@ network in the same rounds, and scaled by the reference's calibrated latency on 
 
 On a machine that other processes share, clock speed and contention move a measurement by tens
 of percent within minutes; they move the reference alike. Measured on two cores with one kept
-busy (results/README.md), re-measuring 24 subnets in a fresh process minutes later landed within
+busy, re-measuring 24 subnets in a fresh process minutes later landed within
 +/-10 % for 29 % of them timed alone and for 96 % timed relative to the reference. The reference's latency is
 calibrated once per device and runtime settings (the fastest of many short rounds, the machine at
 its quietest) and kept in the user's cache, so that every process, run and search on this device
@@ -88,7 +88,7 @@ class Stopwatch:
 
         Against the reference, each round's runs are scaled by the reference's calibrated latency
         over its fastest run beside them, and ``median_ms`` is the median of the rounds' fastest
-        scaled runs: of the estimators compared on the same recordings (results/README.md), the
+        scaled runs: of the estimators compared on the same recordings, the
         one that repeats best across fresh processes, and alike at 5 or 20 rounds."""
         s = self.settings
         if self.reference is None:

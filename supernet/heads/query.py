@@ -14,7 +14,7 @@ Joint heatmaps from the same features place the joints: the decoder finds each p
 to within a few pixels, and the joint moves to the strongest pixel of its own heatmap within
 ``SNAP_RADIUS`` (``snap``), in the graph, each person on its own: no grouping. The heatmaps own
 the backbone (the query parts read the features detached): regressed joints alone, or heatmaps
-sharing the features with the query losses, stayed far below the AE head (results/README.md).
+sharing the features with the query losses, stayed far below the AE head.
 Widths are prefixes as everywhere in the supernet; depth keeps the first layers; the number of
 queries is weight-free.
 """
