@@ -71,6 +71,9 @@ def test_server_measures_over_loopback_and_bounds_each_request():
                                ({"resolution": 64, "provider": "CUDAExecutionProvider"},
                                 "provider 'CUDAExecutionProvider' is not available"),
                                ({"resolution": 64, "reference": "maybe"}, "reference must be true or false"),
+                               ({"resolution": 64, "backend": "torch", "latency_of": "network"},
+                                "backend torch: the server measures exported models in a deployment runtime"),
+                               ({"resolution": 64, "backend": "tflite"}, "latency backend 'tflite' unknown"),
                                ({"resolution": 64, "keypoints": 5}, "--keypoints 5"),
                                ({"resolution": "64px"}, "resolution must be an integer"),
                                ({"resolution": 16000}, "resolution 16000: give 32 to 2048"),
@@ -88,6 +91,11 @@ def test_server_measures_over_loopback_and_bounds_each_request():
 
 
 @pytest.mark.slow
+def test_a_remote_measurement_needs_a_deployment_runtime():
+    with pytest.raises(PoseNASError, match="torch eager .* does not run them"):
+        RemoteBackend("http://127.0.0.1:9", RuntimeSettings(backend="torch", latency_of="network"))
+
+
 def test_a_token_server_answers_only_its_token_holders(tmp_path):
     with latency_server(token=TOKEN) as url:
         for token in (None, TOKEN[:-1] + "x"):
