@@ -32,5 +32,5 @@ def test_unknown_spec_is_a_clear_error():
     ("coco/test_coco.json", "coco"), ("crowdpose/test_crowdpose.json", "crowdpose"),
     ("aic/test_aic.json", "aic"), ("ochuman/test_ochuman.json", "coco")])
 def test_specs_are_detected_from_real_category_names(fixture, expected):
-    data = json.loads(FIXTURES / fixture.read_text())
+    data = json.loads((FIXTURES / fixture).read_text())
     assert detect_spec(data["categories"][0]["keypoints"]).name == expected
