@@ -6,21 +6,19 @@ single-image runs in rounds interleaved with a reference network, scaled by the 
 calibrated latency (``Stopwatch``); the figures are the median, the 90th percentile and the spread
 (p90 / p10), with the machine's load and the reference's slowdown. ``torch`` times eager PyTorch
 for comparison: it is not a deployment latency.
+
+The command line reads ``RUNTIMES`` before it sets torch's threads, so this module imports what
+measures (torch, onnxruntime) only when it measures.
 """
 from __future__ import annotations
 
-from typing import Callable
-
-import onnx
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from nas.errors import PoseNASError
 from nas.latency.settings import RuntimeSettings
-from nas.latency.stopwatch import Stopwatch
-from nas.latency.timing import time_runs
-from nas.pose.codecs import codec_of_model
-from nas.subnet.onnx import decoding_onnx, runner, to_onnx
-from supernet.network import new_static
+
+if TYPE_CHECKING:
+    from nas.latency.stopwatch import Stopwatch
 
 
 class Runtime:
@@ -55,6 +53,11 @@ class OnnxRuntime(Runtime):
         after it for ``settings.people`` people: the total from a letterboxed image to people,
         with the in-graph decoding also timed alone so that network and post-processing are
         reported apart (each zero where the model's head has none: people out of the graph)."""
+        import onnx
+
+        from nas.pose.codecs import codec_of_model
+        from nas.subnet.onnx import decoding_onnx, runner
+
         timed = watch.time(runner(model, settings.threads, settings.optimization, settings.provider))
         if settings.latency_of == "network":
             return {**timed, "network_ms": timed["median_ms"]}
@@ -83,6 +86,11 @@ class TorchEager(Runtime):
                                "give --latency-of network with it")
 
     def measure(self, arch, num_keypoints, settings, stopwatch):
+        import torch
+
+        from nas.latency.timing import time_runs
+        from supernet.network import new_static
+
         net = new_static(arch, num_keypoints).eval()
         x = torch.randn(1, 3, arch["resolution"], arch["resolution"])
         threads = torch.get_num_threads()
@@ -110,4 +118,7 @@ def runtime_of(settings: RuntimeSettings) -> Runtime:
 
 def export_for(arch: dict, num_keypoints: int, latency_of: str) -> bytes:
     """What is timed of a subnet: its network, or its deployed model (with in-graph decoding)."""
+    from nas.subnet.onnx import to_onnx
+    from supernet.network import new_static
+
     return to_onnx(new_static(arch, num_keypoints), arch["resolution"], decode=latency_of == "total")

@@ -143,6 +143,16 @@ def test_torch_gets_the_cores_other_processes_leave_free():
     assert 1 <= int(environ["OMP_NUM_THREADS"]) <= len(os.sched_getaffinity(0))
 
 
+def test_the_command_line_sets_the_threads_before_torch_is_imported():
+    """torch reads OMP_NUM_THREADS once, when it is imported: the CLI's modules must not import it
+    (with a second thread on a core another process keeps busy, the main job ran 2x slower)."""
+    import subprocess
+    import sys
+
+    code = "import sys, nas.app.cli; print(sorted({'torch', 'onnxruntime'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
 def test_bench_help_names_every_figure():
     from nas.app.bench import FIGURES
     from nas.app.cli.run import FIGURE_NAMES

@@ -8,7 +8,6 @@ from nas.app.cli.flags import AMOUNT, COUNT, SEED, bounded, data_flags, data_pat
 from nas.config import Range
 from nas.search.config import SearchConfig
 from nas.search.strategies import STRATEGIES
-from nas.subnet import zoo
 
 DEFAULT = SearchConfig.defaults()
 
@@ -48,6 +47,7 @@ class Search(Command):
 
     def take_action(self, args):
         from nas.search.study import run_search
+        from nas.subnet import zoo
 
         ann, images = data_paths(args)
         zoo_name = zoo.entry_name(args.supernet)
