@@ -41,10 +41,11 @@ class Scale:
     eval_images: int
     repeat_subnets: int  # re-measured by a fresh process (repeatability)
     repeat_pause_s: float  # between the two measurements
+    regret_seeds: int  # searches per budget whose regret is measured
 
 
-FULL = Scale(False, 1000, 14000, 20, 20, 30, 1000, 200, 4, 120, 3, 40, 100, 24, 180)
-QUICK = Scale(True, 200, 240, 0.75, 6, 1.5, 120, 30, 1, 16, 2, 6, 10, 4, 5)
+FULL = Scale(False, 1000, 14000, 20, 20, 30, 1000, 200, 4, 120, 3, 40, 100, 24, 180, 5)
+QUICK = Scale(True, 200, 240, 0.75, 6, 1.5, 120, 30, 1, 16, 2, 6, 10, 4, 5, 2)
 
 
 def figure(name: str, value, unit: str, target: str, ok: bool | None, scale: Scale | None = None) -> dict:
@@ -341,7 +342,7 @@ def shipped_zoo_search(scale: Scale, work: Path, zoo_ref: str, budget_ms: float)
     from nas.pose.synth import synthetic_set as generate_set
     from nas.subnet import zoo
 
-    if not zoo.is_shipped(zoo_ref):
+    if not zoo.is_available(zoo_ref):
         return None
     val_ann, val_images = generate_set(work / "zoo-val", 200 if not scale.quick else 40, 2)
     return {"supernet": zoo_ref, "val_ann": val_ann, "val_images": val_images, "latency_budget_ms": budget_ms,
@@ -389,6 +390,50 @@ def bench_new_budget(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: 
                f"{direct.get('hypervolume', 0):.4f})", round(ratio, 3) if ratio else None, "x", ">= 1.1",
                ratio is not None and ratio >= 1.1, scale),
     ]
+
+
+def bench_regret(scale: Scale, work: Path, budgets_ms: tuple[float, ...] = (2.0, 4.0, 6.0, 12.0),
+                 zoo_ref: str = "zoo:cpu-synth") -> list[dict]:
+    """The search on predictions (verified, then its local search) with several seeds at each
+    budget on the shipped supernet: each seed's regret against the best subnet any of them found
+    (``nas.search.regret``), and the spread of their best APs (table: regret.csv). One latency cache
+    serves every search, so a subnet's latency is the same figure in all of them."""
+    from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
+    from nas.latency.predictor import adapted_reference
+    from nas.latency.settings import RuntimeSettings
+    from nas.search.config import SearchConfig
+    from nas.search.objective import search_supernet
+    from nas.search.predicted import VERIFIED
+    from nas.search.regret import regret_table
+    from nas.search.study import run_search
+
+    common = shipped_zoo_search(scale, work, zoo_ref, budgets_ms[0])
+    if common is None:
+        return not_shipped("regret", zoo_ref)
+    meter = LatencyMeter(LocalBackend(RuntimeSettings()), LatencyCache(work / "regret-latency.sqlite"))
+    supernet = search_supernet(SearchConfig(**common, out=str(work)))
+    adapted_reference(meter, supernet.space).save(work / "regret-latency-predictor.json")
+    runs = {}
+    for budget in budgets_ms if not scale.quick else budgets_ms[-2:-1]:
+        for seed in range(scale.regret_seeds):
+            out = work / f"regret-{budget:g}ms-seed{seed}"
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = SearchConfig(**{**common, "latency_budget_ms": budget, "seed": seed}, out=str(out),
+                               accuracy_predictor=zoo_ref, predictor=str(work / "regret-latency-predictor.json"))
+            run_search(cfg, meter, supernet=supernet)
+            runs[budget, seed] = pd.read_csv(out / VERIFIED)
+    table = regret_table(runs)
+    write_text(work / "regret.csv", table.to_csv(index=False))
+    figures = []
+    for budget, rows in table.groupby("budget_ms"):
+        worst, spread = rows["regret"].max(), rows["best_AP"].max() - rows["best_AP"].min()
+        figures += [
+            figure(f"regret under {budget:g} ms end to end, worst of {len(rows)} seeds (reference AP "
+                   f"{rows['reference_AP'].iloc[0]:.3f}; seeds {', '.join(f'{r:.3f}' for r in rows['regret'])})",
+                   round(worst, 4), "AP", "<= 0.01", worst <= 0.01, scale),
+            figure(f"best AP under {budget:g} ms over {len(rows)} seeds: max - min", round(spread, 4), "AP",
+                   "<= 0.01", spread <= 0.01, scale)]
+    return figures
 
 
 def bench_deployed_budget(scale: Scale, work: Path, budgets_ms: tuple[float, ...] = (6.0, 12.0),
@@ -464,9 +509,9 @@ FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench
            "predictor": bench_predictor,
            "repeatability": bench_repeatability, "runtime": bench_runtime_speedup, "decode": bench_decode,
            "search": bench_search, "completion": bench_completion,
-           "new-budget": bench_new_budget, "deployed-budget": bench_deployed_budget}
+           "new-budget": bench_new_budget, "deployed-budget": bench_deployed_budget, "regret": bench_regret}
 NEEDS_WORK = {"baseline", "supernet", "predictor", "repeatability", "decode", "search", "new-budget",
-              "deployed-budget"}
+              "deployed-budget", "regret"}
 
 
 def run_benchmarks(out: str | Path = "results/bench", quick: bool = False, only: list[str] | None = None) -> list[dict]:

@@ -6,7 +6,7 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
-from nas.config import AT_LEAST_ONE, POSITIVE, Range, typed
+from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, typed
 from nas.errors import PoseNASError
 from nas.search.strategies import STRATEGIES
 
@@ -34,10 +34,12 @@ class SearchConfig:
     accuracy_predictor: str | None = None  # predictor.json: search on predicted AP, then verify the front for real
     predicted_trials: int = 2000  # trials of a search on predicted AP
     verify: int = 8  # latency bands whose best predicted subnet is measured and evaluated for real
+    refine: int = 8  # then at most this many mutations of the verified winners, until the front stops moving
 
     RANGES = {"latency_budget_ms": POSITIVE, "trials": AT_LEAST_ONE, "eval_images": AT_LEAST_ONE,
               "calib_images": AT_LEAST_ONE, "seed": Range(0, 2 ** 32 - 1), "population": Range(2),
-              "timeout_min": POSITIVE, "predicted_trials": AT_LEAST_ONE, "verify": AT_LEAST_ONE}
+              "timeout_min": POSITIVE, "predicted_trials": AT_LEAST_ONE, "verify": AT_LEAST_ONE,
+              "refine": NON_NEGATIVE}
 
     def __post_init__(self):  # numbers are checked against RANGES where they are parsed (``typed``)
         self.macs_budget = parse_macs(self.macs_budget)

@@ -1,5 +1,6 @@
-"""A new budget in seconds: the search strategy (NSGA-II by default) on predicted AP and predicted latency, then the best predicted
-subnets verified by real measurement.
+"""A new budget in seconds: the search strategy (NSGA-II by default) on predicted AP and predicted
+latency, then the best predicted subnets verified by real measurement, and a local search around
+the verified winners (``nas.search.local``).
 
 Thousands of predicted trials cost less than one real one, so the search itself runs in an
 in-memory study in seconds (OFA's accuracy predictor plus a latency model). Predictions are not
@@ -23,6 +24,7 @@ from nas.io import remove_stale_temp_files, write_json, write_text
 from nas.latency.meter import LatencyMeter
 from nas.search.accuracy import AccuracyPredictor
 from nas.search.config import SearchConfig
+from nas.search.local import refine
 from nas.search.objective import Objective
 from nas.search.results import hypervolume, pareto_front
 from nas.search.strategies import DIRECTIONS, STRATEGIES
@@ -105,8 +107,8 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     for _, row in tqdm(list(chosen.iterrows()), desc="verifying the best predicted subnets", disable=not progress):
         attrs = objective.assess(json.loads(row["arch"]), measure=True)
         verified.append({**attrs, "number": int(row["number"]), "predicted_AP": row["AP"],
-                         "predicted_latency_ms": row["latency_ms"]})
-    checked = pd.DataFrame(verified)
+                         "predicted_latency_ms": row["latency_ms"], "local": False})
+    checked = refine(objective, accuracy, pd.DataFrame(verified), cfg.refine, cfg.seed, progress, len(table))
     front = pareto_front(checked)
     pareto = [{"number": int(r["number"]), "AP": r["AP"], "latency_ms": r["latency_ms"],
                "predicted_AP": r["predicted_AP"], "predicted_latency_ms": r["predicted_latency_ms"],
@@ -119,6 +121,7 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
                                      "latency_budget_ms": cfg.latency_budget_ms, "macs_budget": cfg.macs_budget,
                                      "pareto": pareto}, indent=1)
     summary = {"trials": len(table), "predicted_feasible": int(table["feasible"].sum()), "verified": len(checked),
+               "local": int(checked["local"].sum()),
                "verified_feasible": int(checked["feasible"].sum()),
                "feasible_share": float(checked["feasible"].mean()) if len(checked) else None,
                "pareto": len(pareto), "best_ap": max((p["AP"] for p in pareto), default=None),

@@ -36,10 +36,12 @@ def is_entry(ref: str | Path) -> bool:
     return entry_name(ref) is not None or (Path(ref) / CARD).is_file()
 
 
-def is_shipped(ref: str) -> bool:
-    """Whether ``zoo:NAME`` ships in this installation."""
-    name = entry_name(ref)
-    return bool(name) and "/" not in name and (ZOO / name / CARD).is_file()
+def is_available(ref: str | Path) -> bool:
+    """Whether ``zoo:NAME`` ships in this installation, or a folder holds an entry."""
+    try:
+        return (locate(ref) / CARD).is_file()
+    except PoseNASError:
+        return False
 
 
 def locate(ref: str | Path) -> Path:

@@ -133,10 +133,10 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
     latency.coefficients[NAMES.index("macs_pointwise")] = 1.0
     latency.save(tmp_path / "latency.json")
     cfg = config(tmp_path, entry, val, eval_images=4, calib_images=64, predictor=str(tmp_path / "latency.json"),
-                 accuracy_predictor=str(entry), predicted_trials=300, verify=2)
+                 accuracy_predictor=str(entry), predicted_trials=300, verify=2, refine=4)
     lat = meter(tmp_path)
     summary = run_search(cfg, lat, progress=False)
-    assert summary["trials"] >= 100 and summary["verified"] >= 1
+    assert summary["trials"] >= 100 and summary["verified"] >= 1 and 1 <= summary["local"] <= 4
     pareto = json.loads((tmp_path / "search" / "pareto.json").read_text())["pareto"]
     supernet = TrainedSupernet.load(entry)
     data = CocoPoseDataset(*set_files(val))
@@ -144,7 +144,29 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
         assert p["latency_ms"] == lat.measure(p["arch"], 17)["median_ms"] != p["predicted_latency_ms"]
         assert p["AP"] == pytest.approx(supernet.evaluate(p["arch"], data, limit=4)["AP"], abs=1e-9)
     verified = pd.read_csv(tmp_path / "search" / "verified.csv")
-    assert verified["latency_measured"].all() and len(verified) == summary["verified"] <= 2
+    assert verified["latency_measured"].all() and len(verified) == summary["verified"] <= 2 + 4
+    local = verified[verified["local"]]
+    assert len(local) == summary["local"] and local["number"].min() >= summary["trials"]  # numbered after them
+    assert verified["arch_hash"].is_unique and (local["predicted_latency_ms"] <= cfg.latency_budget_ms).all()
+    for _, row in local.iterrows():  # evaluated for real, like every verified subnet
+        assert row["AP"] == pytest.approx(supernet.evaluate(json.loads(row["arch"]), data, limit=4)["AP"], abs=1e-9)
+
+
+def test_the_local_search_stops_when_a_round_does_not_move_the_verified_front():
+    from nas.search.local import front_moved
+
+    verified = pd.DataFrame({"latency_ms": [2.0, 4.0, 5.5], "AP": [0.30, 0.38, 0.40], "feasible": True,
+                             "evaluated": True})
+
+    def after(latency: float, ap: float, feasible: bool = True) -> pd.DataFrame:
+        return pd.concat([verified, pd.DataFrame({"latency_ms": [latency], "AP": [ap], "feasible": [feasible],
+                                                  "evaluated": [True]})], ignore_index=True)
+
+    assert front_moved(verified, after(5.8, 0.405), 6.0)  # a better AP within the budget
+    assert not front_moved(verified, after(5.8, 0.401), 6.0)  # by less than STILL_AP, the front barely grows
+    assert not front_moved(verified, after(6.5, 0.50, feasible=False), 6.0)  # over budget: no gain
+    assert not front_moved(verified, after(4.5, 0.30), 6.0)  # dominated
+    assert front_moved(verified, after(1.0, 0.30), 6.0)  # the same AP much faster: the front moved
 
 
 def test_verification_reaches_the_budget_past_a_predicted_plateau():

@@ -40,6 +40,9 @@ class Search(Command):
                             "(needs --predictor), then the best predicted subnets verified by real measurement")
         p.add_argument("--predicted-trials", type=COUNT, help=f"default {DEFAULT['predicted_trials']}")
         p.add_argument("--verify", type=COUNT, help=f"candidates verified for real (default {DEFAULT['verify']})")
+        p.add_argument("--refine", type=bounded(int, Range(0)),
+                       help="then at most this many mutations of the verified winners evaluated for real, until the "
+                            f"front stops moving (0: none; default {DEFAULT['refine']})")
         p.add_argument("--seed", type=SEED, help="sampler seed (give each worker its own)")
         p.add_argument("--population", type=bounded(int, Range(2)),
                        help=f"NSGA-II generation size (its first one is random; default {DEFAULT['population']})")
@@ -54,13 +57,14 @@ class Search(Command):
         out = args.out or (f"search-{zoo_name}" if zoo_name else str(Path(args.supernet).resolve().parent / "search"))
         flags = given(args, ("macs_budget", "trials", "sampler", "storage", "study", "eval_images", "calib_data",
                              "calib_images", "flip_test", "predictor", "seed", "population",
-                             "accuracy_predictor", "predicted_trials", "verify", "timeout_min"))
+                             "accuracy_predictor", "predicted_trials", "verify", "refine", "timeout_min"))
         cfg = SearchConfig.from_dict({**flags, "supernet": args.supernet, "val_ann": ann, "val_images": images,
                                       "latency_budget_ms": args.latency_budget, "out": out}, "command line")
         summary = run_search(cfg, meter(args))
         if cfg.accuracy_predictor:
             print(f"{summary['trials']} predicted trials in {summary['search_s']:.1f} s; {summary['verified']} "
-                  f"candidates verified ({summary['verified_feasible']} within budget when measured), "
+                  f"candidates verified, {summary['local']} of them by local search "
+                  f"({summary['verified_feasible']} within budget when measured), "
                   f"{summary['pareto']} on the verified Pareto front (best AP {summary['best_ap']}); "
                   f"{summary['total_s']:.0f} s in all")
         else:

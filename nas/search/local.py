@@ -1,0 +1,93 @@
+"""Local search after the verification of a search on predictions: mutations of the verified
+winners, evaluated for real, round by round, until the verified front stops moving.
+
+The accuracy predictor ranks well on average and blurs at the top, where the search looks: eight
+verifications from one seed sample that blur, so two seeds can hand a user subnets 0.03-0.05 AP
+apart. Near a verified subnet the predictor's error is much like the subnet's own, so each
+mutation is ranked by its predicted AP corrected by its parent's measured error, and the best
+few per round get a real measured latency and a real inherited AP. A round that raises neither
+the best AP within the budgets nor the front's hypervolume ends the search.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from nas.search.accuracy import AccuracyPredictor
+from nas.search.objective import Objective
+from nas.search.results import hypervolume, pareto_front
+from search_spaces import arch_hash
+from supernet.cost import arch_cost
+
+ROUND = 4  # real evaluations a round
+PARENTS = 4  # the best verified subnets within the budgets mutated each round
+MUTATIONS = 64  # mutations drawn per parent, ranked on predictions
+STILL_AP = 0.002  # a round that raises the best feasible AP less than this ...
+STILL_HYPERVOLUME = 0.005  # ... and the front's hypervolume by less than this share has not moved it
+
+
+def front_moved(before: pd.DataFrame, after: pd.DataFrame, budget_ms: float) -> bool:
+    """Whether the verified subnets ``after`` a round improved on those ``before`` it: a better
+    feasible AP by ``STILL_AP``, or a larger hypervolume by ``STILL_HYPERVOLUME`` of it."""
+    def best(table: pd.DataFrame) -> float:
+        feasible = table[table["feasible"] & table["evaluated"]]
+        return float(feasible["AP"].max()) if len(feasible) else 0.0
+
+    old, new = (hypervolume(pareto_front(t), budget_ms) for t in (before, after))
+    return best(after) >= best(before) + STILL_AP or new > old * (1 + STILL_HYPERVOLUME)
+
+
+def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, rng: random.Random,
+              count: int) -> list[dict]:
+    """The ``count`` mutations of the best verified subnets within the budgets with the highest
+    predicted AP corrected by their parent's error (measured - predicted), each predicted within
+    the budgets and none verified before; at most one per parent while others remain."""
+    cfg, space = objective.cfg, objective.space
+    feasible = verified[verified["feasible"] & verified["evaluated"]].nlargest(PARENTS, "AP")
+    errors = (feasible["AP"] - feasible["predicted_AP"]).to_numpy(dtype=float)
+    seen = set(verified["arch_hash"])
+    pool, parents = [], []
+    for parent, arch in enumerate(feasible["arch"].map(json.loads)):
+        for _ in range(MUTATIONS):
+            child = space.canonical(space.mutate(arch, rng))
+            if arch_hash(child) in seen:
+                continue
+            seen.add(arch_hash(child))
+            over = cfg.over_budgets(arch_cost(child, objective.k).macs, objective.predictor.predict(child))
+            if max(over.values()) <= 0:
+                pool.append(child)
+                parents.append(parent)
+    if not pool:
+        return []
+    firsts, rest, mutated = [], [], set()
+    for i in np.argsort(-(accuracy.predict(pool) + errors[parents]), kind="stable"):
+        (rest if parents[i] in mutated else firsts).append(i)
+        mutated.add(parents[i])
+    return [pool[i] for i in (firsts + rest)[:count]]
+
+
+def refine(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, evaluations: int,
+           seed: int | None, progress: bool, first_number: int = 0) -> pd.DataFrame:
+    """``verified`` and the mutations evaluated after it, at most ``evaluations`` of them, in rounds
+    of ``ROUND`` until a round does not move the front (``front_moved``); they are numbered on
+    from ``first_number``."""
+    rng, done = random.Random(seed), 0
+    with tqdm(total=evaluations, desc="local search around the verified winners", disable=not progress) as bar:
+        while done < evaluations:
+            round_archs = proposals(objective, accuracy, verified, rng, min(ROUND, evaluations - done))
+            if not round_archs:
+                break
+            predicted = accuracy.predict(round_archs)
+            rows = [{**objective.assess(arch, measure=True), "number": first_number + done + i,
+                     "predicted_AP": float(ap), "predicted_latency_ms": objective.predictor.predict(arch),
+                     "local": True} for i, (arch, ap) in enumerate(zip(round_archs, predicted))]
+            done += len(rows)
+            bar.update(len(rows))
+            before, verified = verified, pd.concat([verified, pd.DataFrame(rows)], ignore_index=True)
+            if not front_moved(before, verified, objective.cfg.latency_budget_ms):
+                break
+    return verified
