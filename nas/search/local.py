@@ -11,7 +11,9 @@ the best AP within the budgets nor the front's hypervolume ends the search.
 from __future__ import annotations
 
 import json
+import math
 import random
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -70,14 +72,21 @@ def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.Da
     return [pool[i] for i in (firsts + rest)[:count]]
 
 
+def round_fits(seconds_left: float, seconds_per_evaluation: float, count: int) -> bool:
+    """Whether a round of ``count`` evaluations, each taking what the verified ones took, ends in time."""
+    return count * seconds_per_evaluation <= seconds_left
+
+
 def refine(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, evaluations: int,
-           seed: int | None, progress: bool, first_number: int = 0) -> pd.DataFrame:
+           seed: int | None, progress: bool, first_number: int = 0, seconds_left: Callable[[], float] = lambda: math.inf
+           ) -> pd.DataFrame:
     """``verified`` and the mutations evaluated after it, at most ``evaluations`` of them, in rounds
-    of ``ROUND`` until a round does not move the front (``front_moved``); they are numbered on
-    from ``first_number``."""
+    of ``ROUND`` until a round does not move the front (``front_moved``) or would not end within
+    ``seconds_left()``; they are numbered on from ``first_number``."""
     rng, done = random.Random(seed), 0
     with tqdm(total=evaluations, desc="local search around the verified winners", disable=not progress) as bar:
-        while done < evaluations:
+        while done < evaluations and round_fits(seconds_left(), float(verified["trial_s"].median()),
+                                                 min(ROUND, evaluations - done)):
             round_archs = proposals(objective, accuracy, verified, rng, min(ROUND, evaluations - done))
             if not round_archs:
                 break

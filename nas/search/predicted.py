@@ -33,6 +33,7 @@ from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
 GENERATION = 50  # the population of the predicted search (NSGA-II's generation size)
+NEW_BUDGET_SECONDS = 120  # a new budget is searched and verified in this time: no local round starts that would end later
 VERIFIED = "verified.csv"  # the candidates with their measured figures beside the predicted ones
 
 
@@ -108,7 +109,8 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
         attrs = objective.assess(json.loads(row["arch"]), measure=True)
         verified.append({**attrs, "number": int(row["number"]), "predicted_AP": row["AP"],
                          "predicted_latency_ms": row["latency_ms"], "local": False})
-    checked = refine(objective, accuracy, pd.DataFrame(verified), cfg.refine, cfg.seed, progress, len(table))
+    checked = refine(objective, accuracy, pd.DataFrame(verified), cfg.refine, cfg.seed, progress, len(table),
+                     lambda: NEW_BUDGET_SECONDS - (time.perf_counter() - start))
     front = pareto_front(checked)
     pareto = [{"number": int(r["number"]), "AP": r["AP"], "latency_ms": r["latency_ms"],
                "predicted_AP": r["predicted_AP"], "predicted_latency_ms": r["predicted_latency_ms"],

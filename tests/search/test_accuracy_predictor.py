@@ -169,6 +169,14 @@ def test_the_local_search_stops_when_a_round_does_not_move_the_verified_front():
     assert front_moved(verified, after(1.0, 0.30), 6.0)  # the same AP much faster: the front moved
 
 
+def test_a_local_round_starts_only_if_it_ends_within_the_new_budget_time():
+    from nas.search.local import round_fits
+
+    assert round_fits(seconds_left=30.0, seconds_per_evaluation=7.0, count=4)  # 28 s of 30
+    assert not round_fits(seconds_left=27.0, seconds_per_evaluation=7.0, count=4)
+    assert round_fits(seconds_left=14.0, seconds_per_evaluation=7.0, count=2)  # the last, shorter round
+
+
 def test_verification_reaches_the_budget_past_a_predicted_plateau():
     """A predictor flat from 2 ms on ends the predicted front at 2 ms; the subnets verified are the
     best predicted in each latency band, so the ones near the budget are measured too."""
