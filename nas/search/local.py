@@ -44,13 +44,15 @@ def front_moved(before: pd.DataFrame, after: pd.DataFrame, budget_ms: float) -> 
 
 
 def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, rng: random.Random,
-              count: int) -> list[dict]:
+              count: int) -> list[tuple[dict, float]]:
     """The ``count`` mutations of the best verified subnets within the budgets with the highest
-    predicted AP corrected by their parent's error (measured - predicted), each predicted within
-    the budgets and none verified before; at most one per parent while others remain."""
+    predicted AP corrected by their parent's error (measured - predicted), each within the budgets
+    by its predicted latency scaled as its parent's was (measured / predicted) and none verified
+    before, with that latency; at most one per parent while others remain."""
     cfg, space = objective.cfg, objective.space
     feasible = verified[verified["feasible"] & verified["evaluated"]].nlargest(PARENTS, "AP")
     errors = (feasible["AP"] - feasible["predicted_AP"]).to_numpy(dtype=float)
+    scales = (feasible["latency_ms"] / feasible["predicted_latency_ms"]).to_numpy(dtype=float)
     seen = set(verified["arch_hash"])
     pool, parents = [], []
     for parent, arch in enumerate(feasible["arch"].map(json.loads)):
@@ -59,14 +61,15 @@ def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.Da
             if arch_hash(child) in seen:
                 continue
             seen.add(arch_hash(child))
-            over = cfg.over_budgets(arch_cost(child, objective.k).macs, objective.predictor.predict(child))
+            latency = objective.predictor.predict(child) * scales[parent]
+            over = cfg.over_budgets(arch_cost(child, objective.k).macs, latency)
             if max(over.values()) <= 0:
-                pool.append(child)
+                pool.append((child, latency))
                 parents.append(parent)
     if not pool:
         return []
     firsts, rest, mutated = [], [], set()
-    for i in np.argsort(-(accuracy.predict(pool) + errors[parents]), kind="stable"):
+    for i in np.argsort(-(accuracy.predict([child for child, _ in pool]) + errors[parents]), kind="stable"):
         (rest if parents[i] in mutated else firsts).append(i)
         mutated.add(parents[i])
     return [pool[i] for i in (firsts + rest)[:count]]
@@ -87,13 +90,13 @@ def refine(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataF
     with tqdm(total=evaluations, desc="local search around the verified winners", disable=not progress) as bar:
         while done < evaluations and round_fits(seconds_left(), float(verified["trial_s"].median()),
                                                  min(ROUND, evaluations - done)):
-            round_archs = proposals(objective, accuracy, verified, rng, min(ROUND, evaluations - done))
-            if not round_archs:
+            chosen = proposals(objective, accuracy, verified, rng, min(ROUND, evaluations - done))
+            if not chosen:
                 break
-            predicted = accuracy.predict(round_archs)
+            predicted = accuracy.predict([arch for arch, _ in chosen])
             rows = [{**objective.assess(arch, measure=True), "number": first_number + done + i,
-                     "predicted_AP": float(ap), "predicted_latency_ms": objective.predictor.predict(arch),
-                     "local": True} for i, (arch, ap) in enumerate(zip(round_archs, predicted))]
+                     "predicted_AP": float(ap), "predicted_latency_ms": latency, "local": True}
+                    for i, ((arch, latency), ap) in enumerate(zip(chosen, predicted))]
             done += len(rows)
             bar.update(len(rows))
             before, verified = verified, pd.concat([verified, pd.DataFrame(rows)], ignore_index=True)
