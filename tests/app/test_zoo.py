@@ -186,6 +186,22 @@ def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_p
         assert head in row["name"] and row["value"] == round(float((total["head"] == head).mean()), 3)
 
 
+@pytest.mark.slow  # four searches on predictions, verified, with their local search
+def test_regret_benchmark_measures_each_seed_against_the_best_any_verified(tiny_zoo, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from nas.app.bench import QUICK, bench_regret
+
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    worst, spread = bench_regret(QUICK, tmp_path, budgets_ms=(1000, 2000), zoo_ref=str(tiny_zoo / "entry"))
+    table = pd.read_csv(tmp_path / "regret.csv")
+    with_local, without = table[table["local_search"]], table[~table["local_search"]]
+    assert len(with_local) == len(without) == QUICK.regret_seeds and set(table["budget_ms"]) == {1000}
+    assert with_local["regret"].min() == 0  # the reference is one of these searches' subnets
+    assert (without["regret"].to_numpy() >= with_local["regret"].to_numpy()).all()  # their first rounds
+    assert worst["value"] == round(with_local["regret"].max(), 4) and spread["unit"] == "AP"
+
+
 def test_the_shipped_entry_is_whole_and_meets_its_floors(capsys):
     """zoo:cpu-synth, the main job's supernet: its weights match the card's SHA-256 and load; the
     card records how it was made, in its three stages, and the AP floors it meets (issues 20, 22)."""
