@@ -10,6 +10,7 @@ from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from nas.errors import PoseNASError
 from nas.latency.runtimes import RUNTIMES
 from nas.latency.settings import LATENCY_OF, OPTIMIZATION_LEVELS, RuntimeSettings
+from search_spaces.space import HEAD_TYPES
 
 TRAINING_SETTINGS = ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device",
                      "spec", "augment")
@@ -132,8 +133,8 @@ def arch_flags(p: argparse.ArgumentParser, file: bool = True, random: bool = Fal
     if file:
         p.add_argument("--arch", help="arch config JSON")
     p.add_argument("--preset", help="min, max, higherhrnet_w32, litepose_xs/s/m/l")
-    p.add_argument("--head", help="the config under this head type (ae, query; the space must allow it), the "
-                   "head's own choices at their largest")
+    p.add_argument("--head", help=f"the config under this head type ({', '.join(HEAD_TYPES)}; the space must allow "
+                   "it), the head's own choices at their largest")
     if random:
         p.add_argument("--random", action="store_true")
         p.add_argument("--seed", type=SEED, default=0)
