@@ -191,8 +191,7 @@ class Pipeline:
         self.finetune_cfg = FinetuneConfig.from_dict({**finetune, **data, "space": space},
                                                      f"{self.source} (finetune)")
         self.baselines = cfg.get("baselines", ["min", "max", "higherhrnet_w32", "litepose_xs", "litepose_s"])
-
-    _searched: TrainedSupernet | None = None
+        self._searched: TrainedSupernet | None = None  # loaded by the first stage that needs it
 
     def meter(self):
         return make_meter(self.runtime, cache=self.run.latency_cache)

@@ -2,8 +2,8 @@
 
 GET /fingerprint -> the device fingerprint (JSON). POST /measure?resolution=R&multi_resolution=M&
 keypoints=K&<runtime settings> with the ONNX model as the body (a network, or with latency_of=total
-a deployed model) -> the figures of the runtime's ``measure_model`` (JSON), timed against the reference network
-calibrated on this device.
+a deployed model) -> the figures of the runtime's ``measure_model`` (JSON), timed against the
+reference network calibrated on this device.
 
 It listens on a network, so it trusts nothing: with a token (``nas.latency.token``) every request
 must carry it, and without one it binds loopback only; every parameter is bounded and the model's

@@ -65,7 +65,8 @@ def tag_maps(keypoints: np.ndarray, size: int, num_keypoints: int, sigma: float 
     return tags
 
 
-def oracle_outputs(keypoints: np.ndarray, size: int, num_keypoints: int, strides: tuple[int, ...]) -> list[torch.Tensor]:
+def oracle_outputs(keypoints: np.ndarray, size: int, num_keypoints: int, strides: tuple[int, ...]
+                   ) -> list[torch.Tensor]:
     """Perfect network outputs for keypoints in input pixels: heatmaps per stride, ideal tags."""
     outs = []
     for i, s in enumerate(strides):

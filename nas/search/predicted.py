@@ -33,7 +33,7 @@ from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
 GENERATION = 50  # the population of the predicted search (NSGA-II's generation size)
-NEW_BUDGET_SECONDS = 120  # a new budget is searched and verified in this time: no local round starts that would end later
+NEW_BUDGET_SECONDS = 120  # a new budget is searched and verified in this time: no local round ends later
 VERIFIED = "verified.csv"  # the candidates with their measured figures beside the predicted ones
 
 

@@ -17,10 +17,12 @@ def best_under(verified: pd.DataFrame, budget_ms: float) -> float:
     return float(within["AP"].max()) if len(within) else 0.0
 
 
-def regret_table(runs: dict[tuple[float, int], pd.DataFrame]) -> pd.DataFrame:
+def regret_table(runs: dict[tuple[float, int], pd.DataFrame],
+                 reference: dict[tuple[float, int], pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per (budget, seed) search of ``runs`` (its verified subnets): the best AP it found
-    under its budget, the reference (the best any search verified under that budget) and the regret."""
-    union, rows = pd.concat(runs.values(), ignore_index=True), []
+    under its budget, the reference (the best any search of ``reference``, by default of ``runs``,
+    verified under that budget) and the regret."""
+    union, rows = pd.concat((reference or runs).values(), ignore_index=True), []
     for budget in sorted({b for b, _ in runs}):
         reference = best_under(union, budget)
         for (b, seed), verified in sorted(runs.items()):

@@ -21,5 +21,8 @@ def test_regret_is_the_reference_ap_less_the_best_a_seed_returned_under_its_budg
     assert table.loc[(6.0, 0), "regret"] == pytest.approx(0.04) and table.loc[(6.0, 1), "regret"] == pytest.approx(0.01)
     assert table.loc[(6.0, 2), "regret"] == pytest.approx(0.24)
     assert table.loc[(4.0, 1), "reference_AP"] == 0.41 and table.loc[(4.0, 1), "regret"] == pytest.approx(0.05)
+    first_rounds = {key: v.iloc[:1] for key, v in runs.items()}  # judged against the whole searches
+    assert regret_table(first_rounds, reference=runs).set_index(["budget_ms", "seed"]).loc[
+        (6.0, 1), "regret"] == pytest.approx(0.44 - 0.36)
     assert best_under(verified((7.0, 0.5)), 6.0) == 0.0  # nothing within the budget
     assert best_under(verified((5.0, 0.5)).assign(evaluated=False), 6.0) == 0.0  # never evaluated

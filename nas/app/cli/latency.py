@@ -26,8 +26,8 @@ class Measure(Command):
         latency = meter(args)
         figures = latency.measure(space.canonical(arch), args.keypoints)
         settings = latency.backend.settings
-        print(f"{runtime_of(settings).label}: {settings.latency_of} median {figures['median_ms']:.2f} ms, p90 {figures['p90_ms']:.2f} ms, "
-              f"spread {figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {settings.threads} "
+        print(f"{runtime_of(settings).label}: {settings.latency_of} median {figures['median_ms']:.2f} ms, "
+              f"p90 {figures['p90_ms']:.2f} ms, spread {figures['spread']:.2f} ({'cached' if figures['cached'] else 'measured'}, {settings.threads} "
               f"threads)")
         if "slowdown" in figures:
             print(f"  timed against the reference network {'/'.join(REFERENCE_NETWORK)}: it ran {figures['slowdown']:.2f}x "

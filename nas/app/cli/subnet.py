@@ -125,7 +125,8 @@ class Export(Command):
                                                     refine=refine)[0])
             print(format_metrics(metrics))
         card = export_subnet(net, arch, args.out, supernet.spec, metrics,
-                             meter(args).card_entry(arch, supernet.num_keypoints), source={"supernet": args.supernet, "synthetic": supernet.synthetic},
+                             meter(args).card_entry(arch, supernet.num_keypoints),
+                             source={"supernet": args.supernet, "synthetic": supernet.synthetic},
                              refine=refine)
         latency, difference = card.get("latency", {}), card["onnx"]["max_abs_difference"]
         print(f"exported {card['arch_hash']} to {args.out}: {card['macs'] / 1e9:.3f} GMACs, "
