@@ -19,6 +19,7 @@ from nas.pose.decode import (
     group,
     group_candidates,
     nms_radius,
+    tags_at,
 )
 from nas.pose.grouping import drop_equal_peaks
 from nas.pose.keypoints import KeypointSpec
@@ -94,10 +95,11 @@ class AssociativeEmbedding(Codec):
         return letterboxed(kps, matrix, stride), scores
 
     def difference(self, got, expected, arch, deployed) -> float:
-        """Over candidates that are peaks, in one order (``comparable``), for a deployed model."""
+        """Over all outputs alike for the network's maps; a deployed model's candidates as
+        ``candidates_difference`` compares them."""
         if deployed:
-            radius = nms_radius(DecodeConfig(), finest_stride(arch["head"]["multi_resolution"]))
-            got, expected = comparable(got, radius), comparable(expected, radius)
+            return candidates_difference(got, expected, nms_radius(DecodeConfig(), finest_stride(
+                arch["head"]["multi_resolution"])))
         return max(float(np.abs(o - e).max()) for o, e in zip(got, expected))
 
 
@@ -115,18 +117,40 @@ class Deployed(nn.Module):
         return self.candidates(*divide_heatmaps(self.net(x), self.net.num_keypoints))
 
 
-def comparable(outputs: list[np.ndarray], radius: int, floor: float = 0.05) -> list[np.ndarray]:
-    """A deployed model's outputs as grouping sees them (equal peaks counted once:
-    ``drop_equal_peaks``), candidate rows scoring below ``floor`` (far below any detection threshold)
-    zeroed and the rest in one order (score to 1e-4, then y, then x): top-k orders ties (non-peaks
-    score 0, equal peaks, the many small peaks of heatmap tails competing for the last places)
-    differently in each runtime, and their scores differ by rounding."""
-    heat, tags, joints, joint_tags = outputs
-    joints = drop_equal_peaks(joints[0], radius)[None]
-    peak = joints[..., 2:] >= floor
-    joints, joint_tags = joints * peak, joint_tags * peak[..., 0]
-    order = np.lexsort((joints[..., 0], joints[..., 1], -np.round(joints[..., 2], 4)), axis=-1)  # ties up to 1e-4
-    return [heat, tags, np.take_along_axis(joints, order[..., None], -2), np.take_along_axis(joint_tags, order, -1)]
+def candidates_difference(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], radius: int) -> float:
+    """Largest difference between two runtimes' deployed outputs (heat, tags, candidates and their
+    tags) of one input, blind to how each breaks ties: the maps compare alike; each runtime's peaks
+    are read against the other's maps (score and tag where it put them); and the peak scores compare
+    ranked. Top-k may keep either of two near-equal peaks (a pair of equal neighbours, or the many
+    small peaks of heatmap tails competing for the last places), so positions never compare directly."""
+    maps = max(float(np.abs(g - e).max()) for g, e in zip(got[:2], expected[:2]))
+    return max(maps, misread(got, expected), misread(expected, got), ranked_difference(got[2], expected[2], radius))
+
+
+def misread(one: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
+    """Largest difference between ``one``'s candidate peaks (score and tag) and ``other``'s maps at
+    their pixels; non-peaks score 0 wherever top-k put them, so they are not read."""
+    heat, tags = other[:2]
+    joints, joint_tags = one[2:]
+    x, y = (torch.from_numpy(joints[..., i]).long() for i in (0, 1))
+    peak = joints[..., 2] > 0
+    b, k, m = np.nonzero(peak)
+    scores = np.abs(joints[..., 2][peak] - heat[b, k, y.numpy()[peak], x.numpy()[peak]])
+    there = tags_at(torch.from_numpy(tags)[..., None], x, y, heat.shape[-2:])[..., 0].numpy()
+    return float(max(scores.max(initial=0), np.abs(joint_tags - there)[peak].max(initial=0)))
+
+
+def ranked_difference(got: np.ndarray, expected: np.ndarray, radius: int) -> float:
+    """Largest difference between two runtimes' candidate scores (B, K, M, 3) ranked per joint, equal
+    peaks counted once (``drop_equal_peaks``): where one runtime saw a pair of equal peaks, it kept one
+    candidate fewer, so only the places both filled with distinct peaks compare."""
+    ranked, dropped = [], []
+    for joints in (got[0], expected[0]):
+        distinct = drop_equal_peaks(joints, radius)[..., 2]
+        ranked.append(-np.sort(-distinct, axis=-1))
+        dropped.append(((joints[..., 2] > 0) & (distinct == 0)).sum(-1))
+    places = np.arange(got.shape[-2]) < got.shape[-2] - np.maximum(*dropped)[:, None]
+    return float(np.abs(ranked[0] - ranked[1])[places].max(initial=0))
 
 
 CODEC = AssociativeEmbedding()
