@@ -334,6 +334,14 @@ class SearchSpace:
         """The config's choice of every dimension, in ``feature_names()`` order."""
         return [_get(config, d.path) for d in self.dimensions]
 
+    def from_values(self, values: list, source: str = "values") -> dict:
+        """The config whose choices are ``values`` (``values``' inverse), checked as any config is."""
+        if not isinstance(values, list) or len(values) != len(self.dimensions):
+            raise SpaceError(f"{source}: give one value per dimension of space {self.name!r} "
+                             f"({len(self.dimensions)})")
+        given = iter(values)
+        return self.validate(self._build(lambda d: next(given)), source)
+
     def encode(self, config: dict) -> list[float]:
         """The config as numbers, one per dimension in ``feature_names()`` order (for predictors); a
         categorical choice as its index."""

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from nas.errors import PoseNASError
-from nas.io import read_json, write_json
+from nas.io import read_json, sha256, write_json
 from nas.subnet import zoo
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, arch_hash
 from supernet.cost import arch_cost
 
 FORMAT = "posenas-accuracy-predictor/1"
@@ -101,16 +100,28 @@ def predict_model(model: dict, x: np.ndarray) -> np.ndarray:
 
 
 def scores(predicted: np.ndarray, measured: np.ndarray) -> dict:
-    """Kendall's tau and Spearman's rho (None where either side is constant: no ranking), RMSE."""
+    """Kendall's tau and Spearman's rho (None where either side is constant: no ranking), overall and
+    among the top third by measured AP (where a search looks), RMSE and mean absolute error."""
     predicted, measured = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
-    ranked = np.ptp(predicted) > 0 and np.ptp(measured) > 0
-    return {"kendall_tau": float(kendalltau(predicted, measured).statistic) if ranked else None,
+    top = measured >= np.quantile(measured, 2 / 3) if len(measured) else measured.astype(bool)
+
+    def tau(a: np.ndarray, b: np.ndarray) -> float | None:
+        return float(kendalltau(a, b).statistic) if len(a) > 1 and np.ptp(a) > 0 and np.ptp(b) > 0 else None
+
+    ranked = tau(predicted, measured) is not None
+    return {"kendall_tau": tau(predicted, measured), "top_third_kendall_tau": tau(predicted[top], measured[top]),
             "spearman": float(spearmanr(predicted, measured).statistic) if ranked else None,
-            "rmse": float(np.sqrt(np.mean((predicted - measured) ** 2)))}
+            "rmse": float(np.sqrt(np.mean((predicted - measured) ** 2))),
+            "mae": float(np.mean(np.abs(predicted - measured)))}
+
+
+def ranking(figures: dict) -> float:
+    """How well a model ranks, overall and among the top third alike: a search needs both."""
+    return ((figures["kendall_tau"] or -1.0) + (figures["top_third_kendall_tau"] or -1.0)) / 2
 
 
 def choose_model(x: np.ndarray, y: np.ndarray, seed: int = 0, folds: int = 5) -> tuple[str, dict]:
-    """The candidate with the best cross-validated Kendall's tau (then RMSE), and every candidate's
+    """The candidate with the best cross-validated ``ranking`` (then RMSE), and every candidate's
     cross-validated scores."""
     from sklearn.model_selection import KFold
 
@@ -120,16 +131,16 @@ def choose_model(x: np.ndarray, y: np.ndarray, seed: int = 0, folds: int = 5) ->
         for train, test in KFold(min(folds, len(y)), shuffle=True, random_state=seed).split(x):
             predicted[test] = predict_model(fit(x[train], y[train], seed), x[test])
         cv[name] = scores(predicted, y)
-    best = max(cv, key=lambda n: (round(cv[n]["kendall_tau"] or -1.0, 3), -cv[n]["rmse"]))
+    best = max(cv, key=lambda n: (round(ranking(cv[n]), 3), -cv[n]["rmse"]))
     return best, cv
 
 
-def evaluation_key(supernet, val_ann: str, eval_images: int | None, calib_images: int,
-                   flip_test: bool) -> dict:
+def evaluation_key(supernet, val_ann: str, eval_images: int | None, flip_test: bool) -> dict:
     """What makes two inherited APs comparable: the same weights (``supernet.identity``), scored
-    the same way."""
-    return {"supernet": supernet.identity, "val_ann": str(Path(val_ann).resolve()), "eval_images": eval_images,
-            "calib_images": calib_images, "flip_test": flip_test}
+    the same way on the same data (its annotations' digest: the same synthetic set made on another
+    machine, or the same COCO file elsewhere, is the same data)."""
+    return {"supernet": supernet.identity, "val_data": sha256(val_ann), "eval_images": eval_images,
+            "calibration": supernet.calibration_key, "flip_test": flip_test}
 
 
 @dataclass
@@ -138,19 +149,31 @@ class AccuracyPredictor:
     num_keypoints: int
     model: dict
     info: dict  # the supernet and data it was fitted for, and its report
+    samples: list[tuple[dict, float]]  # what it was fitted on: (arch config, inherited AP); refit needs them
 
     @classmethod
     def fit(cls, space: SearchSpace, num_keypoints: int, archs: list[dict], aps: list[float], kind: str,
             info: dict, seed: int = 0) -> "AccuracyPredictor":
         x = np.stack([encode(space, a, num_keypoints) for a in archs])
-        return cls(space, num_keypoints, FITTERS[kind](x, np.asarray(aps, dtype=float), seed), info)
+        return cls(space, num_keypoints, FITTERS[kind](x, np.asarray(aps, dtype=float), seed), info,
+                   [(space.canonical(a), float(ap)) for a, ap in zip(archs, aps)])
+
+    def refit(self, archs: list[dict], aps: list[float], seed: int = 0) -> "AccuracyPredictor":
+        """The same kind of model fitted on its samples and these evaluations (which replace samples
+        of the same subnet): searches feed back what they verified, where they look."""
+        rows = {arch_hash(a): (a, ap) for a, ap in self.samples}
+        rows.update({arch_hash(a): (self.space.canonical(a), float(ap)) for a, ap in zip(archs, aps)})
+        archs, aps = zip(*rows.values())
+        return AccuracyPredictor.fit(self.space, self.num_keypoints, list(archs), list(aps), self.model["kind"],
+                                     {**self.info, "refitted_with": len(rows) - len(self.samples)}, seed)
 
     def predict(self, archs: list[dict]) -> np.ndarray:
         return predict_model(self.model, np.stack([encode(self.space, a, self.num_keypoints) for a in archs]))
 
     def save(self, path) -> None:
         write_json(path, {"format": FORMAT, "space": self.space.spec, "num_keypoints": self.num_keypoints,
-                          "model": self.model, **self.info}, indent=1)
+                          "model": self.model, **self.info,
+                          "samples": [{"values": self.space.values(a), "AP": ap} for a, ap in self.samples]}, indent=1)
 
     @classmethod
     def load(cls, path) -> "AccuracyPredictor":
@@ -163,7 +186,10 @@ class AccuracyPredictor:
                                f"(format {FORMAT!r})")
         try:
             space = SearchSpace(d["space"], f"{path} (space)")
+            samples = [(space.from_values(row["values"], f"{path} (samples[{i}])"), float(row["AP"]))
+                       for i, row in enumerate(d.get("samples", []))]  # none: built before they were kept
             return cls(space, int(d["num_keypoints"]), d["model"],
-                       {k: v for k, v in d.items() if k not in ("format", "space", "num_keypoints", "model")})
+                       {k: v for k, v in d.items() if k not in ("format", "space", "num_keypoints", "model", "samples")},
+                       samples)
         except (KeyError, TypeError, ValueError) as e:
             raise PoseNASError(f"{path}: a damaged accuracy predictor ({type(e).__name__}: {e})") from None

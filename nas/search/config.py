@@ -35,6 +35,7 @@ class SearchConfig:
     predicted_trials: int = 2000  # trials of a search on predicted AP
     verify: int = 8  # latency bands whose best predicted subnet is measured and evaluated for real
     refine: int = 8  # then at most this many mutations of the verified winners, until the front stops moving
+    refit: bool = True  # the accuracy predictor refitted first on earlier searches' evaluations of this supernet
 
     RANGES = {"latency_budget_ms": POSITIVE, "trials": AT_LEAST_ONE, "eval_images": AT_LEAST_ONE,
               "calib_images": AT_LEAST_ONE, "seed": Range(0, 2 ** 32 - 1), "population": Range(2),

@@ -1,6 +1,6 @@
 """One search trial: an arch config from the space, its analytic MACs, its latency (a predictor's
 estimate when one is given, then the cached or fresh measurement), and only when both budgets
-hold, its inherited AP. Infeasible trials are recorded with AP 0 and positive constraint values,
+hold, its inherited AP (evaluated once per supernet and data: ``nas.search.evaluations``). Infeasible trials are recorded with AP 0 and positive constraint values,
 so NSGA-II and TPE rank them below every feasible one.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from nas.latency.settings import measured_for
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import evaluation_key
 from nas.search.config import SearchConfig
+from nas.search.evaluations import Evaluations
 from nas.search.strategies import STRATEGIES
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import arch_hash
@@ -48,7 +49,8 @@ class Objective:
                                f"same --latency-of and --people")
         self.dataset = CocoPoseDataset(cfg.val_ann, cfg.val_images, self.supernet.spec)
         self.objectives = STRATEGIES[cfg.sampler].objectives
-        self.evaluation = evaluation_key(self.supernet, cfg.val_ann, cfg.eval_images, cfg.calib_images, cfg.flip_test)
+        self.evaluation = evaluation_key(self.supernet, cfg.val_ann, cfg.eval_images, cfg.flip_test)
+        self.evaluations = Evaluations(self.evaluation)
 
     def check_budgets(self) -> dict:
         """Refuse budgets that even the space's smallest subnet misses, before any trial runs."""
@@ -96,10 +98,13 @@ class Objective:
         over = cfg.over_budgets(cost.macs, latency)
         attrs["macs_over"], attrs["feasible"] = over["macs"], max(over.values()) <= 0
         if attrs["feasible"]:
-            timings: dict = {}
-            metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)
+            metrics, timings = self.evaluations.get(arch), {}
+            if metrics is None:
+                metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)
+                self.evaluations.put(arch, metrics)
             ap = metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0  # NaN: nobody to find
-            attrs.update({f"metric_{k}": v for k, v in metrics.items()}, evaluated=True, **timings)
+            attrs.update({f"metric_{k}": v for k, v in metrics.items()}, evaluated=True, evaluation_cached=not timings,
+                         **timings)
         attrs["AP"] = ap
         attrs["trial_s"] = time.perf_counter() - start
         return attrs

@@ -96,6 +96,12 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     if fitted_for != objective.supernet.identity:
         raise PoseNASError(f"{cfg.accuracy_predictor}: fitted for other supernet weights than {cfg.supernet}; "
                            f"build one for it (posenas predictor build)")
+    if cfg.refit and accuracy.samples and accuracy.info.get("evaluation") == objective.evaluation:
+        archs, aps = objective.evaluations.all(objective.space)
+        if archs:
+            accuracy = accuracy.refit(archs, aps, cfg.seed or 0)
+            print(f"accuracy predictor refitted with {accuracy.info['refitted_with']} subnets that earlier "
+                  f"searches evaluated")
     floor = objective.check_budgets()
     start = time.perf_counter()
     table = predicted_trials(objective, accuracy, cfg.predicted_trials, cfg.seed, progress)

@@ -5,6 +5,8 @@ Every evaluation is one inherited subnet, BN recalibrated, on the same images a 
 on; rows are written as they come (``samples.csv``), so a killed build resumes, and trials that
 searches of the same supernet on the same data already evaluated are taken instead of re-run;
 they all count toward ``samples``, so a larger count extends a build with subnets spread over MACs.
+Then ``near_front`` mutations of the subnets on the AP-MACs front: a search looks at the top, so the
+predictor must rank well there, not only on average.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import multiprocessing
 import random
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,35 @@ def prefix_spread(count: int) -> list[int]:
     return list(dict.fromkeys(int(radical_inverse(j) * count) for j in [*range(1, steps), 0])) if count else []
 
 
+NEAR_FRONT_ROUND = 32  # near-front subnets drawn from one front: the next round mutates the front it moved
+NEAR_FRONT = "near front"  # their rows' source
+
+
+def on_front(archs: list[dict], aps: np.ndarray, k: int) -> list[int]:
+    """Indices of the subnets no other beats on both fewer MACs and a higher AP, fewest MACs first."""
+    macs = np.array([arch_cost(a, k).macs for a in archs])
+    front, best = [], -np.inf
+    for i in np.lexsort((-aps, macs)):
+        if aps[i] > best:
+            front.append(int(i))
+            best = aps[i]
+    return front
+
+
+def near_front(space: SearchSpace, archs: list[dict], aps: np.ndarray, k: int, count: int, rng: random.Random,
+               done: set[str]) -> list[dict]:
+    """``count`` new mutations of the front's subnets (``on_front``), its parents taken in turn."""
+    parents = [archs[i] for i in on_front(archs, aps, k)]
+    out: dict[str, dict] = {}
+    for attempt in range(100 * count):
+        if len(out) == count:
+            break
+        child = space.canonical(space.mutate(parents[attempt % len(parents)], rng))
+        if arch_hash(child) not in done:
+            out[arch_hash(child)] = child
+    return list(out.values())
+
+
 def study_rows(storages: list[str], key: dict) -> list[dict]:
     """Evaluated trials of every study in ``storages`` whose evaluation matches ``key``."""
     rows = []
@@ -76,11 +108,11 @@ def study_rows(storages: list[str], key: dict) -> list[dict]:
 def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str | Path, samples: int = 200,
                              eval_images: int | None = 100, calib_images: int = 64, flip_test: bool = False,
                              studies: list[str] = (), holdout: float = 0.2, seed: int = 0,
-                             progress: bool = True, workers: int = 1) -> dict:
+                             progress: bool = True, workers: int = 1, near_front_samples: int = 0) -> dict:
     out = Path(out)
     supernet = TrainedSupernet.load(supernet_ref, calibration_images=calib_images)
     space, k = supernet.space, supernet.num_keypoints
-    key = evaluation_key(supernet, val[0], eval_images, calib_images, flip_test)
+    key = evaluation_key(supernet, val[0], eval_images, flip_test)
     if (out / EVALUATION).exists() and read_json(out / EVALUATION) != key:
         raise PoseNASError(f"{out}: its samples were evaluated for another supernet or data; use a new --out")
     write_json(out / EVALUATION, key, indent=1)
@@ -93,16 +125,36 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
     spread = spread_subnets(space, samples, seed)
     wanted = [space.resolve(p) for p in space.preset_names()] + [spread[i] for i in prefix_spread(len(spread))]
     todo = list({arch_hash(a): a for a in wanted if arch_hash(a) not in done}.values())
-    todo = todo[:max(0, samples - len(rows))]  # what is evaluated counts: a larger --samples extends a build
-    for arch, ap in tqdm(evaluated(supernet_ref, supernet, todo, val, flip_test, eval_images, calib_images, workers),
-                         total=len(todo), desc="evaluating subnets", disable=not progress):
-        rows.append({"arch_hash": arch_hash(arch), "AP": ap if ap == ap else 0.0,
-                     "arch": json.dumps(arch, separators=(",", ":")), "source": "sampled"})
-        write_text(out / SAMPLES, pd.DataFrame(rows).to_csv(index=False))
+    spread_rows = sum(r["source"] != NEAR_FRONT for r in rows)
+    todo = todo[:max(0, samples - spread_rows)]  # what is evaluated counts: a larger --samples extends a build
+    evaluate = partial(evaluated, supernet_ref, supernet, val=val, flip_test=flip_test, eval_images=eval_images,
+                       calib_images=calib_images, workers=workers)
+    with tqdm(total=len(todo), desc="evaluating subnets", disable=not progress) as bar:
+        record(rows, evaluate(todo), "sampled", out, bar)
+    rng = random.Random(seed)
+    left = near_front_samples - sum(r["source"] == NEAR_FRONT for r in rows)
+    with tqdm(total=max(left, 0), desc="evaluating subnets near the front", disable=not progress) as bar:
+        while left > 0:
+            archs = [json.loads(r["arch"]) for r in rows]
+            todo = near_front(space, archs, np.array([r["AP"] for r in rows]), k, min(NEAR_FRONT_ROUND, left), rng,
+                              {r["arch_hash"] for r in rows})
+            if not todo:
+                break
+            record(rows, evaluate(todo), NEAR_FRONT, out, bar)
+            left -= len(todo)
     if len(rows) < 10:
         raise PoseNASError(f"--samples {samples}: at least 10 evaluated subnets are needed to fit and judge a "
                            f"predictor, have {len(rows)}")
     return fit_and_report(space, k, pd.DataFrame(rows), key, out, holdout, seed)
+
+
+def record(rows: list[dict], evaluations, source: str, out: Path, bar: tqdm) -> None:
+    """Each (arch, AP) added to ``rows`` and ``samples.csv`` as it comes, so a killed build resumes."""
+    for arch, ap in evaluations:
+        rows.append({"arch_hash": arch_hash(arch), "AP": ap if ap == ap else 0.0,
+                     "arch": json.dumps(arch, separators=(",", ":")), "source": source})
+        write_text(out / SAMPLES, pd.DataFrame(rows).to_csv(index=False))
+        bar.update()
 
 
 def evaluated(supernet_ref: str, supernet: TrainedSupernet, archs: list[dict], val: tuple[str, str],
@@ -140,11 +192,13 @@ def _evaluate_in_worker(arch: dict, flip_test: bool, eval_images: int | None) ->
 
 def fit_and_report(space: SearchSpace, k: int, table: pd.DataFrame, key: dict, out: Path, holdout: float,
                    seed: int) -> dict:
-    """Choose a model by cross-validation on the fitting split, judge it on the held-out split."""
+    """Choose a model by cross-validation on the fitting split, judge it on the held-out split: a
+    share of the subnets spread over the space (the near-front ones are all fitted on)."""
     archs = [json.loads(a) for a in table["arch"]]
     y = table["AP"].to_numpy(dtype=float)
-    order = np.random.default_rng(seed).permutation(len(archs))
-    test = np.sort(order[:max(3, int(len(archs) * holdout))])
+    spread = np.flatnonzero(table["source"].to_numpy() != NEAR_FRONT)
+    order = np.random.default_rng(seed).permutation(spread)
+    test = np.sort(order[:max(3, int(len(spread) * holdout))])
     fit = np.setdiff1d(np.arange(len(archs)), test)
     x = np.stack([encode(space, a, k) for a in archs])
     kind, cv = choose_model(x[fit], y[fit], seed)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.io import read_checkpoint
+from nas.io import read_checkpoint, sha256
 from nas.pose.dataset import CocoPoseDataset
 from nas.pose.evaluate import evaluate_network
 from nas.subnet import zoo
@@ -84,6 +84,14 @@ class TrainedSupernet:
         if self._identity is None:
             self._identity = self.record["sha256"] if zoo.is_card(self.record) else parameter_digest(self.net)
         return self._identity
+
+    @property
+    def calibration_key(self) -> dict:
+        """What BN is recalibrated on, beside the weights: the annotations' digest where they are not
+        the supernet's own training set (None), the image count and the seed that picks them."""
+        source = self._calibration_source
+        ann = source.ann_file if isinstance(source, CocoPoseDataset) else source[0] if source else None
+        return {"data": sha256(ann) if ann else None, "images": self._images, "seed": self._seed}
 
     @property
     def synthetic(self) -> bool:

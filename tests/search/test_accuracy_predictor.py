@@ -1,6 +1,8 @@
 """The accuracy predictor: plain-data models that predict what scikit-learn fitted, a resumable
 build that reuses a search's trials, and a report on held-out subnets."""
+import dataclasses
 import json
+import random
 from dataclasses import asdict
 
 import numpy as np
@@ -116,7 +118,7 @@ def test_an_unfit_predictor_file_is_one_line(tmp_path, capsys):
         AccuracyPredictor.load(bad)
 
 
-def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, monkeypatch):
+def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, monkeypatch, capsys):
     """The verified front holds real measurements: its latencies are the meter's (the cache holds
     them) and its APs are the supernet's, neither the predicted figures beside them."""
     from nas.latency.predictor import NAMES, LatencyPredictor
@@ -150,6 +152,16 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
     assert verified["arch_hash"].is_unique and (local["predicted_latency_ms"] <= cfg.latency_budget_ms).all()
     for _, row in local.iterrows():  # evaluated for real, like every verified subnet
         assert row["AP"] == pytest.approx(supernet.evaluate(json.loads(row["arch"]), data, limit=4)["AP"], abs=1e-9)
+    # a second search refits the predictor on what the first evaluated, and evaluates none of it again
+    second = config(tmp_path, entry, val, eval_images=4, calib_images=64, predictor=str(tmp_path / "latency.json"),
+                    accuracy_predictor=str(entry), predicted_trials=100, verify=4, refine=0, seed=2,
+                    out=str(tmp_path / "second"))
+    run_search(second, lat, progress=False)
+    assert f"refitted with {len(set(verified['arch_hash']))} subnets" in capsys.readouterr().out
+    again = pd.read_csv(tmp_path / "second" / "verified.csv").merge(verified, on="arch_hash", suffixes=("", "_first"))
+    assert again["evaluation_cached"].all() and np.array_equal(again["AP"], again["AP_first"])
+    run_search(dataclasses.replace(second, refit=False, out=str(tmp_path / "third")), lat, progress=False)
+    assert "refitted" not in capsys.readouterr().out
 
 
 def test_the_local_search_stops_when_a_round_does_not_move_the_verified_front():
@@ -191,3 +203,70 @@ def test_verification_reaches_the_budget_past_a_predicted_plateau():
     assert len(chosen) == 5 and chosen["latency_ms"].is_monotonic_increasing
     assert chosen["latency_ms"].max() >= 5.0 and chosen["feasible"].all()  # in the last band, never over budget
     assert chosen["AP"].max() == table.loc[table["feasible"], "AP"].max()
+
+
+def test_a_refit_learns_what_searches_verified_and_the_file_keeps_its_samples(tmp_path):
+    """Fitted on 40 random subnets of a made-up AP, the predictor is off on a region it never saw;
+    refitted with evaluations there, it predicts them; saved and loaded, it refits alike."""
+    space = SearchSpace.load("tiny")
+    rng = np.random.default_rng(0)
+    archs = [space.canonical(space.random(int(seed))) for seed in rng.integers(0, 10 ** 6, 40)]
+    made_up = [0.1 + 0.3 * (a["resolution"] == 96) for a in archs]
+    predictor = AccuracyPredictor.fit(space, 17, archs, made_up, "trees", {"evaluation": {"supernet": "x"}})
+    verified = [space.canonical(space.mutate(a, 1, prob=0.3)) for a in archs[:8]]
+    real = [0.9] * len(verified)  # far above anything fitted on
+    assert np.abs(predictor.predict(verified) - 0.9).min() > 0.3
+    refitted = predictor.refit(verified, real)
+    assert np.abs(refitted.predict(verified) - 0.9).max() < 0.2
+    assert refitted.info["refitted_with"] == len({json.dumps(v, sort_keys=True) for v in verified} -
+                                                 {json.dumps(a, sort_keys=True) for a in archs})
+    predictor.save(tmp_path / "predictor.json")
+    loaded = AccuracyPredictor.load(tmp_path / "predictor.json")
+    assert loaded.samples == predictor.samples and np.allclose(loaded.predict(verified), predictor.predict(verified))
+    assert np.allclose(loaded.refit(verified, real).predict(archs), refitted.predict(archs))
+
+
+def test_a_predictor_file_with_a_damaged_sample_is_one_line(tmp_path):
+    space = SearchSpace.load("tiny")
+    AccuracyPredictor.fit(space, 17, [space.min(), space.max()] * 3, [0.1, 0.5] * 3, "ridge", {}).save(
+        tmp_path / "predictor.json")
+    d = json.loads((tmp_path / "predictor.json").read_text())
+    d["samples"][1]["values"][0] = 12345
+    (tmp_path / "predictor.json").write_text(json.dumps(d))
+    from nas.errors import PoseNASError
+    with pytest.raises(PoseNASError, match=r"predictor.json \(samples\[1\]\).*12345"):
+        AccuracyPredictor.load(tmp_path / "predictor.json")
+
+
+def test_ranking_is_judged_among_the_top_third_too():
+    """A model that ranks all subnets right by their coarse level but the best ones backwards has a
+    high tau overall and a negative one in the top third: the choice of model sees both."""
+    from nas.search.accuracy import ranking, scores
+
+    measured = np.linspace(0.0, 0.6, 30)
+    predicted = np.where(measured >= 0.4, 1.0 - measured, measured)  # the top third reversed, placed above the rest
+    figures = scores(predicted, measured)
+    assert figures["kendall_tau"] > 0.5 and figures["top_third_kendall_tau"] == pytest.approx(-1.0)
+    assert ranking(figures) < ranking(scores(measured + 0.01, measured)) == pytest.approx(1.0)
+    assert figures["mae"] == pytest.approx(np.mean(np.abs(predicted - measured)))
+
+
+def test_near_front_samples_mutate_the_subnets_no_other_beats_on_macs_and_ap():
+    from nas.search.predictor_build import near_front, on_front
+    from search_spaces import arch_hash
+    from supernet.cost import arch_cost
+
+    space = SearchSpace.load("tiny")
+    archs = [space.canonical(space.random(seed)) for seed in range(30)]
+    macs = np.array([arch_cost(a, 17).macs for a in archs])
+    aps = np.log(macs) - np.log(macs).min() + np.random.default_rng(0).normal(0, 0.3, 30)
+    front = on_front(archs, aps, 17)
+    for i in range(30):  # on the front exactly when nothing cheaper (or as cheap) has a higher AP
+        assert (i in front) == (not any(macs[j] <= macs[i] and aps[j] >= aps[i] and j != i
+                                        and (macs[j], -aps[j]) < (macs[i], -aps[i]) for j in range(30)))
+    done = {arch_hash(a) for a in archs}
+    new = near_front(space, archs, aps, 17, 12, random.Random(0), done)
+    assert len(new) == 12 and not done & {arch_hash(a) for a in new}
+    for child in new:  # one mutation from a front subnet: nearer it than to any other subnet
+        distance = [sum(x != y for x, y in zip(space.values(child), space.values(a))) for a in archs]
+        assert min(distance[i] for i in front) == min(distance)

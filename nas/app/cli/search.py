@@ -43,6 +43,9 @@ class Search(Command):
         p.add_argument("--refine", type=bounded(int, Range(0)),
                        help="then at most this many mutations of the verified winners evaluated for real, until the "
                             f"front stops moving (0: none; default {DEFAULT['refine']})")
+        p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
+                       help="keep the accuracy predictor as shipped, not refitted first on what earlier searches of "
+                            "the supernet on the same data evaluated (the same answer as a first search)")
         p.add_argument("--seed", type=SEED, help="sampler seed (give each worker its own)")
         p.add_argument("--population", type=bounded(int, Range(2)),
                        help=f"NSGA-II generation size (its first one is random; default {DEFAULT['population']})")
@@ -57,7 +60,7 @@ class Search(Command):
         out = args.out or (f"search-{zoo_name}" if zoo_name else str(Path(args.supernet).resolve().parent / "search"))
         flags = given(args, ("macs_budget", "trials", "sampler", "storage", "study", "eval_images", "calib_data",
                              "calib_images", "flip_test", "predictor", "seed", "population",
-                             "accuracy_predictor", "predicted_trials", "verify", "refine", "timeout_min"))
+                             "accuracy_predictor", "predicted_trials", "verify", "refine", "refit", "timeout_min"))
         cfg = SearchConfig.from_dict({**flags, "supernet": args.supernet, "val_ann": ann, "val_images": images,
                                       "latency_budget_ms": args.latency_budget, "out": out}, "command line")
         summary = run_search(cfg, meter(args))
