@@ -48,10 +48,11 @@ def commit() -> str | None:
 
 def build_entry(config: str, out: str | Path, into: str | Path | None = None, half: bool = True,
                 predictor_samples: int = 200, standalone: int = 8, standalone_epochs: float = 1,
-                predictor_workers: int = 1) -> dict:
+                predictor_workers: int = 1, predictor_near_front: int = 0) -> dict:
     """Train (or resume) the run config's supernet into ``out``, rank ``standalone`` subnets
     against the same subnets trained alone (0: skip), write the entry to ``into`` (default
-    ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets (0: none),
+    ``out/zoo/NAME``), and fit its accuracy predictor on ``predictor_samples`` subnets (0: none)
+    and ``predictor_near_front`` more near the AP-MACs front,
     scored on the whole validation set as the card's figures are (two halves of 100 images rank
     the entry's subnets at Kendall's tau 0.72 only: noise no predictor can learn); returns its card."""
     cfg, run, supernet_cfg = prepare_run(config, out)
@@ -80,7 +81,7 @@ def build_entry(config: str, out: str | Path, into: str | Path | None = None, ha
     if predictor_samples:
         report = build_accuracy_predictor(str(folder), set_files(run.data("val")), run.root / "predictor",
                                           predictor_samples, eval_images=card["data"]["val_images"],
-                                          workers=predictor_workers)
+                                          workers=predictor_workers, near_front_samples=predictor_near_front)
         write_text(folder / zoo.PREDICTOR, (run.root / "predictor" / PREDICTOR).read_text(encoding="utf-8"))
         card = {**card, "accuracy_predictor": {k: report[k] for k in ("model", "subnets", "held_out_scores")}}
         write_json(folder / zoo.CARD, card, indent=1)

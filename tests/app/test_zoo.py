@@ -192,14 +192,21 @@ def test_regret_benchmark_measures_each_seed_against_the_best_any_verified(tiny_
 
     from nas.app.bench import QUICK, bench_regret
 
-    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
-    worst, spread = bench_regret(QUICK, tmp_path, budgets_ms=(1000, 2000), zoo_ref=str(tiny_zoo / "entry"))
+    monkeypatch.setenv("POSENAS_CACHE", str(tmp_path / "cache"))  # no evaluations of other tests to refit on
+    shutil.copytree(tiny_zoo / "cache", tmp_path / "cache", ignore=shutil.ignore_patterns("evaluations.db*"))
+    worst, spread, worst_refitted, _ = bench_regret(QUICK, tmp_path, budgets_ms=(1000, 2000),
+                                                    zoo_ref=str(tiny_zoo / "entry"))
     table = pd.read_csv(tmp_path / "regret.csv")
-    with_local, without = table[table["local_search"]], table[~table["local_search"]]
-    assert len(with_local) == len(without) == QUICK.regret_seeds and set(table["budget_ms"]) == {1000}
-    assert with_local["regret"].min() == 0  # the reference is one of these searches' subnets
-    assert (without["regret"].to_numpy() >= with_local["regret"].to_numpy()).all()  # their first rounds
-    assert worst["value"] == round(with_local["regret"].max(), 4) and spread["unit"] == "AP"
+    first, refitted, without = (table[table["search"] == name].reset_index()
+                                for name in ("first", "refitted", "first, no local search"))
+    assert len(first) == len(refitted) == len(without) == QUICK.regret_seeds and set(table["budget_ms"]) == {1000}
+    assert min(first["regret"].min(), refitted["regret"].min()) == 0  # the reference is one of their subnets
+    assert (without["regret"] >= first["regret"]).all()  # their first rounds
+    assert worst["value"] == round(first["regret"].max(), 4) and spread["unit"] == "AP"
+    assert worst_refitted["value"] == round(refitted["regret"].max(), 4)
+    later = pd.concat([pd.read_csv(tmp_path / f"regret-1000ms-seed{seed}-refitted" / "verified.csv")
+                       for seed in range(QUICK.regret_seeds)])
+    assert later["evaluation_cached"].any()  # the refitted predictor points at what the first searches evaluated
 
 
 def test_the_shipped_entry_is_whole_and_meets_its_floors(capsys):

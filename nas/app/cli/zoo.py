@@ -49,6 +49,8 @@ class Build(Command):
         p.add_argument("--predictor-samples", type=INDEX, default=200,
                        help="subnets evaluated in all to fit the entry's accuracy predictor (0: none; more than an "
                             "earlier build of this run folder evaluates the difference)")
+        p.add_argument("--predictor-near-front", type=INDEX, default=0, metavar="N",
+                       help="then N subnets near the AP-MACs front, where searches look (default 0)")
         p.add_argument("--predictor-workers", type=COUNT, default=1,
                        help="processes of one thread that evaluate the predictor's subnets side by side")
         p.add_argument("--standalone-only", action="store_true",
@@ -64,7 +66,7 @@ class Build(Command):
             print("trained alone, AP: " + ", ".join(f"{name} {ap:.3f}" for name, ap in aps.items()))
             return
         card = build_entry(args.config, args.out, args.into, not args.fp32, args.predictor_samples, args.standalone,
-                           args.standalone_epochs, args.predictor_workers)
+                           args.standalone_epochs, args.predictor_workers, args.predictor_near_front)
         print(f"zoo entry {card['name']}: sha256 {card['sha256']}")
         for title, key in (("inherited AP", "inherited"), ("the presets' backbones under other heads", "other_heads")):
             if key in card["evaluation"]:
