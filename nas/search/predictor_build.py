@@ -30,6 +30,7 @@ from nas.pose.dataset import CocoPoseDataset
 from nas.search.accuracy import AccuracyPredictor, choose_model, encode, evaluation_key, scores
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace, arch_hash
+from search_spaces.space import head_type
 from supernet.cost import arch_cost
 
 SAMPLES, EVALUATION, PREDICTOR, REPORT = "samples.csv", "evaluation.json", "predictor.json", "report.json"
@@ -201,11 +202,14 @@ def fit_and_report(space: SearchSpace, k: int, table: pd.DataFrame, key: dict, o
     test = np.sort(order[:max(3, int(len(spread) * holdout))])
     fit = np.setdiff1d(np.arange(len(archs)), test)
     x = np.stack([encode(space, a, k) for a in archs])
+    heads = np.array([head_type(a) for a in archs])
     kind, cv = choose_model(x[fit], y[fit], seed)
     predictor = AccuracyPredictor.fit(space, k, [archs[i] for i in fit], y[fit], kind, {}, seed)
     predicted = predictor.predict(archs)
     report = {"model": kind, "subnets": len(archs), "fitted_on": len(fit), "held_out": len(test),
-              "held_out_scores": scores(predicted[test], y[test]), "cross_validation": cv,
+              "held_out_scores": scores(predicted[test], y[test]),
+              "held_out_by_head": {head: scores(predicted[test][heads[test] == head], y[test][heads[test] == head])
+                                   for head in sorted(set(heads[test]))}, "cross_validation": cv,
               "ap_range": [float(y.min()), float(y.max())], "evaluation": key}
     predictor.info = {"evaluation": key, "report": report}
     predictor.save(out / PREDICTOR)
