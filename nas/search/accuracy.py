@@ -135,11 +135,13 @@ def choose_model(x: np.ndarray, y: np.ndarray, seed: int = 0, folds: int = 5) ->
     return best, cv
 
 
-def evaluation_key(supernet, val_ann: str, eval_images: int | None, flip_test: bool) -> dict:
+def evaluation_key(supernet, dataset, eval_images: int | None, flip_test: bool) -> dict:
     """What makes two inherited APs comparable: the same weights (``supernet.identity``), scored
-    the same way on the same data (its annotations' digest: the same synthetic set made on another
-    machine, or the same COCO file elsewhere, is the same data)."""
-    return {"supernet": supernet.identity, "val_data": sha256(val_ann), "eval_images": eval_images,
+    the same way on the same images of the same data (its annotations' digest: the same synthetic
+    set made on another machine, or the same COCO file elsewhere, is the same data; all 200 images
+    are the same images whether asked as 200 or as all)."""
+    images = len(dataset.image_ids) if eval_images is None else min(eval_images, len(dataset.image_ids))
+    return {"supernet": supernet.identity, "val_data": sha256(dataset.ann_file), "eval_images": images,
             "calibration": supernet.calibration_key, "flip_test": flip_test}
 
 

@@ -49,7 +49,7 @@ class Objective:
                                f"same --latency-of and --people")
         self.dataset = CocoPoseDataset(cfg.val_ann, cfg.val_images, self.supernet.spec)
         self.objectives = STRATEGIES[cfg.sampler].objectives
-        self.evaluation = evaluation_key(self.supernet, cfg.val_ann, cfg.eval_images, cfg.flip_test)
+        self.evaluation = evaluation_key(self.supernet, self.dataset, cfg.eval_images, cfg.flip_test)
         self.evaluations = Evaluations(self.evaluation)
 
     def check_budgets(self) -> dict:

@@ -113,7 +113,7 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
     out = Path(out)
     supernet = TrainedSupernet.load(supernet_ref, calibration_images=calib_images)
     space, k = supernet.space, supernet.num_keypoints
-    key = evaluation_key(supernet, val[0], eval_images, flip_test)
+    key = evaluation_key(supernet, CocoPoseDataset(*val, supernet.spec), eval_images, flip_test)
     if (out / EVALUATION).exists() and read_json(out / EVALUATION) != key:
         raise PoseNASError(f"{out}: its samples were evaluated for another supernet or data; use a new --out")
     write_json(out / EVALUATION, key, indent=1)

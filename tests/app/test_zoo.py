@@ -186,7 +186,7 @@ def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_p
         assert head in row["name"] and row["value"] == round(float((total["head"] == head).mean()), 3)
 
 
-@pytest.mark.slow  # four searches on predictions, verified, with their local search
+@pytest.mark.slow  # five searches on predictions, verified, with their local search
 def test_regret_benchmark_measures_each_seed_against_the_best_any_verified(tiny_zoo, tmp_path, monkeypatch):
     import pandas as pd
 
@@ -194,8 +194,8 @@ def test_regret_benchmark_measures_each_seed_against_the_best_any_verified(tiny_
 
     monkeypatch.setenv("POSENAS_CACHE", str(tmp_path / "cache"))  # no evaluations of other tests to refit on
     shutil.copytree(tiny_zoo / "cache", tmp_path / "cache", ignore=shutil.ignore_patterns("evaluations.db*"))
-    worst, spread, worst_refitted, _ = bench_regret(QUICK, tmp_path, budgets_ms=(1000, 2000),
-                                                    zoo_ref=str(tiny_zoo / "entry"))
+    worst, spread, worst_refitted, _, readapted = bench_regret(QUICK, tmp_path, budgets_ms=(1000, 2000),
+                                                               zoo_ref=str(tiny_zoo / "entry"))
     table = pd.read_csv(tmp_path / "regret.csv")
     first, refitted, without = (table[table["search"] == name].reset_index()
                                 for name in ("first", "refitted", "first, no local search"))
@@ -204,6 +204,10 @@ def test_regret_benchmark_measures_each_seed_against_the_best_any_verified(tiny_
     assert (without["regret"] >= first["regret"]).all()  # their first rounds
     assert worst["value"] == round(first["regret"].max(), 4) and spread["unit"] == "AP"
     assert worst_refitted["value"] == round(refitted["regret"].max(), 4)
+    anew = table[table["search"] == "seed 0, latency adapted anew"]
+    assert len(anew) == QUICK.regret_adaptations and anew["best_AP"].iloc[0] == first["best_AP"].iloc[0]
+    assert readapted["value"] == round(anew["best_AP"].max() - anew["best_AP"].min(), 4)
+    assert (tmp_path / "regret-latency-1.sqlite").exists()  # measured anew, not from the shared cache
     later = pd.concat([pd.read_csv(tmp_path / f"regret-1000ms-seed{seed}-refitted" / "verified.csv")
                        for seed in range(QUICK.regret_seeds)])
     assert later["evaluation_cached"].any()  # the refitted predictor points at what the first searches evaluated
