@@ -52,7 +52,8 @@ def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.Da
     cfg, space = objective.cfg, objective.space
     feasible = verified[verified["feasible"] & verified["evaluated"]].nlargest(PARENTS, "AP")
     errors = (feasible["AP"] - feasible["predicted_AP"]).to_numpy(dtype=float)
-    scales = (feasible["latency_ms"] / feasible["predicted_latency_ms"]).to_numpy(dtype=float)
+    measured, predicted = (feasible[c].to_numpy(dtype=float) for c in ("latency_ms", "predicted_latency_ms"))
+    scales = np.divide(measured, predicted, out=np.ones_like(measured), where=predicted > 0)  # 0: nothing to scale
     seen = set(verified["arch_hash"])
     pool, parents = [], []
     for parent, arch in enumerate(feasible["arch"].map(json.loads)):
