@@ -11,7 +11,7 @@ import pytest
 
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
-from nas.search.accuracy import FITTERS, MLP, AccuracyPredictor, encode, predict_model
+from nas.search.accuracy import FITTERS, MLP, TREES, AccuracyPredictor, encode, predict_model
 from nas.search.predictor_build import build_accuracy_predictor, prefix_spread
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
@@ -28,8 +28,7 @@ def test_plain_models_predict_what_scikit_learn_fitted():
     x = rng.random((60, 7))
     y = x @ rng.random(7) + 0.3 * np.sin(5 * x[:, 0])
     grid = rng.random((20, 7))
-    trees = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8,
-                                      random_state=0).fit(x, y)
+    trees = GradientBoostingRegressor(**TREES, random_state=0).fit(x, y)
     assert np.allclose(predict_model(FITTERS["trees"](x, y, 0), grid), trees.predict(grid))
     ridge = RidgeCV(alphas=np.logspace(-3, 2, 12)).fit(x, y)
     assert np.allclose(predict_model(FITTERS["ridge"](x, y, 0), grid), ridge.predict(grid))
