@@ -34,7 +34,7 @@ class SearchConfig:
     accuracy_predictor: str | None = None  # predictor.json: search on predicted AP, then verify the front for real
     predicted_trials: int = 2000  # trials of a search on predicted AP
     verify: int = 8  # latency bands whose best predicted subnet is measured and evaluated for real
-    refine: int = 8  # then at most this many mutations of the verified winners, until the front stops moving
+    refine: int = 16  # then at most this many mutations of the verified winners, until the front stops moving
     refit: bool = True  # the accuracy predictor refitted first on earlier searches' evaluations of this supernet
 
     RANGES = {"latency_budget_ms": POSITIVE, "trials": AT_LEAST_ONE, "eval_images": AT_LEAST_ONE,

@@ -5,8 +5,10 @@ The accuracy predictor ranks well on average and blurs at the top, where the sea
 verifications from one seed sample that blur, so two seeds can hand a user subnets 0.03-0.05 AP
 apart. Near a verified subnet the predictor's error is much like the subnet's own, so each
 mutation is ranked by its predicted AP corrected by its parent's measured error, and the best
-few per round get a real measured latency and a real inherited AP. A round that raises neither
-the best AP within the budgets nor the front's hypervolume ends the search.
+few per round get a real measured latency and a real inherited AP (a mutation evaluated before
+on the same weights and data is ranked by its real AP). ``PATIENCE`` rounds in a row that raise
+neither the best AP within the budgets nor the front's hypervolume end the search: the top of the
+space is flat, so one still round often comes before a better one.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ PARENTS = 4  # the best verified subnets within the budgets mutated each round
 MUTATIONS = 64  # mutations drawn per parent, ranked on predictions
 STILL_AP = 0.002  # a round that raises the best feasible AP less than this ...
 STILL_HYPERVOLUME = 0.005  # ... and the front's hypervolume by less than this share has not moved it
+PATIENCE = 2  # still rounds in a row that end the local search
 
 
 def front_moved(before: pd.DataFrame, after: pd.DataFrame, budget_ms: float) -> bool:
@@ -43,12 +46,13 @@ def front_moved(before: pd.DataFrame, after: pd.DataFrame, budget_ms: float) -> 
     return best(after) >= best(before) + STILL_AP or new > old * (1 + STILL_HYPERVOLUME)
 
 
-def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, rng: random.Random,
-              count: int) -> list[tuple[dict, float]]:
+def proposals(objective: Objective, accuracy: AccuracyPredictor, known: dict[str, float], verified: pd.DataFrame,
+              rng: random.Random, count: int) -> list[tuple[dict, float]]:
     """The ``count`` mutations of the best verified subnets within the budgets with the highest
-    predicted AP corrected by their parent's error (measured - predicted), each within the budgets
-    by its predicted latency scaled as its parent's was (measured / predicted) and none verified
-    before, with that latency; at most one per parent while others remain."""
+    predicted AP corrected by their parent's error (measured - predicted), or their AP where it is
+    ``known`` (by arch hash), each within the budgets by its predicted
+    latency scaled as its parent's was (measured / predicted) and none verified before, with that
+    latency; at most one per parent while others remain."""
     cfg, space = objective.cfg, objective.space
     feasible = verified[verified["feasible"] & verified["evaluated"]].nlargest(PARENTS, "AP")
     errors = (feasible["AP"] - feasible["predicted_AP"]).to_numpy(dtype=float)
@@ -69,8 +73,10 @@ def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.Da
                 parents.append(parent)
     if not pool:
         return []
+    expected = [known.get(arch_hash(child), ap) for (child, _), ap in
+                zip(pool, accuracy.predict([child for child, _ in pool]) + errors[parents])]
     firsts, rest, mutated = [], [], set()
-    for i in np.argsort(-(accuracy.predict([child for child, _ in pool]) + errors[parents]), kind="stable"):
+    for i in np.argsort(-np.asarray(expected), kind="stable"):
         (rest if parents[i] in mutated else firsts).append(i)
         mutated.add(parents[i])
     return [pool[i] for i in (firsts + rest)[:count]]
@@ -81,26 +87,29 @@ def round_fits(seconds_left: float, seconds_per_evaluation: float, count: int) -
     return count * seconds_per_evaluation <= seconds_left
 
 
-def refine(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, evaluations: int,
-           seed: int | None, progress: bool, first_number: int = 0, seconds_left: Callable[[], float] = lambda: math.inf
-           ) -> pd.DataFrame:
+def refine(objective: Objective, accuracy: AccuracyPredictor, known: dict[str, float], verified: pd.DataFrame,
+           evaluations: int, seed: int | None, progress: bool, first_number: int = 0,
+           seconds_left: Callable[[], float] = lambda: math.inf) -> pd.DataFrame:
     """``verified`` and the mutations evaluated after it, at most ``evaluations`` of them, in rounds
-    of ``ROUND`` until a round does not move the front (``front_moved``) or would not end within
-    ``seconds_left()``; they are numbered on from ``first_number``."""
-    rng, done = random.Random(seed), 0
+    of ``ROUND`` until ``PATIENCE`` rounds in a row do not move the front (``front_moved``) or the
+    next would not end within ``seconds_left()``; they are numbered on from ``first_number``."""
+    rng, done, still, round_number = random.Random(seed), 0, 0, 0
     with tqdm(total=evaluations, desc="local search around the verified winners", disable=not progress) as bar:
         while done < evaluations and round_fits(seconds_left(), float(verified["trial_s"].median()),
                                                  min(ROUND, evaluations - done)):
-            chosen = proposals(objective, accuracy, verified, rng, min(ROUND, evaluations - done))
+            chosen = proposals(objective, accuracy, known, verified, rng, min(ROUND, evaluations - done))
             if not chosen:
                 break
+            round_number += 1
             predicted = accuracy.predict([arch for arch, _ in chosen])
             rows = [{**objective.assess(arch, measure=True), "number": first_number + done + i,
-                     "predicted_AP": float(ap), "predicted_latency_ms": latency, "local": True}
+                     "predicted_AP": float(ap), "predicted_latency_ms": latency,
+                     "known": arch_hash(arch) in known, "local": True, "round": round_number}
                     for i, ((arch, latency), ap) in enumerate(zip(chosen, predicted))]
             done += len(rows)
             bar.update(len(rows))
             before, verified = verified, pd.concat([verified, pd.DataFrame(rows)], ignore_index=True)
-            if not front_moved(before, verified, objective.cfg.latency_budget_ms):
+            still = 0 if front_moved(before, verified, objective.cfg.latency_budget_ms) else still + 1
+            if still == PATIENCE:
                 break
     return verified

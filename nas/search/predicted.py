@@ -2,6 +2,11 @@
 latency, then the best predicted subnets verified by real measurement, and a local search around
 the verified winners (``nas.search.local``).
 
+A subnet whose inherited AP is known for the same weights and data (the accuracy predictor's samples
+and, refitted, what earlier searches evaluated) joins the trials with that AP instead of a
+prediction: the predictor blurs the top, where a known AP is exact, and a later search starts from
+the best any earlier one found.
+
 Thousands of predicted trials cost less than one real one, so the search itself runs in an
 in-memory study in seconds (OFA's accuracy predictor plus a latency model). Predictions are not
 results: the best predicted subnet of each latency band up to the budget gets a real measured
@@ -66,6 +71,21 @@ def predicted_trials(objective: Objective, accuracy: AccuracyPredictor, trials: 
     return pd.DataFrame(rows).drop_duplicates("arch_hash")
 
 
+def known_trials(objective: Objective, accuracy: AccuracyPredictor, known: list[tuple[dict, float]],
+                 first_number: int) -> pd.DataFrame:
+    """``known`` subnets (arch config, inherited AP) as trials, numbered on from ``first_number``, with
+    their AP, its prediction and their predicted latency."""
+    rows = []
+    predicted = accuracy.predict([arch for arch, _ in known]) if known else []
+    for number, (arch, ap), guess in zip(range(first_number, first_number + len(known)), known, predicted):
+        macs, latency = arch_cost(arch, objective.k).macs, objective.predictor.predict(arch)
+        rows.append({"number": number, "AP": ap, "latency_ms": latency, "macs": macs, "arch_hash": arch_hash(arch),
+                     "arch": json.dumps(arch, separators=(",", ":")),
+                     "feasible": max(objective.cfg.over_budgets(macs, latency).values()) <= 0, "evaluated": True,
+                     "predicted_AP": float(guess), "known": True})
+    return pd.DataFrame(rows)
+
+
 def candidates(table: pd.DataFrame, count: int) -> pd.DataFrame:
     """The best predicted subnet in each of ``count`` equal latency bands of the feasible trials,
     fastest first. Not the predicted front's points: where the predictor plateaus (trees predict
@@ -96,15 +116,20 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     if fitted_for != objective.supernet.identity:
         raise PoseNASError(f"{cfg.accuracy_predictor}: fitted for other supernet weights than {cfg.supernet}; "
                            f"build one for it (posenas predictor build)")
-    if cfg.refit and accuracy.samples and accuracy.info.get("evaluation") == objective.evaluation:
+    same_data = accuracy.info.get("evaluation") == objective.evaluation
+    if cfg.refit and accuracy.samples and same_data:
         archs, aps = objective.evaluations.all(objective.space)
         if archs:
             accuracy = accuracy.refit(archs, aps, cfg.seed or 0)
             print(f"accuracy predictor refitted with {accuracy.info['refitted_with']} subnets that earlier "
                   f"searches evaluated")
+    known = accuracy.samples if same_data else []
     floor = objective.check_budgets()
     start = time.perf_counter()
     table = predicted_trials(objective, accuracy, cfg.predicted_trials, cfg.seed, progress)
+    table = pd.concat([known_trials(objective, accuracy, known, len(table)),
+                       table.assign(predicted_AP=table["AP"], known=False)],
+                      ignore_index=True).drop_duplicates("arch_hash")
     search_s = time.perf_counter() - start
     chosen = candidates(table, cfg.verify)
     if chosen.empty:
@@ -113,9 +138,10 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     verified = []
     for _, row in tqdm(list(chosen.iterrows()), desc="verifying the best predicted subnets", disable=not progress):
         attrs = objective.assess(json.loads(row["arch"]), measure=True)
-        verified.append({**attrs, "number": int(row["number"]), "predicted_AP": row["AP"],
-                         "predicted_latency_ms": row["latency_ms"], "local": False})
-    checked = refine(objective, accuracy, pd.DataFrame(verified), cfg.refine, cfg.seed, progress, len(table),
+        verified.append({**attrs, "number": int(row["number"]), "predicted_AP": row["predicted_AP"],
+                         "predicted_latency_ms": row["latency_ms"], "known": bool(row["known"]), "local": False, "round": 0})
+    checked = refine(objective, accuracy, {arch_hash(a): ap for a, ap in known}, pd.DataFrame(verified), cfg.refine,
+                     cfg.seed, progress, int(table["number"].max()) + 1,
                      lambda: NEW_BUDGET_SECONDS - (time.perf_counter() - start))
     front = pareto_front(checked)
     pareto = [{"number": int(r["number"]), "AP": r["AP"], "latency_ms": r["latency_ms"],

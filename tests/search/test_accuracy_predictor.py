@@ -12,10 +12,11 @@ import pytest
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import FITTERS, MLP, TREES, AccuracyPredictor, encode, predict_model
+from nas.search.local import PATIENCE, front_moved, round_fits
 from nas.search.predictor_build import build_accuracy_predictor, prefix_spread
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
-from search_spaces import SearchSpace
+from search_spaces import SearchSpace, arch_hash
 from tests.search.test_search import FAST, config, meter
 
 
@@ -134,10 +135,10 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
     latency.coefficients[NAMES.index("macs_pointwise")] = 1.0
     latency.save(tmp_path / "latency.json")
     cfg = config(tmp_path, entry, val, eval_images=4, calib_images=64, predictor=str(tmp_path / "latency.json"),
-                 accuracy_predictor=str(entry), predicted_trials=300, verify=2, refine=4)
+                 accuracy_predictor=str(entry), predicted_trials=300, verify=2, refine=12)
     lat = meter(tmp_path)
     summary = run_search(cfg, lat, progress=False)
-    assert summary["trials"] >= 100 and summary["verified"] >= 1 and 1 <= summary["local"] <= 4
+    assert summary["trials"] >= 100 and summary["verified"] >= 1 and 1 <= summary["local"] <= 12
     pareto = json.loads((tmp_path / "search" / "pareto.json").read_text())["pareto"]
     supernet = TrainedSupernet.load(entry)
     data = CocoPoseDataset(*set_files(val))
@@ -145,8 +146,13 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
         assert p["latency_ms"] == lat.measure(p["arch"], 17)["median_ms"] != p["predicted_latency_ms"]
         assert p["AP"] == pytest.approx(supernet.evaluate(p["arch"], data, limit=4)["AP"], abs=1e-9)
     verified = pd.read_csv(tmp_path / "search" / "verified.csv")
-    assert verified["latency_measured"].all() and len(verified) == summary["verified"] <= 2 + 4
+    assert verified["latency_measured"].all() and len(verified) == summary["verified"] <= 2 + 12
     local = verified[verified["local"]]
+    # rounds of local search go on until PATIENCE of them in a row leave the front where it was (or 12 are done)
+    moved = [front_moved(verified[verified["round"] < r], verified[verified["round"] <= r], cfg.latency_budget_ms)
+             for r in range(1, verified["round"].max() + 1)]
+    assert [False] * PATIENCE not in [moved[i:i + PATIENCE] for i in range(len(moved) - PATIENCE)]
+    assert len(local) == 12 or moved[-PATIENCE:] == [False] * PATIENCE
     assert len(local) == summary["local"] and local["number"].min() >= summary["trials"]  # numbered after them
     assert verified["arch_hash"].is_unique and (local["predicted_latency_ms"] <= cfg.latency_budget_ms).all()
     for _, row in local.iterrows():  # evaluated for real, like every verified subnet
@@ -156,7 +162,9 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
                     accuracy_predictor=str(entry), predicted_trials=100, verify=4, refine=0, seed=2,
                     out=str(tmp_path / "second"))
     run_search(second, lat, progress=False)
-    assert f"refitted with {len(set(verified['arch_hash']))} subnets" in capsys.readouterr().out
+    sampled = {arch_hash(a) for a, _ in AccuracyPredictor.load(entry).samples}  # known before: not new
+    assert verified["known"].any() and verified["known"].equals(verified["arch_hash"].isin(sampled))
+    assert f"refitted with {len(set(verified['arch_hash']) - sampled)} subnets" in capsys.readouterr().out
     again = pd.read_csv(tmp_path / "second" / "verified.csv").merge(verified, on="arch_hash", suffixes=("", "_first"))
     assert again["evaluation_cached"].all() and np.array_equal(again["AP"], again["AP_first"])
     run_search(dataclasses.replace(second, refit=False, out=str(tmp_path / "third")), lat, progress=False)
@@ -164,8 +172,6 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
 
 
 def test_the_local_search_stops_when_a_round_does_not_move_the_verified_front():
-    from nas.search.local import front_moved
-
     verified = pd.DataFrame({"latency_ms": [2.0, 4.0, 5.5], "AP": [0.30, 0.38, 0.40], "feasible": True,
                              "evaluated": True})
 
@@ -181,8 +187,6 @@ def test_the_local_search_stops_when_a_round_does_not_move_the_verified_front():
 
 
 def test_a_local_round_starts_only_if_it_ends_within_the_new_budget_time():
-    from nas.search.local import round_fits
-
     assert round_fits(seconds_left=30.0, seconds_per_evaluation=7.0, count=4)  # 28 s of 30
     assert not round_fits(seconds_left=27.0, seconds_per_evaluation=7.0, count=4)
     assert round_fits(seconds_left=14.0, seconds_per_evaluation=7.0, count=2)  # the last, shorter round

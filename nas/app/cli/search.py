@@ -44,7 +44,7 @@ class Search(Command):
                        help="then at most this many mutations of the verified winners evaluated for real, until the "
                             f"front stops moving (0: none; default {DEFAULT['refine']})")
         p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
-                       help="keep the accuracy predictor as shipped, not refitted first on what earlier searches of "
+                       help="keep the accuracy predictor as shipped, blind to what earlier searches of "
                             "the supernet on the same data evaluated (the same answer as a first search)")
         p.add_argument("--seed", type=SEED, help="sampler seed (give each worker its own)")
         p.add_argument("--population", type=bounded(int, Range(2)),
