@@ -50,9 +50,9 @@ def proposals(objective: Objective, accuracy: AccuracyPredictor, known: dict[str
               rng: random.Random, count: int) -> list[tuple[dict, float]]:
     """The ``count`` mutations of the best verified subnets within the budgets with the highest
     predicted AP corrected by their parent's error (measured - predicted), or their AP where it is
-    ``known`` (by arch hash), each within the budgets by its predicted
-    latency scaled as its parent's was (measured / predicted) and none verified before, with that
-    latency; at most one per parent while others remain."""
+    ``known`` (by arch hash), each within the budgets by its predicted latency scaled as its
+    parent's was (measured / predicted) and none verified before, with that latency; at most one
+    per parent while others remain."""
     cfg, space = objective.cfg, objective.space
     feasible = verified[verified["feasible"] & verified["evaluated"]].nlargest(PARENTS, "AP")
     errors = (feasible["AP"] - feasible["predicted_AP"]).to_numpy(dtype=float)
