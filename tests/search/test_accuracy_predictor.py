@@ -12,7 +12,7 @@ import pytest
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import FITTERS, MLP, TREES, AccuracyPredictor, encode, predict_model
-from nas.search.local import PATIENCE, front_moved, round_fits
+from nas.search.local import PATIENCE, evaluation_seconds, front_moved, round_fits
 from nas.search.predictor_build import build_accuracy_predictor, prefix_spread
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
@@ -190,6 +190,21 @@ def test_a_local_round_starts_only_if_it_ends_within_the_new_budget_time():
     assert round_fits(seconds_left=30.0, seconds_per_evaluation=7.0, count=4)  # 28 s of 30
     assert not round_fits(seconds_left=27.0, seconds_per_evaluation=7.0, count=4)
     assert round_fits(seconds_left=14.0, seconds_per_evaluation=7.0, count=2)  # the last, shorter round
+
+
+def test_a_local_round_is_timed_by_its_parents_evaluations_not_by_fast_or_cached_ones():
+    """Recorded from a 12 ms search: fast band winners and two cached evaluations put the median at
+    8 s, while mutations of the best subnets near the budget took 10-16 s each."""
+    verified = pd.DataFrame({"trial_s": [2.9, 5.3, 8.0, 9.7, 0.0, 0.0, 10.6, 16.4],
+                             "AP": [0.30, 0.37, 0.40, 0.42, 0.44, 0.45, 0.46, 0.47],
+                             "evaluation_cached": [False, False, False, False, True, True, False, False],
+                             "feasible": True, "evaluated": True})
+    assert evaluation_seconds(verified) == pytest.approx((16.4 + 10.6 + 9.7 + 8.0) / 4)  # the 4 best, evaluated
+    assert not round_fits(40.0, evaluation_seconds(verified), 4)  # the median's 8 s would have let it start
+    cached = verified.assign(evaluation_cached=True)
+    assert evaluation_seconds(cached) == pytest.approx(verified["trial_s"].mean())  # nothing evaluated: all of them
+    infeasible = pd.DataFrame({"trial_s": [1.0, 3.0], "AP": 0.0, "feasible": False, "evaluated": False})
+    assert evaluation_seconds(infeasible) == 2.0  # no evaluation at all (no AP column for a cache flag)
 
 
 def test_verification_reaches_the_budget_past_a_predicted_plateau():
