@@ -96,22 +96,25 @@ def evaluation_seconds(verified: pd.DataFrame) -> float:
     return float(chosen["trial_s"].max())
 
 
-def round_fits(seconds_left: float, seconds_per_evaluation: float, count: int) -> bool:
-    """Whether a round of ``count`` evaluations, each taking ``seconds_per_evaluation``, ends in time."""
-    return count * seconds_per_evaluation <= seconds_left
+def evaluations_that_fit(seconds_left: float, seconds_per_evaluation: float) -> int:
+    """How many evaluations of a round, each taking ``seconds_per_evaluation``, end within
+    ``seconds_left``: a whole round where it fits, else as many as do (none past the time)."""
+    fitting = seconds_left / max(seconds_per_evaluation, 1e-3)  # cached evaluations take no time
+    return max(int(min(fitting, ROUND)), 0)
 
 
 def refine(objective: Objective, accuracy: AccuracyPredictor, known: dict[str, float], verified: pd.DataFrame,
            evaluations: int, seed: int | None, progress: bool, first_number: int = 0,
            seconds_left: Callable[[], float] = lambda: math.inf) -> pd.DataFrame:
     """``verified`` and the mutations evaluated after it, at most ``evaluations`` of them, in rounds
-    of ``ROUND`` until ``PATIENCE`` rounds in a row do not move the front (``front_moved``) or the
-    next would not end within ``seconds_left()``; they are numbered on from ``first_number``."""
+    of ``ROUND`` (fewer where no more end within ``seconds_left()``) until ``PATIENCE`` rounds in a
+    row do not move the front (``front_moved``) or none would end in time; they are numbered on
+    from ``first_number``."""
     rng, done, still, round_number = random.Random(seed), 0, 0, 0
     with tqdm(total=evaluations, desc="local search around the verified winners", disable=not progress) as bar:
-        while done < evaluations and round_fits(seconds_left(), evaluation_seconds(verified),
-                                                 min(ROUND, evaluations - done)):
-            chosen = proposals(objective, accuracy, known, verified, rng, min(ROUND, evaluations - done))
+        while (count := min(ROUND, evaluations - done,
+                            evaluations_that_fit(seconds_left(), evaluation_seconds(verified)))) > 0:
+            chosen = proposals(objective, accuracy, known, verified, rng, count)
             if not chosen:
                 break
             round_number += 1

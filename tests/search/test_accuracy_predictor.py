@@ -2,6 +2,7 @@
 build that reuses a search's trials, and a report on held-out subnets."""
 import dataclasses
 import json
+import math
 import random
 from dataclasses import asdict
 
@@ -12,7 +13,7 @@ import pytest
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import FITTERS, MLP, TREES, AccuracyPredictor, encode, predict_model
-from nas.search.local import PATIENCE, evaluation_seconds, front_moved, round_fits
+from nas.search.local import PATIENCE, evaluation_seconds, evaluations_that_fit, front_moved
 from nas.search.predictor_build import build_accuracy_predictor, prefix_spread
 from nas.search.study import run_search
 from nas.subnet.inherit import TrainedSupernet
@@ -186,10 +187,12 @@ def test_the_local_search_stops_when_a_round_does_not_move_the_verified_front():
     assert front_moved(verified, after(1.0, 0.30), 6.0)  # the same AP much faster: the front moved
 
 
-def test_a_local_round_starts_only_if_it_ends_within_the_new_budget_time():
-    assert round_fits(seconds_left=30.0, seconds_per_evaluation=7.0, count=4)  # 28 s of 30
-    assert not round_fits(seconds_left=27.0, seconds_per_evaluation=7.0, count=4)
-    assert round_fits(seconds_left=14.0, seconds_per_evaluation=7.0, count=2)  # the last, shorter round
+def test_a_local_round_holds_only_the_evaluations_that_end_within_the_new_budget_time():
+    assert evaluations_that_fit(seconds_left=30.0, seconds_per_evaluation=7.0) == 4  # 28 s of 30
+    assert evaluations_that_fit(seconds_left=27.0, seconds_per_evaluation=7.0) == 3  # a shorter last round
+    assert evaluations_that_fit(seconds_left=6.0, seconds_per_evaluation=7.0) == 0  # none: the search ends
+    assert evaluations_that_fit(seconds_left=-2.0, seconds_per_evaluation=7.0) == 0
+    assert evaluations_that_fit(seconds_left=math.inf, seconds_per_evaluation=0.0) == 4  # no limit, cached
 
 
 def test_a_local_round_is_timed_by_its_parents_evaluations_not_by_fast_or_cached_ones():
@@ -200,7 +203,7 @@ def test_a_local_round_is_timed_by_its_parents_evaluations_not_by_fast_or_cached
                              "evaluation_cached": [False, False, False, False, True, True, False, False],
                              "feasible": True, "evaluated": True})
     assert evaluation_seconds(verified) == 16.4  # the slowest of the 4 best evaluated ones
-    assert not round_fits(40.0, evaluation_seconds(verified), 4)  # the median's 8 s would have let it start
+    assert evaluations_that_fit(40.0, evaluation_seconds(verified)) == 2  # the median's 8 s: a whole round
     assert evaluation_seconds(verified.assign(AP=verified["AP"][::-1].to_numpy())) == 9.7  # the best are the fast ones
     cached = verified.assign(evaluation_cached=True)
     assert evaluation_seconds(cached) == 16.4  # nothing evaluated here: any verified subnet's
