@@ -112,7 +112,7 @@ def refine(objective: Objective, accuracy: AccuracyPredictor, known: dict[str, f
     from ``first_number``."""
     rng, done, still, round_number = random.Random(seed), 0, 0, 0
     with tqdm(total=evaluations, desc="local search around the verified winners", disable=not progress) as bar:
-        while (count := min(ROUND, evaluations - done,
+        while (count := min(evaluations - done,
                             evaluations_that_fit(seconds_left(), evaluation_seconds(verified)))) > 0:
             chosen = proposals(objective, accuracy, known, verified, rng, count)
             if not chosen:
