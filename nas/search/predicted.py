@@ -42,6 +42,17 @@ NEW_BUDGET_SECONDS = 120  # a new budget is searched and verified in this time: 
 VERIFIED = "verified.csv"  # the candidates with their measured figures beside the predicted ones
 
 
+def trial_row(objective: Objective, number: int, arch: dict, ap: float, predicted_ap: float,
+              known: bool) -> tuple[dict, dict[str, float]]:
+    """A trial of the table (the AP it is ranked by, its prediction, its predicted latency, MACs and
+    feasibility) and how far it is over each budget."""
+    macs, latency = arch_cost(arch, objective.k).macs, objective.predictor.predict(arch)
+    over = objective.cfg.over_budgets(macs, latency)
+    return {"number": number, "AP": float(ap), "latency_ms": latency, "macs": macs, "arch_hash": arch_hash(arch),
+            "arch": json.dumps(arch, separators=(",", ":")), "feasible": max(over.values()) <= 0, "evaluated": True,
+            "predicted_AP": float(predicted_ap), "known": known}, over
+
+
 def predicted_trials(objective: Objective, accuracy: AccuracyPredictor, trials: int, seed: int | None,
                      progress: bool) -> pd.DataFrame:
     """The search strategy's sampler (``cfg.sampler``; NSGA-II by default) over ``trials`` predicted
@@ -57,33 +68,22 @@ def predicted_trials(objective: Objective, accuracy: AccuracyPredictor, trials: 
             archs = [space.suggest(t) for t in asked]
             aps = accuracy.predict(archs)
             for trial, arch, ap in zip(asked, archs, aps):
-                macs = arch_cost(arch, objective.k).macs
-                latency = objective.predictor.predict(arch)
-                over = cfg.over_budgets(macs, latency)
+                row, over = trial_row(objective, trial.number, arch, ap, ap, known=False)
                 for name, value in over.items():
                     trial.set_constraint(name, value)
-                values = {"AP": float(ap), "latency_ms": latency}
-                study.tell(trial, [values[name] for name in strategy.objectives])
-                rows.append({"number": trial.number, "AP": float(ap), "latency_ms": latency, "macs": macs,
-                             "arch_hash": arch_hash(arch), "arch": json.dumps(arch, separators=(",", ":")),
-                             "feasible": max(over.values()) <= 0, "evaluated": True})
+                study.tell(trial, [row[name] for name in strategy.objectives])
+                rows.append(row)
             bar.update(len(asked))
     return pd.DataFrame(rows).drop_duplicates("arch_hash")
 
 
 def known_trials(objective: Objective, accuracy: AccuracyPredictor, known: list[tuple[dict, float]],
                  first_number: int) -> pd.DataFrame:
-    """``known`` subnets (arch config, inherited AP) as trials, numbered on from ``first_number``, with
-    their AP, its prediction and their predicted latency."""
-    rows = []
+    """``known`` subnets (arch config, inherited AP) as trials ranked by that AP, numbered on from
+    ``first_number``."""
     predicted = accuracy.predict([arch for arch, _ in known]) if known else []
-    for number, (arch, ap), guess in zip(range(first_number, first_number + len(known)), known, predicted):
-        macs, latency = arch_cost(arch, objective.k).macs, objective.predictor.predict(arch)
-        rows.append({"number": number, "AP": ap, "latency_ms": latency, "macs": macs, "arch_hash": arch_hash(arch),
-                     "arch": json.dumps(arch, separators=(",", ":")),
-                     "feasible": max(objective.cfg.over_budgets(macs, latency).values()) <= 0, "evaluated": True,
-                     "predicted_AP": float(guess), "known": True})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([trial_row(objective, number, arch, ap, guess, known=True)[0] for number, (arch, ap), guess
+                         in zip(range(first_number, first_number + len(known)), known, predicted)])
 
 
 def candidates(table: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -127,8 +127,7 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     floor = objective.check_budgets()
     start = time.perf_counter()
     table = predicted_trials(objective, accuracy, cfg.predicted_trials, cfg.seed, progress)
-    table = pd.concat([known_trials(objective, accuracy, known, len(table)),
-                       table.assign(predicted_AP=table["AP"], known=False)],
+    table = pd.concat([known_trials(objective, accuracy, known, len(table)), table],
                       ignore_index=True).drop_duplicates("arch_hash")
     search_s = time.perf_counter() - start
     chosen = candidates(table, cfg.verify)
@@ -139,9 +138,11 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     for _, row in tqdm(list(chosen.iterrows()), desc="verifying the best predicted subnets", disable=not progress):
         attrs = objective.assess(json.loads(row["arch"]), measure=True)
         verified.append({**attrs, "number": int(row["number"]), "predicted_AP": row["predicted_AP"],
-                         "predicted_latency_ms": row["latency_ms"], "known": bool(row["known"]), "local": False, "round": 0})
-    checked = refine(objective, accuracy, {arch_hash(a): ap for a, ap in known}, pd.DataFrame(verified), cfg.refine,
-                     cfg.seed, progress, int(table["number"].max()) + 1,
+                         "predicted_latency_ms": row["latency_ms"], "known": bool(row["known"]), "local": False,
+                         "round": 0})
+    known_aps = table.loc[table["known"]].set_index("arch_hash")["AP"].to_dict()
+    checked = refine(objective, accuracy, known_aps, pd.DataFrame(verified), cfg.refine, cfg.seed, progress,
+                     int(table["number"].max()) + 1,
                      lambda: NEW_BUDGET_SECONDS - (time.perf_counter() - start))
     front = pareto_front(checked)
     pareto = [{"number": int(r["number"]), "AP": r["AP"], "latency_ms": r["latency_ms"],

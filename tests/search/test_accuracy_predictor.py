@@ -208,7 +208,7 @@ def test_a_local_round_is_timed_by_its_parents_evaluations_not_by_fast_or_cached
     cached = verified.assign(evaluation_cached=True)
     assert evaluation_seconds(cached) == 16.4  # nothing evaluated here: any verified subnet's
     infeasible = pd.DataFrame({"trial_s": [1.0, 3.0], "AP": 0.0, "feasible": False, "evaluated": False})
-    assert evaluation_seconds(infeasible) == 3.0  # no evaluation at all (no AP column for a cache flag)
+    assert evaluation_seconds(infeasible) == 3.0  # no evaluation at all (no evaluation_cached column)
 
 
 def test_verification_reaches_the_budget_past_a_predicted_plateau():
