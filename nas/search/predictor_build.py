@@ -2,11 +2,12 @@
 and judge it on held-out subnets.
 
 Every evaluation is one inherited subnet, BN recalibrated, on the same images a search scores it
-on; rows are written as they come (``samples.csv``), so a killed build resumes, and trials that
-searches of the same supernet on the same data already evaluated are taken instead of re-run;
-they all count toward ``samples``, so a larger count extends a build with subnets spread over MACs.
-Then ``near_front`` mutations of the subnets on the AP-MACs front: a search looks at the top, so the
-predictor must rank well there, not only on average.
+on; rows are written as they come (``samples.csv``), so a killed build resumes. ``samples``
+subnets spread over MACs (a larger count extends a build), then ``near_front`` mutations of the
+subnets on the AP-MACs front, and every subnet searches of the same supernet on the same data
+verified (the user's evaluation cache, and ``studies``): a search looks at the top, so the
+predictor must rank well there, not only on average. Only spread subnets are held out to judge it:
+the others crowd the top.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from nas.io import read_json, write_json, write_text
 from nas.plots import predicted_against_measured
 from nas.pose.dataset import CocoPoseDataset
 from nas.search.accuracy import AccuracyPredictor, choose_model, encode, evaluation_key, scores
+from nas.search.evaluations import Evaluations
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace, arch_hash
 from search_spaces.space import head_type
@@ -59,7 +61,7 @@ def prefix_spread(count: int) -> list[int]:
 
 
 NEAR_FRONT_ROUND = 32  # near-front subnets drawn from one front: the next round mutates the front it moved
-NEAR_FRONT = "near front"  # their rows' source
+SPREAD, NEAR_FRONT, SEARCHED = "sampled", "near front", "searched"  # rows' sources (and "study NAME")
 
 
 def on_front(archs: list[dict], aps: np.ndarray, k: int) -> list[int]:
@@ -106,6 +108,13 @@ def study_rows(storages: list[str], key: dict) -> list[dict]:
     return rows
 
 
+def searched_rows(space: SearchSpace, key: dict) -> list[dict]:
+    """The subnets the user's searches evaluated for ``key`` (``nas.search.evaluations``)."""
+    archs, aps = Evaluations(key).all(space)
+    return [{"arch_hash": arch_hash(a), "AP": ap, "arch": json.dumps(a, separators=(",", ":")), "source": SEARCHED}
+            for a, ap in zip(archs, aps)]
+
+
 def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str | Path, samples: int = 200,
                              eval_images: int | None = 100, calib_images: int = 64, flip_test: bool = False,
                              studies: list[str] = (), holdout: float = 0.2, seed: int = 0,
@@ -119,19 +128,19 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
     write_json(out / EVALUATION, key, indent=1)
     rows = pd.read_csv(out / SAMPLES).to_dict("records") if (out / SAMPLES).exists() else []
     done = {r["arch_hash"] for r in rows}
-    for r in study_rows(list(studies), key):
+    for r in study_rows(list(studies), key) + searched_rows(space, key):
         if r["arch_hash"] not in done:
             rows.append(r)
             done.add(r["arch_hash"])
     spread = spread_subnets(space, samples, seed)
     wanted = [space.resolve(p) for p in space.preset_names()] + [spread[i] for i in prefix_spread(len(spread))]
     todo = list({arch_hash(a): a for a in wanted if arch_hash(a) not in done}.values())
-    spread_rows = sum(r["source"] != NEAR_FRONT for r in rows)
+    spread_rows = sum(r["source"] == SPREAD for r in rows)
     todo = todo[:max(0, samples - spread_rows)]  # what is evaluated counts: a larger --samples extends a build
     evaluate = partial(evaluated, supernet_ref, supernet, val=val, flip_test=flip_test, eval_images=eval_images,
                        calib_images=calib_images, workers=workers)
     with tqdm(total=len(todo), desc="evaluating subnets", disable=not progress) as bar:
-        record(rows, evaluate(todo), "sampled", out, bar)
+        record(rows, evaluate(todo), SPREAD, out, bar)
     rng = random.Random(seed)
     left = near_front_samples - sum(r["source"] == NEAR_FRONT for r in rows)
     with tqdm(total=max(left, 0), desc="evaluating subnets near the front", disable=not progress) as bar:
@@ -194,10 +203,10 @@ def _evaluate_in_worker(arch: dict, flip_test: bool, eval_images: int | None) ->
 def fit_and_report(space: SearchSpace, k: int, table: pd.DataFrame, key: dict, out: Path, holdout: float,
                    seed: int) -> dict:
     """Choose a model by cross-validation on the fitting split, judge it on the held-out split: a
-    share of the subnets spread over the space (the near-front ones are all fitted on)."""
+    share of the subnets spread over the space (the near-front and searched ones are all fitted on)."""
     archs = [json.loads(a) for a in table["arch"]]
     y = table["AP"].to_numpy(dtype=float)
-    spread = np.flatnonzero(table["source"].to_numpy() != NEAR_FRONT)
+    spread = np.flatnonzero(table["source"].to_numpy() == SPREAD)
     order = np.random.default_rng(seed).permutation(spread)
     test = np.sort(order[:max(3, int(len(spread) * holdout))])
     fit = np.setdiff1d(np.arange(len(archs)), test)

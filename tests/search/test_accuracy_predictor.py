@@ -12,7 +12,8 @@ import pytest
 
 from nas.app.cli import main
 from nas.pose.dataset import CocoPoseDataset, set_files
-from nas.search.accuracy import FITTERS, MLP, TREES, AccuracyPredictor, encode, predict_model
+from nas.search.accuracy import FITTERS, MLP, TREES, AccuracyPredictor, encode, evaluation_key, predict_model
+from nas.search.evaluations import Evaluations
 from nas.search.local import PATIENCE, evaluation_seconds, evaluations_that_fit, front_moved
 from nas.search.predictor_build import build_accuracy_predictor, prefix_spread
 from nas.search.study import run_search
@@ -61,6 +62,7 @@ def test_encoding_is_one_hot_per_dimension_plus_macs():
 
 @pytest.mark.slow  # a search, then a build twice
 def test_build_reuses_search_trials_resumes_and_reports_held_out(tmp_path, tiny_supernet, synth_small, monkeypatch):
+    monkeypatch.setenv("POSENAS_CACHE", str(tmp_path / "cache"))  # only this search's evaluations
     cfg = config(tmp_path, tiny_supernet, synth_small, trials=3, eval_images=4)
     run_search(cfg, meter(tmp_path), progress=False)
     searched = pd.read_csv(tmp_path / "search" / "trials.csv")
@@ -89,11 +91,37 @@ def test_build_reuses_search_trials_resumes_and_reports_held_out(tmp_path, tiny_
     calls.clear()
     assert main(argv) == 0 and calls == []
     argv[argv.index("--samples") + 1] = "17"
-    assert main(argv) == 0 and len(calls) == 3 and len(pd.read_csv(out / "samples.csv")) == 17
+    assert main(argv) == 0 and len(calls) == 3
+    assert (pd.read_csv(out / "samples.csv")["source"] == "sampled").sum() == 17
 
 
-def test_worker_processes_evaluate_what_one_process_does(tmp_path, tiny_supernet, synth_small):
+def test_build_fits_on_what_searches_evaluated_and_holds_out_only_spread_subnets(tmp_path, tiny_supernet,
+                                                                                  synth_small, monkeypatch):
+    """The user's evaluation cache joins the fitting set (searches verified the top, where the
+    predictor blurs); held out are spread subnets only, so the figures judge random subnets."""
+    monkeypatch.setenv("POSENAS_CACHE", str(tmp_path / "cache"))
+    supernet = TrainedSupernet.load(str(tiny_supernet), calibration_images=8)
+    key = evaluation_key(supernet, CocoPoseDataset(*set_files(synth_small), supernet.spec), 4, False)
+    rng = random.Random(3)
+    searched = {arch_hash(a): a for a in (supernet.space.canonical(supernet.space.random(rng)) for _ in range(6))}
+    recorded = dict(zip(searched, np.linspace(0.5, 0.9, len(searched))))  # recorded APs the build must take as they are
+    for digest, arch in searched.items():
+        Evaluations(key).put(arch, {"AP": recorded[digest]})
+    build_accuracy_predictor(str(tiny_supernet), set_files(synth_small), tmp_path / "predictor", 10, eval_images=4,
+                             calib_images=8, progress=False)
+    table = pd.read_csv(tmp_path / "predictor" / "samples-predicted.csv")
+    taken = table[table["source"] == "searched"].set_index("arch_hash")["AP"]
+    assert set(taken.index) | set(table.loc[table["source"] == "sampled", "arch_hash"]) >= set(searched)
+    assert all(taken[h] == recorded[h] for h in taken.index) and len(taken) >= 1
+    assert (table["source"] == "sampled").sum() == 10  # the spread samples are counted without them
+    assert set(table.loc[table["split"] == "held-out", "source"]) == {"sampled"}
+    report = json.loads((tmp_path / "predictor" / "report.json").read_text())
+    assert report["fitted_on"] == len(table) - report["held_out"]
+
+
+def test_worker_processes_evaluate_what_one_process_does(tmp_path, tiny_supernet, synth_small, monkeypatch):
     """--workers N: the same subnets, the same APs, only side by side."""
+    monkeypatch.setenv("POSENAS_CACHE", str(tmp_path / "cache"))  # no other test's searched subnets
     tables = []
     for workers in (1, 2):
         build_accuracy_predictor(str(tiny_supernet), set_files(synth_small), tmp_path / str(workers), 10,

@@ -17,8 +17,9 @@ class Build(Command):
         supernet_flag(p)
         data_flags(p, what="held-out evaluation set folder (the one searches score subnets on)")
         p.add_argument("--samples", type=COUNT, default=200,
-                       help="evaluated subnets in all (presets, reused trials and an earlier build's included: "
-                            "a larger number extends it)")
+                       help="subnets spread over the space (presets and an earlier build's included: a larger "
+                            "number extends it); the subnets searches evaluated on the same supernet and data "
+                            "(the evaluation cache, --studies) are fitted on too")
         p.add_argument("--near-front", type=INDEX, default=0, metavar="N",
                        help="then N mutations of the subnets on the AP-MACs front, where searches look (default 0)")
         p.add_argument("--eval-images", type=COUNT, default=100)
