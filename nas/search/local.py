@@ -46,11 +46,11 @@ def front_moved(before: pd.DataFrame, after: pd.DataFrame, budget_ms: float) -> 
     return best(after) >= best(before) + STILL_AP or new > old * (1 + STILL_HYPERVOLUME)
 
 
-def proposals(objective: Objective, accuracy: AccuracyPredictor, known: dict[str, float], verified: pd.DataFrame,
-              rng: random.Random, count: int) -> list[tuple[dict, float]]:
+def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, rng: random.Random,
+              count: int) -> list[tuple[dict, float]]:
     """The ``count`` mutations of the best verified subnets within the budgets with the highest
-    predicted AP corrected by their parent's error (measured - predicted), or their AP where it is
-    ``known`` (by arch hash), each within the budgets by its predicted latency scaled as its
+    predicted AP corrected by their parent's error (measured - predicted), or their AP where the
+    objective knows it, each within the budgets by its predicted latency scaled as its
     parent's was (measured / predicted) and none verified before, with that latency; at most one
     per parent while others remain."""
     cfg, space = objective.cfg, objective.space
@@ -73,7 +73,7 @@ def proposals(objective: Objective, accuracy: AccuracyPredictor, known: dict[str
                 parents.append(parent)
     if not pool:
         return []
-    expected = [known.get(arch_hash(child), ap) for (child, _), ap in
+    expected = [objective.known.get(arch_hash(child), ap) for (child, _), ap in
                 zip(pool, accuracy.predict([child for child, _ in pool]) + errors[parents])]
     firsts, rest, mutated = [], [], set()
     for i in np.argsort(-np.asarray(expected), kind="stable"):
@@ -103,8 +103,7 @@ def evaluations_that_fit(seconds_left: float, seconds_per_evaluation: float) -> 
     return max(int(min(fitting, ROUND)), 0)
 
 
-def refine(objective: Objective, accuracy: AccuracyPredictor, known: dict[str, float], verified: pd.DataFrame,
-           evaluations: int, seed: int | None, progress: bool, first_number: int = 0,
+def refine(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, evaluations: int, seed: int | None, progress: bool, first_number: int = 0,
            seconds_left: Callable[[], float] = lambda: math.inf) -> pd.DataFrame:
     """``verified`` and the mutations evaluated after it, at most ``evaluations`` of them, in rounds
     of ``ROUND`` (fewer where no more end within ``seconds_left()``) until ``PATIENCE`` rounds in a
@@ -114,14 +113,14 @@ def refine(objective: Objective, accuracy: AccuracyPredictor, known: dict[str, f
     with tqdm(total=evaluations, desc="local search around the verified winners", disable=not progress) as bar:
         while (count := min(evaluations - done,
                             evaluations_that_fit(seconds_left(), evaluation_seconds(verified)))) > 0:
-            chosen = proposals(objective, accuracy, known, verified, rng, count)
+            chosen = proposals(objective, accuracy, verified, rng, count)
             if not chosen:
                 break
             round_number += 1
             predicted = accuracy.predict([arch for arch, _ in chosen])
             rows = [{**objective.assess(arch, measure=True), "number": first_number + done + i,
                      "predicted_AP": float(ap), "predicted_latency_ms": latency,
-                     "known": arch_hash(arch) in known, "local": True, "round": round_number}
+                     "known": arch_hash(arch) in objective.known, "local": True, "round": round_number}
                     for i, ((arch, latency), ap) in enumerate(zip(chosen, predicted))]
             done += len(rows)
             bar.update(len(rows))

@@ -51,6 +51,7 @@ class Objective:
         self.objectives = STRATEGIES[cfg.sampler].objectives
         self.evaluation = evaluation_key(self.supernet, self.dataset, cfg.eval_images, cfg.flip_test)
         self.evaluations = Evaluations(self.evaluation)
+        self.known: dict[str, float] = {}  # arch hash -> inherited AP known for this evaluation, not evaluated again
 
     def check_budgets(self) -> dict:
         """Refuse budgets that even the space's smallest subnet misses, before any trial runs."""
@@ -98,7 +99,8 @@ class Objective:
         over = cfg.over_budgets(cost.macs, latency)
         attrs["macs_over"], attrs["feasible"] = over["macs"], max(over.values()) <= 0
         if attrs["feasible"]:
-            metrics, timings = self.evaluations.get(arch), {}
+            known, timings = self.known.get(attrs["arch_hash"]), {}
+            metrics = {"AP": known} if known is not None else self.evaluations.get(arch)
             if metrics is None:
                 metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)
                 self.evaluations.put(arch, metrics)

@@ -124,6 +124,7 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
             print(f"accuracy predictor refitted with {accuracy.info['refitted_with']} subnets that earlier "
                   f"searches evaluated")
     known = accuracy.samples if same_data else []
+    objective.known = {arch_hash(arch): ap for arch, ap in known}  # verified by latency alone
     floor = objective.check_budgets()
     start = time.perf_counter()
     table = predicted_trials(objective, accuracy, cfg.predicted_trials, cfg.seed, progress)
@@ -140,8 +141,7 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
         verified.append({**attrs, "number": int(row["number"]), "predicted_AP": row["predicted_AP"],
                          "predicted_latency_ms": row["latency_ms"], "known": bool(row["known"]), "local": False,
                          "round": 0})
-    known_aps = table.loc[table["known"]].set_index("arch_hash")["AP"].to_dict()
-    checked = refine(objective, accuracy, known_aps, pd.DataFrame(verified), cfg.refine, cfg.seed, progress,
+    checked = refine(objective, accuracy, pd.DataFrame(verified), cfg.refine, cfg.seed, progress,
                      int(table["number"].max()) + 1,
                      lambda: NEW_BUDGET_SECONDS - (time.perf_counter() - start))
     front = pareto_front(checked)

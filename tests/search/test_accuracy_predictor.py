@@ -191,9 +191,11 @@ def test_search_on_predictions_verifies_its_front_for_real(tmp_path, tiny_zoo, m
                     accuracy_predictor=str(entry), predicted_trials=100, verify=4, refine=0, seed=2,
                     out=str(tmp_path / "second"))
     run_search(second, lat, progress=False)
-    sampled = {arch_hash(a) for a, _ in AccuracyPredictor.load(entry).samples}  # known before: not new
+    sampled = {arch_hash(a): ap for a, ap in AccuracyPredictor.load(entry).samples}  # known before: not new
     assert verified["known"].any() and verified["known"].equals(verified["arch_hash"].isin(sampled))
-    assert f"refitted with {len(set(verified['arch_hash']) - sampled)} subnets" in capsys.readouterr().out
+    known = verified[verified["known"]]  # verified by their measured latency alone: the AP is the sample's
+    assert known["evaluation_cached"].all() and np.array_equal(known["AP"], known["arch_hash"].map(sampled))
+    assert f"refitted with {len(set(verified['arch_hash']) - set(sampled))} subnets" in capsys.readouterr().out
     again = pd.read_csv(tmp_path / "second" / "verified.csv").merge(verified, on="arch_hash", suffixes=("", "_first"))
     assert again["evaluation_cached"].all() and np.array_equal(again["AP"], again["AP_first"])
     run_search(dataclasses.replace(second, refit=False, out=str(tmp_path / "third")), lat, progress=False)
