@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from nas.app.report import plot_run, write_summary
 from nas.app.runs import RunLayout
-from nas.config import is_kind, typed
+from nas.config import is_kind
 from nas.errors import PoseNASError
 from nas.io import read_json, read_yaml, write_json, write_text, writer_lock
 from nas.latency.meter import make_meter
@@ -176,7 +176,7 @@ class Pipeline:
         self.supernet_cfg = supernet_config(cfg, self.run, self.source)
         self.processes = supernet_processes(cfg, self.source)
         self.supernet = cfg["supernet"] if self.supernet_cfg is None else str(self.run.supernet)
-        self.runtime = typed(RuntimeSettings, cfg.get("latency", {}), f"{self.source} (latency)")
+        self.runtime = RuntimeSettings.of(cfg.get("latency", {}), f"{self.source} (latency)")
         runtime_of(self.runtime)
         search = cfg.get("search", {})
         if "latency_budget_ms" not in search:

@@ -61,7 +61,7 @@ class LocalBackend(LatencyBackend):
 
     def __init__(self, settings: RuntimeSettings = RuntimeSettings()):
         self.settings, self.runtime = settings, runtime_of(settings)
-        self.fingerprint = device_fingerprint()
+        self.fingerprint = {**device_fingerprint(), **self.runtime.versions()}
         self.watch = None
 
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
@@ -190,7 +190,7 @@ class LatencyMeter:
         post-processing apart where the total was measured), the device, the settings."""
         figures = self.measure(arch, num_keypoints)
         return {**{k: v for k, v in figures.items() if k != "cached"}, "device": self.backend.fingerprint,
-                "runtime": asdict(self.backend.settings)}
+                "runtime": asdict(self.backend.settings), "target": self.backend.settings.target}
 
 
 def make_meter(settings: RuntimeSettings, url: str | None = None, cache: str | Path | None = None,

@@ -1,21 +1,22 @@
 """The runtimes a subnet is timed in on this machine, one class each.
 
-A deployment runtime times the exported model (``to_onnx``: the network with its head's in-graph
-decoding) and the post-processing after the graph for a stated crowd: warm-up runs, then
+A deployment runtime (onnxruntime, OpenVINO) times the exported model (``to_onnx``: the network
+with its head's in-graph decoding) in the target's precision (``nas.subnet.precision``) and the
+post-processing after the graph for a stated crowd: warm-up runs, then
 single-image runs in rounds interleaved with a reference network, scaled by the reference's
 calibrated latency (``Stopwatch``); the figures are the median, the 90th percentile and the spread
 (p90 / p10), with the machine's load and the reference's slowdown. ``torch`` times eager PyTorch
 for comparison: it is not a deployment latency.
 
 The command line reads ``RUNTIMES`` before it sets torch's threads, so this module imports what
-measures (torch, onnxruntime) only when it measures.
+measures (torch, onnxruntime, openvino) only when it measures.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
 from nas.errors import PoseNASError
-from nas.latency.settings import RuntimeSettings
+from nas.latency.settings import DEFAULT, RuntimeSettings
 
 if TYPE_CHECKING:
     from nas.latency.stopwatch import Stopwatch
@@ -25,7 +26,7 @@ class Runtime:
     """How subnets run and are timed on this machine."""
     name: str
     label: str  # what a report calls its figures
-    deployment: bool  # times exported models as a user deploys them (and so may serve a latency server)
+    deployment = False  # times exported models as a user deploys them (and so may serve a latency server)
 
     def check(self, settings: RuntimeSettings) -> None:
         """Refuse settings this runtime cannot honour, in one line."""
@@ -40,9 +41,18 @@ class Runtime:
         """The figures of an exported model (what a latency server is sent)."""
         raise PoseNASError(f"{self.label} does not run exported models")
 
+    def versions(self) -> dict:
+        """The runtime's version where the device fingerprint does not already name it."""
+        return {}
 
-class OnnxRuntime(Runtime):
-    name, label, deployment = "onnxruntime", "onnxruntime", True
+
+class Deployment(Runtime):
+    """A runtime that times exported models as a user deploys them, in the target's precision."""
+    deployment = True
+
+    def session(self, model: bytes, settings: RuntimeSettings) -> Callable[[], object]:
+        """A call of ``model`` on fixed random inputs (their values do not change these models' time)."""
+        raise NotImplementedError
 
     def measure(self, arch, num_keypoints, settings, stopwatch):
         return self.measure_model(export_for(arch, num_keypoints, settings.latency_of), arch["resolution"],
@@ -51,21 +61,22 @@ class OnnxRuntime(Runtime):
     def measure_model(self, model, resolution, multi_resolution, num_keypoints, settings, watch):
         """A network alone (``latency_of`` network), or a deployed model and the post-processing
         after it for ``settings.people`` people: the total from a letterboxed image to people,
-        with the in-graph decoding also timed alone so that network and post-processing are
-        reported apart (each zero where the model's head has none: people out of the graph)."""
+        with the in-graph decoding (float in every precision) also timed alone so that network and
+        post-processing are reported apart (each zero where the model's head has none: people out
+        of the graph)."""
         import onnx
 
         from nas.pose.codecs import codec_of_model
-        from nas.subnet.onnx import decoding_onnx, runner
+        from nas.subnet.onnx import decoding_onnx
+        from nas.subnet.precision import precision_of
 
-        timed = watch.time(runner(model, settings.threads, settings.optimization, settings.provider))
+        timed = watch.time(self.session(precision_of(settings.precision).apply(model), settings))
         if settings.latency_of == "network":
             return {**timed, "network_ms": timed["median_ms"]}
         codec = codec_of_model([o.name for o in onnx.load_from_string(model).graph.output])
         decoding = decoding_onnx(codec, num_keypoints, resolution, multi_resolution)
         in_graph = watch.once(("in_graph", codec.name, num_keypoints, resolution, multi_resolution),
-                              lambda: decoding and runner(decoding, settings.threads, settings.optimization,
-                                                          settings.provider))
+                              lambda: decoding and self.session(decoding, settings))
         after = ("grouping", codec.name, num_keypoints, resolution, multi_resolution, settings.people)
         grouping = watch.once(after, lambda: codec.after_graph(num_keypoints, resolution, multi_resolution,
                                                                settings.people))
@@ -77,10 +88,53 @@ class OnnxRuntime(Runtime):
                 "people": settings.people}
 
 
-class TorchEager(Runtime):
-    name, label, deployment = "torch", "torch eager (not a deployment latency)", False
+class OnnxRuntime(Deployment):
+    name, label = "onnxruntime", "onnxruntime"
+
+    def session(self, model, settings):
+        from nas.subnet.onnx import runner
+
+        return runner(model, settings.threads, settings.optimization, settings.provider)
+
+
+class OpenVino(Deployment):
+    """Intel's runtime, its CPU plugin reading the exported ONNX model; fp32 held as fp32 (it
+    would pick bf16 on CPUs that have it), a QDQ model run with its int8 kernels."""
+    name, label = "openvino", "OpenVINO"
 
     def check(self, settings: RuntimeSettings) -> None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise PoseNASError("target openvino: the openvino package is not installed "
+                               "(pip install 'posenas[openvino]')") from None
+        if settings.provider != DEFAULT.provider:
+            raise PoseNASError(f"target {settings.target}: OpenVINO runs on its CPU plugin here; name no provider")
+
+    def versions(self) -> dict:
+        import openvino
+
+        return {"openvino": openvino.__version__}
+
+    def session(self, model, settings):
+        import numpy as np
+        import openvino
+
+        core = openvino.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                  **({"INFERENCE_NUM_THREADS": settings.threads} if settings.threads else {})}
+        compiled = core.compile_model(core.read_model(model), "CPU", config)
+        request, rng = compiled.create_infer_request(), np.random.default_rng(0)
+        feeds = [rng.random(tuple(i.get_shape()), dtype=np.float32) for i in compiled.inputs]
+        return lambda: request.infer(feeds)
+
+
+class TorchEager(Runtime):
+    name, label = "torch", "torch eager (not a deployment latency)"
+
+    def check(self, settings: RuntimeSettings) -> None:
+        if settings.precision != DEFAULT.precision:
+            raise PoseNASError(f"target {settings.target}: the torch backend times fp32 only")
         if settings.latency_of == "total":
             raise PoseNASError("the torch backend times the network alone (eager, for comparison): "
                                "give --latency-of network with it")
@@ -104,14 +158,14 @@ class TorchEager(Runtime):
             torch.set_num_threads(threads)
 
 
-RUNTIMES = {runtime.name: runtime for runtime in (OnnxRuntime(), TorchEager())}
+RUNTIMES = {runtime.name: runtime for runtime in (OnnxRuntime(), OpenVino(), TorchEager())}
 
 
 def runtime_of(settings: RuntimeSettings) -> Runtime:
     """The runtime ``settings.backend`` names, having checked the settings."""
     runtime = RUNTIMES.get(settings.backend)
     if runtime is None:
-        raise PoseNASError(f"latency backend {settings.backend!r} unknown; use one of {list(RUNTIMES)}")
+        raise PoseNASError(f"target runtime {settings.backend!r} unknown; use one of {list(RUNTIMES)}")
     runtime.check(settings)
     return runtime
 

@@ -1,11 +1,14 @@
 """How a subnet is run and timed: the runtime settings, declared once (the measuring code and the
-command line both read them here)."""
+command line both read them here). Their deployment target, ``RUNTIME/PRECISION/THREADS`` (say
+``onnxruntime/int8/1`` or ``openvino/fp32/2``), is what a user names with ``--target`` or a run
+config's ``latency: {target: ...}``; every latency figure, cache and model is keyed by it."""
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 
 from nas.errors import PoseNASError
+from nas.subnet.precision import PRECISIONS
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 MEASURES = "deployed/4"  # how figures are taken (a new method or graph, a new cache key): cheaper in-graph decoding
@@ -25,6 +28,7 @@ class RuntimeSettings:
     backend: str = "onnxruntime"  # a runtime of ``nas.latency.runtimes.RUNTIMES``
     threads: int = 1  # intra-op threads (0: the runtime's default); one repeats best on a shared machine
     provider: str = "CPUExecutionProvider"
+    precision: str = "fp32"  # a precision of ``nas.subnet.precision.PRECISIONS``
     optimization: str = "all"  # onnxruntime's graph optimization level
     warmup: int = 10
     repeats: int = 50
@@ -38,6 +42,8 @@ class RuntimeSettings:
         if not (3 <= self.repeats <= 10_000 and 0 <= self.warmup <= 1_000 and 0 <= self.threads <= 256):
             raise PoseNASError(f"latency settings: repeats 3 to 10000, warmup 0 to 1000 and threads 0 to 256 are "
                                f"needed, got {self.repeats}, {self.warmup} and {self.threads}")
+        if self.precision not in PRECISIONS:
+            raise PoseNASError(f"precision {self.precision!r} unknown; use one of {list(PRECISIONS)}")
         if self.latency_of not in LATENCY_OF:
             raise PoseNASError(f"latency_of {self.latency_of!r} unknown; use one of {list(LATENCY_OF)}")
         if not 0 <= self.people <= MAX_PEOPLE:
@@ -47,7 +53,43 @@ class RuntimeSettings:
     def measures(self) -> str:
         return measured_for(asdict(self))
 
+    @property
+    def target(self) -> str:
+        """RUNTIME/PRECISION/THREADS, and /PROVIDER where it is not the default."""
+        provider = "" if self.provider == DEFAULT.provider else f"/{self.provider}"
+        return f"{self.backend}/{self.precision}/{self.threads}{provider}"
+
+    @classmethod
+    def of(cls, fields: dict, where: str) -> "RuntimeSettings":
+        """Settings from a config section or flags, its ``target`` read as the fields it names."""
+        from nas.config import typed
+
+        fields = dict(fields)
+        if fields.get("target") is not None:
+            fields.update(parse_target(fields["target"], f"{where}: target"))
+        fields.pop("target", None)
+        return typed(cls, fields, where)
+
     def key(self) -> str:
         """The settings and what is measured: a cache never serves figures of another kind."""
         reference = list(REFERENCE_NETWORK) if self.reference else None
         return json.dumps({**asdict(self), "reference": reference, "measures": MEASURES}, sort_keys=True)
+
+
+DEFAULT = RuntimeSettings()
+
+
+def parse_target(text, where: str = "--target") -> dict:
+    """``RUNTIME/PRECISION/THREADS[/PROVIDER]`` as the settings' fields (checked where they are)."""
+    parts = text.split("/") if isinstance(text, str) else []
+    if len(parts) not in (3, 4) or not parts[2].isdigit() or not all(parts):
+        raise PoseNASError(f"{where} {text!r}: give RUNTIME/PRECISION/THREADS, e.g. onnxruntime/int8/1 or "
+                           f"openvino/fp32/2")
+    return {"backend": parts[0], "precision": parts[1], "threads": int(parts[2]), **({"provider": parts[3]}
+                                                                                    if len(parts) == 4 else {})}
+
+
+def target_of(settings: dict) -> str:
+    """The target of settings a latency model or card recorded (before precision was kept: fp32)."""
+    return RuntimeSettings(**{f: settings[f] for f in ("backend", "threads", "provider", "precision")
+                              if f in settings}).target

@@ -103,7 +103,8 @@ def evaluations_that_fit(seconds_left: float, seconds_per_evaluation: float) -> 
     return max(int(min(fitting, ROUND)), 0)
 
 
-def refine(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, evaluations: int, seed: int | None, progress: bool, first_number: int = 0,
+def refine(objective: Objective, accuracy: AccuracyPredictor, verified: pd.DataFrame, evaluations: int,
+           seed: int | None, progress: bool, first_number: int = 0,
            seconds_left: Callable[[], float] = lambda: math.inf) -> pd.DataFrame:
     """``verified`` and the mutations evaluated after it, at most ``evaluations`` of them, in rounds
     of ``ROUND`` (fewer where no more end within ``seconds_left()``) until ``PATIENCE`` rounds in a

@@ -15,7 +15,7 @@ import optuna
 from nas.errors import PoseNASError
 from nas.latency.meter import LatencyMeter
 from nas.latency.predictor import LatencyPredictor
-from nas.latency.settings import measured_for
+from nas.latency.settings import measured_for, target_of
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import evaluation_key
 from nas.search.config import SearchConfig
@@ -47,6 +47,9 @@ class Objective:
             raise PoseNASError(f"{cfg.predictor}: predicts {measured_for(self.predictor.settings)} latency, but the "
                                f"search measures {meter.settings.measures} latency; build or adapt one with the "
                                f"same --latency-of and --people")
+        if self.predictor and target_of(self.predictor.settings) != meter.settings.target:
+            raise PoseNASError(f"{cfg.predictor}: a latency model of target {target_of(self.predictor.settings)}, but "
+                               f"the search measures {meter.settings.target}; build or adapt one for that target")
         self.dataset = CocoPoseDataset(cfg.val_ann, cfg.val_images, self.supernet.spec)
         self.objectives = STRATEGIES[cfg.sampler].objectives
         self.evaluation = evaluation_key(self.supernet, self.dataset, cfg.eval_images, cfg.flip_test)

@@ -196,10 +196,24 @@ def cases(w):
          "--url 'ftp://device:8765': give http://host:port", None),
         (["latency", "measure", "--preset", "min", "--url", "http://127.0.0.1:9", "--token-file",
           str(r / "missing-token"), "--no-cache"], "missing-token: token file not found", None),
+        (["latency", "measure", "--preset", "min", "--target", "onnxruntime", "--no-cache"],
+         "--target 'onnxruntime': give RUNTIME/PRECISION/THREADS", None),
+        (["latency", "measure", "--preset", "min", "--target", "onnxruntime/fp32/two", "--no-cache"],
+         "--target 'onnxruntime/fp32/two': give RUNTIME/PRECISION/THREADS", None),
+        (["latency", "measure", "--preset", "min", "--target", "onnxruntime/fp16/1", "--no-cache"],
+         "precision 'fp16' unknown", None),
+        (["latency", "measure", "--preset", "min", "--target", "tflite/fp32/1", "--no-cache"],
+         "target runtime 'tflite' unknown", None),
+        (["latency", "measure", "--preset", "min", "--target", "onnxruntime/fp32/999", "--no-cache"],
+         "threads 0 to 256", None),
+        (["latency", "measure", "--preset", "min", "--target", "torch/int8/1", "--latency-of", "network",
+          "--no-cache"], "target torch/int8/1: the torch backend times fp32 only", None),
+        (["search", "--supernet", sup, "--data", data, "--latency-budget", "5", "--target", "onnxruntime/int8/"],
+         "--target 'onnxruntime/int8/': give RUNTIME/PRECISION/THREADS", None),
     ]
 
 
-CASES = 82
+CASES = 89
 
 
 def test_the_suite_covers_every_command(world):

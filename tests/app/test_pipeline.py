@@ -116,7 +116,15 @@ def test_the_embedded_default_searches_the_shipped_supernet_and_scratch_trains_o
     scratch = Pipeline("scratch.yaml", "unused")
     assert scratch.supernet_cfg.space == "cpu" and scratch.supernet_cfg.time_budget_min == 12
     assert scratch.search_cfg.accuracy_predictor is None and scratch.search_cfg.latency_budget_ms == 6
+    assert main_job.runtime.target == "onnxruntime/fp32/1"  # the default target
     assert not Path("unused").exists()
+
+
+def test_a_run_config_names_its_target(tmp_path):
+    path = tmp_path / "int8.yaml"
+    path.write_text("latency: {target: openvino/int8/2, repeats: 7}\nsearch: {latency_budget_ms: 5}\n")
+    runtime = Pipeline(str(path), str(tmp_path / "unused")).runtime
+    assert (runtime.backend, runtime.precision, runtime.threads, runtime.repeats) == ("openvino", "int8", 2, 7)
 
 
 @pytest.mark.parametrize("flaw, message", [
@@ -165,6 +173,9 @@ def test_bad_data_stops_a_run_before_any_stage(tmp_path, capsys, flaw, message):
     ("search: {latency_budget_ms: 5, population: 1}\n", "setting 'population' must be at least 2, got 1"),
     ("search: {latency_budget_ms: 5, macs_budget: -3}\n", "macs_budget -3: give a positive number of MACs"),
     ("latency: {repeats: 0}\nsearch: {latency_budget_ms: 5}\n", "repeats 3 to 10000"),
+    ("latency: {target: onnxruntime/int8}\nsearch: {latency_budget_ms: 5}\n",
+     "bad.yaml (latency): target 'onnxruntime/int8': give RUNTIME/PRECISION/THREADS"),
+    ("latency: {target: onnxruntime/int4/1}\nsearch: {latency_budget_ms: 5}\n", "precision 'int4' unknown"),
 ])
 def test_bad_run_configs_fail_with_one_line(tmp_path, capsys, text, message):
     path = tmp_path / "bad.yaml"

@@ -40,7 +40,7 @@ def test_cache_measures_a_config_once_per_device_and_settings(tmp_path):
 def test_bad_runtime_settings_are_named():
     with pytest.raises(PoseNASError, match="optimization 'fast' unknown"):
         RuntimeSettings(optimization="fast")
-    with pytest.raises(PoseNASError, match="latency backend 'tflite' unknown"):
+    with pytest.raises(PoseNASError, match="target runtime 'tflite' unknown"):
         LocalBackend(RuntimeSettings(backend="tflite"))
     with pytest.raises(PoseNASError, match="give --latency-of network"):
         LocalBackend(RuntimeSettings(backend="torch"))  # eager torch times no post-processing: not a total

@@ -73,7 +73,7 @@ def test_server_measures_over_loopback_and_bounds_each_request():
                                ({"resolution": 64, "reference": "maybe"}, "reference must be true or false"),
                                ({"resolution": 64, "backend": "torch", "latency_of": "network"},
                                 "backend torch: the server measures exported models in a deployment runtime"),
-                               ({"resolution": 64, "backend": "tflite"}, "latency backend 'tflite' unknown"),
+                               ({"resolution": 64, "backend": "tflite"}, "target runtime 'tflite' unknown"),
                                ({"resolution": 64, "keypoints": 5}, "--keypoints 5"),
                                ({"resolution": "64px"}, "resolution must be an integer"),
                                ({"resolution": 16000}, "resolution 16000: give 32 to 2048"),

@@ -10,6 +10,7 @@ from nas.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from nas.errors import PoseNASError
 from nas.latency.runtimes import RUNTIMES
 from nas.latency.settings import LATENCY_OF, OPTIMIZATION_LEVELS, RuntimeSettings
+from nas.subnet.precision import PRECISIONS
 from search_spaces.space import HEAD_TYPES
 
 TRAINING_SETTINGS = ("epochs", "batch_size", "space", "arch", "lr", "workers", "seed", "time_budget_min", "device",
@@ -93,8 +94,10 @@ def training_config(args: argparse.Namespace, kind, base: dict | None = None):
 
 def latency_flags(p: argparse.ArgumentParser) -> None:
     default = RuntimeSettings()
-    p.add_argument("--backend", choices=list(RUNTIMES), help=f"default {default.backend}")
-    p.add_argument("--threads", type=INDEX, help=f"intra-op threads (0: runtime default; default {default.threads})")
+    p.add_argument("--target", metavar="RUNTIME/PRECISION/THREADS",
+                   help=f"the deployment it is timed for: runtime {', '.join(RUNTIMES)}; precision "
+                        f"{', '.join(PRECISIONS)}; intra-op threads (0: the runtime's default); e.g. "
+                        f"onnxruntime/int8/1, openvino/fp32/2 (default {default.target})")
     p.add_argument("--optimization", choices=OPTIMIZATION_LEVELS, help=f"default {default.optimization}")
     p.add_argument("--warmup", type=INDEX, help=f"untimed runs first (default {default.warmup})")
     p.add_argument("--repeats", type=COUNT, help=f"timed runs (default {default.repeats})")
@@ -112,11 +115,11 @@ def latency_flags(p: argparse.ArgumentParser) -> None:
 
 
 def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
-    from nas.config import typed
+    from nas.latency.settings import parse_target
 
     names = [f.name for f in fields(RuntimeSettings)]
-    return typed(RuntimeSettings, {n: getattr(args, n) for n in names if getattr(args, n, None) is not None},
-                 "command line")
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return RuntimeSettings.of({**given, **(parse_target(args.target) if args.target else {})}, "command line")
 
 
 def meter(args: argparse.Namespace):
