@@ -536,14 +536,28 @@ def deployed_budget_figures(table: pd.DataFrame, budget_ms: float) -> list[dict]
     ] + shares
 
 
+def bench_targets(scale: Scale, work: Path) -> list[dict]:
+    """End-to-end latency of every preset on every target (``nas.app.bench_targets``), one figure
+    per network at 1 thread with the ratios a deployment choice turns on (table: targets.csv)."""
+    from nas.app.bench_targets import described, measure_targets, plot_targets, ratios
+
+    table = measure_targets(work, scale.quick)
+    plot_targets(table, work / "targets.png")
+    two = ratios(table, 2)
+    return [figure(f"{name}: onnxruntime fp32 end to end with 10 people, 1 thread; {described(r)} (2 threads: "
+                   f"{two.loc[name].onnxruntime_fp32_ms:.1f} ms; {described(two.loc[name])})",
+                   round(r.onnxruntime_fp32_ms, 2), "ms", "report", None) for name, r in ratios(table, 1).iterrows()]
+
+
 FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench_baseline, "cost": bench_cost_speed,
            "largest": bench_largest_latency, "overhead": bench_supernet_overhead, "supernet": bench_supernet,
            "predictor": bench_predictor,
            "repeatability": bench_repeatability, "runtime": bench_runtime_speedup, "decode": bench_decode,
            "search": bench_search, "completion": bench_completion,
-           "new-budget": bench_new_budget, "deployed-budget": bench_deployed_budget, "regret": bench_regret}
+           "new-budget": bench_new_budget, "deployed-budget": bench_deployed_budget, "regret": bench_regret,
+           "targets": bench_targets}
 NEEDS_WORK = {"baseline", "supernet", "predictor", "repeatability", "decode", "search", "new-budget",
-              "deployed-budget", "regret"}
+              "deployed-budget", "regret", "targets"}
 
 
 def run_benchmarks(out: str | Path = "results/bench", quick: bool = False, only: list[str] | None = None) -> list[dict]:

@@ -54,6 +54,10 @@ class Deployment(Runtime):
         """A call of ``model`` on fixed random inputs (their values do not change these models' time)."""
         raise NotImplementedError
 
+    def inference(self, model: bytes, settings: RuntimeSettings) -> Callable[..., list]:
+        """``model`` loaded once: called with its inputs (arrays), it returns its outputs (arrays)."""
+        raise NotImplementedError
+
     def measure(self, arch, num_keypoints, settings, stopwatch):
         return self.measure_model(export_for(arch, num_keypoints, settings.latency_of), arch["resolution"],
                                   arch["head"]["multi_resolution"], num_keypoints, settings, stopwatch())
@@ -96,6 +100,13 @@ class OnnxRuntime(Deployment):
 
         return runner(model, settings.threads, settings.optimization, settings.provider)
 
+    def inference(self, model, settings):
+        from nas.subnet.onnx import session
+
+        loaded = session(model, settings.threads, settings.optimization, settings.provider)
+        names = [i.name for i in loaded.get_inputs()]
+        return lambda *inputs: loaded.run(None, dict(zip(names, inputs)))
+
 
 class OpenVino(Deployment):
     """Intel's runtime, its CPU plugin reading the exported ONNX model; fp32 held as fp32 (it
@@ -116,17 +127,28 @@ class OpenVino(Deployment):
 
         return {"openvino": openvino.__version__}
 
-    def session(self, model, settings):
-        import numpy as np
+    def compiled(self, model: bytes, settings: RuntimeSettings):
         import openvino
 
         core = openvino.Core()
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
                   **({"INFERENCE_NUM_THREADS": settings.threads} if settings.threads else {})}
-        compiled = core.compile_model(core.read_model(model), "CPU", config)
+        return core.compile_model(core.read_model(model), "CPU", config)
+
+    def session(self, model, settings):
+        import numpy as np
+
+        compiled = self.compiled(model, settings)
         request, rng = compiled.create_infer_request(), np.random.default_rng(0)
         feeds = [rng.random(tuple(i.get_shape()), dtype=np.float32) for i in compiled.inputs]
         return lambda: request.infer(feeds)
+
+    def inference(self, model, settings):
+        import numpy as np
+
+        compiled = self.compiled(model, settings)
+        request = compiled.create_infer_request()
+        return lambda *inputs: [np.array(out) for out in request.infer(list(inputs)).to_tuple()]
 
 
 class TorchEager(Runtime):

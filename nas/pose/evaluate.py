@@ -17,7 +17,7 @@ from nas.errors import PoseNASError
 from nas.io import read_json
 from nas.pose.dataset import CocoPoseDataset, quiet_coco
 from nas.pose.groundtruth import is_id, is_number
-from nas.pose.inference import detect, to_coco_results
+from nas.pose.inference import detect, people_from_deployed, prepare, to_coco_results
 from nas.pose.keypoints import KeypointSpec
 
 METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
@@ -127,9 +127,26 @@ def evaluate_network(net: torch.nn.Module, ds: CocoPoseDataset, size: int, flip_
                         refine=refine)
         for image_id, (kps, scores) in zip(chunk, people):
             results += to_coco_results(image_id, kps, scores)
-    gt = ds.coco
-    if limit:
-        keep = set(ids)
-        gt = quiet_coco({**ds.coco.dataset, "images": [i for i in ds.coco.dataset["images"] if i["id"] in keep],
-                         "annotations": [a for a in ds.coco.dataset["annotations"] if a["image_id"] in keep]})
-    return evaluate(gt, results, ds.spec), results
+    return evaluate(ground_truth(ds, ids if limit else None), results, ds.spec), results
+
+
+def evaluate_deployed(run, codec, ds: CocoPoseDataset, size: int, limit: int | None = None
+                      ) -> tuple[dict[str, float], list[dict]]:
+    """COCO AP of a deployed model (``run``: a letterboxed (1, 3, size, size) input -> its outputs,
+    in the runtime that deploys it), each image decoded by the step after its graph."""
+    ids = ds.image_ids[:limit] if limit else ds.image_ids
+    results = []
+    for image_id in ids:
+        x, matrix = prepare(ds.load_image(image_id), size)
+        kps, scores = people_from_deployed(codec, run(x[None]), matrix, size, ds.spec)
+        results += to_coco_results(image_id, kps, scores)
+    return evaluate(ground_truth(ds, ids if limit else None), results, ds.spec), results
+
+
+def ground_truth(ds: CocoPoseDataset, ids: list[int] | None):
+    """The dataset's ground truth, or that of the images ``ids`` only."""
+    if ids is None:
+        return ds.coco
+    keep = set(ids)
+    return quiet_coco({**ds.coco.dataset, "images": [i for i in ds.coco.dataset["images"] if i["id"] in keep],
+                       "annotations": [a for a in ds.coco.dataset["annotations"] if a["image_id"] in keep]})

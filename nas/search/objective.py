@@ -1,7 +1,9 @@
 """One search trial: an arch config from the space, its analytic MACs, its latency (a predictor's
 estimate when one is given, then the cached or fresh measurement), and only when both budgets
-hold, its inherited AP (evaluated once per supernet and data: ``nas.search.evaluations``). Infeasible trials are recorded with AP 0 and positive constraint values,
-so NSGA-II and TPE rank them below every feasible one.
+hold, its inherited AP (evaluated once per supernet and data: ``nas.search.evaluations``); under a
+target whose precision changes what the network computes (int8), the AP as the target runs it
+(``nas.search.deployed``). Infeasible trials are recorded with AP 0 and positive constraint
+values, so NSGA-II and TPE rank them below every feasible one.
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from nas.latency.settings import measured_for, target_of
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import evaluation_key
 from nas.search.config import SearchConfig
+from nas.search.deployed import deployed_metrics
 from nas.search.evaluations import Evaluations
 from nas.search.strategies import STRATEGIES
 from nas.subnet.inherit import TrainedSupernet
+from nas.subnet.precision import precision_of
 from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
@@ -55,6 +59,24 @@ class Objective:
         self.evaluation = evaluation_key(self.supernet, self.dataset, cfg.eval_images, cfg.flip_test)
         self.evaluations = Evaluations(self.evaluation)
         self.known: dict[str, float] = {}  # arch hash -> inherited AP known for this evaluation, not evaluated again
+        settings = meter.settings
+        if precision_of(settings.precision).exact:
+            self.deployed = None
+        else:  # the target's AP is measured in its runtime, kept apart from torch's
+            if cfg.flip_test:
+                raise PoseNASError(f"target {settings.target}: its AP is measured as deployed, without flip test; "
+                                   f"drop --flip-test")
+            self.deployed = Evaluations({**self.evaluation, "deployed": [settings.backend, settings.precision]})
+
+    def deployed_ap(self, arch: dict, attrs: dict) -> float:
+        """The AP of ``arch`` as the target runs it (``nas.search.deployed``), measured once."""
+        metrics = self.deployed.get(arch)
+        if metrics is None:
+            start = time.perf_counter()
+            metrics = deployed_metrics(self.supernet, arch, self.dataset, self.meter.settings, self.cfg.eval_images)
+            self.deployed.put(arch, metrics)
+            attrs["deployed_evaluation_s"] = time.perf_counter() - start
+        return metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0
 
     def check_budgets(self) -> dict:
         """Refuse budgets that even the space's smallest subnet misses, before any trial runs."""
@@ -110,6 +132,8 @@ class Objective:
             ap = metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0  # NaN: nobody to find
             attrs.update({f"metric_{k}": v for k, v in metrics.items()}, evaluated=True, evaluation_cached=not timings,
                          **timings)
+            if self.deployed is not None:  # the AP the search weighs is the target's; torch's is its fp32 twin's
+                attrs["inherited_AP"], ap = ap, self.deployed_ap(arch, attrs)
         attrs["AP"] = ap
         attrs["trial_s"] = time.perf_counter() - start
         return attrs

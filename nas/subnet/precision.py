@@ -26,6 +26,7 @@ CALIBRATION_IMAGES = 8  # random images calibrate a model that is only timed
 
 class Precision:
     name: str
+    exact: bool  # the deployed model computes what torch does: its AP is the inherited one
 
     def apply(self, model: bytes, images: Iterable[np.ndarray] | None = None) -> bytes:
         """``model`` in this precision; ``images``: (1, 3, R, R) inputs to calibrate on (None: random)."""
@@ -33,14 +34,14 @@ class Precision:
 
 
 class Float32(Precision):
-    name = "fp32"
+    name, exact = "fp32", True
 
     def apply(self, model, images=None):
         return model
 
 
 class Int8(Precision):
-    name = "int8"
+    name, exact = "int8", False
 
     def apply(self, model, images=None):
         import onnx
@@ -113,6 +114,10 @@ def float_after_compute(model):
             kept.append(onnx_identity(rewired[output.name], output.name))
     del graph.node[:]
     graph.node.extend(kept)
+    used = {i for node in kept for i in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]  # the pairs' scales and zero points
+    for init in unused:
+        graph.initializer.remove(init)
     return model
 
 

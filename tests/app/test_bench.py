@@ -28,3 +28,21 @@ def test_full_scale_figures_judged_on_numpy_values_are_json():
 
     row = figure("tau", np.float64(0.57), "tau", ">= 0.7", np.float64(0.57) >= 0.7, FULL)
     assert row["ok"] is False and json.loads(json.dumps(row))["value"] == 0.57
+
+
+def test_target_ratios_are_read_from_the_recorded_table():
+    import pandas as pd
+
+    from nas.app.bench_targets import described, ratios
+
+    rows = [{"network": net, "runtime": runtime, "precision": precision, "threads": threads,
+             "total_ms": ms * (2 if threads == 1 else 1)}
+            for net, times in {"hrnet": (200.0, 66.0, 100.0, 59.0), "litepose": (8.0, 9.0, 6.0, 6.0)}.items()
+            for (runtime, precision), ms in zip([("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                                                 ("openvino", "fp32"), ("openvino", "int8")], times)
+            for threads in (1, 2)]
+    one = ratios(pd.DataFrame(rows), 1)
+    assert one.loc["hrnet"].tolist() == pytest.approx([400.0, 0.33, 0.5, 0.59])
+    assert one.loc["litepose"].onnxruntime_int8_over_fp32 == pytest.approx(9 / 8)
+    assert ratios(pd.DataFrame(rows), 2).loc["hrnet"].onnxruntime_fp32_ms == 200.0
+    assert "onnxruntime int8 / fp32 0.33x, OpenVINO fp32 / onnxruntime fp32 0.50x" in described(one.loc["hrnet"])

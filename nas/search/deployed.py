@@ -1,0 +1,26 @@
+"""A subnet's AP as its deployment target runs it. Where the target's precision changes what the
+network computes (int8), torch's inherited AP is not the deployed one: the subnet is exported
+with its inherited weights, quantized on the images its BN statistics were recalibrated on, and
+run in the target's runtime on the validation images, through the same decoding and COCO scoring.
+"""
+from __future__ import annotations
+
+from nas.latency.runtimes import runtime_of
+from nas.latency.settings import RuntimeSettings
+from nas.pose.codecs import codec_of
+from nas.pose.dataset import CocoPoseDataset
+from nas.pose.evaluate import evaluate_deployed
+from nas.subnet.inherit import TrainedSupernet
+from nas.subnet.onnx import to_onnx
+from nas.subnet.precision import precision_of
+
+
+def deployed_metrics(supernet: TrainedSupernet, arch: dict, dataset: CocoPoseDataset, settings: RuntimeSettings,
+                     limit: int | None = None) -> dict[str, float]:
+    """COCO metrics of the inherited subnet ``arch`` deployed on ``settings``' target."""
+    resolution = arch["resolution"]
+    net = supernet.inherit(arch)
+    images = (batch[i:i + 1].numpy() for batch in supernet.calibration.batches(resolution) for i in range(len(batch)))
+    model = precision_of(settings.precision).apply(to_onnx(net, resolution), images)
+    run = runtime_of(settings).inference(model, settings)
+    return evaluate_deployed(run, codec_of(arch), dataset, resolution, limit)[0]
