@@ -20,7 +20,6 @@ def deployed_metrics(supernet: TrainedSupernet, arch: dict, dataset: CocoPoseDat
     """COCO metrics of the inherited subnet ``arch`` deployed on ``settings``' target."""
     resolution = arch["resolution"]
     net = supernet.inherit(arch)
-    images = (batch[i:i + 1].numpy() for batch in supernet.calibration.batches(resolution) for i in range(len(batch)))
-    model = precision_of(settings.precision).apply(to_onnx(net, resolution), images)
+    model = precision_of(settings.precision).apply(to_onnx(net, resolution), supernet.calibration.inputs(resolution))
     run = runtime_of(settings).inference(model, settings)
     return evaluate_deployed(run, codec_of(arch), dataset, resolution, limit)[0]

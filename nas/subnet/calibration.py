@@ -25,6 +25,10 @@ class CalibrationSet:
         self.batch_size = batch_size
         self._batches: dict[int, list[torch.Tensor]] = {}
 
+    def inputs(self, resolution: int) -> list[np.ndarray]:
+        """Each image as a (1, 3, R, R) network input: what a quantizer calibrates on."""
+        return [batch[i:i + 1].numpy() for batch in self.batches(resolution) for i in range(len(batch))]
+
     def batches(self, resolution: int) -> list[torch.Tensor]:
         if resolution not in self._batches:
             inputs = torch.from_numpy(np.stack([prepare(image, resolution)[0] for image in self.images]))

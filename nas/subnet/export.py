@@ -10,30 +10,40 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from nas.errors import PoseNASError
 from nas.io import read_checkpoint, read_json, sha256, staged_folder, write_json, writer_lock
 from nas.pose.codecs import codec_of
 from nas.pose.decode import DecodeConfig, finest_stride
+from nas.pose.keypoints import get_spec
+from nas.subnet.agreement import agreement
 from nas.subnet.onnx import OPSET, max_abs_difference, to_onnx
+from nas.subnet.precision import PRECISIONS, Precision
 from search_spaces import arch_hash, write_arch
 from supernet.cost import arch_cost
 from supernet.network import build_static
 
 WEIGHTS, ARCH, ONNX, CARD = "model.safetensors", "arch.json", "model.onnx", "card.json"
 REFINE = "refine"  # the folder of a skeleton completer that travels with the subnet
-EXPORT_FILES = {WEIGHTS, ARCH, ONNX, CARD, REFINE}
+EXPORT_FILES = {WEIGHTS, ARCH, ONNX, CARD, REFINE} | {f"model.{name}.onnx" for name in PRECISIONS}
 ONNX_TOLERANCE = 1e-4
 
 
 def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, metrics: dict | None = None,
-                  latency: dict | None = None, source: dict | None = None, refine=None) -> dict:
+                  latency: dict | None = None, source: dict | None = None, refine=None,
+                  precision: Precision = PRECISIONS["fp32"], calibration: Sequence[np.ndarray] = (),
+                  check: Sequence[np.ndarray] = ()) -> dict:
     """Write the export folder of a static subnet; returns its card. ``latency`` is the card's
-    measured latency (figures, device and runtime settings: ``LatencyMeter.card_entry``);
-    ``refine``, a skeleton completer that travels with the subnet (in ``refine/``). ``out`` may be
-    new, empty or an export folder (replaced whole); anything else in it is refused."""
+    measured latency (figures, device and target: ``LatencyMeter.card_entry``); ``refine``, a
+    skeleton completer that travels with the subnet (in ``refine/``). A target's ``precision``
+    other than fp32 adds its model (``model.int8.onnx``: calibrated on ``calibration``, the
+    (1, 3, R, R) inputs BN recalibration used), with how many of the fp32 model's people it finds
+    on the ``check`` images recorded in the card. ``out`` may be new, empty or an export folder
+    (replaced whole); anything else in it is refused."""
     out = Path(out)
     with writer_lock(out):  # a file there, or a folder another process writes, is refused before any work
         foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES) if out.is_dir() else []
@@ -55,8 +65,15 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
                 "source": source or {}}
         if latency is not None:
             card["latency"] = latency
+        target_model = None if precision.exact else precision.apply(model, calibration or None)
+        if target_model is not None:
+            card["precision"] = {"name": precision.name, "file": f"model.{precision.name}.onnx",
+                                 "against_fp32": agreement(model, target_model, codec_of(arch), check,
+                                                           arch["resolution"], get_spec(spec))}
         with staged_folder(out) as staged:
             write_files(net, arch, model, staged)
+            if target_model is not None:
+                (staged / card["precision"]["file"]).write_bytes(target_model)
             if refine is not None:
                 card["refine"] = refine.save(staged / REFINE)
             card["files"] = {str(f.relative_to(staged)): sha256(f) for f in sorted(staged.rglob("*")) if f.is_file()}

@@ -296,3 +296,24 @@ def test_pareto_winners_best_first_and_errors(tmp_path):
     path.write_text("[]")
     with pytest.raises(PoseNASError, match="not a pareto.json"):
         pareto_winners(path, 1)
+
+
+def test_an_int8_target_exports_its_model_checked_against_fp32_on_real_images(tmp_path, capsys):
+    from tests.conftest import COCO_MINI
+
+    out = tmp_path / "int8"
+    assert main(["export", "--supernet", "zoo:cpu-synth", "--arch", "litepose_xs", "--out", str(out),
+                 "--ann", str(COCO_MINI / "annotations" / "person_keypoints_val.json"),
+                 "--images", str(COCO_MINI / "images"), "--target", "onnxruntime/int8/1", "--repeats", "3",
+                 "--warmup", "1", "--no-cache"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    kept = card["precision"]["against_fp32"]
+    assert card["precision"]["file"] == "model.int8.onnx" and card["latency"]["target"] == "onnxruntime/int8/1"
+    assert kept["images"] == 20 and kept["people"] >= 5 and kept["share"] >= 0.9 and 0.5 < kept["mean_oks"] < 1
+    assert f"finds {kept['found']} of the fp32 model's {kept['people']} people" in capsys.readouterr().out
+    int8 = (out / "model.int8.onnx").read_bytes()
+    assert int8 != (out / "model.onnx").read_bytes() and b"QuantizeLinear" in int8
+    load_subnet(out)  # its hash is on the card: a changed int8 model is refused like any file
+    (out / "model.int8.onnx").write_bytes(int8[:-10] + bytes(10))
+    with pytest.raises(PoseNASError, match="model.int8.onnx: SHA-256 differs"):
+        load_subnet(out)

@@ -108,8 +108,10 @@ class Export(Command):
         from nas.pose.completion import Completion
         from nas.pose.dataset import CocoPoseDataset
         from nas.pose.evaluate import evaluate_network, format_metrics, metrics_json
+        from nas.subnet.agreement import CHECK_IMAGES
         from nas.subnet.export import export_subnet
         from nas.subnet.inherit import TrainedSupernet
+        from nas.subnet.precision import precision_of
 
         supernet = TrainedSupernet.load(args.supernet, calibration_images=args.calib_images)
         arch = supernet.space.resolve(args.arch)
@@ -118,16 +120,24 @@ class Export(Command):
             raise PoseNASError(f"--refine {args.refine}: completes {refine.spec.name} skeletons, the supernet "
                                f"detects {supernet.spec}")
         net = supernet.inherit(arch)
-        metrics = None
+        metrics, dataset = None, None
         if args.data or args.ann:
-            metrics = metrics_json(evaluate_network(net, CocoPoseDataset(*data_paths(args), supernet.spec),
-                                                    arch["resolution"], args.flip_test, progress=True,
+            dataset = CocoPoseDataset(*data_paths(args), supernet.spec)
+            metrics = metrics_json(evaluate_network(net, dataset, arch["resolution"], args.flip_test, progress=True,
                                                     refine=refine)[0])
             print(format_metrics(metrics))
+        latency = meter(args)
+        check = [dataset.load_image(i) for i in dataset.image_ids[:CHECK_IMAGES]] if dataset else \
+            supernet.calibration.images[:CHECK_IMAGES]
         card = export_subnet(net, arch, args.out, supernet.spec, metrics,
-                             meter(args).card_entry(arch, supernet.num_keypoints),
+                             latency.card_entry(arch, supernet.num_keypoints),
                              source={"supernet": args.supernet, "synthetic": supernet.synthetic},
-                             refine=refine)
+                             refine=refine, precision=precision_of(latency.settings.precision),
+                             calibration=supernet.calibration.inputs(arch["resolution"]), check=check)
+        if "precision" in card:
+            kept = card["precision"]["against_fp32"]
+            print(f"{card['precision']['file']}: finds {kept['found']} of the fp32 model's {kept['people']} people "
+                  f"on {kept['images']} images at OKS >= {kept['oks_at_least']} (mean OKS {kept['mean_oks']})")
         latency, difference = card.get("latency", {}), card["onnx"]["max_abs_difference"]
         print(f"exported {card['arch_hash']} to {args.out}: {card['macs'] / 1e9:.3f} GMACs, "
               f"{latency.get('median_ms', float('nan')):.2f} ms, ONNX max |diff| {difference:.1e}")
