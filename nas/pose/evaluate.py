@@ -130,15 +130,15 @@ def evaluate_network(net: torch.nn.Module, ds: CocoPoseDataset, size: int, flip_
     return evaluate(ground_truth(ds, ids if limit else None), results, ds.spec), results
 
 
-def evaluate_deployed(run, codec, ds: CocoPoseDataset, size: int, limit: int | None = None
-                      ) -> tuple[dict[str, float], list[dict]]:
+def evaluate_deployed(run, codec, ds: CocoPoseDataset, size: int, limit: int | None = None, progress: bool = False,
+                      refine=None) -> tuple[dict[str, float], list[dict]]:
     """COCO AP of a deployed model (``run``: a letterboxed (1, 3, size, size) input -> its outputs,
     in the runtime that deploys it), each image decoded by the step after its graph."""
     ids = ds.image_ids[:limit] if limit else ds.image_ids
     results = []
-    for image_id in ids:
+    for image_id in tqdm(ids, desc="eval", disable=not progress, leave=False):
         x, matrix = prepare(ds.load_image(image_id), size)
-        kps, scores = people_from_deployed(codec, run(x[None]), matrix, size, ds.spec)
+        kps, scores = people_from_deployed(codec, run(x[None]), matrix, size, ds.spec, refine=refine)
         results += to_coco_results(image_id, kps, scores)
     return evaluate(ground_truth(ds, ids if limit else None), results, ds.spec), results
 

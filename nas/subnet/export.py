@@ -22,7 +22,7 @@ from nas.pose.decode import DecodeConfig, finest_stride
 from nas.pose.keypoints import get_spec
 from nas.subnet.agreement import agreement
 from nas.subnet.onnx import OPSET, max_abs_difference, to_onnx
-from nas.subnet.precision import PRECISIONS, Precision
+from nas.subnet.precision import PRECISIONS, Precision, precision_of
 from search_spaces import arch_hash, write_arch
 from supernet.cost import arch_cost
 from supernet.network import build_static
@@ -125,6 +125,17 @@ def load_subnet(folder: str | Path) -> tuple[torch.nn.Module, dict]:
     except (KeyError, RuntimeError, TypeError, ValueError) as e:
         raise PoseNASError(f"{folder}: weights do not fit {ARCH} ({str(e).splitlines()[0]})") from None
     return net, card
+
+
+def load_deployed(folder: str | Path, precision: str) -> bytes:
+    """The export's deployed ONNX model in ``precision`` (``load_subnet`` has checked its hash)."""
+    folder = Path(folder)
+    _, card = load_subnet(folder)
+    if precision == card.get("precision", {}).get("name"):
+        return (folder / card["precision"]["file"]).read_bytes()
+    if precision_of(precision).exact:
+        return (folder / ONNX).read_bytes()
+    raise PoseNASError(f"{folder}: holds no {precision} model; export it with --target RUNTIME/{precision}/THREADS")
 
 
 def load_refiner(folder: str | Path):

@@ -23,13 +23,14 @@ from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.decode import DecodeConfig
 from nas.pose.inference import decode_batch, people_from_deployed, prepare
 from nas.pose.keypoints import COCO
-from nas.pose.synth import generate
+from nas.pose.synth import generate, synthetic_set
 from nas.search.results import pareto_winners
 from nas.subnet.export import load_refiner, load_subnet
 from nas.subnet.inherit import TrainedSupernet
 from nas.subnet.onnx import INPUT, session
 from search_spaces import SearchSpace, arch_hash, write_arch
 from supernet.network import extract
+from tests.conftest import COCO_MINI
 
 POSENAS = str(Path(sys.executable).with_name("posenas"))
 
@@ -299,8 +300,6 @@ def test_pareto_winners_best_first_and_errors(tmp_path):
 
 
 def test_an_int8_target_exports_its_model_checked_against_fp32_on_real_images(tmp_path, capsys):
-    from tests.conftest import COCO_MINI
-
     out = tmp_path / "int8"
     assert main(["export", "--supernet", "zoo:cpu-synth", "--arch", "litepose_xs", "--out", str(out),
                  "--ann", str(COCO_MINI / "annotations" / "person_keypoints_val.json"),
@@ -317,3 +316,38 @@ def test_an_int8_target_exports_its_model_checked_against_fp32_on_real_images(tm
     (out / "model.int8.onnx").write_bytes(int8[:-10] + bytes(10))
     with pytest.raises(PoseNASError, match="model.int8.onnx: SHA-256 differs"):
         load_subnet(out)
+
+
+def test_eval_and_predict_run_the_exported_model_of_a_target(tmp_path, capsys):
+    out = tmp_path / "int8"
+    ann, images = (Path(f) for f in synthetic_set(tmp_path / "val", 16, 2))  # the entry's own kind of images
+    assert main(["export", "--supernet", "zoo:cpu-synth", "--arch", "litepose_xs", "--out", str(out), "--target",
+                 "onnxruntime/int8/1", "--repeats", "3", "--warmup", "1", "--no-cache"]) == 0
+    aps = {}
+    for target in (None, "onnxruntime/fp32/1", "onnxruntime/int8/1", "openvino/int8/1"):
+        if target and target.startswith("openvino") and not importable("openvino"):
+            continue
+        capsys.readouterr()
+        assert main(["eval", "--ann", str(ann), "--images", str(images), "--checkpoint", str(out), "--json"]
+                    + (["--target", target] if target else [])) == 0
+        aps[target] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["AP"]
+    assert aps["onnxruntime/fp32/1"] == pytest.approx(aps[None], abs=1e-3)  # the exported graph scores as torch
+    assert aps["onnxruntime/int8/1"] != aps[None] and aps[None] > 0.2  # the quantized model ran
+    photo = next((COCO_MINI / "images").iterdir())
+    assert main(["predict", str(photo), "--checkpoint", str(out), "--target", "onnxruntime/int8/1",
+                 "--out", str(tmp_path / "drawn.png")]) == 0 and (tmp_path / "drawn.png").stat().st_size > 0
+    assert main(["eval", "--ann", str(ann), "--images", str(images), "--checkpoint", str(out), "--target",
+                 "openvino/int4/1"]) == 2
+    assert "precision 'int4' unknown" in capsys.readouterr().err
+    fp32_only = tmp_path / "fp32"
+    assert main(["export", "--supernet", "zoo:cpu-synth", "--arch", "min", "--out", str(fp32_only), "--repeats", "3",
+                 "--warmup", "1", "--no-cache"]) == 0
+    assert main(["predict", str(photo), "--checkpoint", str(fp32_only), "--target",
+                 "onnxruntime/int8/1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "holds no int8 model; export it with --target RUNTIME/int8/THREADS" in capsys.readouterr().err
+
+
+def importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
