@@ -59,6 +59,8 @@ def test_server_measures_over_loopback_and_bounds_each_request():
         assert "grouping_ms" not in figures
         total = RemoteBackend(url, RuntimeSettings(**FAST, people=3)).measure(SearchSpace.load("tiny").max())
         assert total["people"] == 3 and total["grouping_ms"] > 0 and total["network_ms"] >= 0
+        int8 = RemoteBackend(url, RuntimeSettings(**FAST, latency_of="network", precision="int8"))
+        assert int8.measure(SearchSpace.load("tiny").min())["runs"] == 5  # quantized on the device, then timed
         model = export_for(SearchSpace.load("tiny").min(), 17, "network")  # 64 px
         cores = remote.fingerprint["cores"]
         for query, message in (({"resolution": 64, "people": 99}, "--people 99"),
@@ -74,6 +76,7 @@ def test_server_measures_over_loopback_and_bounds_each_request():
                                ({"resolution": 64, "backend": "torch", "latency_of": "network"},
                                 "backend torch: the server measures exported models in a deployment runtime"),
                                ({"resolution": 64, "backend": "tflite"}, "target runtime 'tflite' unknown"),
+                               ({"resolution": 64, "precision": "int4"}, "precision 'int4' unknown"),
                                ({"resolution": 64, "keypoints": 5}, "--keypoints 5"),
                                ({"resolution": "64px"}, "resolution must be an integer"),
                                ({"resolution": 16000}, "resolution 16000: give 32 to 2048"),
