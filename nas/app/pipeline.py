@@ -34,6 +34,7 @@ from nas.latency.settings import RuntimeSettings
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.pose.synth import synthetic_set
 from nas.search.config import SearchConfig
+from nas.search.deployed import target_metrics
 from nas.search.objective import search_supernet
 from nas.search.results import pareto_winners
 from nas.search.study import run_search
@@ -235,14 +236,16 @@ class Pipeline:
         print(f"latency model adapted to this machine: x{adapted.settings['factor']:.2f} of the shipped one")
 
     def stage_baselines(self) -> None:
-        """The presets with inherited weights, on the search's evaluation images: labelled baselines."""
+        """The presets with inherited weights, on the search's evaluation images, as the target runs
+        them: labelled baselines."""
         supernet = self.searched()
         meter, k, space = self.meter(), supernet.num_keypoints, supernet.space
         val = CocoPoseDataset(self.search_cfg.val_ann, self.search_cfg.val_images, supernet.spec)
         rows = []
         for name in tqdm(self.baselines, desc="baselines"):
             arch = space.resolve(name)
-            metrics = supernet.evaluate(arch, val, self.search_cfg.flip_test, self.search_cfg.eval_images)
+            metrics = target_metrics(supernet, arch, val, meter.settings, self.search_cfg.flip_test,
+                                     self.search_cfg.eval_images)
             cost = arch_cost(arch, k)
             rows.append({"preset": name, "AP": metrics["AP"], "latency_ms": meter.measure(arch, k)["median_ms"],
                          "macs": cost.macs, "params": cost.params, "arch_hash": arch_hash(arch)})

@@ -21,11 +21,10 @@ from nas.latency.settings import measured_for, target_of
 from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import evaluation_key
 from nas.search.config import SearchConfig
-from nas.search.deployed import deployed_metrics
+from nas.search.deployed import deployed_metrics, measured_as_deployed
 from nas.search.evaluations import Evaluations
 from nas.search.strategies import STRATEGIES
 from nas.subnet.inherit import TrainedSupernet
-from nas.subnet.precision import precision_of
 from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
@@ -59,14 +58,9 @@ class Objective:
         self.evaluation = evaluation_key(self.supernet, self.dataset, cfg.eval_images, cfg.flip_test)
         self.evaluations = Evaluations(self.evaluation)
         self.known: dict[str, float] = {}  # arch hash -> inherited AP known for this evaluation, not evaluated again
-        settings = meter.settings
-        if precision_of(settings.precision).exact:
-            self.deployed = None
-        else:  # the target's AP is measured in its runtime, kept apart from torch's
-            if cfg.flip_test:
-                raise PoseNASError(f"target {settings.target}: its AP is measured as deployed, without flip test; "
-                                   f"drop --flip-test")
-            self.deployed = Evaluations({**self.evaluation, "deployed": [settings.backend, settings.precision]})
+        settings = meter.settings  # a target's AP measured as deployed is kept apart from torch's
+        self.deployed = Evaluations({**self.evaluation, "deployed": [settings.backend, settings.precision]}) \
+            if measured_as_deployed(settings, cfg.flip_test) else None
 
     def deployed_ap(self, arch: dict, attrs: dict) -> float:
         """The AP of ``arch`` as the target runs it (``nas.search.deployed``), measured once."""
