@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -137,14 +138,17 @@ def test_a_run_goes_on_training_a_zoo_entry_and_its_card_names_both_stages(tiny_
 
 
 @pytest.mark.slow  # the whole main job, small
-def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["onnxruntime/fp32/1", "openvino/int8/1"])
+def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, monkeypatch, target):
     from nas.app.pipeline import run_pipeline
 
+    if target.startswith("openvino"):
+        pytest.importorskip("openvino", reason="the openvino package is not installed")
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
     entry = str(tiny_zoo / "entry")
     config = {"name": "main", "supernet": entry,
               "data": {"train_images": 8, "val_images": 6, "size": [96, 96], "train_seed": 5, "val_seed": 6},
-              "latency": {"warmup": 1, "repeats": 5},
+              "latency": {"warmup": 1, "repeats": 5, "target": target},
               "search": {"latency_budget_ms": 1000, "accuracy_predictor": entry, "predicted_trials": 200, "verify": 2,
                          "eval_images": 4},
               "finetune": {"top": 1, "epochs": 1, "batch_size": 4, "workers": 0, "augment": False},
@@ -159,12 +163,17 @@ def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, mo
     assert pareto["strategy"] == "predicted" and pareto["pareto"]
     assert all({"predicted_AP", "predicted_latency_ms", "AP", "latency_ms"} <= set(p) for p in pareto["pareto"])
     assert len(summary["exports"]) == 1 and Path(summary["pareto_plot"]).exists()
+    card = json.loads((Path(summary["exports"][0]) / "card.json").read_text())
+    assert card["latency"]["target"] == target and adapted["settings"]["precision"] == target.split("/")[1]
+    verified = pd.read_csv(run / "search" / "verified.csv")
+    if target.endswith("int8/1"):  # its AP is the quantized model's, and the export carries that model
+        assert verified["inherited_AP"].notna().any() and card["precision"]["file"] == "model.int8.onnx"
+    else:
+        assert "inherited_AP" not in verified and "precision" not in card
 
 
 @pytest.mark.slow  # two searches on predictions, verified
 def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_path, monkeypatch):
-    import pandas as pd
-
     from nas.app.bench import QUICK, bench_deployed_budget
 
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
@@ -188,8 +197,6 @@ def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_p
 
 @pytest.mark.slow  # five searches on predictions, verified, with their local search
 def test_regret_benchmark_measures_each_seed_against_the_best_any_verified(tiny_zoo, tmp_path, monkeypatch):
-    import pandas as pd
-
     from nas.app.bench import QUICK, bench_regret
 
     monkeypatch.setenv("POSENAS_CACHE", str(tmp_path / "cache"))  # no evaluations of other tests to refit on
