@@ -48,7 +48,7 @@ def measure_targets(work: Path, quick: bool, threads: tuple[int, ...] = (1, 2)) 
     rows = pd.read_csv(table).to_dict("records") if table.exists() else []
     done = {(r["network"], r["target"]) for r in rows}
     cache = LatencyCache(work / "targets-latency.sqlite")
-    repeats = dict(warmup=2, repeats=5 if quick else 15)
+    repeats = dict(warmup=2, repeats=5 if quick else 10)
     archs = networks(quick)
     todo = [(name, RuntimeSettings(backend=b, precision=p, threads=t, **repeats)) for name in archs
             for b in RUNTIMES for p in PRECISIONS for t in threads]
