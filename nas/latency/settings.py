@@ -85,8 +85,8 @@ def parse_target(text, where: str = "--target") -> dict:
     if len(parts) not in (3, 4) or not parts[2].isdigit() or not all(parts):
         raise PoseNASError(f"{where} {text!r}: give RUNTIME/PRECISION/THREADS, e.g. onnxruntime/int8/1 or "
                            f"openvino/fp32/2")
-    return {"backend": parts[0], "precision": parts[1], "threads": int(parts[2]), **({"provider": parts[3]}
-                                                                                    if len(parts) == 4 else {})}
+    fields = {"backend": parts[0], "precision": parts[1], "threads": int(parts[2])}
+    return {**fields, "provider": parts[3]} if len(parts) == 4 else fields
 
 
 def target_of(settings: dict) -> str:

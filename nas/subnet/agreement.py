@@ -12,12 +12,6 @@ from nas.pose.inference import people_from_deployed, prepare
 from nas.pose.keypoints import KeypointSpec, person_oks
 from nas.subnet.onnx import session
 
-
-def inference(model: bytes):
-    loaded = session(model)
-    name = loaded.get_inputs()[0].name
-    return lambda x: loaded.run(None, {name: x})
-
 CHECK_IMAGES = 20  # images an export compares the two models on
 SCORE = 0.2  # people the fp32 model is this sure of must be found again
 OKS = 0.5  # ... at an object keypoint similarity of at least this (COCO's loosest AP threshold)
@@ -46,3 +40,10 @@ def agreement(fp32: bytes, other: bytes, codec: Codec, images: Sequence[np.ndarr
             "share": found / len(similarities) if similarities else None,
             "mean_oks": float(np.mean(similarities)) if similarities else None, "score_at_least": SCORE,
             "oks_at_least": OKS}
+
+
+def inference(model: bytes):
+    """``model`` in onnxruntime (both precisions' graphs run there): an input -> its outputs."""
+    loaded = session(model)
+    name = loaded.get_inputs()[0].name
+    return lambda x: loaded.run(None, {name: x})
