@@ -90,4 +90,5 @@ def plot_targets(table: pd.DataFrame, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("end-to-end latency with 10 people (ms, log scale)")
     ax.legend(fontsize=7)
+    fig.subplots_adjust(left=0.3)  # the networks' names
     save(fig, path)
