@@ -35,6 +35,7 @@ def test_the_deployed_model_scores_what_torch_does_and_int8_its_own(val):
     assert int8 != fp32 and abs(int8["AP"] - fp32["AP"]) < 0.05  # quantized, and close
 
 
+@pytest.mark.slow  # a search whose every trial is quantized and evaluated twice
 def test_an_int8_search_weighs_the_quantized_models_ap(tmp_path, val):
     int8 = LatencyMeter(LocalBackend(replace(FAST, precision="int8")), LatencyCache(tmp_path / "latency.sqlite"))
     cfg = config(tmp_path, "zoo:cpu-synth", val, trials=2, eval_images=12, calib_images=16)
