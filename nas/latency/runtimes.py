@@ -183,6 +183,18 @@ class TorchEager(Runtime):
 RUNTIMES = {runtime.name: runtime for runtime in (OnnxRuntime(), OpenVino(), TorchEager())}
 
 
+def installed_versions() -> dict:
+    """The versions of every deployment runtime installed here (what a latency server's
+    fingerprint names: its clients' caches key by it, whichever runtime they ask for)."""
+    versions = {}
+    for runtime in RUNTIMES.values():
+        try:
+            versions.update(runtime.versions() if runtime.deployment else {})
+        except ImportError:
+            pass
+    return versions
+
+
 def runtime_of(settings: RuntimeSettings) -> Runtime:
     """The runtime ``settings.backend`` names, having checked the settings."""
     runtime = RUNTIMES.get(settings.backend)

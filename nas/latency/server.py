@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlparse
 from nas.config import typed
 from nas.errors import PoseNASError
 from nas.latency.meter import device_fingerprint, fingerprint_key
-from nas.latency.runtimes import runtime_of
+from nas.latency.runtimes import installed_versions, runtime_of
 from nas.latency.settings import RuntimeSettings
 from nas.latency.stopwatch import Stopwatch
 from nas.latency.token import check_exposure
@@ -221,7 +221,7 @@ class LatencyServer(ThreadingHTTPServer):
         check_exposure(host, token)
         Handler.timeout = timeout  # the socket timeout of every read and write
         super().__init__((host, port), Handler)
-        self.token, self.fingerprint = token, device_fingerprint()
+        self.token, self.fingerprint = token, {**device_fingerprint(), **installed_versions()}
         self.measuring, self.slots = threading.Lock(), threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.watches: dict[str, Stopwatch] = {}  # a stopwatch per runtime settings, each calibrated once
 

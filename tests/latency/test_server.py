@@ -1,6 +1,7 @@
 """The latency server over loopback, as real processes: it measures, it answers only those who
 hold its token, it bounds every request before any work, a slow client holds nobody; and the
 client believes no reply that is not a measurement."""
+import importlib.util
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import pytest
 
 from nas.errors import PoseNASError
 from nas.latency.meter import LatencyCache, LatencyMeter, RemoteBackend, device_fingerprint
-from nas.latency.runtimes import export_for
+from nas.latency.runtimes import export_for, installed_versions
 from nas.latency.server import MAX_CONNECTIONS
 from nas.latency.settings import RuntimeSettings
 from nas.latency.token import TOKEN_ENV
@@ -53,7 +54,10 @@ def raw_request(url: str, head: str, body: bytes = b"") -> socket.socket:
 def test_server_measures_over_loopback_and_bounds_each_request():
     with latency_server() as url:
         remote = RemoteBackend(url, RuntimeSettings(**FAST, latency_of="network"))
-        assert remote.fingerprint == json.loads(json.dumps(device_fingerprint()))
+        assert remote.fingerprint == json.loads(json.dumps({**device_fingerprint(), **installed_versions()}))
+        if importlib.util.find_spec("openvino"):
+            import openvino
+            assert remote.fingerprint["openvino"] == openvino.__version__  # an OpenVINO target's figures key by it
         figures = remote.measure(SearchSpace.load("tiny").min())
         assert 0 < figures["median_ms"] <= figures["p90_ms"] and figures["runs"] == 5 and figures["slowdown"] > 0
         assert "grouping_ms" not in figures
