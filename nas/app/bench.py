@@ -237,7 +237,7 @@ def bench_repeatability(scale: Scale, work: Path) -> list[dict]:
     import subprocess
     import sys
 
-    ways = {"alone, 2 threads (before)": ["--threads", "2", "--no-reference"],
+    ways = {"alone, 2 threads (before)": ["--target", "onnxruntime/fp32/2", "--no-reference"],
             "against the reference network, 1 thread (default)": []}
     folder = work / "repeatability"
     tables: dict[str, list[pd.DataFrame]] = {way: [] for way in ways}
