@@ -101,11 +101,9 @@ class OnnxRuntime(Deployment):
         return runner(model, settings.threads, settings.optimization, settings.provider)
 
     def inference(self, model, settings):
-        from nas.subnet.onnx import session
+        from nas.subnet.onnx import inference
 
-        loaded = session(model, settings.threads, settings.optimization, settings.provider)
-        names = [i.name for i in loaded.get_inputs()]
-        return lambda *inputs: loaded.run(None, dict(zip(names, inputs)))
+        return inference(model, settings.threads, settings.optimization, settings.provider)
 
 
 class OpenVino(Deployment):

@@ -10,7 +10,7 @@ import numpy as np
 from nas.pose.codecs import Codec
 from nas.pose.inference import people_from_deployed, prepare
 from nas.pose.keypoints import KeypointSpec, person_oks
-from nas.subnet.onnx import session
+from nas.subnet.onnx import inference
 
 CHECK_IMAGES = 20  # images an export compares the two models on
 SCORE = 0.2  # people the fp32 model is this sure of must be found again
@@ -22,7 +22,7 @@ def agreement(fp32: bytes, other: bytes, codec: Codec, images: Sequence[np.ndarr
     """The share of the fp32 model's people (score >= ``SCORE``) that ``other`` finds at OKS >=
     ``OKS`` (their joints' similarity, as COCO scores a detection) over ``images``, and the mean
     OKS of the closest person it finds for each (1: the same joints)."""
-    runs = [inference(model) for model in (fp32, other)]
+    runs = [inference(model) for model in (fp32, other)]  # both precisions' graphs run in onnxruntime
     found, similarities = 0, []
     for image in images:
         x, matrix = prepare(image, size)
@@ -40,10 +40,3 @@ def agreement(fp32: bytes, other: bytes, codec: Codec, images: Sequence[np.ndarr
             "share": found / len(similarities) if similarities else None,
             "mean_oks": float(np.mean(similarities)) if similarities else None, "score_at_least": SCORE,
             "oks_at_least": OKS}
-
-
-def inference(model: bytes):
-    """``model`` in onnxruntime (both precisions' graphs run there): an input -> its outputs."""
-    loaded = session(model)
-    name = loaded.get_inputs()[0].name
-    return lambda x: loaded.run(None, {name: x})

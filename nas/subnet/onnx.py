@@ -64,6 +64,13 @@ def session(model: bytes, threads: int = 0, optimization: str = "all",
     return ort.InferenceSession(model, options, providers=[provider])
 
 
+def inference(model: bytes, threads: int = 0, optimization: str = "all", provider: str = "CPUExecutionProvider"):
+    """``model`` loaded once in onnxruntime: called with its inputs (arrays), it returns its outputs."""
+    sess = session(model, threads, optimization, provider)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda *inputs: sess.run(None, dict(zip(names, inputs)))
+
+
 def runner(model: bytes, threads: int = 0, optimization: str = "all", provider: str = "CPUExecutionProvider"):
     """A call of ``model`` in a session of its own on fixed random inputs of every input's (static)
     shape: what latency times (the values do not change the time of these models)."""
