@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
 from nas.errors import PoseNASError
 from nas.io import read_checkpoint, read_json, sha256, staged_folder, write_json, writer_lock
 from nas.pose.codecs import codec_of
+from nas.pose.dataset import CocoPoseDataset
 from nas.pose.decode import DecodeConfig, finest_stride
 from nas.pose.keypoints import get_spec
-from nas.subnet.agreement import agreement
+from nas.subnet.agreement import CHECK_IMAGES, agreement
+from nas.subnet.calibration import CalibrationSet
 from nas.subnet.onnx import OPSET, max_abs_difference, to_onnx
 from nas.subnet.precision import PRECISIONS, Precision, precision_of
 from search_spaces import arch_hash, write_arch
@@ -35,14 +35,14 @@ ONNX_TOLERANCE = 1e-4
 
 def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, metrics: dict | None = None,
                   latency: dict | None = None, source: dict | None = None, refine=None,
-                  precision: Precision = PRECISIONS["fp32"], calibration: Sequence[np.ndarray] = (),
-                  check: Sequence[np.ndarray] = ()) -> dict:
+                  precision: Precision = PRECISIONS["fp32"], calibration: CalibrationSet | None = None,
+                  check: CocoPoseDataset | None = None) -> dict:
     """Write the export folder of a static subnet; returns its card. ``latency`` is the card's
     measured latency (figures, device and target: ``LatencyMeter.card_entry``); ``refine``, a
     skeleton completer that travels with the subnet (in ``refine/``). A target's ``precision``
-    other than fp32 adds its model (``model.int8.onnx``: calibrated on ``calibration``, the
-    (1, 3, R, R) inputs BN recalibration used), with how many of the fp32 model's people it finds
-    on the ``check`` images recorded in the card. ``out`` may be new, empty or an export folder
+    other than fp32 adds its model (``model.int8.onnx``: calibrated on the images BN recalibration
+    used, ``calibration``), with how many of the fp32 model's people it finds on ``CHECK_IMAGES``
+    images of ``check`` (else of ``calibration``) recorded in the card. ``out`` may be new, empty or an export folder
     (replaced whole); anything else in it is refused."""
     out = Path(out)
     with writer_lock(out):  # a file there, or a folder another process writes, is refused before any work
@@ -65,10 +65,13 @@ def export_subnet(net: torch.nn.Module, arch: dict, out: str | Path, spec: str, 
                 "source": source or {}}
         if latency is not None:
             card["latency"] = latency
-        target_model = None if precision.exact else precision.apply(model, calibration or None)
-        if target_model is not None:
+        target_model = None
+        if not precision.exact:
+            target_model = precision.apply(model, calibration.inputs(arch["resolution"]) if calibration else None)
+            images = [check.load_image(i) for i in check.image_ids[:CHECK_IMAGES]] if check else \
+                calibration.images[:CHECK_IMAGES] if calibration else []
             card["precision"] = {"name": precision.name, "file": f"model.{precision.name}.onnx",
-                                 "against_fp32": agreement(model, target_model, codec_of(arch), check,
+                                 "against_fp32": agreement(model, target_model, codec_of(arch), images,
                                                            arch["resolution"], get_spec(spec))}
         with staged_folder(out) as staged:
             write_files(net, arch, model, staged)

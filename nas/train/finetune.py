@@ -15,12 +15,11 @@ from nas.errors import PoseNASError
 from nas.io import read_json, write_json, writer_lock
 from nas.latency.meter import LatencyMeter
 from nas.latency.settings import DEFAULT
+from nas.pose.dataset import CocoPoseDataset
 from nas.pose.evaluate import evaluate_network, metrics_json
-from nas.subnet.agreement import CHECK_IMAGES
 from nas.subnet.export import export_subnet, load_model
 from nas.subnet.inherit import TrainedSupernet
 from nas.subnet.precision import precision_of
-from nas.train.settings import datasets
 from nas.train.static import CHECKPOINT, TrainConfig, train
 from search_spaces import arch_hash
 
@@ -55,11 +54,11 @@ def _finetune(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, out: P
     supernet = TrainedSupernet.load(supernet_path, calibration_images=cfg.calibration_images, seed=cfg.seed)
     arch = supernet.space.validate(arch, "finetune arch")
     student = supernet.inherit(arch)
+    val_ds = CocoPoseDataset(cfg.val_ann, cfg.val_images, cfg.spec)  # scored before, and an int8 export's check
     before_path = out / "before.json"
     if before_path.exists():
         before = read_json(before_path)
     else:
-        _, val_ds = datasets(cfg)
         before = metrics_json(evaluate_network(student, val_ds, arch["resolution"], cfg.flip_test,
                                                progress=progress)[0])
         write_json(before_path, before, indent=1)
@@ -71,11 +70,9 @@ def _finetune(supernet_path: str | Path, arch: dict, cfg: FinetuneConfig, out: P
     write_json(out / RECORD, record, indent=1)
     net, ckpt = load_model(out / CHECKPOINT)
     latency = meter.card_entry(arch, supernet.num_keypoints) if meter is not None else None
-    _, val_ds = datasets(cfg)
     card = export_subnet(net, arch, out / EXPORT, supernet.spec, after, latency,
                          source={"supernet": str(supernet_path), "finetune_epochs": cfg.epochs, "inherited": before,
                                  "synthetic": supernet.synthetic or bool(ckpt.get("synthetic"))},
                          precision=precision_of((meter.settings if meter is not None else DEFAULT).precision),
-                         calibration=supernet.calibration.inputs(arch["resolution"]),
-                         check=[val_ds.load_image(i) for i in val_ds.image_ids[:CHECK_IMAGES]])
+                         calibration=supernet.calibration, check=val_ds)
     return {**record, "export": str(out / EXPORT), "card": card}

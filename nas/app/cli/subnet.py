@@ -108,7 +108,6 @@ class Export(Command):
         from nas.pose.completion import Completion
         from nas.pose.dataset import CocoPoseDataset
         from nas.pose.evaluate import evaluate_network, format_metrics, metrics_json
-        from nas.subnet.agreement import CHECK_IMAGES
         from nas.subnet.export import export_subnet
         from nas.subnet.inherit import TrainedSupernet
         from nas.subnet.precision import precision_of
@@ -127,13 +126,11 @@ class Export(Command):
                                                     refine=refine)[0])
             print(format_metrics(metrics))
         latency = meter(args)
-        check = [dataset.load_image(i) for i in dataset.image_ids[:CHECK_IMAGES]] if dataset else \
-            supernet.calibration.images[:CHECK_IMAGES]
         card = export_subnet(net, arch, args.out, supernet.spec, metrics,
                              latency.card_entry(arch, supernet.num_keypoints),
                              source={"supernet": args.supernet, "synthetic": supernet.synthetic},
                              refine=refine, precision=precision_of(latency.settings.precision),
-                             calibration=supernet.calibration.inputs(arch["resolution"]), check=check)
+                             calibration=supernet.calibration, check=dataset)
         if "precision" in card:
             kept = card["precision"]["against_fp32"]
             print(f"{card['precision']['file']}: finds {kept['found']} of the fp32 model's {kept['people']} people "
