@@ -80,8 +80,13 @@ class Evaluations:
                 raise PoseNASError(f"{where}: a damaged evaluation ({e}); delete {self.path} to start a new "
                                    f"cache") from None
             ap = metrics_of(metrics, where)["AP"]
-            aps.append(ap if ap == ap else 0.0)  # NaN: nobody to find
+            aps.append(scored(ap))
         return archs, aps
+
+
+def scored(ap: float) -> float:
+    """An AP as a search scores it: 0 where nobody was found (COCO's NaN)."""
+    return ap if ap == ap else 0.0
 
 
 def metrics_of(text: str, where: str) -> dict:

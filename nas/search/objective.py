@@ -22,7 +22,7 @@ from nas.pose.dataset import CocoPoseDataset, set_files
 from nas.search.accuracy import evaluation_key
 from nas.search.config import SearchConfig
 from nas.search.deployed import deployed_metrics, measured_as_deployed
-from nas.search.evaluations import Evaluations
+from nas.search.evaluations import Evaluations, scored
 from nas.search.strategies import STRATEGIES
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import arch_hash
@@ -70,7 +70,7 @@ class Objective:
             metrics = deployed_metrics(self.supernet, arch, self.dataset, self.meter.settings, self.cfg.eval_images)
             self.deployed.put(arch, metrics)
             attrs["deployed_evaluation_s"] = time.perf_counter() - start
-        return metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0
+        return scored(metrics["AP"])
 
     def check_budgets(self) -> dict:
         """Refuse budgets that even the space's smallest subnet misses, before any trial runs."""
@@ -123,7 +123,7 @@ class Objective:
             if metrics is None:
                 metrics = self.supernet.evaluate(arch, self.dataset, cfg.flip_test, cfg.eval_images, timings=timings)
                 self.evaluations.put(arch, metrics)
-            ap = metrics["AP"] if metrics["AP"] == metrics["AP"] else 0.0  # NaN: nobody to find
+            ap = scored(metrics["AP"])
             attrs.update({f"metric_{k}": v for k, v in metrics.items()}, evaluated=True, evaluation_cached=not timings,
                          **timings)
             if self.deployed is not None:  # the AP the search weighs is the target's; torch's is its fp32 twin's

@@ -29,7 +29,7 @@ from nas.io import read_json, write_json, write_text
 from nas.plots import predicted_against_measured
 from nas.pose.dataset import CocoPoseDataset
 from nas.search.accuracy import AccuracyPredictor, choose_model, encode, evaluation_key, scores
-from nas.search.evaluations import Evaluations
+from nas.search.evaluations import Evaluations, scored
 from nas.subnet.inherit import TrainedSupernet
 from search_spaces import SearchSpace, arch_hash
 from search_spaces.space import head_type
@@ -110,9 +110,13 @@ def study_rows(storages: list[str], key: dict) -> list[dict]:
 
 def searched_rows(space: SearchSpace, key: dict) -> list[dict]:
     """The subnets the user's searches evaluated for ``key`` (``nas.search.evaluations``)."""
-    archs, aps = Evaluations(key).all(space)
-    return [{"arch_hash": arch_hash(a), "AP": ap, "arch": json.dumps(a, separators=(",", ":")), "source": SEARCHED}
-            for a, ap in zip(archs, aps)]
+    return [sample_row(arch, ap, SEARCHED) for arch, ap in zip(*Evaluations(key).all(space))]
+
+
+def sample_row(arch: dict, ap: float, source: str) -> dict:
+    """A row of ``samples.csv``: the subnet, its AP as a search scores it, where it came from."""
+    return {"arch_hash": arch_hash(arch), "AP": scored(ap), "arch": json.dumps(arch, separators=(",", ":")),
+            "source": source}
 
 
 def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str | Path, samples: int = 200,
@@ -161,8 +165,7 @@ def build_accuracy_predictor(supernet_ref: str, val: tuple[str, str], out: str |
 def record(rows: list[dict], evaluations, source: str, out: Path, bar: tqdm) -> None:
     """Each (arch, AP) added to ``rows`` and ``samples.csv`` as it comes, so a killed build resumes."""
     for arch, ap in evaluations:
-        rows.append({"arch_hash": arch_hash(arch), "AP": ap if ap == ap else 0.0,
-                     "arch": json.dumps(arch, separators=(",", ":")), "source": source})
+        rows.append(sample_row(arch, ap, source))
         write_text(out / SAMPLES, pd.DataFrame(rows).to_csv(index=False))
         bar.update()
 
