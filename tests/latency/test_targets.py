@@ -63,8 +63,10 @@ def test_every_runtime_and_precision_is_measured_and_cached_apart(tmp_path, targ
     measured = LatencyMeter(LocalBackend(settings), cache)
     figures = measured.measure(arch)
     assert not figures["cached"] and figures["in_graph_decode_ms"] > 0 and figures["grouping_ms"] > 0
-    # the network's share is the model's time less its decoding's, two timings apart: never below zero
-    assert figures["network_ms"] >= 0 and figures["network_ms"] + figures["postprocess_ms"] >= figures["median_ms"]
+    # the network's share is the model's time less its decoding's, two timings apart: never below zero, and
+    # with the post-processing it makes up the end-to-end time (more only where noise clipped it at zero)
+    total = figures["network_ms"] + figures["postprocess_ms"]
+    assert figures["network_ms"] >= 0 and (total == pytest.approx(figures["median_ms"]) or total > figures["median_ms"])
     card = measured.card_entry(arch)  # what an export records of it
     assert card["target"] == target and card["runtime"]["precision"] == settings.precision
     if settings.backend == "openvino":
