@@ -549,15 +549,71 @@ def bench_targets(scale: Scale, work: Path) -> list[dict]:
                    round(r.onnxruntime_fp32_ms, 2), "ms", "report", None) for name, r in ratios(table, 1).iterrows()]
 
 
+def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: str = "zoo:cpu-synth") -> list[dict]:
+    """On the shipped supernet under an end-to-end budget, one search on predictions per target of
+    ``FRONT_TARGETS`` (each with the shipped latency model adapted to it); every subnet of every
+    front then measured on every target (table: target-fronts.csv, plot: target-fronts.png). Does
+    each target's front win on its own target, does a front that may quantize lose anything, and
+    what does int8 cost each int8 winner against its fp32 twin?"""
+    from nas.app.bench_targets import FRONT_TARGETS, best_on, cross_measured, plot_fronts
+    from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
+    from nas.latency.predictor import adapted_reference
+    from nas.latency.settings import RuntimeSettings
+    from nas.search.config import SearchConfig
+    from nas.search.objective import Objective, search_supernet
+    from nas.search.predicted import VERIFIED
+    from nas.search.results import hypervolume, pareto_front
+    from nas.search.study import run_search
+
+    common = shipped_zoo_search(scale, work, zoo_ref, budget_ms)
+    if common is None:
+        return not_shipped("fronts per deployment target", zoo_ref)
+    common["eval_images"] = None  # every validation image, as the main job evaluates
+    supernet = search_supernet(SearchConfig(**common, out=str(work)))
+    cache, fronts, objectives = LatencyCache(work / "target-fronts-latency.sqlite"), {}, {}
+    for target in FRONT_TARGETS:
+        name = f"target-fronts-{target.replace('/', '-')}"
+        meter = LatencyMeter(LocalBackend(RuntimeSettings.of({"target": target}, "bench")), cache)
+        adapted_reference(meter, supernet.space).save(work / f"{name}-latency.json")
+        cfg = SearchConfig(**common, out=str(work / name), accuracy_predictor=zoo_ref,
+                           predictor=str(work / f"{name}-latency.json"))
+        shutil.rmtree(cfg.out, ignore_errors=True)
+        run_search(cfg, meter, supernet=supernet)
+        fronts[target] = pareto_front(pd.read_csv(Path(cfg.out) / VERIFIED))
+        objectives[target] = Objective(cfg, meter, supernet)
+    table = cross_measured(fronts, objectives)
+    write_text(work / "target-fronts.csv", table.to_csv(index=False))
+    fp32, int8 = FRONT_TARGETS[:2]
+    merged = pareto_front(pd.concat([fronts[t].assign(target=t) for t in (fp32, int8)], ignore_index=True))
+    plot_fronts(fronts, merged, budget_ms, work / "target-fronts.png")
+    figures = []
+    for target in FRONT_TARGETS:
+        own, other = best_on(table, target, own=True), best_on(table, target, own=False)
+        figures.append(figure(
+            f"under {budget_ms:g} ms end to end on {target}: best AP of its own front ({own.AP:.3f}, "
+            f"{own.latency_ms:.1f} ms, {own.arch_hash[:8]}) less the best of the other targets' fronts measured there "
+            f"({other.AP:.3f}, {other.latency_ms:.1f} ms, {other.arch_hash[:8]}, from {other.front})",
+            round(own.AP - other.AP, 4), "AP", ">= 0", own.AP >= other.AP, scale))
+    drops = fronts[int8]["inherited_AP"] - fronts[int8]["AP"]
+    ratio = hypervolume(merged, budget_ms) / hypervolume(fronts[fp32], budget_ms)
+    return figures + [
+        figure(f"onnxruntime, a front that may pick fp32 or int8 per subnet against the fp32 front: hypervolume under "
+               f"{budget_ms:g} ms (best AP {merged['AP'].max():.3f} against {fronts[fp32]['AP'].max():.3f}; "
+               f"{(merged['target'] == int8).sum()} of {len(merged)} points int8)", round(ratio, 3), "x", ">= 1",
+               ratio >= 1, scale),
+        figure(f"int8 winners' AP loss against their fp32 twins (torch's inherited AP), worst of {len(drops)}",
+               round(float(drops.max()), 4), "AP", "<= 0.01", drops.max() <= 0.01, scale)]
+
+
 FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench_baseline, "cost": bench_cost_speed,
            "largest": bench_largest_latency, "overhead": bench_supernet_overhead, "supernet": bench_supernet,
            "predictor": bench_predictor,
            "repeatability": bench_repeatability, "runtime": bench_runtime_speedup, "decode": bench_decode,
            "search": bench_search, "completion": bench_completion,
            "new-budget": bench_new_budget, "deployed-budget": bench_deployed_budget, "regret": bench_regret,
-           "targets": bench_targets}
+           "targets": bench_targets, "target-fronts": bench_target_fronts}
 NEEDS_WORK = {"baseline", "supernet", "predictor", "repeatability", "decode", "search", "new-budget",
-              "deployed-budget", "regret", "targets"}
+              "deployed-budget", "regret", "targets", "target-fronts"}
 
 
 def run_benchmarks(out: str | Path = "results/bench", quick: bool = False, only: list[str] | None = None) -> list[dict]:

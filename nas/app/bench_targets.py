@@ -6,6 +6,7 @@ convolutions and not for depthwise ones, and the runtimes differ by network.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,4 +92,41 @@ def plot_targets(table: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("end-to-end latency with 10 people (ms, log scale)")
     ax.legend(fontsize=7)
     fig.subplots_adjust(left=0.3)  # the networks' names
+    save(fig, path)
+
+
+FRONT_TARGETS = ("onnxruntime/fp32/1", "onnxruntime/int8/1", "openvino/fp32/1")
+
+
+def cross_measured(fronts: dict[str, pd.DataFrame], objectives: dict) -> pd.DataFrame:
+    """Every subnet of every target's front assessed on every target (``Objective.assess``: its
+    latency measured there, and within the budget its AP as that target runs it; 0 over it)."""
+    rows = []
+    for front, table in fronts.items():
+        for arch_hash, arch in tqdm(list(zip(table["arch_hash"], table["arch"])), desc=f"{front} front on every target"):
+            for target, objective in objectives.items():
+                attrs = objective.assess(json.loads(arch), measure=True)
+                rows.append({"front": front, "arch_hash": arch_hash, "on": target, "latency_ms": attrs["latency_ms"],
+                             "AP": attrs["AP"], "feasible": attrs["feasible"],
+                             "fp32_twin_AP": attrs.get("inherited_AP", attrs["AP"]), "macs": attrs["macs"]})
+    return pd.DataFrame(rows)
+
+
+def best_on(table: pd.DataFrame, target: str, own: bool) -> pd.Series:
+    """The best subnet within the budget on ``target`` of its own front, or of the other targets'."""
+    rows = table[(table["on"] == target) & ((table["front"] == target) == own)]
+    return rows.loc[rows["AP"].idxmax()]
+
+
+def plot_fronts(fronts: dict[str, pd.DataFrame], merged: pd.DataFrame, budget_ms: float, path: Path) -> None:
+    """Each target's verified front on its own target, and the front that may pick either precision."""
+    fig, ax = subplots(figsize=(7, 4.5))
+    for target, front in [*fronts.items(), ("onnxruntime, fp32 or int8 per subnet", merged)]:
+        front = front.sort_values("latency_ms")
+        ax.step(front["latency_ms"], front["AP"], where="post", marker="o", ms=4, label=target,
+                ls="--" if target not in fronts else "-")
+    ax.axvline(budget_ms, color="k", lw=0.8)
+    ax.set_xlabel("end-to-end latency with 10 people on the front's own target (ms)")
+    ax.set_ylabel("AP as the target runs it")
+    ax.legend(fontsize=8)
     save(fig, path)
