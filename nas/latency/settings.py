@@ -73,7 +73,8 @@ class RuntimeSettings:
     def key(self) -> str:
         """The settings and what is measured: a cache never serves figures of another kind."""
         reference = list(REFERENCE_NETWORK) if self.reference else None
-        return json.dumps({**asdict(self), "reference": reference, "measures": MEASURES}, sort_keys=True)
+        return json.dumps({**asdict(self), "reference": reference, "measures": MEASURES,
+                           "recipe": PRECISIONS[self.precision].recipe}, sort_keys=True)
 
 
 DEFAULT = RuntimeSettings()

@@ -25,6 +25,7 @@ from nas.search.deployed import deployed_metrics, measured_as_deployed
 from nas.search.evaluations import Evaluations, scored
 from nas.search.strategies import STRATEGIES
 from nas.subnet.inherit import TrainedSupernet
+from nas.subnet.precision import precision_of
 from search_spaces import arch_hash
 from supernet.cost import arch_cost
 
@@ -59,7 +60,8 @@ class Objective:
         self.evaluations = Evaluations(self.evaluation)
         self.known: dict[str, float] = {}  # arch hash -> inherited AP known for this evaluation, not evaluated again
         settings = meter.settings  # a target's AP measured as deployed is kept apart from torch's
-        self.deployed = Evaluations({**self.evaluation, "deployed": [settings.backend, settings.precision]}) \
+        self.deployed = Evaluations({**self.evaluation, "deployed": [settings.backend, settings.precision,
+                                                                     precision_of(settings.precision).recipe]}) \
             if measured_as_deployed(settings, cfg.flip_test) else None
 
     def deployed_ap(self, arch: dict, attrs: dict) -> float:

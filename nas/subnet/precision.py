@@ -4,8 +4,12 @@ ONNX model into the model the target runs.
 int8 is onnxruntime's post-training static quantization (QDQ, per-channel weights) after its
 pre-processing (without it the int8 models ran 2-3.4x slower than fp32), calibrated on the images
 a caller gives (the images BN recalibration uses; random images where only time matters: the
-scales do not change it). The network quantizes; what runs after its last convolution or matrix
-product (the in-graph decoding: peaks, top-k, gathers) stays float (``after_compute``).
+scales do not change it). The network quantizes but for the convolution that reads the image
+(``reading_the_image``: quantizing the image cost zoo:cpu-synth's int8 subnets up to 0.016 AP,
+kept float at most 0.008, and no time); what runs after its last convolution or matrix product
+(the in-graph decoding: peaks, top-k, gathers) stays float (``after_compute``). Depthwise
+convolutions left float measured 4-7x slower than fp32 in onnxruntime: precision is not split by
+operator kind otherwise.
 onnxruntime and OpenVINO both run the QDQ graph, each with its int8 kernels.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ CALIBRATION_IMAGES = 8  # random images calibrate a model that is only timed
 class Precision:
     name: str
     exact: bool  # the deployed model computes what torch does: its AP is the inherited one
+    recipe: str  # how the model is made: a new recipe is a new measurement (latency and AP caches key by it)
 
     def apply(self, model: bytes, images: Iterable[np.ndarray] | None = None) -> bytes:
         """``model`` in this precision; ``images``: (1, 3, R, R) inputs to calibrate on (None: random)."""
@@ -34,14 +39,14 @@ class Precision:
 
 
 class Float32(Precision):
-    name, exact = "fp32", True
+    name, exact, recipe = "fp32", True, "as exported"
 
     def apply(self, model, images=None):
         return model
 
 
 class Int8(Precision):
-    name, exact = "int8", False
+    name, exact, recipe = "int8", False, "onnxruntime QDQ per-channel, image and decoding float"
 
     def apply(self, model, images=None):
         import onnx
@@ -67,7 +72,7 @@ class Int8(Precision):
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(int8), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=after_compute(onnx.load(str(prepared)).graph))
+                            nodes_to_exclude=float_nodes(onnx.load(str(prepared)).graph))
             return float_after_compute(onnx.load(str(int8))).SerializeToString()
 
 
@@ -92,6 +97,29 @@ def after_compute(graph) -> list[str]:
             feeding.add(node.name)
             todo += [producer[i] for i in node.input if i in producer]
     return [n.name for n in graph.node if n.name not in feeding]
+
+
+def reading_the_image(graph) -> list[str]:
+    """The convolutions (or matrix products) the image reaches before any other: they read it in float."""
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    reading, seen, todo = [], set(), [i.name for i in graph.input]
+    while todo:
+        for node in consumers.get(todo.pop(), []):
+            if node.name not in seen:
+                seen.add(node.name)
+                if node.op_type in COMPUTE_OPS:
+                    reading.append(node.name)
+                else:
+                    todo += list(node.output)
+    return reading
+
+
+def float_nodes(graph) -> list[str]:
+    """What int8 leaves float: the convolution that reads the image, and the decoding after the network."""
+    return reading_the_image(graph) + after_compute(graph)
 
 
 def float_after_compute(model):

@@ -13,7 +13,7 @@ from nas.latency.predictor import NAMES, LatencyPredictor
 from nas.latency.settings import RuntimeSettings, target_of
 from nas.search.study import run_search
 from nas.subnet.onnx import session, to_onnx
-from nas.subnet.precision import Int8, after_compute
+from nas.subnet.precision import Int8, after_compute, reading_the_image
 from search_spaces import SearchSpace
 from supernet.network import new_static
 from tests.search.test_search import FAST as SEARCH_FAST
@@ -48,6 +48,9 @@ def test_int8_quantizes_the_network_and_leaves_the_decoding_float(head):
     quantized = {n.name for n in int8.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
     decoding = set(after_compute(int8.graph))
     assert len(quantized) > 20 and decoding and not quantized & decoding  # the maps reach the decoding in float
+    stem = next(n for n in int8.graph.node if n.op_type == "Conv")  # the image reaches it in float
+    floats = {init.name for init in int8.graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    assert reading_the_image(int8.graph) == [stem.name] and stem.input[0] == "image" and stem.input[1] in floats
     x = {"image": np.random.default_rng(0).random((1, 3, arch["resolution"], arch["resolution"]), dtype=np.float32)}
     outputs = session(int8.SerializeToString()).run(None, x)  # it runs, with the fp32 model's outputs
     assert [o.shape for o in outputs] == [o.shape for o in session(model).run(None, x)]
