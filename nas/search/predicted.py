@@ -152,7 +152,8 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     write_text(out / "trials.csv", table.to_csv(index=False))
     write_text(out / VERIFIED, checked.to_csv(index=False))
     write_json(out / "pareto.json", {"strategy": "predicted", "accuracy_predictor": cfg.accuracy_predictor,
-                                     "latency_predictor": cfg.predictor, "latency_of": meter.settings.measures,
+                                     "latency_predictor": cfg.predictor, "targets": [meter.settings.target],
+                                     "latency_of": meter.settings.measures,
                                      "latency_budget_ms": cfg.latency_budget_ms, "macs_budget": cfg.macs_budget,
                                      "pareto": pareto}, indent=1)
     summary = {"trials": len(table), "predicted_feasible": int(table["feasible"].sum()), "verified": len(checked),

@@ -9,6 +9,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from nas.config import is_kind
 from nas.errors import PoseNASError
 from nas.io import read_json, write_json, write_text
 from nas.search.config import SearchConfig
@@ -47,7 +48,7 @@ def hypervolume(front: pd.DataFrame, latency_ref: float) -> float:
     return area
 
 
-def write_outputs(study: optuna.Study, cfg: SearchConfig, latency_of: str) -> dict:
+def write_outputs(study: optuna.Study, cfg: SearchConfig, latency_of: str, target: str) -> dict:
     out = Path(cfg.out)
     table = trial_table(study)
     if table.empty:
@@ -58,7 +59,8 @@ def write_outputs(study: optuna.Study, cfg: SearchConfig, latency_of: str) -> di
                "params": int(r["params"]), "arch_hash": r["arch_hash"], "arch": json.loads(r["arch"])}
               for _, r in front.iterrows()]
     write_json(out / "pareto.json", {"study": cfg.study, "storage": cfg.storage_url,
-                                     "latency_of": latency_of, "latency_budget_ms": cfg.latency_budget_ms,
+                                     "targets": [target], "latency_of": latency_of,
+                                     "latency_budget_ms": cfg.latency_budget_ms,
                                      "macs_budget": cfg.macs_budget, "pareto": pareto}, indent=1)
     return {"trials": len(table), "feasible": int(table["feasible"].sum()), "pareto": len(pareto),
             "best_ap": max((p["AP"] for p in pareto), default=None),
@@ -66,7 +68,8 @@ def write_outputs(study: optuna.Study, cfg: SearchConfig, latency_of: str) -> di
 
 
 def pareto_winners(path: str | Path, top: int) -> list[dict]:
-    """The ``top`` arch configs of a search's pareto.json, best AP first."""
+    """The ``top`` points of a search's pareto.json (each its ``arch`` and, from a search over
+    several targets, its ``target``), best AP first."""
     pareto = read_json(path, "Pareto file")
     if not isinstance(pareto, dict) or not isinstance(pareto.get("pareto"), list):
         raise PoseNASError(f"{path}: not a pareto.json of posenas search (needs a 'pareto' list)")
@@ -74,5 +77,7 @@ def pareto_winners(path: str | Path, top: int) -> list[dict]:
         raise PoseNASError(f"{path}: the Pareto set is empty (no feasible trial was evaluated)")
     if top < 1:
         raise PoseNASError(f"--top must be at least 1, got {top}")
-    ranked = sorted(pareto["pareto"], key=lambda p: p["AP"], reverse=True)
-    return [p["arch"] for p in ranked[:top]]
+    for i, p in enumerate(pareto["pareto"]):
+        if not (isinstance(p, dict) and isinstance(p.get("arch"), dict) and is_kind(p.get("AP"), (int, float))):
+            raise PoseNASError(f"{path}: pareto[{i}] needs an 'arch' config and a numeric 'AP'")
+    return sorted(pareto["pareto"], key=lambda p: p["AP"], reverse=True)[:top]

@@ -97,6 +97,6 @@ def _run_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool, supernet
         study.optimize(objective, n_trials=cfg.trials - done, show_progress_bar=progress,
                        timeout=cfg.timeout_min * 60 if cfg.timeout_min else None,
                        callbacks=[MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE,))])
-    summary = {**write_outputs(study, cfg, meter.settings.measures), **floor}
+    summary = {**write_outputs(study, cfg, meter.settings.measures, meter.settings.target), **floor}
     write_json(Path(cfg.out) / "search.json", summary, indent=1)
     return summary

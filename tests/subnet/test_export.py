@@ -290,7 +290,10 @@ def test_metrics_cocoeval_leaves_undefined_are_printed_and_stored_as_such(tmp_pa
 def test_pareto_winners_best_first_and_errors(tmp_path):
     path = tmp_path / "pareto.json"
     path.write_text(json.dumps({"pareto": [{"AP": 0.1, "arch": {"a": 1}}, {"AP": 0.3, "arch": {"a": 2}}]}))
-    assert pareto_winners(path, 1) == [{"a": 2}] and len(pareto_winners(path, 5)) == 2
+    assert [p["arch"] for p in pareto_winners(path, 1)] == [{"a": 2}] and len(pareto_winners(path, 5)) == 2
+    path.write_text(json.dumps({"pareto": [{"AP": 0.1, "arch": {"a": 1}}, {"AP": "high", "arch": {"a": 2}}]}))
+    with pytest.raises(PoseNASError, match=r"pareto\[1\] needs an 'arch' config and a numeric 'AP'"):
+        pareto_winners(path, 1)
     path.write_text(json.dumps({"pareto": []}))
     with pytest.raises(PoseNASError, match="Pareto set is empty"):
         pareto_winners(path, 1)

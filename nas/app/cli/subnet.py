@@ -75,7 +75,7 @@ class Finetune(Command):
         if bool(args.arch) == bool(args.pareto):
             raise PoseNASError("give exactly one of --arch ARCH.json|PRESET or --pareto PARETO.json")
         archs = ([supernet.space.resolve(args.arch)] if args.arch
-                 else [supernet.space.validate(a) for a in pareto_winners(args.pareto, args.top)])
+                 else [supernet.space.validate(p["arch"]) for p in pareto_winners(args.pareto, args.top)])
         # by default, finetune on the supernet's training data (a zoo entry's is regenerated: skip it when given)
         own = {} if args.data or args.ann else dict(zip(("train_ann", "train_images"), supernet.train_files))
         cfg = training_config(args, FinetuneConfig, own)
