@@ -575,8 +575,8 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
         name = f"target-fronts-{target.replace('/', '-')}"
         meter = LatencyMeter(LocalBackend(RuntimeSettings.of({"target": target}, "bench")), cache)
         adapted_reference(meter, supernet.space).save(work / f"{name}-latency.json")
-        cfg = SearchConfig(**common, out=str(work / name), accuracy_predictor=zoo_ref,
-                           predictor=str(work / f"{name}-latency.json"))
+        cfg = SearchConfig(**common, out=str(work / name), accuracy_predictor=zoo_ref, refit=False,
+                           predictor=str(work / f"{name}-latency.json"))  # each a user's first search
         shutil.rmtree(cfg.out, ignore_errors=True)
         run_search(cfg, meter, supernet=supernet)
         fronts[target] = pareto_front(pd.read_csv(Path(cfg.out) / VERIFIED))

@@ -103,7 +103,8 @@ def cross_measured(fronts: dict[str, pd.DataFrame], objectives: dict) -> pd.Data
     latency measured there, and within the budget its AP as that target runs it; 0 over it)."""
     rows = []
     for front, table in fronts.items():
-        for arch_hash, arch in tqdm(list(zip(table["arch_hash"], table["arch"])), desc=f"{front} front on every target"):
+        subnets = list(zip(table["arch_hash"], table["arch"]))
+        for arch_hash, arch in tqdm(subnets, desc=f"{front} front on every target"):
             for target, objective in objectives.items():
                 attrs = objective.assess(json.loads(arch), measure=True)
                 rows.append({"front": front, "arch_hash": arch_hash, "on": target, "latency_ms": attrs["latency_ms"],

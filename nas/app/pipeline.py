@@ -1,8 +1,9 @@
 """The whole NAS pipeline in one command and one run folder, resumable at each stage.
 
-Stages: data (synthetic sets, or the user's COCO-format sets checked) -> supernet training -> baselines (presets with inherited weights)
--> latency model -> search under the budgets -> finetune and export the winners -> Pareto plot and
-summary table. ``supernet: zoo:NAME`` (or a supernet.pt) instead of a training section searches a
+Stages: data (synthetic sets, or the user's COCO-format sets checked) -> supernet training ->
+baselines (presets with inherited weights) -> latency model -> search under the budgets (one per
+target where the config names several, then one front over them) -> finetune and export the
+winners (each for its target) -> Pareto plot and summary table. ``supernet: zoo:NAME`` (or a supernet.pt) instead of a training section searches a
 supernet trained once (train once, search many); the latency stage then adapts the shipped
 latency model to this machine for a search on predicted AP. A finished stage is recorded in
 ``stages.json`` and skipped when the command runs again; a stage cut short resumes from its own
@@ -38,6 +39,7 @@ from nas.search.deployed import target_metrics
 from nas.search.objective import search_supernet
 from nas.search.results import pareto_winners
 from nas.search.study import run_search
+from nas.search.targets import merge_searches, target_folder
 from nas.subnet.export import CARD
 from nas.subnet.inherit import TrainedSupernet
 from nas.train.finetune import EXPORT, FinetuneConfig, finetune_subnet
@@ -177,16 +179,27 @@ class Pipeline:
         self.supernet_cfg = supernet_config(cfg, self.run, self.source)
         self.processes = supernet_processes(cfg, self.source)
         self.supernet = cfg["supernet"] if self.supernet_cfg is None else str(self.run.supernet)
-        self.runtime = RuntimeSettings.of(cfg.get("latency", {}), f"{self.source} (latency)")
-        runtime_of(self.runtime)
+        self.runtimes = RuntimeSettings.each_of(cfg.get("latency", {}), f"{self.source} (latency)")
+        self.runtime = self.runtimes[0]  # the baselines are measured on the first target
+        for runtime in self.runtimes:
+            runtime_of(runtime)
         search = cfg.get("search", {})
         if "latency_budget_ms" not in search:
             raise PoseNASError(f"{self.source}: search.latency_budget_ms is required")
-        if search.get("accuracy_predictor") and not search.get("predictor"):
-            search = {**search, "predictor": str(self.run.latency_predictor)}  # the latency stage adapts one
-        self.search_cfg = SearchConfig.from_dict({**search, "supernet": self.supernet, "val_ann": val_ann,
-                                                  "val_images": val_images, "out": str(self.run.search)},
-                                                 f"{self.source} (search)")
+        several = len(self.runtimes) > 1
+        if several and (search.get("predictor") or search.get("storage")):
+            raise PoseNASError(f"{self.source}: with several latency targets each searches on its own latency model "
+                               f"and study; leave out search.predictor and search.storage")
+        self.search_cfgs = {}  # target -> its search (one target: in search/, several: each in search/TARGET/)
+        for runtime in self.runtimes:
+            target = runtime.target if several else None
+            adapted = {"predictor": str(self.run.latency_predictor(target))} \
+                if search.get("accuracy_predictor") and not search.get("predictor") else {}  # the latency stage's
+            self.search_cfgs[runtime.target] = SearchConfig.from_dict(
+                {**search, **adapted, "supernet": self.supernet, "val_ann": val_ann, "val_images": val_images,
+                 "out": str(target_folder(self.run.search, target) if several else self.run.search)},
+                f"{self.source} (search)")
+        self.search_cfg = self.search_cfgs[self.runtime.target]
         finetune = dict(cfg.get("finetune", {}))
         self.top = finetune.pop("top", 2)
         self.finetune_cfg = FinetuneConfig.from_dict({**finetune, **data, "space": space},
@@ -194,8 +207,8 @@ class Pipeline:
         self.baselines = cfg.get("baselines", ["min", "max", "higherhrnet_w32", "litepose_xs", "litepose_s"])
         self._searched: TrainedSupernet | None = None  # loaded by the first stage that needs it
 
-    def meter(self):
-        return make_meter(self.runtime, cache=self.run.latency_cache)
+    def meter(self, runtime: RuntimeSettings | None = None):
+        return make_meter(runtime or self.runtime, cache=self.run.latency_cache)
 
     def done(self) -> list[str]:
         return read_json(self.run.stages) if self.run.stages.exists() else []
@@ -227,13 +240,16 @@ class Pipeline:
         train_supernet_as(self.supernet_cfg, self.run.supernet.parent, self.processes)
 
     def stage_latency(self) -> None:
-        """For a search on predictions: the shipped latency model, adapted to this machine by
-        measuring a few anchor subnets."""
-        if self.search_cfg.predictor != str(self.run.latency_predictor):
-            return
-        adapted = adapted_reference(self.meter(), TrainedSupernet.space_of(self.supernet))
-        adapted.save(self.run.latency_predictor)
-        print(f"latency model adapted to this machine: x{adapted.settings['factor']:.2f} of the shipped one")
+        """For a search on predictions: the shipped latency model, adapted to this machine and each
+        target by measuring a few anchor subnets."""
+        for runtime in self.runtimes:
+            predictor = self.search_cfgs[runtime.target].predictor
+            if predictor is None or Path(predictor).parent != self.run.root:
+                continue
+            adapted = adapted_reference(self.meter(runtime), TrainedSupernet.space_of(self.supernet))
+            adapted.save(predictor)
+            print(f"latency model adapted to this machine ({runtime.target}): x{adapted.settings['factor']:.2f} of "
+                  f"the shipped one")
 
     def stage_baselines(self) -> None:
         """The presets with inherited weights, on the search's evaluation images, as the target runs
@@ -252,7 +268,13 @@ class Pipeline:
         write_text(self.run.baselines, pd.DataFrame(rows).to_csv(index=False))
 
     def stage_search(self) -> None:
-        run_search(self.search_cfg, self.meter(), supernet=self.searched())
+        """One search per target; with several, one front over them, each point on its own target."""
+        for runtime in self.runtimes:
+            run_search(self.search_cfgs[runtime.target], self.meter(runtime), supernet=self.searched())
+        if len(self.runtimes) > 1:
+            merged = merge_searches(list(self.search_cfgs), self.run.search)
+            picked = ", ".join(f"{n} point(s) on {t}" for t, n in merged["picked"].items())
+            print(f"one front over the targets: {picked}")
 
     def searched(self) -> TrainedSupernet:
         """The supernet as the search calibrates it, loaded once for the baselines and the search."""
@@ -262,10 +284,12 @@ class Pipeline:
 
     def stage_finetune(self) -> None:
         winners = pareto_winners(self.run.pareto, self.top)
-        meter = self.meter()
-        for i, arch in enumerate(winners):
-            print(f"winner {i + 1}/{len(winners)} ({arch_hash(arch)})")
-            finetune_subnet(self.supernet, arch, self.finetune_cfg, self.run.winner(i + 1, arch_hash(arch)), meter)
+        runtimes = {runtime.target: runtime for runtime in self.runtimes}
+        for i, point in enumerate(winners):
+            arch, runtime = point["arch"], runtimes[point.get("target", self.runtime.target)]
+            print(f"winner {i + 1}/{len(winners)} ({arch_hash(arch)}, {runtime.target})")
+            finetune_subnet(self.supernet, arch, self.finetune_cfg, self.run.winner(i + 1, arch_hash(arch)),
+                            self.meter(runtime))
 
     def stage_report(self) -> None:
         plot_run(self.run.root)

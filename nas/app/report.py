@@ -90,7 +90,8 @@ def plot_run(run: str | Path) -> list[Path]:
     front = pareto_front(trials)
 
     fig, axes = subplots(1, 2, figsize=(13, 5.2))
-    for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {latency_of}, onnxruntime)"),
+    on = ", ".join(pareto.get("targets", ["onnxruntime/fp32/1"]))  # a search before targets: onnxruntime's
+    for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {latency_of}, {on})"),
                           (axes[1], "gmacs", "GMACs")):
         if predicted is not None:
             px = predicted[x] if x == "latency_ms" else predicted["macs"] / 1e9
@@ -102,11 +103,12 @@ def plot_run(run: str | Path) -> list[Path]:
                    label="feasible trial (inherited AP, measured)")
         ax.plot(front[x] if x != "gmacs" else front["macs"] / 1e9, front["AP"], "-o", color="tab:red", ms=5,
                 label="Pareto set")
-        if trials.loc[feasible, "head"].nunique() > 1:  # a search across heads: which one each point uses
-            for head, marker in zip(sorted(trials["head"].unique()), "sD^v"):
-                on = front[front["head"] == head]
-                ax.scatter(on[x] if x != "gmacs" else on["macs"] / 1e9, on["AP"], marker=marker, s=60,
-                           facecolors="none", edgecolors="k", zorder=4, label=f"Pareto set, {head} head")
+        for column, size in (("head", 60), ("target", 110)):  # across heads or targets: which each point uses
+            if column in trials and trials.loc[feasible, column].nunique() > 1:
+                for kind, marker in zip(sorted(trials[column].unique()), "sD^v"):
+                    on = front[front[column] == kind]
+                    ax.scatter(on[x] if x != "gmacs" else on["macs"] / 1e9, on["AP"], marker=marker, s=size,
+                               facecolors="none", edgecolors="k", zorder=4, label=f"Pareto set, {kind} {column}")
         labels = []
         if not baselines.empty:
             bx = baselines["latency_ms"] if x == "latency_ms" else baselines["macs"] / 1e9

@@ -47,10 +47,10 @@ class RunLayout:
     def stages(self) -> Path:
         return self.root / "stages.json"
 
-    @property
-    def latency_predictor(self) -> Path:
-        """The latency model adapted to this machine (a search on predictions reads it)."""
-        return self.root / "latency-predictor.json"
+    def latency_predictor(self, target: str | None = None) -> Path:
+        """The latency model adapted to this machine (a search on predictions reads it); ``target``'s
+        where a run searches several."""
+        return self.root / (f"latency-predictor-{target.replace('/', '-')}.json" if target else "latency-predictor.json")
 
     @property
     def latency_cache(self) -> Path:

@@ -14,6 +14,7 @@ OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 MEASURES = "deployed/4"  # how figures are taken (a new method or graph, a new cache key): cheaper in-graph decoding
 LATENCY_OF = ("network", "total")
 REFERENCE_NETWORK = ("cpu", "litepose_xs")  # (space, preset): the network every measurement is timed against
+MAX_TARGETS = 4  # a run config's targets the front may choose among: each is a search of its own
 MAX_PEOPLE = 30  # the decoder's candidates per joint (DecodeConfig.max_people)
 
 
@@ -69,6 +70,18 @@ class RuntimeSettings:
             fields.update(parse_target(fields["target"], f"{where}: target"))
         fields.pop("target", None)
         return typed(cls, fields, where)
+
+    @classmethod
+    def each_of(cls, fields: dict, where: str) -> list["RuntimeSettings"]:
+        """The settings of every target a run config names: ``target`` is one, or a list of targets
+        the user may deploy on (the search's front then picks one per subnet)."""
+        targets = fields.get("target")
+        if not isinstance(targets, list):
+            return [cls.of(fields, where)]
+        if not 1 <= len(targets) <= MAX_TARGETS or len(set(map(str, targets))) != len(targets):
+            raise PoseNASError(f"{where}: target: give one target or a list of 1 to {MAX_TARGETS} different ones, "
+                               f"got {targets!r}")
+        return [cls.of({**fields, "target": target}, where) for target in targets]
 
     def key(self) -> str:
         """The settings and what is measured: a cache never serves figures of another kind."""

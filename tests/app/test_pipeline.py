@@ -127,6 +127,20 @@ def test_a_run_config_names_its_target(tmp_path):
     assert (runtime.backend, runtime.precision, runtime.threads, runtime.repeats) == ("openvino", "int8", 2, 7)
 
 
+def test_a_run_config_may_name_several_targets_for_the_front_to_pick_from(tmp_path):
+    path = tmp_path / "both.yaml"
+    path.write_text("latency: {target: [onnxruntime/fp32/1, onnxruntime/int8/1], repeats: 7}\n"
+                    "search: {latency_budget_ms: 5, accuracy_predictor: zoo:cpu-synth}\n")
+    run = Pipeline(str(path), str(tmp_path / "r"))
+    assert [(r.target, r.repeats) for r in run.runtimes] == [("onnxruntime/fp32/1", 7), ("onnxruntime/int8/1", 7)]
+    searches = {t: (Path(c.out).relative_to(tmp_path), Path(c.predictor).name) for t, c in run.search_cfgs.items()}
+    assert searches == {"onnxruntime/fp32/1": (Path("r/search/onnxruntime-fp32-1"),
+                                               "latency-predictor-onnxruntime-fp32-1.json"),
+                        "onnxruntime/int8/1": (Path("r/search/onnxruntime-int8-1"),
+                                               "latency-predictor-onnxruntime-int8-1.json")}
+    assert run.runtime.target == "onnxruntime/fp32/1"  # the baselines' target
+
+
 @pytest.mark.parametrize("flaw, message", [
     (lambda d, t: d.update(train={"ann": str(t / "missing.json"), "images": str(t)}), "annotation file not found"),
     (lambda d, t: d.update(val={"ann": str(t / "broken.json"), "images": str(t)}), "broken.json: malformed JSON"),
@@ -176,6 +190,13 @@ def test_bad_data_stops_a_run_before_any_stage(tmp_path, capsys, flaw, message):
     ("latency: {target: onnxruntime/int8}\nsearch: {latency_budget_ms: 5}\n",
      "bad.yaml (latency): target 'onnxruntime/int8': give RUNTIME/PRECISION/THREADS"),
     ("latency: {target: onnxruntime/int4/1}\nsearch: {latency_budget_ms: 5}\n", "precision 'int4' unknown"),
+    ("latency: {target: [onnxruntime/fp32/1, openvino/int4/1]}\nsearch: {latency_budget_ms: 5}\n",
+     "precision 'int4' unknown"),
+    ("latency: {target: []}\nsearch: {latency_budget_ms: 5}\n", "target: give one target or a list of 1 to 4"),
+    ("latency: {target: [onnxruntime/fp32/1, onnxruntime/fp32/1]}\nsearch: {latency_budget_ms: 5}\n",
+     "a list of 1 to 4 different ones"),
+    ("latency: {target: [onnxruntime/fp32/1, onnxruntime/int8/1]}\nsearch: {latency_budget_ms: 5, predictor: m.json}\n",
+     "with several latency targets each searches on its own latency model and study; leave out search.predictor"),
 ])
 def test_bad_run_configs_fail_with_one_line(tmp_path, capsys, text, message):
     path = tmp_path / "bad.yaml"

@@ -137,13 +137,10 @@ def test_a_run_goes_on_training_a_zoo_entry_and_its_card_names_both_stages(tiny_
     assert not all(fresh[k].equal(after[k]) for k in learned)  # the entry is fp16: not the fp32 checkpoint
 
 
-@pytest.mark.slow  # the whole main job, small
-@pytest.mark.parametrize("target", ["onnxruntime/fp32/1", "openvino/int8/1"])
-def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, monkeypatch, target):
+def _main_job(tiny_zoo, tmp_path, monkeypatch, target, top: int = 1) -> dict:
+    """The main job, small, on the tiny zoo entry, into tmp_path/run."""
     from nas.app.pipeline import run_pipeline
 
-    if target.startswith("openvino"):
-        pytest.importorskip("openvino", reason="the openvino package is not installed")
     monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
     entry = str(tiny_zoo / "entry")
     config = {"name": "main", "supernet": entry,
@@ -151,10 +148,18 @@ def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, mo
               "latency": {"warmup": 1, "repeats": 5, "target": target},
               "search": {"latency_budget_ms": 1000, "accuracy_predictor": entry, "predicted_trials": 200, "verify": 2,
                          "eval_images": 4},
-              "finetune": {"top": 1, "epochs": 1, "batch_size": 4, "workers": 0, "augment": False},
+              "finetune": {"top": top, "epochs": 1, "batch_size": 4, "workers": 0, "augment": False},
               "baselines": ["min", "max"]}
     (tmp_path / "main.yaml").write_text(yaml.safe_dump(config))
-    summary = run_pipeline(str(tmp_path / "main.yaml"), str(tmp_path / "run"))
+    return run_pipeline(str(tmp_path / "main.yaml"), str(tmp_path / "run"))
+
+
+@pytest.mark.slow  # the whole main job, small
+@pytest.mark.parametrize("target", ["onnxruntime/fp32/1", "openvino/int8/1"])
+def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, monkeypatch, target):
+    if target.startswith("openvino"):
+        pytest.importorskip("openvino", reason="the openvino package is not installed")
+    summary = _main_job(tiny_zoo, tmp_path, monkeypatch, target)
     run = tmp_path / "run"
     assert not (run / "supernet").exists()  # nothing was trained
     adapted = json.loads((run / "latency-predictor.json").read_text())
@@ -170,6 +175,29 @@ def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, mo
         assert verified["inherited_AP"].notna().any() and card["precision"]["file"] == "model.int8.onnx"
     else:
         assert "inherited_AP" not in verified and "precision" not in card
+
+
+@pytest.mark.slow  # the whole main job, small, searching two targets
+def test_a_main_job_that_may_quantize_lets_its_front_pick_the_precision_per_subnet(tiny_zoo, tmp_path, monkeypatch):
+    targets = ["onnxruntime/fp32/1", "onnxruntime/int8/1"]
+    summary = _main_job(tiny_zoo, tmp_path, monkeypatch, targets, top=2)
+    run = tmp_path / "run"
+    fronts = {t: json.loads((run / "search" / t.replace("/", "-") / "pareto.json").read_text())["pareto"]
+              for t in targets}
+    for target in targets:  # each target has its own latency model and search
+        adapted = json.loads((run / f"latency-predictor-{target.replace('/', '-')}.json").read_text())
+        assert adapted["settings"]["precision"] == target.split("/")[1] and fronts[target]
+    merged = json.loads((run / "search" / "pareto.json").read_text())
+    assert merged["targets"] == targets
+    for point in merged["pareto"]:  # each point is its own target's, with that target's figures
+        assert point["arch_hash"] in {p["arch_hash"] for p in fronts[point["target"]]}
+        (same,) = [p for p in fronts[point["target"]] if p["arch_hash"] == point["arch_hash"]]
+        assert (same["AP"], same["latency_ms"]) == (point["AP"], point["latency_ms"])
+    assert set(pd.read_csv(run / "search" / "verified.csv")["target"]) == set(targets)
+    ranked = sorted(merged["pareto"], key=lambda p: p["AP"], reverse=True)[:2]
+    cards = [json.loads((Path(e) / "card.json").read_text()) for e in summary["exports"]]
+    assert [c["latency"]["target"] for c in cards] == [p["target"] for p in ranked]  # exported for its target
+    assert all(("precision" in c) == c["latency"]["target"].endswith("int8/1") for c in cards)
 
 
 @pytest.mark.slow  # two searches on predictions, verified
