@@ -1,15 +1,15 @@
 """The runtimes a subnet is timed in on this machine, one class each.
 
-A deployment runtime (onnxruntime, OpenVINO) times the exported model (``to_onnx``: the network
-with its head's in-graph decoding) in the target's precision (``nas.subnet.precision``) and the
-post-processing after the graph for a stated crowd: warm-up runs, then
-single-image runs in rounds interleaved with a reference network, scaled by the reference's
+A deployment runtime (onnxruntime, OpenVINO; LiteRT from its own conversion) times the exported
+model (``to_onnx``: the network with its head's in-graph decoding) in the target's precision
+(``nas.subnet.precision``) and the post-processing after the graph for a stated crowd: warm-up
+runs, then single-image runs in rounds interleaved with a reference network, scaled by the reference's
 calibrated latency (``Stopwatch``); the figures are the median, the 90th percentile and the spread
 (p90 / p10), with the machine's load and the reference's slowdown. ``torch`` times eager PyTorch
 for comparison: it is not a deployment latency.
 
 The command line reads ``RUNTIMES`` before it sets torch's threads, so this module imports what
-measures (torch, onnxruntime, openvino) only when it measures.
+measures (torch, onnxruntime, openvino, litert) only when it measures.
 """
 from __future__ import annotations
 
@@ -59,28 +59,41 @@ class Deployment(Runtime):
         raise NotImplementedError
 
     def measure(self, arch, num_keypoints, settings, stopwatch):
-        return self.measure_model(export_for(arch, num_keypoints, settings.latency_of), arch["resolution"],
-                                  arch["head"]["multi_resolution"], num_keypoints, settings, stopwatch())
+        from nas.pose.codecs import codec_of
 
-    def measure_model(self, model, resolution, multi_resolution, num_keypoints, settings, watch):
+        return self.measure_model(self.export(arch, num_keypoints, settings.latency_of), arch["resolution"],
+                                  arch["head"]["multi_resolution"], num_keypoints, settings, stopwatch(),
+                                  codec_of(arch))
+
+    def export(self, arch: dict, num_keypoints: int, latency_of: str) -> bytes:
+        """What this runtime loads of a subnet: the exported ONNX network, or deployed model."""
+        return export_for(arch, num_keypoints, latency_of)
+
+    def decoding(self, codec, num_keypoints: int, resolution: int, multi_resolution: bool) -> bytes | None:
+        """A head's in-graph decoding alone as this runtime loads it (None: its graph holds none)."""
+        from nas.subnet.onnx import decoding_onnx
+
+        return decoding_onnx(codec, num_keypoints, resolution, multi_resolution)
+
+    def measure_model(self, model, resolution, multi_resolution, num_keypoints, settings, watch, codec=None):
         """A network alone (``latency_of`` network), or a deployed model and the post-processing
         after it for ``settings.people`` people: the total from a letterboxed image to people,
         with the in-graph decoding (float in every precision) also timed alone so that network and
         post-processing are reported apart (each zero where the model's head has none: people out
-        of the graph)."""
+        of the graph). ``codec``: the model's head's (a model sent to a latency server names it by
+        its outputs)."""
         import onnx
 
         from nas.pose.codecs import codec_of_model
-        from nas.subnet.onnx import decoding_onnx
         from nas.subnet.precision import precision_of
 
         timed = watch.time(self.session(precision_of(settings.precision).apply(model), settings))
         if settings.latency_of == "network":
             return {**timed, "network_ms": timed["median_ms"]}
-        codec = codec_of_model([o.name for o in onnx.load_from_string(model).graph.output])
-        decoding = decoding_onnx(codec, num_keypoints, resolution, multi_resolution)
+        codec = codec or codec_of_model([o.name for o in onnx.load_from_string(model).graph.output])
         in_graph = watch.once(("in_graph", codec.name, num_keypoints, resolution, multi_resolution),
-                              lambda: decoding and self.session(decoding, settings))
+                              lambda: (decoding := self.decoding(codec, num_keypoints, resolution, multi_resolution))
+                              and self.session(decoding, settings))
         after = ("grouping", codec.name, num_keypoints, resolution, multi_resolution, settings.people)
         grouping = watch.once(after, lambda: codec.after_graph(num_keypoints, resolution, multi_resolution,
                                                                settings.people))
@@ -149,6 +162,87 @@ class OpenVino(Deployment):
         return lambda *inputs: [np.array(out) for out in request.infer(list(inputs)).to_tuple()]
 
 
+class LiteRt(Deployment):
+    """Google's runtime for phones (XNNPACK on their CPUs), loading its own conversion of the subnet
+    (litert-torch, seconds a subnet; the in-graph decoding converts too). fp32 only; it measures
+    where it runs: a latency server is sent ONNX, which LiteRT does not read."""
+    name, label = "litert", "LiteRT"
+
+    def check(self, settings: RuntimeSettings) -> None:
+        try:
+            import ai_edge_litert  # noqa: F401
+            import litert_torch  # noqa: F401
+        except ImportError:
+            raise PoseNASError("target litert: the litert-torch and ai-edge-litert packages are not installed "
+                               "(pip install 'posenas[litert]')") from None
+        if settings.precision != DEFAULT.precision or settings.provider != DEFAULT.provider:
+            raise PoseNASError(f"target {settings.target}: LiteRT is timed in fp32 on its CPU kernels here; give "
+                               f"litert/fp32/THREADS")
+
+    def versions(self) -> dict:
+        from importlib.metadata import version
+
+        return {"litert": version("ai-edge-litert"), "litert_torch": version("litert-torch")}
+
+    def export(self, arch, num_keypoints, latency_of):
+        import torch
+
+        from nas.pose.codecs import codec_of
+        from supernet.network import new_static
+
+        net = new_static(arch, num_keypoints).eval()
+        module = codec_of(arch).deployed(net) if latency_of == "total" else net
+        return litert_model(module, (torch.zeros(1, 3, arch["resolution"], arch["resolution"]),))
+
+    def decoding(self, codec, num_keypoints, resolution, multi_resolution):
+        import torch
+
+        alone = codec.decoding_alone(num_keypoints, resolution, multi_resolution)
+        if alone is None:
+            return None
+        module, shapes = alone
+        return litert_model(module, tuple(torch.rand(s) for s in shapes))
+
+    def measure_model(self, model, resolution, multi_resolution, num_keypoints, settings, watch, codec=None):
+        if codec is None:
+            raise PoseNASError("LiteRT converts a subnet from torch where it measures: a latency server is sent "
+                               "ONNX models, which it does not read")
+        return super().measure_model(model, resolution, multi_resolution, num_keypoints, settings, watch, codec)
+
+    def session(self, model, settings):
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=model, num_threads=settings.threads or None)
+        interpreter.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for tensor in interpreter.get_input_details():
+            interpreter.set_tensor(tensor["index"], rng.random(tensor["shape"], dtype=np.float32))
+        return interpreter.invoke
+
+    def inference(self, model, settings):
+        raise PoseNASError("LiteRT runs the models it converts from a subnet to time them; an export's ONNX model "
+                           "runs in onnxruntime or openvino")
+
+
+def litert_model(module, inputs: tuple) -> bytes:
+    """``module`` converted to a LiteRT flatbuffer by litert-torch, its converter's chatter kept off the terminal."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import litert_torch
+
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        path = os.path.join(folder, "model.tflite")
+        litert_torch.convert(module.eval(), inputs).export(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
 class TorchEager(Runtime):
     name, label = "torch", "torch eager (not a deployment latency)"
 
@@ -178,7 +272,7 @@ class TorchEager(Runtime):
             torch.set_num_threads(threads)
 
 
-RUNTIMES = {runtime.name: runtime for runtime in (OnnxRuntime(), OpenVino(), TorchEager())}
+RUNTIMES = {runtime.name: runtime for runtime in (OnnxRuntime(), OpenVino(), LiteRt(), TorchEager())}
 
 
 def installed_versions() -> dict:

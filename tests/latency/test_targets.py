@@ -87,3 +87,32 @@ def test_a_latency_model_of_another_target_is_refused(tmp_path, tiny_supernet, s
                                            "measures onnxruntime/fp32/1"):
         run_search(config(tmp_path, tiny_supernet, synth_small, predictor=str(int8_model)), meter(tmp_path),
                    progress=False)
+
+
+def test_litert_times_its_own_conversion_of_the_deployed_model(tmp_path):
+    pytest.importorskip("litert_torch", reason="the litert extra is not installed")
+    from importlib.metadata import version
+
+    from nas.latency.runtimes import runtime_of
+
+    arch = SearchSpace.load("tiny").resolve("litepose_xs")
+    settings = RuntimeSettings.of({"target": "litert/fp32/1", **FAST}, "test")
+    measured = LatencyMeter(LocalBackend(settings), LatencyCache(tmp_path / "latency.sqlite"))
+    figures = measured.measure(arch)
+    assert figures["in_graph_decode_ms"] > 0 and figures["grouping_ms"] > 0 and figures["network_ms"] >= 0
+    assert measured.card_entry(arch)["device"]["litert"] == version("ai-edge-litert")
+    with pytest.raises(PoseNASError, match="a latency server is sent ONNX models, which it does not read"):
+        runtime_of(settings).measure_model(to_onnx(new_static(arch, 17), 64), 64, False, 17, settings, None)
+
+
+def test_a_litert_target_is_fp32_and_needs_its_extra():
+    from nas.latency.runtimes import runtime_of
+
+    try:
+        import ai_edge_litert  # noqa: F401
+        import litert_torch  # noqa: F401
+        message = "LiteRT is timed in fp32 on its CPU kernels here; give litert/fp32/THREADS"
+    except ImportError:
+        message = r"not installed \(pip install 'posenas\[litert\]'\)"
+    with pytest.raises(PoseNASError, match=message):
+        runtime_of(RuntimeSettings.of({"target": "litert/int8/1"}, "test"))
