@@ -1,5 +1,6 @@
 """The benchmark suite's machinery: figures beside targets in bench.json and bench.md."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,17 @@ def test_target_ratios_are_read_from_the_recorded_table():
     assert one.loc["litepose"].onnxruntime_int8_over_fp32 == pytest.approx(9 / 8)
     assert ratios(pd.DataFrame(rows), 2).loc["hrnet"].onnxruntime_fp32_ms == 200.0
     assert "onnxruntime int8 / fp32 0.33x, OpenVINO fp32 / onnxruntime fp32 0.50x" in described(one.loc["hrnet"])
+
+
+def test_each_targets_best_is_read_against_the_other_fronts_from_the_recorded_table():
+    import pandas as pd
+
+    from nas.app.bench_targets import best_on
+
+    table = pd.read_csv(Path(__file__).parents[2] / "results" / "reference" / "target-fronts" / "target-fronts.csv")
+    own, other = best_on(table, "onnxruntime/fp32/1", own=True), best_on(table, "onnxruntime/fp32/1", own=False)
+    assert own.front == own.on == "onnxruntime/fp32/1" and other.front != "onnxruntime/fp32/1"
+    assert own.AP == pytest.approx(0.4693, abs=1e-4) and other.AP == pytest.approx(0.4494, abs=1e-4)
+    assert own.latency_ms <= 6 and other.latency_ms <= 6  # an AP is counted only within the budget there
+    own = best_on(table, "onnxruntime/int8/1", own=True)  # the int8 search missed a subnet another front found
+    assert own.AP < best_on(table, "onnxruntime/int8/1", own=False).AP

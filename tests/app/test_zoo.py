@@ -200,6 +200,25 @@ def test_a_main_job_that_may_quantize_lets_its_front_pick_the_precision_per_subn
     assert all(("precision" in c) == c["latency"]["target"].endswith("int8/1") for c in cards)
 
 
+@pytest.mark.slow  # three searches on predictions, verified, and every front measured on every target
+def test_target_fronts_benchmark_measures_every_front_on_every_target(tiny_zoo, tmp_path, monkeypatch):
+    from nas.app.bench import QUICK, bench_target_fronts
+    from nas.app.bench_targets import FRONT_TARGETS
+
+    pytest.importorskip("openvino", reason="the openvino package is not installed")
+    monkeypatch.setenv("POSENAS_CACHE", str(tiny_zoo / "cache"))
+    rows = bench_target_fronts(QUICK, tmp_path, budget_ms=1000, zoo_ref=str(tiny_zoo / "entry"))
+    assert len(rows) == len(FRONT_TARGETS) + 2
+    table = pd.read_csv(tmp_path / "target-fronts.csv")
+    assert set(table["front"]) == set(table["on"]) == set(FRONT_TARGETS)
+    assert (table.groupby(["front", "arch_hash"])["on"].nunique() == len(FRONT_TARGETS)).all()
+    fp32 = table[table["on"] == "openvino/fp32/1"]  # an fp32 target scores torch's AP
+    assert (fp32["AP"] == fp32["fp32_twin_AP"]).all()
+    on = {target: rows.set_index(["front", "arch_hash"])["latency_ms"] for target, rows in table.groupby("on")}
+    assert (on["onnxruntime/int8/1"] != on["onnxruntime/fp32/1"]).all()  # each target measured apart
+    assert (tmp_path / "target-fronts.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow  # two searches on predictions, verified
 def test_deployed_budget_benchmark_sets_both_fronts_side_by_side(tiny_zoo, tmp_path, monkeypatch):
     from nas.app.bench import QUICK, bench_deployed_budget
