@@ -558,7 +558,7 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
     from nas.app.bench_targets import FRONT_TARGETS, best_on, cross_measured, plot_fronts
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
     from nas.latency.predictor import adapted_reference
-    from nas.latency.settings import RuntimeSettings
+    from nas.latency.settings import RuntimeSettings, target_folder_name
     from nas.search.config import SearchConfig
     from nas.search.objective import Objective, search_supernet
     from nas.search.predicted import VERIFIED
@@ -572,7 +572,7 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
     supernet = search_supernet(SearchConfig(**common, out=str(work)))
     cache, fronts, objectives = LatencyCache(work / "target-fronts-latency.sqlite"), {}, {}
     for target in FRONT_TARGETS:
-        name = f"target-fronts-{target.replace('/', '-')}"
+        name = f"target-fronts-{target_folder_name(target)}"
         meter = LatencyMeter(LocalBackend(RuntimeSettings.of({"target": target}, "bench")), cache)
         adapted_reference(meter, supernet.space).save(work / f"{name}-latency.json")
         cfg = SearchConfig(**common, out=str(work / name), accuracy_predictor=zoo_ref, refit=False,

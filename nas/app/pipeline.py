@@ -2,12 +2,12 @@
 
 Stages: data (synthetic sets, or the user's COCO-format sets checked) -> supernet training ->
 baselines (presets with inherited weights) -> latency model -> search under the budgets (one per
-target where the config names several, then one front over them) -> finetune and export the
-winners (each for its target) -> Pareto plot and summary table. ``supernet: zoo:NAME`` (or a supernet.pt) instead of a training section searches a
-supernet trained once (train once, search many); the latency stage then adapts the shipped
-latency model to this machine for a search on predicted AP. A finished stage is recorded in
-``stages.json`` and skipped when the command runs again; a stage cut short resumes from its own
-checkpoints (supernet, Optuna study, finetuning runs).
+target where the config names several, then one front over them) -> finetune and export the winners
+(each for its target) -> Pareto plot and summary table. ``supernet: zoo:NAME`` (or a supernet.pt)
+instead of a training section searches a supernet trained once (train once, search many); the
+latency stage then adapts the shipped latency model to this machine for a search on predicted AP. A
+finished stage is recorded in ``stages.json`` and skipped when the command runs again; a stage cut
+short resumes from its own checkpoints (supernet, Optuna study, finetuning runs).
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nas.latency.settings import target_folder_name
 from nas.train.finetune import RECORD
 from nas.train.supernet import CHECKPOINT
 
@@ -50,7 +51,7 @@ class RunLayout:
     def latency_predictor(self, target: str | None = None) -> Path:
         """The latency model adapted to this machine (a search on predictions reads it); ``target``'s
         where a run searches several."""
-        return self.root / (f"latency-predictor-{target.replace('/', '-')}.json" if target else "latency-predictor.json")
+        return self.root / f"latency-predictor{'-' + target_folder_name(target) if target else ''}.json"
 
     @property
     def latency_cache(self) -> Path:

@@ -103,6 +103,11 @@ def parse_target(text, where: str = "--target") -> dict:
     return {**fields, "provider": parts[3]} if len(parts) == 4 else fields
 
 
+def target_folder_name(target: str) -> str:
+    """A target as a file or folder name: ``onnxruntime/int8/1`` -> ``onnxruntime-int8-1``."""
+    return target.replace("/", "-")
+
+
 def target_of(settings: dict) -> str:
     """The target of settings a latency model or card recorded (before precision was kept: fp32)."""
     return RuntimeSettings(**{f: settings[f] for f in ("backend", "threads", "provider", "precision")

@@ -11,13 +11,14 @@ from pathlib import Path
 import pandas as pd
 
 from nas.io import read_json, write_json, write_text
+from nas.latency.settings import target_folder_name
 from nas.search.predicted import VERIFIED
 from nas.search.results import hypervolume, pareto_front
 
 
 def target_folder(out: str | Path, target: str) -> Path:
     """Where the search for ``target`` writes, under the search folder ``out``."""
-    return Path(out) / target.replace("/", "-")
+    return Path(out) / target_folder_name(target)
 
 
 def merge_searches(targets: list[str], out: str | Path) -> dict:
