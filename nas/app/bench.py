@@ -595,12 +595,13 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
             f"({other.AP:.3f}, {other.latency_ms:.1f} ms, {other.arch_hash[:8]}, from {other.front})",
             round(own.AP - other.AP, 4), "AP", ">= 0", own.AP >= other.AP, scale))
     drops = fronts[int8]["inherited_AP"] - fronts[int8]["AP"]
-    ratio = hypervolume(merged, budget_ms) / hypervolume(fronts[fp32], budget_ms)
+    fp32_volume = hypervolume(fronts[fp32], budget_ms)
+    ratio = hypervolume(merged, budget_ms) / fp32_volume if fp32_volume else None  # None: no AP to compare
     return figures + [
         figure(f"onnxruntime, a front that may pick fp32 or int8 per subnet against the fp32 front: hypervolume under "
                f"{budget_ms:g} ms (best AP {merged['AP'].max():.3f} against {fronts[fp32]['AP'].max():.3f}; "
-               f"{(merged['target'] == int8).sum()} of {len(merged)} points int8)", round(ratio, 3), "x", ">= 1",
-               ratio >= 1, scale),
+               f"{(merged['target'] == int8).sum()} of {len(merged)} points int8)", ratio and round(ratio, 3), "x",
+               ">= 1", ratio is not None and ratio >= 1, scale),
         figure(f"int8 winners' AP loss against their fp32 twins (torch's inherited AP), worst of {len(drops)}",
                round(float(drops.max()), 4), "AP", "<= 0.01", drops.max() <= 0.01, scale)]
 
