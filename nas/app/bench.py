@@ -564,6 +564,7 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
     from nas.search.predicted import VERIFIED
     from nas.search.results import hypervolume, pareto_front
     from nas.search.study import run_search
+    from nas.search.targets import front_over
 
     common = shipped_zoo_search(scale, work, zoo_ref, budget_ms)
     if common is None:
@@ -584,7 +585,7 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
     table = cross_measured(fronts, objectives)
     write_text(work / "target-fronts.csv", table.to_csv(index=False))
     fp32, int8 = FRONT_TARGETS[:2]
-    merged = pareto_front(pd.concat([fronts[t].assign(target=t) for t in (fp32, int8)], ignore_index=True))
+    merged = front_over({t: fronts[t] for t in (fp32, int8)})
     plot_fronts(fronts, merged, budget_ms, work / "target-fronts.png")
     figures = []
     for target in FRONT_TARGETS:

@@ -21,15 +21,23 @@ def target_folder(out: str | Path, target: str) -> Path:
     return Path(out) / target_folder_name(target)
 
 
+def front_over(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The points of the targets' fronts (target -> points with AP and latency_ms) that no other
+    point beats on both, each with its target."""
+    points = pd.concat([front.assign(target=target) for target, front in fronts.items()], ignore_index=True)
+    if points.empty:
+        return points
+    return pareto_front(points.assign(feasible=True, evaluated=True)).drop(columns=["feasible", "evaluated"])
+
+
 def merge_searches(targets: list[str], out: str | Path) -> dict:
     """One front from the searches of ``targets`` (each in its ``target_folder``): out/pareto.json,
     each point with its target, and out/trials.csv (and verified.csv) with every row's target."""
     out = Path(out)
     fronts = {target: read_json(target_folder(out, target) / "pareto.json", "Pareto file") for target in targets}
-    points = pd.DataFrame([{**p, "target": target} for target, pareto in fronts.items() for p in pareto["pareto"]])
     first = fronts[targets[0]]
-    front = pareto_front(points.assign(feasible=True, evaluated=True)) if len(points) else points
-    pareto = [{k: v for k, v in p.items() if k not in ("feasible", "evaluated")} for p in front.to_dict("records")]
+    front = front_over({target: pd.DataFrame(pareto["pareto"]) for target, pareto in fronts.items()})
+    pareto = front.to_dict("records")
     for name in ("trials.csv", VERIFIED):
         tables = [pd.read_csv(target_folder(out, t) / name).assign(target=t) for t in targets
                   if (target_folder(out, t) / name).is_file()]
