@@ -191,10 +191,12 @@ class Pipeline:
             raise PoseNASError(f"{self.source}: with several latency targets each searches on its own latency model "
                                f"and study; leave out search.predictor and search.storage")
         self.search_cfgs = {}  # target -> its search (one target: in search/, several: each in search/TARGET/)
+        self.adapted = {}  # target -> the latency model the latency stage adapts for its search on predictions
         for runtime in self.runtimes:
             target = runtime.target if several else None
-            adapted = {"predictor": str(self.run.latency_predictor(target))} \
-                if search.get("accuracy_predictor") and not search.get("predictor") else {}  # the latency stage's
+            if search.get("accuracy_predictor") and not search.get("predictor"):
+                self.adapted[runtime.target] = self.run.latency_predictor(target)
+            adapted = {"predictor": str(self.adapted[runtime.target])} if runtime.target in self.adapted else {}
             self.search_cfgs[runtime.target] = SearchConfig.from_dict(
                 {**search, **adapted, "supernet": self.supernet, "val_ann": val_ann, "val_images": val_images,
                  "out": str(target_folder(self.run.search, target) if several else self.run.search)},
@@ -243,11 +245,10 @@ class Pipeline:
         """For a search on predictions: the shipped latency model, adapted to this machine and each
         target by measuring a few anchor subnets."""
         for runtime in self.runtimes:
-            predictor = self.search_cfgs[runtime.target].predictor
-            if predictor is None or Path(predictor).parent != self.run.root:
+            if runtime.target not in self.adapted:
                 continue
             adapted = adapted_reference(self.meter(runtime), TrainedSupernet.space_of(self.supernet))
-            adapted.save(predictor)
+            adapted.save(self.adapted[runtime.target])
             print(f"latency model adapted to this machine ({runtime.target}): x{adapted.settings['factor']:.2f} of "
                   f"the shipped one")
 
