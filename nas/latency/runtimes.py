@@ -46,6 +46,20 @@ class Runtime:
         return {}
 
 
+def require(extra: str, packages: dict[str, str]) -> None:
+    """Refuse a target whose runtime's packages (module -> package) are not installed, in one line
+    naming the extra that installs them."""
+    import importlib
+
+    try:
+        for module in packages:
+            importlib.import_module(module)
+    except ImportError:
+        names = " and ".join(packages.values())
+        raise PoseNASError(f"target {extra}: the {names} package{'s are' if len(packages) > 1 else ' is'} not "
+                           f"installed (pip install 'posenas[{extra}]')") from None
+
+
 class Deployment(Runtime):
     """A runtime that times exported models as a user deploys them, in the target's precision."""
     deployment = True
@@ -125,11 +139,7 @@ class OpenVino(Deployment):
     name, label = "openvino", "OpenVINO"
 
     def check(self, settings: RuntimeSettings) -> None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            raise PoseNASError("target openvino: the openvino package is not installed "
-                               "(pip install 'posenas[openvino]')") from None
+        require("openvino", {"openvino": "openvino"})
         if settings.provider != DEFAULT.provider:
             raise PoseNASError(f"target {settings.target}: OpenVINO runs on its CPU plugin here; name no provider")
 
@@ -169,12 +179,7 @@ class LiteRt(Deployment):
     name, label = "litert", "LiteRT"
 
     def check(self, settings: RuntimeSettings) -> None:
-        try:
-            import ai_edge_litert  # noqa: F401
-            import litert_torch  # noqa: F401
-        except ImportError:
-            raise PoseNASError("target litert: the litert-torch and ai-edge-litert packages are not installed "
-                               "(pip install 'posenas[litert]')") from None
+        require("litert", {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"})
         if settings.precision != DEFAULT.precision or settings.provider != DEFAULT.provider:
             raise PoseNASError(f"target {settings.target}: LiteRT is timed in fp32 on its CPU kernels here; give "
                                f"litert/fp32/THREADS")
