@@ -60,11 +60,11 @@ PRESETS: dict[str, dict] = {
     "litepose_l": _litepose(512, 24, [24, 64, 96, 160], head=32),
 }
 
-# The same models scaled to two CPU cores: MBConv everywhere, widths 16/32/48/80, fewer blocks
-# (what the ``cpu`` zoo entry's stand-alone records were trained as).
+# The same models scaled to two CPU cores: widths 16/32/48/80, fewer blocks; HigherHRNet's dense
+# blocks where a space offers them (a space of MBConv only snaps them to MBConv).
 _SMALL = {"stem": 0, "widths": [16, 32, 48, 80], "keep_stride": False}
 COMPACT: dict[str, dict] = {
-    "higherhrnet_w32": _hrnet(0, ["mbconv"] * 4, "litepose"),
+    "higherhrnet_w32": _hrnet(0, ["bottleneck", "basic", "basic", "basic"], "litepose"),
     "litepose_xs": _litepose(256, **_SMALL, head=24, depths=(2, 3, 4, 3), expand=4),
     "litepose_s": _litepose(448, **_SMALL, head=24, depths=(4, 6, 8, 8)),
     "litepose_m": _litepose(448, **_SMALL, head=32),

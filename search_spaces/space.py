@@ -309,6 +309,15 @@ class SearchSpace:
         (not its name, description or preset table), but for the head keys ``without``."""
         return [d for d in self.dimensions if not (d.path[0] == "head" and d.path[1] in without)]
 
+    def grows(self, earlier: "SearchSpace") -> bool:
+        """Whether this space holds every network of ``earlier`` with the same largest one, only adding
+        choices (a block type, a head type and its keys): ``earlier``'s supernet goes on training here,
+        the modules of what is new starting fresh."""
+        mine = {d.path: d for d in self.networks(NEWER_HEAD_KEYS)}
+        theirs = {d.path: d for d in earlier.networks(NEWER_HEAD_KEYS)}
+        return mine.keys() == theirs.keys() and all(
+            set(d.choices) <= set(mine[path].choices) and d.largest == mine[path].largest for path, d in theirs.items())
+
     def choices(self, name: str) -> tuple:
         """The choices of a dimension by its flat name, e.g. ``head.type``."""
         return next(d.choices for d in self.dimensions if d.name == name)

@@ -46,7 +46,7 @@ from nas.train.schedule import budget_scale, steps_in_budget, warmup_cosine
 from nas.train.settings import Settings, datasets
 from nas.train.static import spec_mask
 from search_spaces import SearchSpace
-from search_spaces.space import GROUPS, NEWER_HEAD_KEYS
+from search_spaces.space import GROUPS
 from supernet.heads import head_named
 from supernet.importance import sort_hidden_channels
 from supernet.network import PoseNet
@@ -325,17 +325,16 @@ class SupernetRun:
     def start_from(self, source: str) -> None:
         """Go on training another run's supernet (a zoo entry, say): its weights, a fresh schedule."""
         trained = TrainedSupernet.load(source, device=self.device)
-        if trained.space.networks(NEWER_HEAD_KEYS) != self.space.networks(NEWER_HEAD_KEYS):  # it may add a head
-            raise PoseNASError(f"init {source}: trained on another search space than {self.cfg.space!r}")
+        if not self.space.grows(trained.space):
+            raise PoseNASError(f"init {source}: trained on another search space than {self.cfg.space!r} (a space "
+                               "may only add choices to it, at the same largest subnet)")
         missing, unexpected = self.net.load_state_dict(trained.net.state_dict(), strict=False)
-        new = sorted({name.split(".")[0] for name in missing})
-        if unexpected or set(new) - {m for h in self.space.choices("head.type") for m in head_named(h).modules}:
-            raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} "
-                               f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+        if unexpected:
+            raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} (unexpected {unexpected[:2]})")
         if zoo.is_card(trained.record):
             self.continues = zoo.earlier_stage(source, trained.record)
         if self.main:
-            print(f"starting from the weights of {source}" + (f"; new heads: {', '.join(new)}" if new else ""))
+            print(f"starting from the weights of {source}" + (f"; {len(missing)} new tensors start fresh" if missing else ""))
 
     def save(self, opt: torch.optim.Optimizer | None) -> None:
         distributed.broadcast_module(self.net)  # every rank's copy equals rank 0's (BN statistics included)
