@@ -359,8 +359,8 @@ def bench_new_budget(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: 
     """A new budget on the shipped supernet: the search on predictions (speed, verified front, the
     share of its candidates still within budget when measured) against the direct NSGA-II search
     given the same wall time, by the hypervolume of their measured fronts."""
+    from nas.latency.adaptation import adapted_reference
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
-    from nas.latency.predictor import adapted_reference
     from nas.latency.settings import RuntimeSettings
     from nas.search.config import SearchConfig
     from nas.search.study import run_search
@@ -402,8 +402,8 @@ def bench_regret(scale: Scale, work: Path, budgets_ms: tuple[float, ...] = (2.0,
     beside them, the first searches without their local search, and seed 0 under latency models
     adapted anew, each with measurements of its own (table: regret.csv). The seeds share one latency
     cache, so a subnet's latency is the same figure in all of them."""
+    from nas.latency.adaptation import adapted_reference
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
-    from nas.latency.predictor import adapted_reference
     from nas.latency.settings import RuntimeSettings
     from nas.search.config import SearchConfig
     from nas.search.objective import search_supernet
@@ -475,8 +475,8 @@ def bench_deployed_budget(scale: Scale, work: Path, budgets_ms: tuple[float, ...
     subnets change, and how far the network-only front overstates what fits once post-processing
     is counted (table: deployed-budget.csv)."""
     from nas.io import read_json
+    from nas.latency.adaptation import adapted_reference
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
-    from nas.latency.predictor import adapted_reference
     from nas.latency.settings import RuntimeSettings
     from nas.search.config import SearchConfig
     from nas.search.study import run_search
@@ -556,8 +556,8 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
     each target's front win on its own target, does a front that may quantize lose anything, and
     what does int8 cost each int8 winner against its fp32 twin?"""
     from nas.app.bench_targets import FRONT_TARGETS, best_on, cross_measured, plot_fronts
+    from nas.latency.adaptation import adapted_reference
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
-    from nas.latency.predictor import adapted_reference
     from nas.latency.settings import RuntimeSettings, target_folder_name
     from nas.search.config import SearchConfig
     from nas.search.objective import Objective, search_supernet

@@ -26,7 +26,6 @@ from nas.pose.codecs import codec_of
 from supernet.cost import FEATURES, arch_cost
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # 2-core x86, 1 thread, total; 95 subnets, both heads
-ANCHORS = ("min", "litepose_xs", "litepose_s")  # presets measured to move it to another device
 CV_FOLDS = 10  # the report's cross-validation: every subnet held out once
 SCALE = {"ops": 1.0}  # features are scaled to comparable magnitudes before fitting
 
@@ -71,17 +70,6 @@ class LatencyPredictor:
                                f"(it has {sorted(self.postprocess_ms)}); rebuild it for this space")
         return self.network(arch) + self.postprocess_ms[key]
 
-    def adapted(self, archs: list[dict], network_ms: list[float], device: dict, settings: dict,
-                postprocess_ms: dict[str, float]) -> "LatencyPredictor":
-        """This predictor moved to another device and settings: the network's prices scaled by the
-        median ratio of measured to predicted network latency on a few anchor subnets (a device
-        factor; the verification of a search measures its candidates for real anyway), the
-        post-processing measured there."""
-        factor = float(np.median(np.asarray(network_ms) / np.array([self.network(a) for a in archs])))
-        return LatencyPredictor([c * factor for c in self.coefficients], device,
-                                {**settings, "adapted_from": self.device, "factor": factor}, self.num_keypoints,
-                                postprocess_ms)
-
     def save(self, path: str | Path) -> None:
         write_json(path, {"features": NAMES, "coefficients": self.coefficients, "postprocess_ms": self.postprocess_ms,
                           "device": self.device, "settings": self.settings, "num_keypoints": self.num_keypoints},
@@ -120,20 +108,6 @@ def postprocess_terms(meter, space, num_keypoints: int = 17, progress: bool = Tr
                     archs[key] = arch
     return {key: meter.measure(a, num_keypoints)["postprocess_ms"]
             for key, a in tqdm(archs.items(), desc="post-processing", disable=not progress)}
-
-
-def adapted_reference(meter, space, anchors: tuple[str, ...] = ANCHORS, progress: bool = True) -> LatencyPredictor:
-    """The shipped latency model moved to ``meter``'s device and settings by measuring a few anchor
-    presets of ``space`` there, and the post-processing of each resolution and head (seconds,
-    where building a predictor takes minutes)."""
-    from tqdm import tqdm
-
-    reference = LatencyPredictor.load(REFERENCE)
-    archs = [space.resolve(name) for name in anchors]
-    network = [meter.measure(a, reference.num_keypoints)["network_ms"]
-               for a in tqdm(archs, desc="latency anchors", disable=not progress)]
-    return reference.adapted(archs, network, meter.backend.fingerprint, asdict(meter.settings),
-                             postprocess_terms(meter, space, reference.num_keypoints, progress))
 
 
 def within(predicted: np.ndarray, measured: np.ndarray, tolerance: float = 0.10) -> float:

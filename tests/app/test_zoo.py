@@ -163,7 +163,8 @@ def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, mo
     run = tmp_path / "run"
     assert not (run / "supernet").exists()  # nothing was trained
     adapted = json.loads((run / "latency-predictor.json").read_text())
-    assert adapted["settings"]["factor"] > 0 and adapted["settings"]["adapted_from"]
+    adaptation = adapted["settings"]["adaptation"]
+    assert adaptation["adapted_from"] and adaptation["anchors"] == 20 and min(adaptation["scales"].values()) >= 0
     pareto = json.loads((run / "search" / "pareto.json").read_text())
     assert pareto["strategy"] == "predicted" and pareto["pareto"]
     assert all({"predicted_AP", "predicted_latency_ms", "AP", "latency_ms"} <= set(p) for p in pareto["pareto"])

@@ -6,8 +6,9 @@ import pytest
 
 from nas.app.cli import main
 from nas.errors import PoseNASError
+from nas.latency.adaptation import adapted_reference
 from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend, device_fingerprint
-from nas.latency.predictor import LatencyPredictor, adapted_reference, feature_vector, within
+from nas.latency.predictor import LatencyPredictor, feature_vector, within
 from nas.latency.settings import RuntimeSettings
 from search_spaces import SearchSpace
 
@@ -69,7 +70,7 @@ def test_total_latency_model_adds_the_measured_post_processing_of_each_resolutio
     assert len(model.postprocess_ms) == len(space.spec["resolution"]) * len(heads) > 1
     assert model.settings["latency_of"] == "total" and model.settings["people"] == 3
     arch = space.canonical(space.resolve("litepose_xs"))
-    figures = meter.measure(arch)  # an anchor's figures, cached; one post-processing timing per resolution and head
+    figures = meter.measure(arch)  # the post-processing of its shape was timed once in this process, by an anchor
     assert model.predict(arch) == pytest.approx(model.network(arch) + figures["postprocess_ms"])
     model.save(tmp_path / "total.json")
     again = LatencyPredictor.load(tmp_path / "total.json")

@@ -450,6 +450,30 @@ def test_an_epoch_resumed_after_its_last_step_logs_its_row_whole(tmp_path, synth
         [(r["epoch"], r["step"], r["loss_largest"]) for r in done]
 
 
+def test_a_run_may_open_a_new_block_type_on_a_trained_supernet(synth_small, tmp_path):
+    """The zoo's way onto a space that adds HRNet's basic blocks beside MBConv: every trained
+    parameter goes on as it was, the basic blocks and their dense transitions start fresh; a space
+    whose largest subnet is another (basic blocks first) is refused."""
+    from nas.subnet.inherit import TrainedSupernet
+
+    spec = yaml.safe_load((Path(SearchSpace.load("tiny").source)).read_text())
+    one_step = [{"name": "all", "epochs": 0.2, "warmup_epochs": 0}]
+    old = tmp_path / "mbconv"
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, phases=one_step, eval_archs=[])), old, progress=False)
+    (tmp_path / "dense.yaml").write_text(yaml.safe_dump({**spec, "block": [["mbconv", "basic"]] * 4}))
+    new = tmp_path / "dense"
+    train_supernet(SupernetConfig.from_dict(settings(synth_small, space=str(tmp_path / "dense.yaml"), phases=[
+        {**one_step[0], "lr": 1e-12}], init=str(old / "supernet.pt"), eval_archs=[])), new, progress=False)
+    before, after = (dict(TrainedSupernet.load(p / "supernet.pt").net.named_parameters()) for p in (old, new))
+    assert all(torch.allclose(after[name], p, atol=1e-7) for name, p in before.items()), "trained weights go on"
+    assert {name for name in after if name not in before} and all(
+        ".basic." in name or ".dense_" in name for name in after if name not in before)
+    (tmp_path / "basic-first.yaml").write_text(yaml.safe_dump({**spec, "block": [["basic", "mbconv"]] * 4}))
+    with pytest.raises(PoseNASError, match="trained on another search space"):
+        train_supernet(SupernetConfig.from_dict(settings(synth_small, space=str(tmp_path / "basic-first.yaml"),
+                                                         init=str(old / "supernet.pt"))), tmp_path / "x")
+
+
 def test_a_run_may_start_from_a_supernet_without_the_query_head_and_add_it(synth_small, tmp_path):
     """The zoo's way onto a space with a new head: the backbone and AE head come from ``init``,
     the query head's heatmaps start as the AE head's once a phase opens the head group (not
