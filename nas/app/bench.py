@@ -607,15 +607,38 @@ def bench_target_fronts(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_re
                round(float(drops.max()), 4), "AP", "<= 0.01", drops.max() <= 0.01, scale)]
 
 
+def bench_latency_transfer(scale: Scale, work: Path) -> list[dict]:
+    """The shipped latency model moved to each target of this machine by K designed measurements,
+    judged on held-out random ``cpu`` subnets measured there (``nas.app.bench_transfer``; table:
+    latency-transfer.csv, plot: latency-transfer.png)."""
+    from nas.app.bench_transfer import ANCHOR_COUNTS, plot_transfer, transfer_table
+    from search_spaces import SearchSpace
+
+    table = transfer_table(SearchSpace.load("cpu"), work)
+    plot_transfer(table, work / "latency-transfer.png")
+    figures, most = [], max(ANCHOR_COUNTS)
+    for target, rows in table.groupby("target", sort=False):
+        kind = rows[rows["adaptation"] == "per kind"].set_index("anchors")
+        common = rows[rows["adaptation"] == "common factor"].set_index("anchors")
+        fewer = ", ".join(f"K={k}: {kind.within_10pct[k]:.0%}" for k in ANCHOR_COUNTS if k != most)
+        figures += [
+            figure(f"latency model moved to {target} with K={most} measurements ({kind.anchor_seconds[most]:.0f} s): "
+                   f"{kind.held_out[most]} held-out subnets within +/-10 % ({fewer}; one common factor "
+                   f"{common.within_10pct[most]:.0%}; median error {kind.median_error[most]:+.1%})",
+                   round(100 * kind.within_10pct[most], 1), "%", ">= 95 in <= 60 s",
+                   kind.within_10pct[most] >= 0.95 and kind.anchor_seconds[most] <= 60, scale)]
+    return figures
+
+
 FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench_baseline, "cost": bench_cost_speed,
            "largest": bench_largest_latency, "overhead": bench_supernet_overhead, "supernet": bench_supernet,
            "predictor": bench_predictor,
            "repeatability": bench_repeatability, "runtime": bench_runtime_speedup, "decode": bench_decode,
            "search": bench_search, "completion": bench_completion,
            "new-budget": bench_new_budget, "deployed-budget": bench_deployed_budget, "regret": bench_regret,
-           "targets": bench_targets, "target-fronts": bench_target_fronts}
+           "targets": bench_targets, "target-fronts": bench_target_fronts, "latency-transfer": bench_latency_transfer}
 NEEDS_WORK = {"baseline", "supernet", "predictor", "repeatability", "decode", "search", "new-budget",
-              "deployed-budget", "regret", "targets", "target-fronts"}
+              "deployed-budget", "regret", "targets", "target-fronts", "latency-transfer"}
 
 
 def run_benchmarks(out: str | Path = "results/bench", quick: bool = False, only: list[str] | None = None) -> list[dict]:

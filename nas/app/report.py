@@ -82,6 +82,7 @@ def plot_run(run: str | Path) -> list[Path]:
         predicted, trials = trials, pd.read_csv(folder / VERIFIED)
     pareto = read_json(folder / "pareto.json")
     budget, latency_of = pareto["latency_budget_ms"], pareto.get("latency_of", "network")
+    stat = pareto.get("latency_stat", "median")
     baselines = pd.read_csv(run.baselines) if run.baselines.is_file() else pd.DataFrame()
     winners = finetuned(run)
     trials["gmacs"] = trials["macs"] / 1e9
@@ -91,7 +92,7 @@ def plot_run(run: str | Path) -> list[Path]:
 
     fig, axes = subplots(1, 2, figsize=(13, 5.2))
     on = ", ".join(pareto.get("targets", ["onnxruntime/fp32/1"]))  # a search before targets: onnxruntime's
-    for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {latency_of}, {on})"),
+    for ax, x, xlabel in ((axes[0], "latency_ms", f"latency (ms, {stat} {latency_of}, {on})"),
                           (axes[1], "gmacs", "GMACs")):
         if predicted is not None:
             px = predicted[x] if x == "latency_ms" else predicted["macs"] / 1e9

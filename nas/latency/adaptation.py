@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from nas.errors import PoseNASError
-from nas.latency.predictor import NAMES, REFERENCE, LatencyPredictor, feature_vector
+from nas.latency.predictor import NAMES, REFERENCE, LatencyPredictor, feature_vector, tail_ratio
 from nas.pose.codecs import codec_of
 
 KINDS = {"dense": ("macs_pointwise", "macs_dense", "macs_deconv", "macs_matmul"),
@@ -80,10 +80,10 @@ def choose_ridge(terms: np.ndarray, measured: np.ndarray) -> tuple[float, dict[f
 
 
 def adapt(reference: LatencyPredictor, archs: list[dict], network_ms: list[float], postprocess_ms: list[float],
-          cases: list[str], device: dict, settings: dict) -> LatencyPredictor:
+          cases: list[str], device: dict, settings: dict, tail: float = 1.0) -> LatencyPredictor:
     """``reference`` moved to the device and settings where ``archs`` measured ``network_ms`` and
     ``postprocess_ms`` (each anchor's own post-processing case); ``cases``: every post-processing
-    case the adapted model is to know."""
+    case the adapted model is to know; ``tail``: the target's p90 over median latency."""
     terms = np.stack([kind_terms(reference, a) for a in archs])
     measured = np.asarray(network_ms, dtype=float)
     ridge, scores = choose_ridge(terms, measured)
@@ -94,7 +94,8 @@ def adapt(reference: LatencyPredictor, archs: list[dict], network_ms: list[float
     record = {"adapted_from": reference.device, "anchors": len(archs), "ridge": ridge,
               "scales": {kind: round(float(s), 4) for kind, s in zip(KINDS, scales)},
               "left_out_mean_abs_error": scores.get(ridge)}
-    return LatencyPredictor(coefficients, device, {**settings, "adaptation": record}, reference.num_keypoints, post)
+    return LatencyPredictor(coefficients, device, {**settings, "adaptation": record}, reference.num_keypoints, post,
+                            tail)
 
 
 def adapted_postprocessing(reference: LatencyPredictor, archs: list[dict], measured: list[float],
@@ -177,6 +178,6 @@ def adapted_reference(meter, space, anchors: int = ANCHORS, progress: bool = Tru
                                                                         disable=not progress)]
     adapted = adapt(reference, archs, [f["network_ms"] for f in figures], [f.get("postprocess_ms", 0.0) for f in figures],
                     list(postprocess_cases(space)) if meter.settings.latency_of == "total" else [],
-                    meter.backend.fingerprint, asdict(meter.settings))
+                    meter.backend.fingerprint, asdict(meter.settings), tail_ratio(figures))
     adapted.settings["adaptation"]["seconds"] = round(time.monotonic() - start, 1)
     return adapted

@@ -48,32 +48,35 @@ class LatencyPredictor:
     settings: dict  # the RuntimeSettings measured with (latency_of, people: what ``predict`` times)
     num_keypoints: int = 17
     postprocess_ms: dict[str, float] = field(default_factory=dict)  # postprocess_key -> ms; empty: network only
+    p90_over_median: float = 1.0  # the slow tail of a run on this device: the median ratio over its measurements
 
     @classmethod
     def fit(cls, archs: list[dict], network_ms: list[float], device: dict, settings: dict, num_keypoints: int = 17,
-            postprocess_ms: dict[str, float] | None = None) -> "LatencyPredictor":
+            postprocess_ms: dict[str, float] | None = None, p90_over_median: float = 1.0) -> "LatencyPredictor":
         x = np.stack([feature_vector(a, num_keypoints) for a in archs])
         y = np.asarray(network_ms, dtype=float)
         coef, _ = nnls(x / y[:, None], np.ones(len(y)))
-        return cls(coef.tolist(), device, settings, num_keypoints, dict(postprocess_ms or {}))
+        return cls(coef.tolist(), device, settings, num_keypoints, dict(postprocess_ms or {}), p90_over_median)
 
     def network(self, arch: dict) -> float:
         return float(feature_vector(arch, self.num_keypoints) @ np.asarray(self.coefficients))
 
-    def predict(self, arch: dict) -> float:
-        """The latency its settings measure: the network, plus post-processing for the total."""
+    def predict(self, arch: dict, figure: str = "median_ms") -> float:
+        """The latency its settings measure: the network, plus post-processing for the total; its
+        median, or (``p90_ms``) the run nine in ten beat."""
+        tail = self.p90_over_median if figure == "p90_ms" else 1.0
         key = codec_of(arch).postprocess_key(arch)
         if measured_for(self.settings) == "network" or key is None:  # nothing runs after the network
-            return self.network(arch)
+            return self.network(arch) * tail
         if key not in self.postprocess_ms:
             raise PoseNASError(f"latency predictor: no post-processing measured for {key} "
                                f"(it has {sorted(self.postprocess_ms)}); rebuild it for this space")
-        return self.network(arch) + self.postprocess_ms[key]
+        return (self.network(arch) + self.postprocess_ms[key]) * tail
 
     def save(self, path: str | Path) -> None:
         write_json(path, {"features": NAMES, "coefficients": self.coefficients, "postprocess_ms": self.postprocess_ms,
-                          "device": self.device, "settings": self.settings, "num_keypoints": self.num_keypoints},
-                   indent=1)
+                          "p90_over_median": self.p90_over_median, "device": self.device, "settings": self.settings,
+                          "num_keypoints": self.num_keypoints}, indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyPredictor":
@@ -82,7 +85,11 @@ class LatencyPredictor:
             d = json.loads(path.read_text(encoding="utf-8"))
             if d["features"] != NAMES:
                 raise PoseNASError(f"{path}: built for other features {d['features']}; rebuild it")
-            return cls(d["coefficients"], d["device"], d["settings"], d["num_keypoints"], d.get("postprocess_ms", {}))
+            tail = d.get("p90_over_median", 1.0)
+            if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 1 <= tail < 100:
+                raise PoseNASError(f"{path}: p90_over_median {tail!r} is not a ratio of p90 to median latency (1-100)")
+            return cls(d["coefficients"], d["device"], d["settings"], d["num_keypoints"], d.get("postprocess_ms", {}),
+                       float(tail))
         except FileNotFoundError:
             raise PoseNASError(f"latency predictor not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -108,6 +115,11 @@ def postprocess_terms(meter, space, num_keypoints: int = 17, progress: bool = Tr
                     archs[key] = arch
     return {key: meter.measure(a, num_keypoints)["postprocess_ms"]
             for key, a in tqdm(archs.items(), desc="post-processing", disable=not progress)}
+
+
+def tail_ratio(figures: list[dict]) -> float:
+    """How much slower than the median the run nine in ten beat is, typically, on this device."""
+    return float(np.median([f["p90_ms"] / f["median_ms"] for f in figures]))
 
 
 def within(predicted: np.ndarray, measured: np.ndarray, tolerance: float = 0.10) -> float:
@@ -150,7 +162,7 @@ def build_predictor(space, backend, out: str | Path, samples: int = 120, holdout
 
     def fitted(rows) -> LatencyPredictor:
         return LatencyPredictor.fit([archs[i] for i in rows], network[rows], backend.fingerprint, settings,
-                                    postprocess_ms=terms)
+                                    postprocess_ms=terms, p90_over_median=tail_ratio(sum(figures, [])))
 
     predictor = fitted(train)
     predicted = np.array([predictor.predict(a) for a in archs])

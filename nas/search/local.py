@@ -66,7 +66,7 @@ def proposals(objective: Objective, accuracy: AccuracyPredictor, verified: pd.Da
             if arch_hash(child) in seen:
                 continue
             seen.add(arch_hash(child))
-            latency = objective.predictor.predict(child) * scales[parent]
+            latency = objective.predicted_latency(child) * scales[parent]
             over = cfg.over_budgets(arch_cost(child, objective.k).macs, latency)
             if max(over.values()) <= 0:
                 pool.append((child, latency))

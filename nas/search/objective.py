@@ -74,6 +74,10 @@ class Objective:
             attrs["deployed_evaluation_s"] = time.perf_counter() - start
         return scored(metrics["AP"])
 
+    def predicted_latency(self, arch: dict) -> float:
+        """The latency predictor's figure of ``arch`` for the budget's statistic."""
+        return self.predictor.predict(arch, self.cfg.latency_figure)
+
     def check_budgets(self) -> dict:
         """Refuse budgets that even the space's smallest subnet misses, before any trial runs."""
         smallest = self.space.min()
@@ -81,7 +85,7 @@ class Objective:
         if self.cfg.macs_budget is not None and cost.macs > self.cfg.macs_budget:
             raise PoseNASError(f"MACs budget {self.cfg.macs_budget:.4g} is below the smallest subnet of space "
                                f"{self.space.name!r} (min preset: {cost.macs:.4g} MACs); no subnet can meet it")
-        latency = self.meter.measure(smallest, self.k)["median_ms"]
+        latency = self.meter.measure(smallest, self.k)[self.cfg.latency_figure]
         if latency > self.cfg.latency_budget_ms:
             raise PoseNASError(f"latency budget {self.cfg.latency_budget_ms} ms is below the smallest subnet of space "
                                f"{self.space.name!r} (min preset: {latency:.2f} ms measured); no subnet can meet it")
@@ -105,15 +109,16 @@ class Objective:
         cost = arch_cost(arch, self.k)
         attrs: dict = {"arch": json.dumps(arch, separators=(",", ":")), "arch_hash": arch_hash(arch),
                        "macs": cost.macs, "params": cost.params, "evaluated": False, "worker": WORKER}
-        predicted = self.predictor.predict(arch) if self.predictor else None
+        predicted = self.predicted_latency(arch) if self.predictor else None
         attrs["latency_predicted_ms"] = predicted
         if not measure and predicted is not None and predicted > CLEARLY_OVER * cfg.latency_budget_ms:
             latency, attrs["latency_measured"] = predicted, False
         else:
             t = time.perf_counter()
             figures = self.meter.measure(arch, self.k)
-            latency = figures["median_ms"]
-            attrs.update(latency_measured=True, latency_p90_ms=figures["p90_ms"], latency_spread=figures["spread"],
+            latency = figures[cfg.latency_figure]
+            attrs.update(latency_measured=True, latency_median_ms=figures["median_ms"], latency_p90_ms=figures["p90_ms"],
+                         latency_spread=figures["spread"],
                          latency_cached=figures["cached"], latency_s=time.perf_counter() - t)
         attrs["latency_ms"] = latency
         ap = 0.0

@@ -46,7 +46,7 @@ def trial_row(objective: Objective, number: int, arch: dict, ap: float, predicte
               known: bool) -> tuple[dict, dict[str, float]]:
     """A trial of the table (the AP it is ranked by, its prediction, its predicted latency, MACs and
     feasibility) and how far it is over each budget."""
-    macs, latency = arch_cost(arch, objective.k).macs, objective.predictor.predict(arch)
+    macs, latency = arch_cost(arch, objective.k).macs, objective.predicted_latency(arch)
     over = objective.cfg.over_budgets(macs, latency)
     return {"number": number, "AP": float(ap), "latency_ms": latency, "macs": macs, "arch_hash": arch_hash(arch),
             "arch": json.dumps(arch, separators=(",", ":")), "feasible": max(over.values()) <= 0, "evaluated": True,
@@ -153,7 +153,7 @@ def run_predicted_search(cfg: SearchConfig, meter: LatencyMeter, progress: bool 
     write_text(out / VERIFIED, checked.to_csv(index=False))
     write_json(out / "pareto.json", {"strategy": "predicted", "accuracy_predictor": cfg.accuracy_predictor,
                                      "latency_predictor": cfg.predictor, "targets": [meter.settings.target],
-                                     "latency_of": meter.settings.measures,
+                                     "latency_of": meter.settings.measures, "latency_stat": cfg.latency_stat,
                                      "latency_budget_ms": cfg.latency_budget_ms, "macs_budget": cfg.macs_budget,
                                      "pareto": pareto}, indent=1)
     summary = {"trials": len(table), "predicted_feasible": int(table["feasible"].sum()), "verified": len(checked),

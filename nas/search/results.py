@@ -59,7 +59,7 @@ def write_outputs(study: optuna.Study, cfg: SearchConfig, latency_of: str, targe
                "params": int(r["params"]), "arch_hash": r["arch_hash"], "arch": json.loads(r["arch"])}
               for _, r in front.iterrows()]
     write_json(out / "pareto.json", {"study": cfg.study, "storage": cfg.storage_url,
-                                     "targets": [target], "latency_of": latency_of,
+                                     "targets": [target], "latency_of": latency_of, "latency_stat": cfg.latency_stat,
                                      "latency_budget_ms": cfg.latency_budget_ms,
                                      "macs_budget": cfg.macs_budget, "pareto": pareto}, indent=1)
     return {"trials": len(table), "feasible": int(table["feasible"].sum()), "pareto": len(pareto),

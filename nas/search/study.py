@@ -61,7 +61,8 @@ def open_study(cfg: SearchConfig, measures: str) -> optuna.Study:
 def keep_budgets(study: optuna.Study, cfg: SearchConfig, measures: str) -> None:
     """A study is judged by the budgets it was created with: a resumed search with others would
     mix trials judged by two rules, so it is refused."""
-    budgets = {"latency_budget_ms": cfg.latency_budget_ms, "macs_budget": cfg.macs_budget, "latency_of": measures}
+    budgets = {"latency_budget_ms": cfg.latency_budget_ms, "macs_budget": cfg.macs_budget, "latency_of": measures,
+               **({"latency_stat": cfg.latency_stat} if cfg.latency_stat != "median" else {})}  # as studies before it
     kept = study.user_attrs.get("budgets")
     if kept is None:
         study.set_user_attr("budgets", budgets)

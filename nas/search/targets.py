@@ -44,6 +44,7 @@ def merge_searches(targets: list[str], out: str | Path) -> dict:
         if tables:
             write_text(out / name, pd.concat(tables, ignore_index=True).to_csv(index=False))
     write_json(out / "pareto.json", {"targets": targets, "latency_of": first["latency_of"],
+                                     "latency_stat": first.get("latency_stat", "median"),
                                      "latency_budget_ms": first["latency_budget_ms"],
                                      "macs_budget": first["macs_budget"], "pareto": pareto}, indent=1)
     return {"pareto": len(pareto), "best_ap": max((p["AP"] for p in pareto), default=None),

@@ -52,14 +52,20 @@ def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):
     archs = [space.random(s) for s in range(40)]
     truth = np.array([0.3, 0.4, 0.004, 0.02, 0.01, 0.003, 0.002, 0.05, 0.03, 0.001, 0.002, 0.01])  # intercept, stride-2 head, costs
     latencies = [float(feature_vector(a) @ truth) for a in archs]
-    predictor = LatencyPredictor.fit(archs[:30], latencies[:30], device_fingerprint(), {})
+    predictor = LatencyPredictor.fit(archs[:30], latencies[:30], device_fingerprint(), {}, p90_over_median=1.25)
     predicted = [predictor.predict(a) for a in archs[30:]]
     assert within(predicted, latencies[30:], 0.01) == 1.0
     predictor.save(tmp_path / "p.json")
-    assert LatencyPredictor.load(tmp_path / "p.json").predict(archs[0]) == pytest.approx(predictor.predict(archs[0]))
+    again = LatencyPredictor.load(tmp_path / "p.json")
+    assert again.predict(archs[0]) == pytest.approx(predictor.predict(archs[0]))
+    assert again.predict(archs[0], "p90_ms") == pytest.approx(1.25 * predictor.predict(archs[0]))
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(PoseNASError, match="bad.json: not a latency predictor"):
         LatencyPredictor.load(tmp_path / "bad.json")
+    stored = json.loads((tmp_path / "p.json").read_text())
+    (tmp_path / "tail.json").write_text(json.dumps({**stored, "p90_over_median": 0.5}))
+    with pytest.raises(PoseNASError, match="tail.json: p90_over_median 0.5 is not a ratio"):
+        LatencyPredictor.load(tmp_path / "tail.json")
 
 
 def test_total_latency_model_adds_the_measured_post_processing_of_each_resolution_and_head(tmp_path):

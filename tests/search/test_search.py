@@ -59,7 +59,8 @@ def test_search_records_trials_resumes_and_writes_the_pareto_set(tmp_path, tiny_
     assert table["latency_cached"].sum() >= 0 and len(LatencyCache(tmp_path / "latency.sqlite")) >= 1
     # a study keeps its budgets: resumed under others it would judge its trials by two rules
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    for other in (dict(latency_budget_ms=900.0), dict(macs_budget=budget * 2), dict(macs_budget=None)):
+    for other in (dict(latency_budget_ms=900.0), dict(macs_budget=budget * 2), dict(macs_budget=None),
+                  dict(latency_stat="p90")):
         with pytest.raises(PoseNASError, match=r"was searched under latency budget 1000.0 ms \(total, 10 people\)"):
             run_search(replace(cfg, trials=6, **other), meter(tmp_path), progress=False)
     with pytest.raises(PoseNASError, match="was searched under"):
@@ -68,6 +69,19 @@ def test_search_records_trials_resumes_and_writes_the_pareto_set(tmp_path, tiny_
         with pytest.raises(PoseNASError, match=f"search: in use by pid {pid}"):
             run_search(replace(cfg, trials=6), meter(tmp_path), progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_search_may_budget_the_p90_run(tmp_path, tiny_supernet, synth_small):
+    """Every trial is judged by its measured p90 (and keeps its median beside it); the budget
+    names what it bounds."""
+    run_search(config(tmp_path, tiny_supernet, synth_small, latency_stat="p90", trials=2), meter(tmp_path),
+               progress=False)
+    table = pd.read_csv(tmp_path / "search" / "trials.csv")
+    assert (table["latency_ms"] == table["latency_p90_ms"]).all()
+    assert (table["latency_p90_ms"] >= table["latency_median_ms"]).all()
+    assert json.loads((tmp_path / "search" / "pareto.json").read_text())["latency_stat"] == "p90"
+    with pytest.raises(PoseNASError, match="latency_stat 'p95' unknown; use one of"):
+        config(tmp_path, tiny_supernet, synth_small, latency_stat="p95")
 
 
 @pytest.mark.slow  # two more searches
