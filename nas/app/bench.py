@@ -7,6 +7,7 @@ the supernet, searches) goes to ``OUT/work``; the supernet benchmark resumes fro
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -258,6 +259,55 @@ def bench_repeatability(scale: Scale, work: Path) -> list[dict]:
                            f"+/-10 %, {way} ({len(change)} subnets; within 5 %: {(change <= 0.05).mean():.0%}; {load})",
                            round(float((change <= 0.10).mean()), 3), "share", ">= 0.95" if i else "report",
                            bool((change <= 0.10).mean() >= 0.95) if i else None, scale))
+    return rows
+
+
+LOADS = {"quiet": 0, "one core busy": 1, "both cores loaded": 2}  # busy processes beside the measuring one
+
+
+@contextlib.contextmanager
+def busy_cores(count: int):
+    """``count`` other processes each keeping a core busy while the block runs."""
+    import subprocess
+    import sys
+
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def bench_contention(scale: Scale, work: Path) -> list[dict]:
+    """Random cpu.yaml subnets measured by a fresh ``posenas latency table`` process on a quiet
+    machine, then again with one core kept busy and with both cores loaded by other processes: the
+    share whose loaded figure lands within +/-10 % of the quiet one (table: contention.csv)."""
+    import subprocess
+    import sys
+
+    folder = work / "contention"
+    tables = {}
+    for load, count in LOADS.items():
+        out = folder / f"{load.replace(' ', '-')}.csv"
+        with busy_cores(count):
+            subprocess.run([str(Path(sys.executable).with_name("posenas")), "latency", "table", "--space", "cpu",
+                            "--random", str(scale.repeat_subnets), "--seed", "100", "--no-cache", "--out", str(out)],
+                           check=True)
+        tables[load] = pd.read_csv(out)
+    quiet = tables["quiet"]
+    rows, frames = [], []
+    for load, table in tables.items():
+        ratio = table["median_ms"] / quiet["median_ms"]
+        frames.append(table.assign(load=load, ratio_to_quiet=ratio))
+        if load != "quiet":
+            share = float(((ratio - 1).abs() <= 0.10).mean())
+            rows.append(figure(f"latency with {load} by another process within +/-10 % of the quiet figure "
+                               f"({len(table)} subnets, fresh processes; median ratio {ratio.median():.3f}, the "
+                               f"reference {table['slowdown'].median():.2f}x slow)", round(share, 3), "share",
+                               ">= 0.95", share >= 0.95, scale))
+    write_text(work / "contention.csv", pd.concat(frames).to_csv(index=False))
     return rows
 
 
@@ -636,9 +686,10 @@ FIGURES = {"synth": bench_synth_speed, "oracle": bench_oracle, "baseline": bench
            "repeatability": bench_repeatability, "runtime": bench_runtime_speedup, "decode": bench_decode,
            "search": bench_search, "completion": bench_completion,
            "new-budget": bench_new_budget, "deployed-budget": bench_deployed_budget, "regret": bench_regret,
-           "targets": bench_targets, "target-fronts": bench_target_fronts, "latency-transfer": bench_latency_transfer}
+           "targets": bench_targets, "target-fronts": bench_target_fronts, "latency-transfer": bench_latency_transfer,
+           "contention": bench_contention}
 NEEDS_WORK = {"baseline", "supernet", "predictor", "repeatability", "decode", "search", "new-budget",
-              "deployed-budget", "regret", "targets", "target-fronts", "latency-transfer"}
+              "deployed-budget", "regret", "targets", "target-fronts", "latency-transfer", "contention"}
 
 
 def run_benchmarks(out: str | Path = "results/bench", quick: bool = False, only: list[str] | None = None) -> list[dict]:

@@ -28,6 +28,7 @@ from nas.latency.predictor import NAMES, REFERENCE, LatencyPredictor, feature_ve
 from nas.pose.codecs import codec_of
 
 KINDS = {"dense": ("macs_pointwise", "macs_dense", "macs_deconv", "macs_matmul"),
+         "unblocked": ("macs_unblocked",),
          "depthwise": ("macs_depthwise",),
          "memory": ("activations", "elementwise", "stride2_head"),
          "attention": ("attention", "pruning"),

@@ -25,7 +25,7 @@ from nas.plots import predicted_against_measured
 from nas.pose.codecs import codec_of
 from supernet.cost import FEATURES, arch_cost
 
-REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # 2-core x86, 1 thread, total; 95 subnets, both heads
+REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # 2-core x86, 1 thread, total; 126 cpu subnets, both blocks and heads
 CV_FOLDS = 10  # the report's cross-validation: every subnet held out once
 SCALE = {"ops": 1.0}  # features are scaled to comparable magnitudes before fitting
 
