@@ -33,7 +33,7 @@ def held_out_subnets(space, count: int = HELD_OUT) -> list[dict]:
 def transfer(space, target: str, work: Path, held_out: list[dict]) -> pd.DataFrame:
     """One target: its anchors and held-out subnets measured (each once, in a cache of the
     benchmark's own), then the adapted model's error on the held-out ones at each K."""
-    from nas.latency.adaptation import adapt, case_of, design_anchors, postprocess_cases
+    from nas.latency.adaptation import adapt, design_anchors, postprocess_cases
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
     from nas.latency.predictor import REFERENCE, LatencyPredictor
     from nas.latency.settings import RuntimeSettings, parse_target, target_folder_name
@@ -57,8 +57,8 @@ def transfer(space, target: str, work: Path, held_out: list[dict]) -> pd.DataFra
                       asdict(meter.settings))
         common = np.median([f["network_ms"] / reference.network(a) for a, f in zip(anchors[:count], figures[:count])])
 
-        def one_factor(arch: dict) -> float:
-            return common * reference.network(arch) + model.postprocess_ms[case_of(arch)]
+        def one_factor(arch: dict) -> float:  # the same post-processing terms
+            return model.predict(arch) - model.network(arch) + common * reference.network(arch)
         for how, predict in (("per kind", model.predict), ("common factor", one_factor)):
             errors = np.array([predict(a) for a in held_out]) / measured - 1
             rows.append({"target": target, "anchors": count, "adaptation": how,
