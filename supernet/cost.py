@@ -9,11 +9,13 @@ resampling and softmax are not MACs. The walk mirrors ``supernet.network.PoseNet
 ``features`` splits the work by kind (MACs of pointwise, depthwise, dense and transposed
 convolutions and of matrix products; elements written; elementwise work; attention scores
 normalised and pruned; op count): what a latency predictor regresses on, since a MAC of a
-depthwise conv costs a CPU far more than one of a 1x1 conv. A dense or 1x1 convolution whose input
-channels do not fill whole blocks of ``VECTOR_BLOCK`` counts apart (``macs_unblocked``): on an
-AVX-512 CPU onnxruntime ran its MACs about 1.7x slower (its NCHWc layout blocks channels by 16), and
-splitting them off took the latency model from 79 % to 99 % of ``cpu`` subnets within +/-10 %
-(cross-validated, 126 subnets with basic blocks); a device with other blocks prices them anew.
+depthwise conv costs a CPU far more than one of a 1x1 conv. A convolution whose channels (a dense
+or 1x1 one's input, a depthwise one's) do not fill whole blocks of ``VECTOR_BLOCK`` counts apart
+(``macs_unblocked``, ``macs_depthwise_unblocked``): on an AVX-512 CPU onnxruntime ran dense MACs
+about 1.7x slower so (its NCHWc layout blocks channels by 16), and splitting them off took the
+latency model from 79 % to 99 % of ``cpu`` subnets within +/-10 % (cross-validated, 126 subnets
+with basic blocks); in int8 the depthwise ones pay (77 % -> 93 %, fitted on that target). Another
+device's blocks are priced anew by the adaptation.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from dataclasses import dataclass, field
 from search_spaces.space import STEM_BLOCK, TOKEN_HEAD_DIM, keeps_stride, uses_tokens
 from supernet.heads import head_of
 
-FEATURES = ("macs_pointwise", "macs_depthwise", "macs_dense", "macs_unblocked", "macs_deconv", "macs_matmul",
-            "activations", "elementwise", "attention", "pruning", "ops")
+FEATURES = ("macs_pointwise", "macs_depthwise", "macs_depthwise_unblocked", "macs_dense", "macs_unblocked",
+            "macs_deconv", "macs_matmul", "activations", "elementwise", "attention", "pruning", "ops")
 VECTOR_BLOCK = 16  # channels per block of a convolution's blocked layout
 
 @dataclass
@@ -42,6 +44,8 @@ class Cost:
         kind = "deconv" if transposed else "depthwise" if depthwise else "pointwise" if kernel == 1 else "dense"
         if kind in ("pointwise", "dense") and cin % VECTOR_BLOCK:
             kind = "unblocked"
+        elif kind == "depthwise" and cout % VECTOR_BLOCK:
+            kind = "depthwise_unblocked"
         self.features[f"macs_{kind}"] += weights * pixels
         self.features["activations"] += cout * pixels * (4 if transposed else 1)
         self.features["ops"] += 1

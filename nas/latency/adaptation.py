@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import nnls
@@ -30,6 +30,7 @@ from nas.pose.codecs import codec_of
 KINDS = {"dense": ("macs_pointwise", "macs_dense", "macs_deconv", "macs_matmul"),
          "unblocked": ("macs_unblocked",),
          "depthwise": ("macs_depthwise",),
+         "depthwise unblocked": ("macs_depthwise_unblocked",),
          "memory": ("activations", "elementwise", "stride2_head"),
          "attention": ("attention", "pruning"),
          "overhead": ("intercept", "ops")}
@@ -51,32 +52,54 @@ def common_factor(terms: np.ndarray, measured: np.ndarray) -> float:
     return float(np.median(measured / terms.sum(axis=1)))
 
 
-def fit_scales(terms: np.ndarray, measured: np.ndarray, ridge: float) -> np.ndarray:
-    """Non-negative scales per kind minimising the squared relative error, plus ``ridge`` times the
-    squared distance of each scale from the common factor."""
+@dataclass
+class DeviceFit:
+    """How a target differs from the reference: a scale per operator kind and a fixed overhead per
+    input size (ms, either sign)."""
+    scales: np.ndarray
+    overhead_ms: dict[int, float]
+
+    def predict(self, terms: np.ndarray, resolutions: list[int]) -> np.ndarray:
+        return terms @ self.scales + np.array([self.overhead_ms.get(r, 0.0) for r in resolutions])
+
+
+def fit_device(terms: np.ndarray, resolutions: list[int], measured: np.ndarray, ridge: float) -> DeviceFit:
+    """Scales per kind and overheads per input size minimising the squared relative error, plus
+    ``ridge`` times the squared distances of the scales from the common factor and of the
+    overheads (relative to a typical measurement) from zero; non-negative least squares, an
+    overhead as the difference of two non-negative parts."""
     factor = common_factor(terms, measured)
     if math.isinf(ridge):
-        return np.full(terms.shape[1], factor)
-    rows = np.vstack([terms / measured[:, None], math.sqrt(ridge) * np.eye(terms.shape[1])])
-    target = np.concatenate([np.ones(len(measured)), np.full(terms.shape[1], math.sqrt(ridge) * factor)])
-    return nnls(rows, target)[0]
+        return DeviceFit(np.full(terms.shape[1], factor), {})
+    sizes = sorted(set(resolutions))
+    at = np.array([[r == size for size in sizes] for r in resolutions], dtype=float) / measured[:, None]
+    kinds, typical = terms.shape[1], float(np.median(measured))
+    pull = math.sqrt(ridge) * np.eye(kinds + 2 * len(sizes))
+    pull[kinds:, kinds:] /= typical
+    rows = np.vstack([np.hstack([terms / measured[:, None], at, -at]), pull])
+    target = np.concatenate([np.ones(len(measured)), np.full(kinds, math.sqrt(ridge) * factor),
+                             np.zeros(2 * len(sizes))])
+    solution = nnls(rows, target)[0]
+    plus, minus = solution[kinds:kinds + len(sizes)], solution[kinds + len(sizes):]
+    return DeviceFit(solution[:kinds], {size: float(p - m) for size, p, m in zip(sizes, plus, minus)})
 
 
-def left_out_errors(terms: np.ndarray, measured: np.ndarray, ridge: float) -> np.ndarray:
-    """Each measurement's relative error predicted by the scales fitted on the others."""
+def left_out_errors(terms: np.ndarray, resolutions: list[int], measured: np.ndarray, ridge: float) -> np.ndarray:
+    """Each measurement's relative error predicted by the fit on the others."""
     errors = []
     for i in range(len(measured)):
         keep = np.arange(len(measured)) != i
-        errors.append(terms[i] @ fit_scales(terms[keep], measured[keep], ridge) / measured[i] - 1)
+        fit = fit_device(terms[keep], [r for j, r in enumerate(resolutions) if j != i], measured[keep], ridge)
+        errors.append(fit.predict(terms[i:i + 1], [resolutions[i]])[0] / measured[i] - 1)
     return np.asarray(errors)
 
 
-def choose_ridge(terms: np.ndarray, measured: np.ndarray) -> tuple[float, dict[float, float]]:
+def choose_ridge(terms: np.ndarray, resolutions: list[int], measured: np.ndarray) -> tuple[float, dict[float, float]]:
     """The ridge whose leave-one-out predictions err least (mean absolute relative error); two
     measurements or fewer leave nothing to choose by: the common factor."""
     if len(measured) < 3:
         return math.inf, {}
-    scores = {ridge: float(np.mean(np.abs(left_out_errors(terms, measured, ridge)))) for ridge in RIDGES}
+    scores = {ridge: float(np.mean(np.abs(left_out_errors(terms, resolutions, measured, ridge)))) for ridge in RIDGES}
     return min(scores, key=lambda r: (scores[r], -r)), scores  # ties: the stronger pull
 
 
@@ -86,17 +109,19 @@ def adapt(reference: LatencyPredictor, archs: list[dict], network_ms: list[float
     ``postprocess_ms`` (each anchor's own post-processing case); ``cases``: every post-processing
     case the adapted model is to know; ``tail``: the target's p90 over median latency."""
     terms = np.stack([kind_terms(reference, a) for a in archs])
+    resolutions = [a["resolution"] for a in archs]
     measured = np.asarray(network_ms, dtype=float)
-    ridge, scores = choose_ridge(terms, measured)
-    scales = fit_scales(terms, measured, ridge)
-    per_name = {n: s for s, names in zip(scales, KINDS.values()) for n in names}
+    ridge, scores = choose_ridge(terms, resolutions, measured)
+    fit = fit_device(terms, resolutions, measured, ridge)
+    per_name = {n: s for s, names in zip(fit.scales, KINDS.values()) for n in names}
     coefficients = [c * per_name[n] for c, n in zip(reference.coefficients, NAMES)]
     post = adapted_postprocessing(reference, archs, postprocess_ms, cases)
     record = {"adapted_from": reference.device, "anchors": len(archs), "ridge": ridge,
-              "scales": {kind: round(float(s), 4) for kind, s in zip(KINDS, scales)},
+              "scales": {kind: round(float(s), 4) for kind, s in zip(KINDS, fit.scales)},
               "left_out_mean_abs_error": scores.get(ridge)}
+    overhead = {str(size): round(ms, 4) for size, ms in fit.overhead_ms.items()}
     return LatencyPredictor(coefficients, device, {**settings, "adaptation": record}, reference.num_keypoints, post,
-                            tail)
+                            tail, overhead)
 
 
 def adapted_postprocessing(reference: LatencyPredictor, archs: list[dict], measured: list[float],

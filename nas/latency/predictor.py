@@ -49,6 +49,7 @@ class LatencyPredictor:
     num_keypoints: int = 17
     postprocess_ms: dict[str, float] = field(default_factory=dict)  # postprocess_key -> ms; empty: network only
     p90_over_median: float = 1.0  # the slow tail of a run on this device: the median ratio over its measurements
+    overhead_ms: dict[str, float] = field(default_factory=dict)  # input size -> ms the network pays beyond its prices
 
     @classmethod
     def fit(cls, archs: list[dict], network_ms: list[float], device: dict, settings: dict, num_keypoints: int = 17,
@@ -59,7 +60,8 @@ class LatencyPredictor:
         return cls(coef.tolist(), device, settings, num_keypoints, dict(postprocess_ms or {}), p90_over_median)
 
     def network(self, arch: dict) -> float:
-        return float(feature_vector(arch, self.num_keypoints) @ np.asarray(self.coefficients))
+        priced = float(feature_vector(arch, self.num_keypoints) @ np.asarray(self.coefficients))
+        return priced + self.overhead_ms.get(str(arch["resolution"]), 0.0)
 
     def predict(self, arch: dict, figure: str = "median_ms") -> float:
         """The latency its settings measure: the network, plus post-processing for the total; its
@@ -75,8 +77,9 @@ class LatencyPredictor:
 
     def save(self, path: str | Path) -> None:
         write_json(path, {"features": NAMES, "coefficients": self.coefficients, "postprocess_ms": self.postprocess_ms,
-                          "p90_over_median": self.p90_over_median, "device": self.device, "settings": self.settings,
-                          "num_keypoints": self.num_keypoints}, indent=1)
+                          "p90_over_median": self.p90_over_median, "overhead_ms": self.overhead_ms,
+                          "device": self.device, "settings": self.settings, "num_keypoints": self.num_keypoints},
+                   indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyPredictor":
@@ -88,8 +91,12 @@ class LatencyPredictor:
             tail = d.get("p90_over_median", 1.0)
             if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 1 <= tail < 100:
                 raise PoseNASError(f"{path}: p90_over_median {tail!r} is not a ratio of p90 to median latency (1-100)")
+            overhead = d.get("overhead_ms", {})
+            if not isinstance(overhead, dict) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e4 for v in overhead.values()):
+                raise PoseNASError(f"{path}: overhead_ms must map input sizes to milliseconds")
             return cls(d["coefficients"], d["device"], d["settings"], d["num_keypoints"], d.get("postprocess_ms", {}),
-                       float(tail))
+                       float(tail), {str(k): float(v) for k, v in overhead.items()})
         except FileNotFoundError:
             raise PoseNASError(f"latency predictor not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError) as e:

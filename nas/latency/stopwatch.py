@@ -8,7 +8,10 @@ busy, re-measuring 24 subnets in a fresh process minutes later landed within
 calibrated once per device and runtime settings (the fastest of many short rounds, the machine at
 its quietest) and kept in the user's cache, so that every process, run and search on this device
 scales by the same figure. Each measurement records the machine's load and the slowdown the
-reference saw, and a slowdown beyond ``BUSY`` is worth a warning.
+reference saw. Beyond a slowdown of ``BUSY`` the scaled figure strays (with both cores loaded by
+other processes, 88 % of subnets measured at 1.6-2x stayed within +/-10 % of their quiet figure,
+all of them below 1.6x), so such a measurement is taken again after a pause, up to ``ATTEMPTS``
+times, and the least slowed one kept; a machine busy throughout gets a warning.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ from supernet.network import new_static
 ROUND = 5  # runs of the measured call, then of the reference, per round
 CALIBRATION_ROUNDS = 20
 BUSY = 1.5  # the reference this much slower than calibrated: the machine is busy
+ATTEMPTS = 3  # measurements of one call on a busy machine, the least slowed kept
+PAUSE_S = 1.0  # between them: a burst of other work may pass
 CALIBRATIONS = "latency-reference.json"  # in the user's cache folder
 NOTHING = {"median_ms": 0.0, "p90_ms": 0.0}  # the timing of a step that does not run
 
@@ -62,8 +67,10 @@ class Stopwatch:
     """Times calls on this device: alone, or (``settings.reference``) interleaved with the
     reference network and scaled by its calibrated latency, stored under ``folder``."""
 
-    def __init__(self, settings: RuntimeSettings, device: str, folder=None):
-        self.settings = settings
+    def __init__(self, settings: RuntimeSettings, device: str, folder=None, clock=time.perf_counter,
+                 pause=time.sleep):
+        """``clock`` (seconds) times the runs and ``pause`` waits between attempts: a test injects both."""
+        self.settings, self.clock, self.pause = settings, clock, pause
         self.reference = (runner(reference_model(), settings.threads, settings.optimization, settings.provider)
                           if settings.reference else None)
         self.reference_ms = None
@@ -96,16 +103,25 @@ class Stopwatch:
         for _ in range(s.warmup):
             run()
             self.reference()
+        attempts = [self._against_reference(run)]
+        while attempts[-1]["slowdown"] > BUSY and len(attempts) < ATTEMPTS:
+            self.pause(PAUSE_S)
+            attempts.append(self._against_reference(run))
+        best = min(attempts, key=lambda a: a["slowdown"])
+        self._warn(best["slowdown"])
+        return {**best, "attempts": len(attempts)}
+
+    def _against_reference(self, run: Callable[[], object]) -> dict:
+        s, clock = self.settings, self.clock
         rounds, raw, slowdowns = [], [], []
         for _ in range(max(1, s.repeats // ROUND)):
-            own, reference = run_times(run, ROUND), run_times(self.reference, ROUND)
+            own, reference = run_times(run, ROUND, clock), run_times(self.reference, ROUND, clock)
             rounds.append([t * self.reference_ms / min(reference) for t in own])
             slowdowns.append(float(np.median(reference)) / self.reference_ms)
             raw += own
-        slowdown = float(np.median(slowdowns))
-        self._warn(slowdown)
         return {**summary([t for r in rounds for t in r]), "median_ms": float(np.median([min(r) for r in rounds])),
-                "raw_median_ms": float(np.median(raw)), "slowdown": slowdown, "load": os.getloadavg()[0]}
+                "raw_median_ms": float(np.median(raw)), "slowdown": float(np.median(slowdowns)),
+                "load": os.getloadavg()[0]}
 
     def once(self, key, make_run: Callable[[], Callable[[], object] | None]) -> dict:
         """``time`` of a call that many measurements share (the decoding of one shape), timed once

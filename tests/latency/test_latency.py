@@ -50,7 +50,7 @@ def test_bad_runtime_settings_are_named():
 def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):
     space = SearchSpace.load("cpu")
     archs = [space.random(s) for s in range(40)]
-    truth = np.array([0.3, 0.4, 0.004, 0.02, 0.01, 0.016, 0.003, 0.002, 0.05, 0.03, 0.001, 0.002, 0.01])  # intercept, stride-2 head, costs
+    truth = np.array([0.3, 0.4, 0.004, 0.02, 0.03, 0.01, 0.016, 0.003, 0.002, 0.05, 0.03, 0.001, 0.002, 0.01])  # intercept, stride-2 head, costs
     latencies = [float(feature_vector(a) @ truth) for a in archs]
     predictor = LatencyPredictor.fit(archs[:30], latencies[:30], device_fingerprint(), {}, p90_over_median=1.25)
     predicted = [predictor.predict(a) for a in archs[30:]]
@@ -157,3 +157,31 @@ def test_timing_against_the_calibrated_reference(tmp_path, capsys):
     alone = Stopwatch(RuntimeSettings(reference=False, **FAST), "device-a", tmp_path).time(lambda: None)
     assert "slowdown" not in alone and alone["runs"] == 5
     assert RuntimeSettings().key() != RuntimeSettings(reference=False).key()
+
+
+def test_a_measurement_the_machine_slowed_is_taken_again_and_the_least_slowed_kept(tmp_path, capsys):
+    """On an injected clock: the reference runs 2x its calibrated time while the machine is busy
+    (the measured call too), 1x once a pause let the burst pass."""
+    from nas.latency.stopwatch import ATTEMPTS, PAUSE_S, Stopwatch
+
+    class Machine:
+        def __init__(self, busy_pauses: int):
+            self.now, self.pauses, self.busy_pauses = 0.0, [], busy_pauses
+
+        def pause(self, seconds: float) -> None:
+            self.pauses.append(seconds)
+
+        def runs(self, ms: float):
+            def run():
+                self.now += ms / 1000 * (2 if len(self.pauses) < self.busy_pauses else 1)
+            return run
+
+    for busy_pauses, attempts in ((1, 2), (ATTEMPTS, ATTEMPTS)):
+        machine = Machine(busy_pauses)
+        watch = Stopwatch(RuntimeSettings(**FAST), "device-a", tmp_path, clock=lambda: machine.now, pause=machine.pause)
+        watch.reference, watch.reference_ms = machine.runs(1.0), 1.0
+        figures = watch.time(machine.runs(3.0))
+        assert figures["attempts"] == attempts and machine.pauses == [PAUSE_S] * (attempts - 1)
+        assert figures["median_ms"] == pytest.approx(3.0)  # scaled right either way; kept: the least slowed
+        assert figures["slowdown"] == pytest.approx(1.0 if busy_pauses < ATTEMPTS else 2.0)
+    assert capsys.readouterr().err.count("warning: the machine is busy") == 1, "busy throughout: warned"
