@@ -450,7 +450,6 @@ def bench_budgets(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: str
     import json
 
     from nas.latency.adaptation import adapted_reference
-    from nas.latency.fresh import measure_fresh
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
     from nas.latency.settings import RuntimeSettings
     from nas.search.config import LATENCY_STATS, SearchConfig
@@ -461,8 +460,8 @@ def bench_budgets(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: str
     common = shipped_zoo_search(scale, work, zoo_ref, budget_ms)
     if common is None:
         return not_shipped("budgets re-measured", zoo_ref)
-    settings = RuntimeSettings()
-    meter = LatencyMeter(LocalBackend(settings), LatencyCache(work / "budgets-latency.sqlite"))
+    backend = LocalBackend(RuntimeSettings())
+    meter = LatencyMeter(backend, LatencyCache(work / "budgets-latency.sqlite"))
     model = work / "budgets-latency-predictor.json"
     adapted_reference(meter, TrainedSupernet.load(zoo_ref).space).save(model)
     rows, figures = [], []
@@ -473,7 +472,7 @@ def bench_budgets(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: str
                                 latency_stat=stat), meter)
         verified = pd.read_csv(out / VERIFIED)
         for _, row in verified[verified["feasible"]].iterrows():
-            again = measure_fresh(json.loads(row["arch"]), 17, settings)
+            again = backend.remeasure(json.loads(row["arch"]), 17)
             rows.append({"latency_stat": stat, "arch_hash": row["arch_hash"], "searched_ms": row["latency_ms"],
                          "fresh_median_ms": again["median_ms"], "fresh_p90_ms": again["p90_ms"],
                          "within": again[figure_name] <= budget_ms})

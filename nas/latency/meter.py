@@ -12,6 +12,8 @@ import math
 import os
 import platform
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -22,11 +24,12 @@ from pathlib import Path
 import onnxruntime as ort
 
 from nas.errors import PoseNASError
-from nas.latency.fresh import measure_fresh
 from nas.latency.runtimes import export_for, runtime_of
 from nas.latency.settings import RuntimeSettings
 from nas.latency.stopwatch import Stopwatch
 from search_spaces import arch_hash
+
+FRESH_TIMEOUT_S = 900  # a fresh measurement of an int8 subnet quantizes it first
 
 
 def device_fingerprint() -> dict:
@@ -73,7 +76,21 @@ class LocalBackend(LatencyBackend):
         return self.runtime.measure(arch, num_keypoints, self.settings, self._stopwatch)
 
     def remeasure(self, arch: dict, num_keypoints: int = 17) -> dict:
-        return measure_fresh(arch, num_keypoints, self.settings)
+        """``arch`` measured by a new Python process on this machine (``nas.latency.fresh``): what a user
+        who loads the exported model sees, free of the state (warm caches, thread pools, allocations)
+        of the process that searched."""
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding nas/, wherever this copy runs from
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        request = json.dumps({"arch": arch, "num_keypoints": num_keypoints, "settings": asdict(self.settings)})
+        try:
+            done = subprocess.run([sys.executable, "-m", "nas.latency.fresh"], input=request, capture_output=True,
+                                  text=True, env=env, timeout=FRESH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise PoseNASError(f"the fresh latency measurement ran over {FRESH_TIMEOUT_S} s") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise PoseNASError(f"the fresh latency measurement failed: {last}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     def _stopwatch(self) -> Stopwatch:
         if self.watch is None:  # calibrates the reference network on first use
