@@ -71,7 +71,7 @@ def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):
 def test_total_latency_model_adds_the_measured_post_processing_of_each_resolution_and_head(tmp_path):
     space = SearchSpace.load("tiny")
     meter = LatencyMeter(LocalBackend(RuntimeSettings(**FAST, people=3)), LatencyCache(tmp_path / "lat.sqlite"))
-    model = adapted_reference(meter, space, progress=False)
+    model = adapted_reference(meter, space, anchors=4, progress=False)  # one per post-processing case
     heads = space.spec["head"]["multi_resolution"]
     assert len(model.postprocess_ms) == len(space.spec["resolution"]) * len(heads) > 1
     assert model.settings["latency_of"] == "total" and model.settings["people"] == 3
