@@ -28,7 +28,7 @@ from nas.app.runs import RunLayout
 from nas.config import is_kind
 from nas.errors import PoseNASError
 from nas.io import read_json, read_yaml, write_json, write_text, writer_lock
-from nas.latency.adaptation import adapted_reference
+from nas.latency.adaptation import adapted_reference, described
 from nas.latency.meter import make_meter
 from nas.latency.runtimes import runtime_of
 from nas.latency.settings import RuntimeSettings
@@ -249,10 +249,7 @@ class Pipeline:
                 continue
             adapted = adapted_reference(self.meter(runtime), TrainedSupernet.space_of(self.supernet))
             adapted.save(self.adapted[runtime.target])
-            how = adapted.settings["adaptation"]
-            scales = ", ".join(f"{kind} x{scale:.2f}" for kind, scale in how["scales"].items())
-            print(f"latency model adapted to this machine ({runtime.target}) from {how['anchors']} subnets measured "
-                  f"in {how['seconds']:.0f} s: {scales}")
+            print(f"latency model adapted to this machine ({runtime.target}) {described(adapted)}")
 
     def stage_baselines(self) -> None:
         """The presets with inherited weights, on the search's evaluation images, as the target runs

@@ -160,9 +160,10 @@ def with_case(space, arch: dict, case: tuple) -> dict:
     return space.canonical(arch)
 
 
-def design_anchors(space, reference: LatencyPredictor, count: int = ANCHORS, seed: int = DESIGN_SEED) -> list[dict]:
-    """``count`` subnets to measure on a new target (at least one per post-processing case the
-    shipped model lacks). Post-processing cases first (those the shipped model lacks before the
+def design_anchors(space, reference: LatencyPredictor, count: int = ANCHORS, seed: int = DESIGN_SEED,
+                   total: bool = True) -> list[dict]:
+    """``count`` subnets to measure on a new target (for a ``total`` latency, at least one per
+    post-processing case the shipped model lacks). Post-processing cases first (those the shipped model lacks before the
     others), each time the subnet of a seeded pool (its cheaper three quarters) that most widens the
     spread of operator mixes (the log-determinant of the relative-error design)."""
     rng = random.Random(seed)
@@ -172,7 +173,7 @@ def design_anchors(space, reference: LatencyPredictor, count: int = ANCHORS, see
     terms = np.stack([kind_terms(reference, a) for a in pool])
     cheap = np.flatnonzero(terms.sum(axis=1) <= np.percentile(terms.sum(axis=1), CHEAP))
     rows = terms / terms.sum(axis=1, keepdims=True)  # the shares: what tells the kinds' prices apart
-    lacking = {k for k in keys if k not in reference.postprocess_ms}
+    lacking = {k for k in keys if k not in reference.postprocess_ms} if total else set()
     chosen, gram = [], 1e-6 * np.eye(rows.shape[1])
     while len(chosen) < max(count, len(lacking)):
         covered = {case_of(pool[i]) for i in chosen}
@@ -192,18 +193,26 @@ def case_of(arch: dict) -> str | None:
     return codec_of(arch).postprocess_key(arch)
 
 
+def described(model: LatencyPredictor) -> str:
+    """How an adapted model came about, in a line: its anchors, their time, its prices per kind."""
+    how = model.settings["adaptation"]
+    return (f"from {how['anchors']} subnets measured in {how['seconds']:.0f} s: "
+            + ", ".join(f"{kind} x{scale:.2f}" for kind, scale in how["scales"].items()))
+
+
 def adapted_reference(meter, space, anchors: int = ANCHORS, progress: bool = True) -> LatencyPredictor:
     """The shipped latency model moved to ``meter``'s device and target by measuring ``anchors``
     designed subnets of ``space`` there (seconds, where building a predictor takes minutes)."""
     from tqdm import tqdm
 
     reference = LatencyPredictor.load(REFERENCE)
-    archs = design_anchors(space, reference, anchors)
+    total = meter.settings.latency_of == "total"
+    archs = design_anchors(space, reference, anchors, total=total)
     start = time.monotonic()
     figures = [meter.measure(a, reference.num_keypoints) for a in tqdm(archs, desc="latency anchors",
                                                                         disable=not progress)]
     adapted = adapt(reference, archs, [f["network_ms"] for f in figures], [f.get("postprocess_ms", 0.0) for f in figures],
-                    list(postprocess_cases(space)) if meter.settings.latency_of == "total" else [],
+                    list(postprocess_cases(space)) if total else [],
                     meter.backend.fingerprint, asdict(meter.settings), tail_ratio(figures))
     adapted.settings["adaptation"]["seconds"] = round(time.monotonic() - start, 1)
     return adapted

@@ -186,6 +186,8 @@ def cases(w):
         (["predict", str(w["text"]), "--checkpoint", str(w["export"]), "--size", "10", "--out", str(r / "p.png")],
          "argument --size: 10 is not allowed", None),
         (["latency", "build-predictor", "--samples", "12", "--out", ann], "exists and is not a folder", None),
+        (["latency", "adapt", "--anchors", "0", "--out", str(w["root"] / "adapted.json")],
+         "argument --anchors: 0 is not allowed", None),
         (["predictor", "build", "--supernet", sup, "--data", data, "--samples", "12", "--out", ann],
          "exists and is not a folder", None),
         (["latency-server", "--timeout", "0"], "argument --timeout: 0 is not allowed: give a number at least 0.1", None),
@@ -213,7 +215,7 @@ def cases(w):
     ]
 
 
-CASES = 89
+CASES = 90
 
 
 def test_the_suite_covers_every_command(world):

@@ -185,3 +185,13 @@ def test_a_measurement_the_machine_slowed_is_taken_again_and_the_least_slowed_ke
         assert figures["median_ms"] == pytest.approx(3.0)  # scaled right either way; kept: the least slowed
         assert figures["slowdown"] == pytest.approx(1.0 if busy_pauses < ATTEMPTS else 2.0)
     assert capsys.readouterr().err.count("warning: the machine is busy") == 1, "busy throughout: warned"
+
+
+def test_latency_adapt_writes_a_model_the_search_reads(tmp_path, capsys):
+    out = tmp_path / "adapted.json"
+    assert main(["latency", "adapt", "--space", "tiny", "--anchors", "3", "--latency-of", "network", "--warmup", "1",
+                 "--repeats", "5", "--no-cache", "--out", str(out)]) == 0
+    model = LatencyPredictor.load(out)
+    assert model.settings["adaptation"]["anchors"] == 3 and model.settings["latency_of"] == "network"
+    assert "from 3 subnets measured in" in capsys.readouterr().out
+    assert model.predict(SearchSpace.load("tiny").max()) > model.predict(SearchSpace.load("tiny").min()) > 0

@@ -103,6 +103,27 @@ class BuildPredictor(Command):
         print(f"predictor: {Path(args.out) / 'predictor.json'}")
 
 
+class Adapt(Command):
+    """move the shipped latency model to this device and target from a few designed measurements"""
+
+    name = "latency adapt"
+
+    def add_arguments(self, p):
+        p.add_argument("--space", default="cpu", help="the space the search will search (shipped name or YAML path)")
+        p.add_argument("--anchors", type=COUNT, default=20, help="subnets measured on the target (default 20)")
+        p.add_argument("--out", required=True, help="the adapted latency model (JSON), for search --predictor")
+        latency_flags(p)
+
+    def take_action(self, args):
+        from nas.latency.adaptation import adapted_reference, described
+        from search_spaces import SearchSpace
+
+        latency = meter(args)
+        model = adapted_reference(latency, SearchSpace.load(args.space), args.anchors)
+        model.save(args.out)
+        print(f"latency model adapted to {latency.settings.target} {described(model)}\nlatency model: {args.out}")
+
+
 class Server(Command):
     """measure ONNX models sent over HTTP on this device"""
 
@@ -126,4 +147,4 @@ class Server(Command):
         serve(args.port, args.host, token, args.timeout)
 
 
-COMMANDS = [Measure, Table, BuildPredictor, Server]
+COMMANDS = [Measure, Table, BuildPredictor, Adapt, Server]
