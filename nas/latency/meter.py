@@ -200,23 +200,25 @@ class LatencyMeter:
     def settings(self) -> RuntimeSettings:
         return self.backend.settings
 
+    def _key(self, arch: dict, num_keypoints: int) -> tuple[str, str, str]:
+        return self.device, self.backend.settings.key(), f"{arch_hash(arch)}-k{num_keypoints}"
+
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
-        key = (self.device, self.backend.settings.key(), f"{arch_hash(arch)}-k{num_keypoints}")
-        figures = self.cache.get(*key) if self.cache is not None else None
+        figures = self.cache.get(*self._key(arch, num_keypoints)) if self.cache is not None else None
         if figures is not None:
             return {**figures, "cached": True}
         figures = self.backend.measure(arch, num_keypoints)
         if self.cache is not None:
-            self.cache.put(*key, figures)
+            self.cache.put(*self._key(arch, num_keypoints), figures)
         return {**figures, "cached": False}
 
     def card_entry(self, arch: dict, num_keypoints: int = 17) -> dict:
         """What an export card records of a subnet's latency: the figures of a measurement in a
-        fresh process (network and post-processing apart where the total was measured), the search's
-        median and p90 beside them, the device, the settings."""
-        searched = self.measure(arch, num_keypoints)
+        fresh process (network and post-processing apart where the total was measured), beside them
+        the median and p90 a search measured where the cache holds them, the device, the settings."""
+        searched = self.cache.get(*self._key(arch, num_keypoints)) if self.cache is not None else None
         figures = self.backend.remeasure(arch, num_keypoints)
-        return {**figures, "searched": {k: searched[k] for k in ("median_ms", "p90_ms")},
+        return {**figures, **({"searched": {k: searched[k] for k in ("median_ms", "p90_ms")}} if searched else {}),
                 "device": self.backend.fingerprint, "runtime": asdict(self.backend.settings),
                 "target": self.backend.settings.target}
 

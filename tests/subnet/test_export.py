@@ -101,7 +101,7 @@ def test_export_round_trip_onnx_eval_and_predict(tmp_path, tiny_supernet, synth_
     assert card["onnx"]["max_abs_difference"] <= 1e-4 and card["metrics"]["AP"] is not None
     assert card["onnx"]["outputs"] == ["heatmaps", "tags", "candidates", "candidate_tags"]
     assert card["latency"]["median_ms"] > 0 and card["latency"]["device"]["cores"] >= 1
-    assert card["latency"]["process"] != os.getpid() and card["latency"]["searched"]["p90_ms"] > 0  # re-measured anew
+    assert card["latency"]["process"] != os.getpid() and "searched" not in card["latency"]  # measured anew only
     assert card["latency"]["runtime"]["threads"] == 1 and card["macs"] > 0
     assert card["latency"]["network_ms"] >= 0 and card["latency"]["grouping_ms"] > 0 and card["latency"]["slowdown"] > 0
     net, loaded_card = nas.load_subnet(out)
