@@ -322,6 +322,7 @@ def test_an_int8_target_exports_its_model_checked_against_fp32_on_real_images(tm
         load_subnet(out)
 
 
+@pytest.mark.slow  # two exports of zoo:cpu-synth, each measured by a fresh process
 def test_eval_and_predict_run_the_exported_model_of_a_target(tmp_path, capsys):
     out = tmp_path / "int8"
     ann, images = (Path(f) for f in synthetic_set(tmp_path / "val", 16, 2))  # the entry's own kind of images
