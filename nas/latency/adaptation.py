@@ -108,11 +108,13 @@ def adapt(reference: LatencyPredictor, archs: list[dict], network_ms: list[float
     """``reference`` moved to the device and settings where ``archs`` measured ``network_ms`` and
     ``postprocess_ms`` (each anchor's own post-processing case); ``cases``: every post-processing
     case the adapted model is to know; ``tail``: the target's p90 over median latency."""
-    terms = np.stack([kind_terms(reference, a) for a in archs])
-    resolutions = [a["resolution"] for a in archs]
     measured = np.asarray(network_ms, dtype=float)
+    usable = measured > 0  # the network is the total less the post-processing: a tiny one's may come out <= 0
+    terms = np.stack([kind_terms(reference, a) for a, u in zip(archs, usable) if u] or [np.zeros(len(KINDS))])
+    resolutions = [a["resolution"] for a, u in zip(archs, usable) if u]
+    measured = measured[usable]
     ridge, scores = choose_ridge(terms, resolutions, measured)
-    fit = fit_device(terms, resolutions, measured, ridge)
+    fit = fit_device(terms, resolutions, measured, ridge) if usable.any() else DeviceFit(np.ones(len(KINDS)), {})
     per_name = {n: s for s, names in zip(fit.scales, KINDS.values()) for n in names}
     coefficients = [c * per_name[n] for c, n in zip(reference.coefficients, NAMES)]
     post = adapted_postprocessing(reference, archs, postprocess_ms, cases)

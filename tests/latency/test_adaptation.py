@@ -62,6 +62,11 @@ def test_a_device_that_is_one_factor_away_keeps_one_factor(reference, space):
     ridge, scores = choose_ridge(terms, sizes, np.array([measure(a) for a in anchors]) * noise)
     assert ridge >= 0.1 and scores[ridge] == min(scores.values())
     assert choose_ridge(terms[:2], sizes[:2], np.ones(2)) == (math.inf, {})  # two measurements: nothing to choose by
+    network = [measure(a) for a in anchors]
+    network[0] = -0.01  # a tiny subnet's total less its post-processing, in the noise: no information
+    model = adapt(reference, anchors, network, [1.0] * len(anchors), [], {}, {})
+    assert model.settings["adaptation"]["scales"]["dense"] == pytest.approx(0.8, abs=0.02)
+    assert adapt(reference, anchors[:1], [0.0], [1.0], [], {}, {}).coefficients == reference.coefficients
 
 
 def test_a_fixed_cost_at_one_input_size_is_learnt_as_its_overhead(reference, space):
