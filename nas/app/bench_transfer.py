@@ -33,9 +33,9 @@ def held_out_subnets(space, count: int = HELD_OUT) -> list[dict]:
 def transfer(space, target: str, work: Path, held_out: list[dict]) -> pd.DataFrame:
     """One target: its anchors and held-out subnets measured (each once, in a cache of the
     benchmark's own), then the adapted model's error on the held-out ones at each K."""
-    from nas.latency.adaptation import adapt, design_anchors, postprocess_cases
+    from nas.latency.adaptation import adapt, common_factor, design_anchors, kind_terms
     from nas.latency.meter import LatencyCache, LatencyMeter, LocalBackend
-    from nas.latency.predictor import REFERENCE, LatencyPredictor
+    from nas.latency.predictor import REFERENCE, LatencyPredictor, postprocess_cases
     from nas.latency.settings import RuntimeSettings, parse_target, target_folder_name
 
     reference = LatencyPredictor.load(REFERENCE)
@@ -55,7 +55,8 @@ def transfer(space, target: str, work: Path, held_out: list[dict]) -> pd.DataFra
         model = adapt(reference, anchors[:count], [f["network_ms"] for f in figures[:count]],
                       [f["postprocess_ms"] for f in figures[:count]], cases, meter.backend.fingerprint,
                       asdict(meter.settings))
-        common = np.median([f["network_ms"] / reference.network(a) for a, f in zip(anchors[:count], figures[:count])])
+        common = common_factor(np.stack([kind_terms(reference, a) for a in anchors[:count]]),
+                               np.array([f["network_ms"] for f in figures[:count]]))
 
         def one_factor(arch: dict) -> float:  # the same post-processing terms
             return model.predict(arch) - model.network(arch) + common * reference.network(arch)

@@ -24,8 +24,16 @@ import numpy as np
 from scipy.optimize import nnls
 
 from nas.errors import PoseNASError
-from nas.latency.predictor import NAMES, REFERENCE, LatencyPredictor, feature_vector, tail_ratio
-from nas.pose.codecs import codec_of
+from nas.latency.predictor import (
+    NAMES,
+    REFERENCE,
+    LatencyPredictor,
+    case_of,
+    feature_vector,
+    postprocess_cases,
+    tail_ratio,
+    with_case,
+)
 
 KINDS = {"dense": ("macs_pointwise", "macs_dense", "macs_deconv", "macs_matmul"),
          "unblocked": ("macs_unblocked",),
@@ -110,11 +118,13 @@ def adapt(reference: LatencyPredictor, archs: list[dict], network_ms: list[float
     case the adapted model is to know; ``tail``: the target's p90 over median latency."""
     measured = np.asarray(network_ms, dtype=float)
     usable = measured > 0  # the network is the total less the post-processing: a tiny one's may come out <= 0
-    terms = np.stack([kind_terms(reference, a) for a, u in zip(archs, usable) if u] or [np.zeros(len(KINDS))])
-    resolutions = [a["resolution"] for a, u in zip(archs, usable) if u]
-    measured = measured[usable]
-    ridge, scores = choose_ridge(terms, resolutions, measured)
-    fit = fit_device(terms, resolutions, measured, ridge) if usable.any() else DeviceFit(np.ones(len(KINDS)), {})
+    if usable.any():
+        terms = np.stack([kind_terms(reference, a) for a, u in zip(archs, usable) if u])
+        resolutions = [a["resolution"] for a, u in zip(archs, usable) if u]
+        ridge, scores = choose_ridge(terms, resolutions, measured[usable])
+        fit = fit_device(terms, resolutions, measured[usable], ridge)
+    else:  # nothing tells the network's prices apart: the shipped ones
+        ridge, scores, fit = math.inf, {}, DeviceFit(np.ones(len(KINDS)), {})
     per_name = {n: s for s, names in zip(fit.scales, KINDS.values()) for n in names}
     coefficients = [c * per_name[n] for c, n in zip(reference.coefficients, NAMES)]
     post = adapted_postprocessing(reference, archs, postprocess_ms, cases)
@@ -143,25 +153,6 @@ def adapted_postprocessing(reference: LatencyPredictor, archs: list[dict], measu
     return {k: own[k] if k in own else reference.postprocess_ms[k] * factor for k in cases}
 
 
-def postprocess_cases(space) -> dict[str, tuple]:
-    """Every post-processing case of ``space``: its key -> (resolution, multi_resolution, head type)."""
-    cases = {}
-    for resolution in space.choices("resolution"):
-        for multi in space.choices("head.multi_resolution"):
-            for head in space.choices("head.type"):
-                arch = with_case(space, space.min(), (resolution, multi, head))
-                key = codec_of(arch).postprocess_key(arch)
-                if key is not None:
-                    cases.setdefault(key, (resolution, multi, head))
-    return cases
-
-
-def with_case(space, arch: dict, case: tuple) -> dict:
-    arch = {**arch, "head": dict(arch["head"])}
-    arch["resolution"], arch["head"]["multi_resolution"], arch["head"]["type"] = case
-    return space.canonical(arch)
-
-
 def design_anchors(space, reference: LatencyPredictor, count: int = ANCHORS, seed: int = DESIGN_SEED,
                    total: bool = True) -> list[dict]:
     """``count`` subnets to measure on a new target (for a ``total`` latency, at least one per
@@ -172,16 +163,17 @@ def design_anchors(space, reference: LatencyPredictor, count: int = ANCHORS, see
     cases = postprocess_cases(space)
     keys = list(cases)
     pool = [with_case(space, space.random(rng), cases[keys[i % len(keys)]]) for i in range(POOL)]
+    pool_cases = [case_of(a) for a in pool]
     terms = np.stack([kind_terms(reference, a) for a in pool])
     cheap = np.flatnonzero(terms.sum(axis=1) <= np.percentile(terms.sum(axis=1), CHEAP))
     rows = terms / terms.sum(axis=1, keepdims=True)  # the shares: what tells the kinds' prices apart
     lacking = {k for k in keys if k not in reference.postprocess_ms} if total else set()
     chosen, gram = [], 1e-6 * np.eye(rows.shape[1])
     while len(chosen) < max(count, len(lacking)):
-        covered = {case_of(pool[i]) for i in chosen}
+        covered = {pool_cases[i] for i in chosen}
         free = [i for i in cheap if i not in chosen]
-        tiers = ([i for i in free if case_of(pool[i]) in lacking - covered],
-                 [i for i in free if case_of(pool[i]) not in covered], free)
+        tiers = ([i for i in free if pool_cases[i] in lacking - covered],
+                 [i for i in free if pool_cases[i] not in covered], free)
         candidates = next((tier for tier in tiers if tier), None)
         if candidates is None:
             break
@@ -189,10 +181,6 @@ def design_anchors(space, reference: LatencyPredictor, count: int = ANCHORS, see
         chosen.append(best)
         gram += np.outer(rows[best], rows[best])
     return [pool[i] for i in chosen]
-
-
-def case_of(arch: dict) -> str | None:
-    return codec_of(arch).postprocess_key(arch)
 
 
 def described(model: LatencyPredictor) -> str:

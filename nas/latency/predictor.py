@@ -110,18 +110,33 @@ def postprocess_terms(meter, space, num_keypoints: int = 17, progress: bool = Tr
 
     if meter.settings.latency_of != "total":
         return {}
-    archs = {}
-    for resolution in space.spec["resolution"]:
-        for multi in space.spec["head"]["multi_resolution"]:
-            for head in space.choices("head.type"):
-                arch = space.min()
-                arch["resolution"], arch["head"]["multi_resolution"], arch["head"]["type"] = resolution, multi, head
-                arch = space.canonical(arch)
-                key = codec_of(arch).postprocess_key(arch)
-                if key is not None and key not in archs:
-                    archs[key] = arch
+    archs = {key: with_case(space, space.min(), case) for key, case in postprocess_cases(space).items()}
     return {key: meter.measure(a, num_keypoints)["postprocess_ms"]
             for key, a in tqdm(archs.items(), desc="post-processing", disable=not progress)}
+
+
+def postprocess_cases(space) -> dict[str, tuple]:
+    """Every post-processing case of ``space``: its key -> (resolution, multi_resolution, head type)."""
+    cases = {}
+    for resolution in space.choices("resolution"):
+        for multi in space.choices("head.multi_resolution"):
+            for head in space.choices("head.type"):
+                key = case_of(with_case(space, space.min(), (resolution, multi, head)))
+                if key is not None:
+                    cases.setdefault(key, (resolution, multi, head))
+    return cases
+
+
+def with_case(space, arch: dict, case: tuple) -> dict:
+    """``arch`` at a post-processing case's resolution, output stride and head."""
+    arch = {**arch, "head": dict(arch["head"])}
+    arch["resolution"], arch["head"]["multi_resolution"], arch["head"]["type"] = case
+    return space.canonical(arch)
+
+
+def case_of(arch: dict) -> str | None:
+    """The post-processing case ``arch`` runs (None: nothing runs after its network)."""
+    return codec_of(arch).postprocess_key(arch)
 
 
 def tail_ratio(figures: list[dict]) -> float:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from nas.errors import PoseNASError
-from nas.latency.adaptation import KINDS, adapt, case_of, choose_ridge, design_anchors, kind_terms, postprocess_cases
-from nas.latency.predictor import REFERENCE, LatencyPredictor
+from nas.latency.adaptation import KINDS, adapt, choose_ridge, design_anchors, kind_terms
+from nas.latency.predictor import REFERENCE, LatencyPredictor, case_of, postprocess_cases
 from search_spaces import SearchSpace
 
 
