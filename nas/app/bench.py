@@ -230,25 +230,29 @@ def bench_predictor(scale: Scale, work: Path) -> list[dict]:
                    "report", None)]
 
 
+def fresh_latency_table(scale: Scale, out: Path, flags: list[str] | tuple = ()) -> pd.DataFrame:
+    """The benchmark's random ``cpu`` subnets measured by a fresh ``posenas latency table`` process."""
+    import subprocess
+    import sys
+
+    subprocess.run([str(Path(sys.executable).with_name("posenas")), "latency", "table", "--space", "cpu",
+                    "--random", str(scale.repeat_subnets), "--seed", "100", "--no-cache", "--out", str(out), *flags],
+                   check=True)
+    return pd.read_csv(out)
+
+
 def bench_repeatability(scale: Scale, work: Path) -> list[dict]:
     """Random cpu.yaml subnets measured by a fresh ``posenas latency table`` process, then again by
     another one minutes later: the share whose second figure lands within +/-10 % of the first,
     timed alone with two threads (before) and against the calibrated reference with one thread
     (the default), the two ways interleaved so that both meet the same machine."""
-    import subprocess
-    import sys
-
     ways = {"alone, 2 threads (before)": ["--target", "onnxruntime/fp32/2", "--no-reference"],
             "against the reference network, 1 thread (default)": []}
     folder = work / "repeatability"
     tables: dict[str, list[pd.DataFrame]] = {way: [] for way in ways}
     for attempt in ("first", "second"):
         for i, (way, flags) in enumerate(ways.items()):
-            out = folder / f"way{i}-{attempt}.csv"
-            subprocess.run([str(Path(sys.executable).with_name("posenas")), "latency", "table", "--space", "cpu",
-                            "--random", str(scale.repeat_subnets), "--seed", "100", "--no-cache", "--out", str(out),
-                            *flags], check=True)
-            tables[way].append(pd.read_csv(out))
+            tables[way].append(fresh_latency_table(scale, folder / f"way{i}-{attempt}.csv", flags))
         if attempt == "first":
             time.sleep(scale.repeat_pause_s)
     rows = []
@@ -284,18 +288,10 @@ def bench_contention(scale: Scale, work: Path) -> list[dict]:
     """Random cpu.yaml subnets measured by a fresh ``posenas latency table`` process on a quiet
     machine, then again with one core kept busy and with both cores loaded by other processes: the
     share whose loaded figure lands within +/-10 % of the quiet one (table: contention.csv)."""
-    import subprocess
-    import sys
-
-    folder = work / "contention"
     tables = {}
     for load, count in LOADS.items():
-        out = folder / f"{load.replace(' ', '-')}.csv"
         with busy_cores(count):
-            subprocess.run([str(Path(sys.executable).with_name("posenas")), "latency", "table", "--space", "cpu",
-                            "--random", str(scale.repeat_subnets), "--seed", "100", "--no-cache", "--out", str(out)],
-                           check=True)
-        tables[load] = pd.read_csv(out)
+            tables[load] = fresh_latency_table(scale, work / "contention" / f"{load.replace(' ', '-')}.csv")
     quiet = tables["quiet"]
     rows, frames = [], []
     for load, table in tables.items():
@@ -462,8 +458,8 @@ def bench_budgets(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: str
         return not_shipped("budgets re-measured", zoo_ref)
     backend = LocalBackend(RuntimeSettings())
     meter = LatencyMeter(backend, LatencyCache(work / "budgets-latency.sqlite"))
-    model = work / "budgets-latency-predictor.json"
-    adapted_reference(meter, TrainedSupernet.load(zoo_ref).space).save(model)
+    model, supernet = work / "budgets-latency-predictor.json", TrainedSupernet.load(zoo_ref)
+    adapted_reference(meter, supernet.space).save(model)
     rows, figures = [], []
     for stat, figure_name in LATENCY_STATS.items():
         out = work / f"budgets-{stat}"
@@ -472,7 +468,7 @@ def bench_budgets(scale: Scale, work: Path, budget_ms: float = 6.0, zoo_ref: str
                                 latency_stat=stat), meter)
         verified = pd.read_csv(out / VERIFIED)
         for _, row in verified[verified["feasible"]].iterrows():
-            again = backend.remeasure(json.loads(row["arch"]), 17)
+            again = backend.remeasure(json.loads(row["arch"]), supernet.num_keypoints)
             rows.append({"latency_stat": stat, "arch_hash": row["arch_hash"], "searched_ms": row["latency_ms"],
                          "fresh_median_ms": again["median_ms"], "fresh_p90_ms": again["p90_ms"],
                          "within": again[figure_name] <= budget_ms})

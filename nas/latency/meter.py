@@ -203,8 +203,12 @@ class LatencyMeter:
     def _key(self, arch: dict, num_keypoints: int) -> tuple[str, str, str]:
         return self.device, self.backend.settings.key(), f"{arch_hash(arch)}-k{num_keypoints}"
 
+    def cached(self, arch: dict, num_keypoints: int = 17) -> dict | None:
+        """The figures measured before on this device and target, if the cache holds them."""
+        return self.cache.get(*self._key(arch, num_keypoints)) if self.cache is not None else None
+
     def measure(self, arch: dict, num_keypoints: int = 17) -> dict:
-        figures = self.cache.get(*self._key(arch, num_keypoints)) if self.cache is not None else None
+        figures = self.cached(arch, num_keypoints)
         if figures is not None:
             return {**figures, "cached": True}
         figures = self.backend.measure(arch, num_keypoints)
@@ -216,7 +220,7 @@ class LatencyMeter:
         """What an export card records of a subnet's latency: the figures of a measurement in a
         fresh process (network and post-processing apart where the total was measured), beside them
         the median and p90 a search measured where the cache holds them, the device, the settings."""
-        searched = self.cache.get(*self._key(arch, num_keypoints)) if self.cache is not None else None
+        searched = self.cached(arch, num_keypoints)
         figures = self.backend.remeasure(arch, num_keypoints)
         return {**figures, **({"searched": {k: searched[k] for k in ("median_ms", "p90_ms")}} if searched else {}),
                 "device": self.backend.fingerprint, "runtime": asdict(self.backend.settings),
