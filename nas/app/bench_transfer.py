@@ -64,7 +64,8 @@ def transfer(space, target: str, work: Path, held_out: list[dict]) -> pd.DataFra
             errors = np.array([predict(a) for a in held_out]) / measured - 1
             rows.append({"target": target, "anchors": count, "adaptation": how,
                          "within_10pct": float(np.mean(np.abs(errors) <= 0.10)),
-                         "median_error": float(np.median(errors)), "worst_error": float(errors[np.argmax(np.abs(errors))]),
+                         "median_error": float(np.median(errors)),
+                         "worst_error": float(errors[np.argmax(np.abs(errors))]),
                          "anchor_seconds": float(sum(seconds[:count])), "held_out": len(held_out),
                          "ridge": model.settings["adaptation"]["ridge"] if how == "per kind" else None,
                          **({f"scale_{k}": v for k, v in model.settings["adaptation"]["scales"].items()}

@@ -201,7 +201,8 @@ def adapted_reference(meter, space, anchors: int = ANCHORS, progress: bool = Tru
     start = time.monotonic()
     figures = [meter.measure(a, reference.num_keypoints) for a in tqdm(archs, desc="latency anchors",
                                                                         disable=not progress)]
-    adapted = adapt(reference, archs, [f["network_ms"] for f in figures], [f.get("postprocess_ms", 0.0) for f in figures],
+    adapted = adapt(reference, archs, [f["network_ms"] for f in figures],
+                    [f.get("postprocess_ms", 0.0) for f in figures],
                     list(postprocess_cases(space)) if total else [],
                     meter.backend.fingerprint, asdict(meter.settings), tail_ratio(figures))
     adapted.settings["adaptation"]["seconds"] = round(time.monotonic() - start, 1)

@@ -25,7 +25,8 @@ from nas.plots import predicted_against_measured
 from nas.pose.codecs import codec_of
 from supernet.cost import FEATURES, arch_cost
 
-REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"  # 2-core x86, 1 thread, total; 126 cpu subnets, both blocks and heads
+# 2-core x86, 1 thread, total; 126 cpu subnets, both block types and heads
+REFERENCE = Path(__file__).resolve().parent / "reference" / "cpu.json"
 CV_FOLDS = 10  # the report's cross-validation: every subnet held out once
 SCALE = {"ops": 1.0}  # features are scaled to comparable magnitudes before fitting
 
@@ -92,8 +93,8 @@ class LatencyPredictor:
             if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 1 <= tail < 100:
                 raise PoseNASError(f"{path}: p90_over_median {tail!r} is not a ratio of p90 to median latency (1-100)")
             overhead = d.get("overhead_ms", {})
-            if not isinstance(overhead, dict) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e4 for v in overhead.values()):
+            if not isinstance(overhead, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         and abs(v) < 1e4 for v in overhead.values()):
                 raise PoseNASError(f"{path}: overhead_ms must map input sizes to milliseconds")
             return cls(d["coefficients"], d["device"], d["settings"], d["num_keypoints"], d.get("postprocess_ms", {}),
                        float(tail), {str(k): float(v) for k, v in overhead.items()})

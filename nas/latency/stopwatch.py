@@ -8,10 +8,10 @@ busy, re-measuring 24 subnets in a fresh process minutes later landed within
 calibrated once per device and runtime settings (the fastest of many short rounds, the machine at
 its quietest) and kept in the user's cache, so that every process, run and search on this device
 scales by the same figure. Each measurement records the machine's load and the slowdown the
-reference saw. Beyond a slowdown of ``BUSY`` the scaled figure strays (with both cores loaded by
-other processes, 88 % of subnets measured at 1.6-2x stayed within +/-10 % of their quiet figure,
-all of them below 1.6x), so such a measurement is taken again after a pause, up to ``ATTEMPTS``
-times, and the least slowed one kept; a machine busy throughout gets a warning.
+reference saw. Beyond a slowdown of ``BUSY`` the scaled figure strays: with both cores loaded by
+other processes, every subnet measured below 1.6x stayed within +/-10 % of its quiet figure, 7 of
+8 at 1.6-2x. So such a measurement is taken again after a pause, up to ``ATTEMPTS`` times, and the
+least slowed one kept; a machine busy throughout gets a warning.
 """
 from __future__ import annotations
 

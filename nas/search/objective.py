@@ -117,7 +117,8 @@ class Objective:
             t = time.perf_counter()
             figures = self.meter.measure(arch, self.k)
             latency = figures[cfg.latency_figure]
-            attrs.update(latency_measured=True, latency_median_ms=figures["median_ms"], latency_p90_ms=figures["p90_ms"],
+            attrs.update(latency_measured=True, latency_median_ms=figures["median_ms"],
+                         latency_p90_ms=figures["p90_ms"],
                          latency_spread=figures["spread"],
                          latency_cached=figures["cached"], latency_s=time.perf_counter() - t)
         attrs["latency_ms"] = latency

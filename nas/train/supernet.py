@@ -330,11 +330,13 @@ class SupernetRun:
                                "may only add choices to it, at the same largest subnet)")
         missing, unexpected = self.net.load_state_dict(trained.net.state_dict(), strict=False)
         if unexpected:
-            raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} (unexpected {unexpected[:2]})")
+            raise PoseNASError(f"init {source}: its weights do not fit {self.cfg.space!r} "
+                               f"(unexpected {unexpected[:2]})")
         if zoo.is_card(trained.record):
             self.continues = zoo.earlier_stage(source, trained.record)
         if self.main:
-            print(f"starting from the weights of {source}" + (f"; {len(missing)} new tensors start fresh" if missing else ""))
+            fresh = f"; {len(missing)} new tensors start fresh" if missing else ""
+            print(f"starting from the weights of {source}{fresh}")
 
     def save(self, opt: torch.optim.Optimizer | None) -> None:
         distributed.broadcast_module(self.net)  # every rank's copy equals rank 0's (BN statistics included)

@@ -172,7 +172,7 @@ def test_the_main_job_searches_a_zoo_entry_on_predictions(tiny_zoo, tmp_path, mo
     card = json.loads((Path(summary["exports"][0]) / "card.json").read_text())
     assert card["latency"]["target"] == target and adapted["settings"]["precision"] == target.split("/")[1]
     searched = next(p["latency_ms"] for p in pareto["pareto"] if p["arch_hash"] == card["arch_hash"])
-    assert card["latency"]["searched"]["median_ms"] == pytest.approx(searched), "the search's figure, beside a fresh one"
+    assert card["latency"]["searched"]["median_ms"] == pytest.approx(searched), "the search's, beside a fresh one"
     verified = pd.read_csv(run / "search" / "verified.csv")
     if target.endswith("int8/1"):  # its AP is the quantized model's, and the export carries that model
         assert verified["inherited_AP"].notna().any() and card["precision"]["file"] == "model.int8.onnx"

@@ -50,7 +50,8 @@ def test_bad_runtime_settings_are_named():
 def test_predictor_recovers_a_linear_cost_model_and_round_trips(tmp_path):
     space = SearchSpace.load("cpu")
     archs = [space.random(s) for s in range(40)]
-    truth = np.array([0.3, 0.4, 0.004, 0.02, 0.03, 0.01, 0.016, 0.003, 0.002, 0.05, 0.03, 0.001, 0.002, 0.01])  # intercept, stride-2 head, costs
+    # intercept, stride-2 head, then the costs in FEATURES order
+    truth = np.array([0.3, 0.4, 0.004, 0.02, 0.03, 0.01, 0.016, 0.003, 0.002, 0.05, 0.03, 0.001, 0.002, 0.01])
     latencies = [float(feature_vector(a) @ truth) for a in archs]
     predictor = LatencyPredictor.fit(archs[:30], latencies[:30], device_fingerprint(), {}, p90_over_median=1.25)
     predicted = [predictor.predict(a) for a in archs[30:]]

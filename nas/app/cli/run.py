@@ -39,7 +39,8 @@ class Plot(Command):
 
 FIGURE_NAMES = ("synth", "oracle", "baseline", "cost", "largest", "overhead", "supernet", "predictor", "repeatability",
                 "runtime", "decode", "search", "completion", "new-budget", "deployed-budget",
-                "regret", "targets", "target-fronts", "latency-transfer", "contention", "budgets")  # --help without torch
+                "regret", "targets", "target-fronts", "latency-transfer", "contention",
+                "budgets")  # --help without torch
 
 
 class Bench(Command):

@@ -61,7 +61,8 @@ class Search(Command):
         ann, images = data_paths(args)
         zoo_name = zoo.entry_name(args.supernet)
         out = args.out or (f"search-{zoo_name}" if zoo_name else str(Path(args.supernet).resolve().parent / "search"))
-        flags = given(args, ("macs_budget", "latency_stat", "trials", "sampler", "storage", "study", "eval_images", "calib_data",
+        flags = given(args, ("macs_budget", "latency_stat", "trials", "sampler", "storage", "study", "eval_images",
+                             "calib_data",
                              "calib_images", "flip_test", "predictor", "seed", "population",
                              "accuracy_predictor", "predicted_trials", "verify", "refine", "refit", "timeout_min"))
         cfg = SearchConfig.from_dict({**flags, "supernet": args.supernet, "val_ann": ann, "val_images": images,
